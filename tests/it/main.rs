@@ -1,0 +1,4 @@
+//! The one integration-test binary (one link against libtorch): CLI behaviour, parity with the
+//! Python reference implementations, resume and bad input.
+mod common;
+mod cli;
