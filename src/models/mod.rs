@@ -1,4 +1,6 @@
 //! ε-prediction models: the exact-score oracles, and (later) the DDPM UNet and TorchScript.
+pub mod oracle;
+
 use tch::Tensor;
 
 /// An ε-prediction model: x [B,C,H,W] and per-sample timestep labels t [B] (f64, may be
