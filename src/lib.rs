@@ -6,6 +6,7 @@ pub mod error;
 pub mod doctor;
 pub mod registry;
 pub mod schedule;
+pub mod timesteps;
 pub mod models;
 pub mod sampling;
 

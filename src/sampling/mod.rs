@@ -1,5 +1,10 @@
 //! Samplers: one trait, the shared pieces (ε↔x0, the DDIM step φ, NFE counting, noise), and one
 //! file per family next to the equations it implements.
+pub mod ddim;
+pub mod exact;
+pub mod multistep;
+pub mod pndm;
+
 use crate::models::EpsModel;
 use crate::schedule::NoiseSchedule;
 use std::cell::{Cell, RefCell};
@@ -107,3 +112,68 @@ pub fn ddim_sigma(alpha_bar: f64, alpha_bar_prev: f64, eta: f64) -> f64 {
 
 /// Keeps the schedule available to every sampler in one form.
 pub type Schedule = NoiseSchedule;
+
+/// One parameter of a sampler as `bench samplers` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ParamInfo {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+/// What `bench samplers` prints for one sampler.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SamplerInfo {
+    pub name: &'static str,
+    pub params: Vec<ParamInfo>,
+    pub default_skip: crate::timesteps::Skip,
+    /// NFE as a formula of S (the number of labels the timestep rule yields).
+    pub nfe: &'static str,
+    pub end_point: &'static str,
+    pub reference: &'static str,
+}
+
+/// Every sampler the crate provides; each family keeps its entries in its own file.
+pub fn sampler_info() -> Vec<SamplerInfo> {
+    let mut v = ddim::info();
+    v.extend(pndm::info());
+    v
+}
+
+/// Sampler parameters as given by the user (`key: value` strings from the spec or CLI).
+pub type SamplerParams = std::collections::BTreeMap<String, String>;
+
+/// Builds a configured sampler by registry name.
+pub fn build_sampler(name: &str, params: &SamplerParams, steps: usize, schedule: &NoiseSchedule) -> crate::Result<Box<dyn Sampler>> {
+    if let Some(s) = ddim::build(name, params, steps, schedule)? {
+        return Ok(s);
+    }
+    if let Some(s) = pndm::build(name, params, steps, schedule)? {
+        return Ok(s);
+    }
+    let names: Vec<_> = sampler_info().iter().map(|i| i.name).collect();
+    Err(crate::BenchError::user(format!("sampler: unknown name {name:?}; allowed: {}", names.join(", "))))
+}
+
+/// Reads one parameter of `sampler` from `params`, or its default; rejects unknown keys.
+pub(crate) fn param<T: std::str::FromStr>(sampler: &str, params: &SamplerParams, key: &str, default: T) -> crate::Result<T> {
+    match params.get(key) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| {
+            crate::BenchError::user(format!("sampler {sampler}: parameter {key}={v:?} is not a valid {}", std::any::type_name::<T>()))
+        }),
+    }
+}
+
+/// Rejects parameters a sampler does not take, naming the ones it does.
+pub(crate) fn check_params(sampler: &str, params: &SamplerParams, allowed: &[&str]) -> crate::Result<()> {
+    for k in params.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(crate::BenchError::user(format!(
+                "sampler {sampler}: unknown parameter {k:?}; allowed: {}",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
