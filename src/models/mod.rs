@@ -1,5 +1,6 @@
 //! ε-prediction models: the exact-score oracles, and (later) the DDPM UNet and TorchScript.
 pub mod oracle;
+pub mod unet;
 
 use tch::Tensor;
 
