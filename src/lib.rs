@@ -9,6 +9,9 @@ pub mod schedule;
 pub mod models;
 pub mod sampling;
 
+// Links the system OpenBLAS that ndarray-linalg's LAPACK calls resolve to.
+use openblas_src as _;
+
 pub use error::{BenchError, Result};
 
 /// Version string recorded in every result: crate version and the commit it was built from.
