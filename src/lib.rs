@@ -8,6 +8,7 @@ pub mod registry;
 pub mod schedule;
 pub mod models;
 pub mod sampling;
+pub mod noise;
 
 // Links the system OpenBLAS that ndarray-linalg's LAPACK calls resolve to.
 use openblas_src as _;
