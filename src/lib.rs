@@ -8,6 +8,7 @@ pub mod registry;
 pub mod schedule;
 pub mod models;
 pub mod sampling;
+pub mod checkpoint;
 
 pub use error::{BenchError, Result};
 
