@@ -587,7 +587,7 @@ mod tests {
         // The same view on a 4-element storage would read past its end: refused.
         let i = p.iter().position(|&b| b == 6).unwrap();
         p[i] = 4;
-        assert!(unpickle(&p).unwrap_err().contains("reaches element 4"));
+        assert!(unpickle(&p).unwrap_err().contains("reaches element 5 of a storage with 4 elements"));
     }
 
     #[test]
