@@ -9,6 +9,7 @@ pub mod schedule;
 pub mod models;
 pub mod sampling;
 pub mod checkpoint;
+pub mod metrics;
 
 pub use error::{BenchError, Result};
 
