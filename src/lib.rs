@@ -9,6 +9,12 @@ pub mod schedule;
 pub mod timesteps;
 pub mod models;
 pub mod sampling;
+pub mod noise;
+pub mod checkpoint;
+pub mod metrics;
+
+// Links the system OpenBLAS that ndarray-linalg's LAPACK calls resolve to.
+use openblas_src as _;
 
 pub use error::{BenchError, Result};
 
