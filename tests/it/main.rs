@@ -3,3 +3,4 @@
 mod common;
 mod cli;
 mod fid_net;
+mod samplers_a;

@@ -365,67 +365,66 @@ fn slope(points: &[(f64, f64)]) -> f64 {
     -cov / var
 }
 
-#[test]
-fn scratch_convergence() {
-    let opts = (Kind::Double, Device::Cpu);
+/// Linear schedule with β_0 = 0.5: σ̃_t = √((1−ᾱ_t)/ᾱ_t) then starts at 1 and is smooth in t
+/// down to the end point ᾱ_0, instead of behaving like 0.01·√(t+1) (a square-root singularity
+/// one label below the grid, which caps every method's observed order near t = 0).
+fn smooth_end_schedule() -> NoiseSchedule {
     let mut sch = NoiseSchedule::ddpm_linear();
     sch.betas[0] = 0.5;
     let mut acc = 1.0;
-    sch.alphas_cumprod = sch.betas.iter().map(|b| { acc *= 1.0 - b; acc }).collect();
-    for (lo, hi) in [(0.1, 0.5), (0.5, 1.0)] {
-        tch::manual_seed(11);
-        let mu = Tensor::randn(SHAPE, opts) * 0.3;
-        let std = Tensor::rand(SHAPE, opts) * (hi - lo) + lo;
-        let x_t = Tensor::randn([8, 3, 4, 4], opts);
-        let oracle = GaussianOracle::new(sch.clone(), mu.shallow_clone(), std.shallow_clone());
-        for (name, kv, one) in [
-            ("ddim", vec![("skip", "uniform")], true),
-            ("ddim", vec![("skip", "uniform"), ("prev", "stride"), ("alpha_to_one", "false")], false),
-            ("f-pndm", vec![("skip", "uniform"), ("alpha_index", "diffusers"), ("alpha_to_one", "true")], true),
-            ("f-pndm", vec![("skip", "uniform"), ("alpha_index", "diffusers"), ("alpha_to_one", "false")], false),
-            ("s-pndm", vec![("skip", "uniform"), ("alpha_index", "diffusers"), ("alpha_to_one", "false")], false),
-            ("plms", vec![("skip", "uniform"), ("alpha_index", "diffusers"), ("alpha_to_one", "false")], false),
-        ] {
-            let mut pts = Vec::new();
-            for s in [10usize, 20, 25, 50, 100, 200] {
-                let sampler = build_sampler(name, &params(&kv), s, &sch).unwrap();
-                let top = sampler.labels()[0] as usize;
-                let exact = exact_ode_end(&x_t, &mu, &std, sch.alpha_bar(top), if one { 1.0 } else { sch.alpha_bar(0) });
-                let x = sampler.sample(&Counted::new(&oracle), x_t.copy(), &mut GlobalRng);
-                pts.push((s as f64, rel_l2(&x, &exact)));
-            }
-            eprintln!("std {lo}-{hi} {name} one={one}: slope {:.2} {:?}", slope(&pts), pts.iter().map(|p| format!("{:.2e}", p.1)).collect::<Vec<_>>());
-        }
-    }
+    sch.alphas_cumprod = sch.betas.iter().map(|b| {
+        acc *= 1.0 - b;
+        acc
+    }).collect();
+    sch
+}
+
+/// Relative L2 error to the exact ODE end point for each step count.
+fn ode_errors(sch: &NoiseSchedule, name: &str, kv: &[(&str, &str)], a_end: Option<f64>, steps: &[usize]) -> Vec<(f64, f64)> {
+    tch::manual_seed(11);
+    let opts = (Kind::Double, Device::Cpu);
+    let mu = Tensor::randn(SHAPE, opts) * 0.3;
+    let std = Tensor::rand(SHAPE, opts) * 0.5 + 0.5;
+    let x_t = Tensor::randn([8, 3, 4, 4], opts);
+    let oracle = GaussianOracle::new(sch.clone(), mu.shallow_clone(), std.shallow_clone());
+    steps
+        .iter()
+        .map(|&s| {
+            let sampler = build_sampler(name, &params(kv), s, sch).unwrap();
+            let top = sampler.labels()[0] as usize;
+            let exact = exact_ode_end(&x_t, &mu, &std, sch.alpha_bar(top), a_end.unwrap_or(sch.alpha_bar(0)));
+            let x = sampler.sample(&Counted::new(&oracle), x_t.copy(), &mut GlobalRng);
+            (s as f64, rel_l2(&x, &exact))
+        })
+        .collect()
 }
 
 #[test]
 fn convergence_order_to_the_exact_ode_end_point() {
-    tch::manual_seed(11);
-    let opts = (Kind::Double, Device::Cpu);
-    let mu = Tensor::randn(SHAPE, opts) * 0.3;
-    // Smooth regime: data std ≥ 0.5 keeps ε* slowly varying down to ᾱ_0.
-    let std = Tensor::rand(SHAPE, opts) * 0.5 + 0.5;
-    let x_t = Tensor::randn([8, 3, 4, 4], opts);
-    let sch = NoiseSchedule::ddpm_linear();
-    let oracle = GaussianOracle::new(sch.clone(), mu.shallow_clone(), std.shallow_clone());
+    let steps = [20usize, 25, 50, 100, 200];
     let mut report = Vec::new();
-    // Even strides only, so diffusers-index midpoints t − r/2 and t_next + r/2 coincide.
-    for (name, kv, min_slope, max_slope) in [
-        ("ddim", vec![("skip", "uniform")], 0.85, 1.2),
-        ("f-pndm", vec![("skip", "uniform"), ("alpha_index", "diffusers"), ("alpha_to_one", "true")], 3.0, 6.0),
-    ] {
-        let mut pts = Vec::new();
-        for s in [10usize, 20, 25, 50, 100] {
-            let sampler = build_sampler(name, &params(&kv), s, &sch).unwrap();
-            let top = sampler.labels()[0] as usize;
-            let exact = exact_ode_end(&x_t, &mu, &std, sch.alpha_bar(top), 1.0);
-            let x = sampler.sample(&Counted::new(&oracle), x_t.copy(), &mut GlobalRng);
-            pts.push((s as f64, rel_l2(&x, &exact)));
-        }
-        let k = slope(&pts);
-        report.push(format!("{name}: slope {k:.2}, errors {pts:?}"));
-        assert!(k > min_slope && k < max_slope, "{name}: slope {k} errors {pts:?}");
+    // DDIM is Euler in (σ̃, x̄): order 1 on the standard schedule, to ᾱ = 1.
+    let lin = NoiseSchedule::ddpm_linear();
+    let e = ode_errors(&lin, "ddim", &[("skip", "uniform")], Some(1.0), &steps);
+    let k = slope(&e);
+    report.push(format!("ddim (linear, to ᾱ=1): slope {k:.2}"));
+    assert!((0.9..1.1).contains(&k), "ddim slope {k}: {e:?}");
+    // Smooth regime, diffusers index (ε and ᾱ at the same label), even strides, end at ᾱ_0.
+    let sch = smooth_end_schedule();
+    let diff = [("skip", "uniform"), ("alpha_index", "diffusers"), ("alpha_to_one", "false")];
+    let ddim = ode_errors(&sch, "ddim", &[("skip", "uniform"), ("prev", "stride"), ("alpha_to_one", "false")], None, &steps);
+    let k = slope(&ddim);
+    report.push(format!("ddim (smooth): slope {k:.2}"));
+    assert!((0.9..1.1).contains(&k), "ddim slope {k}: {ddim:?}");
+    for name in ["f-pndm", "s-pndm", "plms"] {
+        let e = ode_errors(&sch, name, &diff, None, &steps);
+        let k = slope(&e);
+        report.push(format!("{name} (smooth): slope {k:.2}, err@200 {:.2e}", e[4].1));
+        // Measured ≈ 2 for all three: the pseudo multistep extrapolates ε in label time, but
+        // the transfer φ is exact only for the σ̃-weighted mean of ε over the step; the gap is
+        // O(h²) per unit step, i.e. global order 2 whatever the multistep order.
+        assert!((1.8..2.6).contains(&k), "{name} slope {k}: {e:?}");
+        assert!(e[4].1 < ddim[4].1 / 50.0, "{name} not more accurate than DDIM: {e:?} vs {ddim:?}");
     }
     eprintln!("convergence: {}", report.join("; "));
 }
