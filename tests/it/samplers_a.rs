@@ -524,3 +524,111 @@ fn counted_nfe_equals_formula_for_every_sampler_and_step_count() {
     }
     assert_eq!(checked, 3 * 5 + 4 * 10 - 4);
 }
+
+/// The DDIM repo's `generalized_steps` and `ddpm_steps` (functions/denoising.py), re-derived in
+/// numpy: ᾱ from the zero-padded cumprod at t+1 (so label −1 reads ᾱ=1), seq_next =
+/// [-1] + seq[:-1], `uniform` and `quad` sequences as in runners/diffusion.py.
+const DDIM_REPO_DRIVER: &str = r#"
+import sys, json, numpy as np
+d = sys.argv[1]; cases = json.load(open(d + '/cases.json'))
+xT = np.load(d + '/xT.npy'); mu = np.load(d + '/mu.npy'); sd = np.load(d + '/std.npy')
+b = np.linspace(1e-4, 0.02, 1000, dtype=np.float64)
+padded = np.cumprod(1 - np.concatenate([[0.0], b]))
+def A(t): return padded[t + 1]
+def model(x, t):
+    a = A(t); return np.sqrt(1 - a) * (x - np.sqrt(a) * mu) / (a * sd ** 2 + 1 - a)
+res = []
+for i, c in enumerate(cases):
+    S = c['steps']
+    seq = list(range(0, 1000, 1000 // S)) if c['skip'] == 'uniform' else [int(s) for s in np.linspace(0, np.sqrt(1000 * 0.8), S) ** 2]
+    nxt = [-1] + seq[:-1]
+    x = xT.copy(); noises = []; labels = []
+    for k, (t, tn) in enumerate(zip(reversed(seq), reversed(nxt))):
+        at, an = A(t), A(tn); e = model(x, t); labels.append(t)
+        z = np.random.default_rng(100 + k).standard_normal(x.shape); noises.append(z)
+        if c['kind'] == 'generalized':
+            x0 = (x - e * np.sqrt(1 - at)) / np.sqrt(at)
+            c1 = c['eta'] * np.sqrt((1 - at / an) * (1 - an) / (1 - at))
+            c2 = np.sqrt((1 - an) - c1 ** 2)
+            x = np.sqrt(an) * x0 + c1 * z + c2 * e
+        else:
+            beta = 1 - at / an
+            x0 = np.clip(np.sqrt(1 / at) * x - np.sqrt(1 / at - 1) * e, -1, 1)
+            mean = (np.sqrt(an) * beta * x0 + np.sqrt(1 - beta) * (1 - an) * x) / (1 - at)
+            x = mean + (0.0 if t == 0 else 1.0) * np.exp(0.5 * np.log(beta)) * z
+    np.save(f'{d}/out{i}.npy', x); np.save(f'{d}/noise{i}.npy', np.stack(noises))
+    res.append(labels)
+print(json.dumps(res))
+"#;
+
+#[test]
+fn ddim_and_ddpm_large_match_the_ddim_repo() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mu, std, x_t) = setup(9, 4);
+    // Data wider than [−1, 1] in places, so ddpm_large's clamp is exercised.
+    let std = std * 3.0;
+    x_t.write_npy(dir.path().join("xT.npy")).unwrap();
+    mu.write_npy(dir.path().join("mu.npy")).unwrap();
+    std.write_npy(dir.path().join("std.npy")).unwrap();
+    let mut cases = Vec::new();
+    for skip in ["uniform", "quadratic"] {
+        for s in [7usize, 10, 50, 100] {
+            for (kind, eta) in [("generalized", 0.0), ("generalized", 1.0), ("large", 0.0)] {
+                cases.push((skip, s, kind, eta));
+            }
+        }
+    }
+    let json: Vec<_> = cases
+        .iter()
+        .map(|(skip, s, kind, eta)| serde_json::json!({"skip": skip, "steps": s, "kind": kind, "eta": eta}))
+        .collect();
+    std::fs::write(dir.path().join("cases.json"), serde_json::to_string(&json).unwrap()).unwrap();
+    let labels: Vec<Vec<f64>> = serde_json::from_str(run_python(DDIM_REPO_DRIVER, &[dir.path().to_str().unwrap()]).trim()).unwrap();
+    let sch = NoiseSchedule::ddpm_linear();
+    let oracle = GaussianOracle::new(sch.clone(), mu, std);
+    let mut worst: f64 = 0.0;
+    for (i, &(skip, s, kind, eta)) in cases.iter().enumerate() {
+        let what = format!("{skip} S={s} {kind} η={eta}");
+        let (name, p) = match kind {
+            "large" => ("ddpm_large", params(&[("skip", skip)])),
+            _ => ("ddim", params(&[("skip", skip), ("eta", &eta.to_string())])),
+        };
+        let sampler = build_sampler(name, &p, s, &sch).unwrap();
+        assert_eq!(sampler.labels(), labels[i], "{what}");
+        assert_eq!(sampler.end_point(), samplerbench::sampling::EndPoint::AlphaBarOne);
+        let z = Tensor::read_npy(dir.path().join(format!("noise{i}.npy"))).unwrap();
+        let x = sampler.sample(&Counted::new(&oracle), x_t.copy(), &mut Replay(z));
+        let want = Tensor::read_npy(dir.path().join(format!("out{i}.npy"))).unwrap();
+        let err = rel_l2(&x, &want);
+        assert!(err < 1e-10, "{what}: {err:.3e}");
+        worst = worst.max(err);
+    }
+    eprintln!("DDIM repo generalized_steps/ddpm_steps: {} cases, max relative L2 {worst:.3e}", cases.len());
+}
+
+#[test]
+fn registry_lists_and_builds_every_sampler_in_float_and_double() {
+    let infos = samplerbench::sampling::sampler_info();
+    let names: Vec<_> = infos.iter().map(|i| i.name).collect();
+    assert_eq!(names, ["ddim", "ddpm", "ddpm_large", "f-pndm", "s-pndm", "fon", "plms"]);
+    let sch = NoiseSchedule::ddpm_linear();
+    let (mu, std, x_t) = setup(4, 2);
+    let oracle = GaussianOracle::new(sch.clone(), mu, std);
+    for info in &infos {
+        // Every listed default parses back through the builder.
+        let p: SamplerParams = info.params.iter().map(|q| (q.name.to_string(), q.default.to_string())).collect();
+        let sampler = build_sampler(info.name, &p, 10, &sch).unwrap_or_else(|e| panic!("{}: {e}", info.name));
+        let d = sampler.sample(&Counted::new(&oracle), x_t.copy(), &mut GlobalRng);
+        let f = sampler.sample(&Counted::new(&oracle), x_t.to_kind(Kind::Float), &mut GlobalRng);
+        assert_eq!((d.kind(), f.kind()), (Kind::Double, Kind::Float), "{}", info.name);
+        if !["ddpm", "ddpm_large"].contains(&info.name) && !p.get("eta").is_some_and(|e| e != "0") {
+            let err = rel_l2(&f.to_kind(Kind::Double), &d);
+            // FON scales a unit-step increment x − φ(x) (a float32 cancellation) by t − t_next.
+            let tol = if info.name == "fon" { 1e-3 } else { 1e-5 };
+            assert!(err < tol, "{}: float vs double {err:.2e}", info.name);
+        }
+    }
+    let e = build_sampler("dpm", &SamplerParams::new(), 10, &sch).err().unwrap();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("ddim, ddpm, ddpm_large"), "{e}");
+}
