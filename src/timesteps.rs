@@ -278,5 +278,8 @@ mod tests {
         // numpy.arange(1000, 0, -1000/61) has 62 elements, the last rounding to label −1.
         assert_eq!(discrete_labels(Skip::Trailing, 61, 1000, 0).unwrap_err().exit_code(), 2);
         assert_eq!(Skip::parse("time_quadratic").unwrap(), Skip::TimeQuadratic);
+        for k in Skip::ALL {
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{}\"", k.name()));
+        }
     }
 }

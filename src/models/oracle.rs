@@ -135,7 +135,7 @@ impl EpsModel for GmmOracle {
         let nd = self.means.dim() as i64 - 1;
         // Broadcast shapes: x [B,1,...], ᾱ [B,1,1..], components [1,K,...].
         let mut ab_shape = vec![b, 1];
-        ab_shape.extend(std::iter::repeat(1).take(nd as usize));
+        ab_shape.extend(std::iter::repeat_n(1, nd as usize));
         let ab = Tensor::from_slice(&ab).to_device(dev).view(ab_shape.as_slice());
         let xd = x.to_kind(Kind::Double).unsqueeze(1);
         let mu = self.means.to_device(dev).unsqueeze(0);
@@ -149,7 +149,7 @@ impl EpsModel for GmmOracle {
         let logits = loglik + self.weights.to_device(dev).log().view([1, k]);
         let resp = (&logits - logits.logsumexp([1i64].as_slice(), true)).exp();
         let mut r_shape = vec![b, k];
-        r_shape.extend(std::iter::repeat(1).take(nd as usize));
+        r_shape.extend(std::iter::repeat_n(1, nd as usize));
         (eps_k * resp.view(r_shape.as_slice())).sum_dim_intlist([1i64].as_slice(), false, Kind::Double).to_kind(x.kind())
     }
     fn describe(&self) -> String {

@@ -66,7 +66,8 @@ pub fn exact_output_moments(sampler: &dyn Sampler, oracle: &GaussianOracle) -> R
     let a2 = out.get(2) - &m;
     let nonlin = (&a2 - &a * PROBE).abs().max().double_value(&[]);
     let scale = 1.0 + PROBE * a.abs().max().double_value(&[]);
-    if !(nonlin <= 1e-9 * scale) {
+    // NaN (a diverging sampler) counts as non-affine too.
+    if nonlin.is_nan() || nonlin > 1e-9 * scale {
         return Err(BenchError::user(format!(
             "exact moments: sampler {} is not affine in x_T (deviation {nonlin:.3e}); exact FD needs an affine sampler",
             sampler.name()
