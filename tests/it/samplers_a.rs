@@ -426,7 +426,39 @@ fn convergence_order_to_the_exact_ode_end_point() {
         assert!((1.8..2.6).contains(&k), "{name} slope {k}: {e:?}");
         assert!(e[4].1 < ddim[4].1 / 50.0, "{name} not more accurate than DDIM: {e:?} vs {ddim:?}");
     }
+    // Labels uniform in σ̃ (σ̃_t linear from 0.5 to 20): the label-time and σ̃-weighted means
+    // of ε coincide, and the multistep's own order shows.
+    let sch = sigma_linear_schedule(0.5, 20.0);
+    let fine = [50usize, 100, 200];
+    let ddim = ode_errors(&sch, "ddim", &[("skip", "uniform"), ("prev", "stride"), ("alpha_to_one", "false")], None, &fine);
+    let k = slope(&ddim);
+    report.push(format!("ddim (σ̃-uniform): slope {k:.2}"));
+    assert!((0.9..1.1).contains(&k), "ddim slope {k}: {ddim:?}");
+    for (name, lo, hi) in [("f-pndm", 3.0, 4.5), ("plms", 3.0, 4.5), ("s-pndm", 1.6, 2.4)] {
+        let e = ode_errors(&sch, name, &diff, None, &fine);
+        let k = slope(&e);
+        report.push(format!("{name} (σ̃-uniform): slope {k:.2}, err@200 {:.2e}", e[2].1));
+        assert!((lo..hi).contains(&k), "{name} slope {k}: {e:?}");
+    }
     eprintln!("convergence: {}", report.join("; "));
+}
+
+/// ᾱ_t = 1/(1 + σ̃_t²) with σ̃_t linear in the label from `lo` to `hi`.
+fn sigma_linear_schedule(lo: f64, hi: f64) -> NoiseSchedule {
+    let mut sch = NoiseSchedule::ddpm_linear();
+    sch.alphas_cumprod = (0..1000)
+        .map(|t| {
+            let s = lo + (hi - lo) * t as f64 / 999.0;
+            1.0 / (1.0 + s * s)
+        })
+        .collect();
+    let mut prev = 1.0;
+    sch.betas = sch.alphas_cumprod.iter().map(|&a| {
+        let b = 1.0 - a / prev;
+        prev = a;
+        b
+    }).collect();
+    sch
 }
 
 /// Diagonal Gaussian FD from samples [N, ...] against N(μ, diag s²); also its expected bias
