@@ -14,3 +14,6 @@ pub use error::{BenchError, Result};
 /// Version string recorded in every result: crate version and the commit it was built from.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_COMMIT: &str = env!("BENCH_GIT_COMMIT");
+
+// Keeps the system OpenBLAS on the link line: doctor.rs calls `openblas_get_config` directly.
+use openblas_src as _;

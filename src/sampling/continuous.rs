@@ -185,10 +185,11 @@ pub enum VpRule {
     /// diffusers `timestep_spacing="linspace"`: round(linspace(0, T−1, S+1))[::-1][:-1],
     /// integer labels, σ̃ in float32, and a final node from `final_sigmas_type`.
     DiffusersLinspace(FinalSigma),
-    /// diffusers `use_karras_sigmas=True`: Karras σ̃ levels, labels `_sigma_to_t` rounded (not
-    /// rounded for the cosine schedule, as diffusers does for `squaredcos_cap_v2`); the node's
-    /// (α, σ) come from the Karras σ̃, not from the label.
-    DiffusersKarras(FinalSigma),
+    /// diffusers `use_karras_sigmas=True`: Karras σ̃ levels, labels `_sigma_to_t` rounded, then
+    /// stored as int64; the node's (α, σ) come from the Karras σ̃, not from the label.
+    /// `DPMSolverMultistepScheduler` skips the rounding for `squaredcos_cap_v2`, so its cosine
+    /// labels are truncated by the int64 cast (`truncate_cosine`); singlestep and UniPC round.
+    DiffusersKarras { final_sigma: FinalSigma, truncate_cosine: bool },
     /// DPM-Solver/UniPC repo continuous time from t_T = 1 to `t_end`.
     Continuous { rule: TimeRule, t_end: f64 },
 }
@@ -198,7 +199,7 @@ impl VpRule {
     pub fn skip_name(&self) -> &'static str {
         match self {
             VpRule::DiffusersLinspace(_) => "linspace",
-            VpRule::DiffusersKarras(_) => "karras",
+            VpRule::DiffusersKarras { .. } => "karras",
             VpRule::Continuous { rule: TimeRule::TimeUniform, .. } => "time_uniform",
             VpRule::Continuous { rule: TimeRule::LogSnr, .. } => "logsnr",
             VpRule::Continuous { rule: TimeRule::TimeQuadratic, .. } => "time_quadratic",
@@ -238,18 +239,18 @@ pub fn vp_grid(schedule: &NoiseSchedule, rule: VpRule, steps: usize) -> Vec<Node
             g.push(final_node(f));
             g
         }
-        VpRule::DiffusersKarras(f) => {
+        VpRule::DiffusersKarras { final_sigma, truncate_cosine } => {
             let sig = ve_sigmas(schedule);
             let log_sig: Vec<f64> = sig.iter().map(|s| s.ln()).collect();
-            let round = schedule.kind != ScheduleKind::Cosine;
+            let truncate = truncate_cosine && schedule.kind == ScheduleKind::Cosine;
             let mut g: Vec<Node> = karras_sigmas(sig[0], sig[sig.len() - 1], steps)
                 .into_iter()
                 .map(|s| {
                     let t = sigma_to_t(&log_sig, s);
-                    Node::from_sigma_ve(if round { t.round_ties_even() } else { t }, f32r(s))
+                    Node::from_sigma_ve(if truncate { t.trunc() } else { t.round_ties_even() }, f32r(s))
                 })
                 .collect();
-            g.push(final_node(f));
+            g.push(final_node(final_sigma));
             g
         }
         VpRule::Continuous { rule, t_end } => {

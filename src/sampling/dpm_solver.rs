@@ -359,7 +359,8 @@ impl Sampler for DpmSolver {
 }
 
 /// Parse the shared `skip`/`final_sigmas`/`t_end` parameters of the VP ODE solvers.
-pub fn parse_vp_rule(p: &mut Params, schedule: &Schedule, default_skip: &'static str, default_final: &'static str) -> Result<VpRule> {
+/// `truncate_cosine`: diffusers' multistep DPM-Solver labels for karras + cosine (see `VpRule`).
+pub fn parse_vp_rule(p: &mut Params, schedule: &Schedule, default_skip: &'static str, default_final: &'static str, truncate_cosine: bool) -> Result<VpRule> {
     let skip = p.choice("skip", default_skip, &["logsnr", "time_uniform", "time_quadratic", "linspace", "karras"])?;
     let fin = match p.choice("final_sigmas", default_final, &["zero", "sigma_min"])? {
         "zero" => FinalSigma::Zero,
@@ -373,7 +374,7 @@ pub fn parse_vp_rule(p: &mut Params, schedule: &Schedule, default_skip: &'static
         "time_uniform" => cont(TimeRule::TimeUniform),
         "time_quadratic" => cont(TimeRule::TimeQuadratic),
         "linspace" => VpRule::DiffusersLinspace(fin),
-        _ => VpRule::DiffusersKarras(fin),
+        _ => VpRule::DiffusersKarras { final_sigma: fin, truncate_cosine },
     })
 }
 
@@ -382,11 +383,11 @@ fn build(name: &'static str, pred: Prediction, params: &ParamMap, steps: usize, 
     let order = p.usize_in("order", default_order, 1, 3)?;
     let method = p.choice("method", default_method, &["multistep", "singlestep", "singlestep_fixed"])?;
     let lof = p.bool("lower_order_final", true)?;
-    let rule = parse_vp_rule(&mut p, schedule, "logsnr", default_final)?;
+    let rule = parse_vp_rule(&mut p, schedule, "logsnr", default_final, method == "multistep")?;
     p.finish()?;
     let min_steps = if method == "singlestep_fixed" { order } else { 1 };
     check_steps(name, steps, min_steps)?;
-    if pred == Prediction::Noise && matches!(rule, VpRule::DiffusersLinspace(FinalSigma::Zero) | VpRule::DiffusersKarras(FinalSigma::Zero)) {
+    if pred == Prediction::Noise && matches!(rule, VpRule::DiffusersLinspace(FinalSigma::Zero) | VpRule::DiffusersKarras { final_sigma: FinalSigma::Zero, .. }) {
         return Err(crate::BenchError::user(format!(
             "sampler {name}: final_sigmas=zero needs data prediction (use dpm_solver++ or final_sigmas=sigma_min)"
         )));

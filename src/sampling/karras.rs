@@ -22,6 +22,8 @@ pub struct SigmaGrid {
     pub sigmas: Vec<f64>,
     pub labels: Vec<f64>,
     log_sigmas: Vec<f64>,
+    /// diffusers keeps labels in float32, except KDPM2's Karras grids (float64).
+    f32_labels: bool,
 }
 
 impl SigmaGrid {
@@ -45,14 +47,28 @@ impl SigmaGrid {
         };
         let mut sigmas: Vec<f64> = levels.into_iter().map(f32r).collect();
         sigmas.push(0.0);
-        SigmaGrid { sigmas, labels: labels.into_iter().map(f32r).collect(), log_sigmas }
+        SigmaGrid { sigmas, labels: labels.into_iter().map(f32r).collect(), log_sigmas, f32_labels: true }
+    }
+    /// KDPM2(-ancestral) with Karras levels: diffusers rounds the grid labels to integers and
+    /// keeps the midpoint labels unrounded in float64.
+    pub fn kdpm2_karras_labels(mut self, schedule: &Schedule) -> Self {
+        let sig = ve_sigmas(schedule);
+        let k = karras_sigmas(sig[0], sig[sig.len() - 1], self.labels.len());
+        self.labels = k.iter().map(|&s| sigma_to_t(&self.log_sigmas, s).round_ties_even()).collect();
+        self.f32_labels = false;
+        self
     }
     pub fn steps(&self) -> usize {
         self.labels.len()
     }
     /// Label of a level off the grid (diffusers `_sigma_to_t`, stored as float32).
     pub fn label_of(&self, sigma: f64) -> f64 {
-        f32r(sigma_to_t(&self.log_sigmas, sigma))
+        let t = sigma_to_t(&self.log_sigmas, sigma);
+        if self.f32_labels {
+            f32r(t)
+        } else {
+            t
+        }
     }
     /// `init_noise_sigma` for timestep_spacing linspace: max σ.
     pub fn init_sigma(&self) -> f64 {
@@ -319,7 +335,11 @@ fn build(family: Family, name: &'static str, params: &ParamMap, steps: usize, sc
         // linspace(0, T−1, 1) is just [0]: no noise level to start from.
         return Err(crate::BenchError::user(format!("sampler {name}: steps={steps} is too small for skip=linspace (need ≥ 2)")));
     }
-    Ok(Box::new(KarrasSampler::new(family, SigmaGrid::new(schedule, karras, steps)).with_lms_order(lms_order).with_churn(churn)))
+    let mut grid = SigmaGrid::new(schedule, karras, steps);
+    if karras && matches!(family, Family::Kdpm2 | Family::Kdpm2Ancestral) {
+        grid = grid.kdpm2_karras_labels(schedule);
+    }
+    Ok(Box::new(KarrasSampler::new(family, grid).with_lms_order(lms_order).with_churn(churn)))
 }
 
 pub fn euler(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {

@@ -191,11 +191,11 @@ pub fn unipc(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box
         _ => Prediction::Noise,
     };
     let lof = p.bool("lower_order_final", true)?;
-    let rule = parse_vp_rule(&mut p, schedule, "logsnr", "zero")?;
+    let rule = parse_vp_rule(&mut p, schedule, "logsnr", "zero", false)?;
     p.finish()?;
     check_steps("unipc", steps, 1)?;
     if pred == Prediction::Noise
-        && matches!(rule, VpRule::DiffusersLinspace(FinalSigma::Zero) | VpRule::DiffusersKarras(FinalSigma::Zero))
+        && matches!(rule, VpRule::DiffusersLinspace(FinalSigma::Zero) | VpRule::DiffusersKarras { final_sigma: FinalSigma::Zero, .. })
     {
         return Err(crate::BenchError::user("sampler unipc: final_sigmas=zero needs predict=data (or final_sigmas=sigma_min)"));
     }
