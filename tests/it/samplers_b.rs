@@ -462,3 +462,83 @@ fn bad_parameters_are_user_errors() {
         assert!(e.to_string().contains(p[p.len() - 1].0), "{e}");
     }
 }
+
+#[test]
+fn karras_ve_without_churn_is_heun_on_the_karras_grid() {
+    let sch = NoiseSchedule::ddpm_linear();
+    let (mean, std) = gaussian_data();
+    let oracle = GaussianOracle::new(sch.clone(), mean, std);
+    let z = Tensor::randn([2, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
+    let ve = karras::karras_ve(&params(&[("s_churn", "0")]), 12, &sch).unwrap();
+    let heun = karras::heun(&params(&[("skip", "karras")]), 12, &sch).unwrap();
+    assert_eq!(ve.labels(), heun.labels());
+    let run = |s: &dyn Sampler| s.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+    assert!(rel_l2(&run(ve.as_ref()), &run(heun.as_ref())) < 1e-15);
+    // With churn (S_churn=80, S=12: γ = min(80/12, √2−1)) only levels in [S_tmin, S_tmax] = [0.05, 50]
+    // are inflated: the first level (σ_max ≈ 157) is not, so the first label stays 999.
+    let churned = karras::karras_ve(&params(&[]), 12, &sch).unwrap();
+    let (l, h) = (churned.labels(), heun.labels());
+    assert_eq!(l[0], 999.0);
+    let g = karras::SigmaGrid::new(&sch, true, 12);
+    let gamma = 2f64.sqrt() - 1.0;
+    for i in 1..12 {
+        let s = g.sigmas[i];
+        let inflated = (0.05..=50.0).contains(&s);
+        assert_eq!(l[2 * i] != h[2 * i], inflated, "level {i} σ={s}");
+        if inflated {
+            assert_eq!(l[2 * i], g.label_of(s * (1.0 + gamma)));
+        }
+    }
+}
+
+/// The stochastic samplers draw from the data distribution: on a 1-pixel Gaussian, 20k samples'
+/// mean and standard deviation approach μ and s as steps grow (ancestral samplers carry an
+/// O(step) bias in the variance: Euler-a's std measured 0.445 at 50 steps, 0.496 at 1000).
+#[test]
+fn stochastic_samplers_sample_the_data_distribution() {
+    let sch = NoiseSchedule::ddpm_linear();
+    let (mu, s) = (0.3, 0.5);
+    // 20k i.i.d. samples as the pixels of a 2×[1,100,100] batch (two labels per model call).
+    let oracle = GaussianOracle::new(sch.clone(), Tensor::full([1, 100, 100], mu, f64_opts()), Tensor::full([1, 100, 100], s, f64_opts()));
+    tch::manual_seed(21);
+    let z = Tensor::randn([2, 1, 100, 100], f64_opts());
+    for (name, ctor) in [("euler_ancestral", karras::euler_ancestral as Ctor), ("kdpm2_ancestral", karras::kdpm2_ancestral), ("karras_ve", karras::karras_ve)] {
+        let moments = |steps: usize| -> (f64, f64) {
+            let sm = ctor(&params(&[]), steps, &sch).unwrap();
+            tch::manual_seed(22);
+            let x = sm.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+            (x.mean(Kind::Double).double_value(&[]), x.std(true).double_value(&[]))
+        };
+        let (m50, sd50) = moments(50);
+        let (m, sd) = moments(1000);
+        eprintln!("{name}: 50 steps mean {m50:.4} std {sd50:.4}; 1000 steps mean {m:.4} std {sd:.4} (μ={mu}, s={s})");
+        // Standard errors: mean 0.5/√20000 = 0.0035, std 0.0025.
+        assert!((m - mu).abs() < 0.012, "{name}: mean {m}");
+        assert!((sd - s).abs() < 0.01, "{name}: std {sd}");
+        assert!((sd - s).abs() <= (sd50 - s).abs() + 0.005, "{name}: std {sd50} → {sd}");
+    }
+}
+
+/// Samplers follow the input's dtype (f64 for exact moments, f32 for speed).
+#[test]
+fn samplers_are_dtype_generic() {
+    let sch = NoiseSchedule::ddpm_linear();
+    let (mean, std) = gaussian_data();
+    let oracle = GaussianOracle::new(sch.clone(), mean, std);
+    let z = Tensor::randn([2, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
+    for info in samplerbench::sampling::zoo_b::infos() {
+        let ctor = samplerbench::sampling::zoo_b::constructor(info.name).unwrap();
+        let sm = ctor(&params(&[]), 10, &sch).unwrap();
+        tch::manual_seed(1);
+        let x64 = sm.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+        tch::manual_seed(1);
+        let x32 = sm.sample(&Counted::new(&oracle), z.to_kind(Kind::Float), &mut samplerbench::sampling::GlobalRng);
+        assert_eq!(x64.kind(), Kind::Double, "{}", info.name);
+        assert_eq!(x32.kind(), Kind::Float, "{}", info.name);
+        let stochastic = ["euler_ancestral", "kdpm2_ancestral", "karras_ve"].contains(&info.name);
+        if !stochastic {
+            let e = rel_l2(&x32.to_kind(Kind::Double), &x64);
+            assert!(e < 1e-4, "{}: f32 vs f64 {e}", info.name);
+        }
+    }
+}
