@@ -113,6 +113,7 @@ pub mod params;
 pub mod dpm_solver;
 pub mod unipc;
 pub mod karras;
+pub mod deis;
 pub mod zoo_b;
 
 /// What `bench samplers` prints for one sampler.

@@ -1,7 +1,7 @@
 //! Part B of the sampler zoo in one place for `bench samplers` and spec parsing: the info
 //! entries and constructors of the DPM-Solver/UniPC and Karras families.
 use super::params::ParamMap;
-use super::{dpm_solver, karras, unipc, Sampler, SamplerInfo, Schedule};
+use super::{deis, dpm_solver, karras, unipc, Sampler, SamplerInfo, Schedule};
 use crate::Result;
 
 /// (params, steps, schedule) → configured sampler; bad params are `BenchError::User`.
@@ -10,6 +10,7 @@ pub type Constructor = fn(&ParamMap, usize, &Schedule) -> Result<Box<dyn Sampler
 pub fn infos() -> Vec<SamplerInfo> {
     let mut v = vec![dpm_solver::DPM_SOLVER_INFO, dpm_solver::DPM_SOLVER_PP_INFO, unipc::UNIPC_INFO];
     v.extend_from_slice(karras::KARRAS_INFOS);
+    v.push(deis::DEIS_INFO);
     v
 }
 
@@ -25,6 +26,7 @@ pub fn constructor(name: &str) -> Option<Constructor> {
         "kdpm2_ancestral" => karras::kdpm2_ancestral,
         "lms" => karras::lms,
         "karras_ve" => karras::karras_ve,
+        "deis" => deis::deis,
         _ => return None,
     })
 }
@@ -42,7 +44,7 @@ mod tests {
             assert_eq!(sampler.name(), info.name);
             assert!(sampler.nfe() >= 10);
         }
-        assert_eq!(infos().len(), 10);
+        assert_eq!(infos().len(), 11);
         assert!(constructor("ddim_b").is_none());
     }
 }

@@ -8,7 +8,7 @@ use samplerbench::models::oracle::GaussianOracle;
 use samplerbench::models::EpsModel;
 use samplerbench::sampling::continuous::{ve_sigmas, VpContinuous};
 use samplerbench::sampling::params::ParamMap;
-use samplerbench::sampling::{dpm_solver, karras, unipc, Counted, NoiseSource, Sampler};
+use samplerbench::sampling::{deis, dpm_solver, karras, unipc, Counted, NoiseSource, Sampler};
 use samplerbench::schedule::{NoiseSchedule, ScheduleKind};
 use tch::{Device, Kind, Tensor};
 
@@ -123,6 +123,12 @@ fn cases() -> Vec<Case> {
         case(un, &[("skip", "linspace"), ("variant", "bh2"), ("predict", "noise"), ("final_sigmas", "sigma_min")], 8, "cosine", up, json!({"solver_type": "bh2", "predict_x0": false, "final_sigmas_type": "sigma_min"}), false),
         case(un, &[("skip", "karras"), ("variant", "bh2")], 11, "linear", up, json!({"solver_type": "bh2", "use_karras_sigmas": true}), false),
     ];
+    let de = "DEISMultistepScheduler";
+    v.push(case(deis::deis, &[], 10, "linear", de, json!({}), false));
+    v.push(case(deis::deis, &[("order", "3")], 13, "cosine", de, json!({"solver_order": 3}), false));
+    v.push(case(deis::deis, &[("order", "3")], 20, "linear", de, json!({"solver_order": 3}), false));
+    v.push(case(deis::deis, &[("order", "1")], 5, "linear", de, json!({"solver_order": 1}), false));
+    v.push(case(deis::deis, &[("order", "2"), ("skip", "karras")], 9, "linear", de, json!({"use_karras_sigmas": true}), false));
     for (ctor, cls, stoch) in [
         (karras::euler as Ctor, "EulerDiscreteScheduler", false),
         (karras::heun as Ctor, "HeunDiscreteScheduler", false),
@@ -315,6 +321,8 @@ fn vp_solvers_converge_with_their_order() {
         // UniC raises the predictor's order by one.
         ("unipc bh1 order 2", unipc::unipc, vec![], 2.8, vec![10, 20, 40, 80]),
         ("unipc bh2 order 3", unipc::unipc, vec![("order", "3"), ("variant", "bh2")], 3.0, vec![10, 20, 40, 80]),
+        ("deis order 2", deis::deis, vec![("skip", "logsnr")], 1.8, vec![20, 40, 80, 160]),
+        ("deis order 3", deis::deis, vec![("skip", "logsnr"), ("order", "3")], 2.3, vec![10, 20, 40, 80]),
     ];
     let mut report = String::new();
     for (name, ctor, p, min_slope, steps) in cases {
@@ -430,6 +438,7 @@ fn nfe_counts_match_formulas() {
         (karras::kdpm2, vec![], |s| 2 * s - 1),
         (karras::kdpm2_ancestral, vec![], |s| 2 * s - 1),
         (karras::karras_ve, vec![], |s| 2 * s - 1),
+        (deis::deis, vec![("order", "3")], |s| s),
     ];
     for (ctor, p, formula) in all {
         for steps in [3usize, 5, 10, 11, 20] {
