@@ -48,7 +48,7 @@ fn deis_step(x: &Tensor, hist: &History, t: &Node, order: usize) -> Tensor {
     };
     let mut xbar = x / s0.alpha;
     for (c, m) in coefs {
-        xbar = xbar + m * c;
+        xbar += m * c;
     }
     xbar * t.alpha
 }

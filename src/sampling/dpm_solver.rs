@@ -61,7 +61,7 @@ pub fn phis(hh: f64) -> [f64; 3] {
 pub fn exp_update(pred: Prediction, x: &Tensor, s: &Node, t: &Node, terms: &[(f64, &Tensor)]) -> Tensor {
     let mut acc = x * pred.linear(s, t);
     for (c, d) in terms {
-        acc = acc - *d * (pred.scale(t) * c);
+        acc -= *d * (pred.scale(t) * c);
     }
     acc
 }
@@ -200,12 +200,12 @@ pub fn multistep_orders(order: usize, steps: usize, lower_order_final: bool, bel
 pub fn diffusers_singlestep_blocks(order: usize, steps: usize, lower_order_final: bool, final_zero: bool) -> Vec<usize> {
     let rep = |pat: &[usize], n: usize| -> Vec<usize> { pat.iter().copied().cycle().take(pat.len() * n).collect() };
     // diffusers forces lower_order_final when steps % order ≠ 0 or the final sigma is zero.
-    let lof = lower_order_final || steps % order != 0 || final_zero;
+    let lof = lower_order_final || !steps.is_multiple_of(order) || final_zero;
     let mut per_step: Vec<usize> = match (order, lof) {
-        (3, true) if steps % 3 == 0 => [rep(&[1, 2, 3], steps / 3 - 1), vec![1, 2, 1]].concat(),
+        (3, true) if steps.is_multiple_of(3) => [rep(&[1, 2, 3], steps / 3 - 1), vec![1, 2, 1]].concat(),
         (3, true) if steps % 3 == 1 => [rep(&[1, 2, 3], steps / 3), vec![1]].concat(),
         (3, true) => [rep(&[1, 2, 3], steps / 3), vec![1, 2]].concat(),
-        (2, true) if steps % 2 == 0 => [rep(&[1, 2], steps / 2 - 1), vec![1, 1]].concat(),
+        (2, true) if steps.is_multiple_of(2) => [rep(&[1, 2], steps / 2 - 1), vec![1, 1]].concat(),
         (2, true) => [rep(&[1, 2], steps / 2), vec![1]].concat(),
         (3, false) => rep(&[1, 2, 3], steps / 3),
         (2, false) => rep(&[1, 2], steps / 2),
@@ -238,7 +238,7 @@ pub fn fast_orders(order: usize, steps: usize) -> Vec<usize> {
                 _ => [vec![3; k - 1], vec![2]].concat(),
             }
         }
-        2 if steps % 2 == 0 => vec![2; steps / 2],
+        2 if steps.is_multiple_of(2) => vec![2; steps / 2],
         2 => [vec![2; steps / 2], vec![1]].concat(),
         _ => vec![1; steps],
     }
@@ -378,6 +378,7 @@ pub fn parse_vp_rule(p: &mut Params, schedule: &Schedule, default_skip: &'static
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build(name: &'static str, pred: Prediction, params: &ParamMap, steps: usize, schedule: &Schedule, default_order: usize, default_method: &'static str, default_final: &'static str) -> Result<Box<dyn Sampler>> {
     let mut p = Params::new(name, params);
     let order = p.usize_in("order", default_order, 1, 3)?;

@@ -285,11 +285,7 @@ impl Sampler for KarrasSampler {
                         drop(history.remove(0));
                     }
                     let order = (i + 1).min(self.lms_order);
-                    let mut acc = x.shallow_clone();
-                    for k in 0..order {
-                        acc = acc + &history[history.len() - 1 - k] * lms_coefficient(sig, order, i, k);
-                    }
-                    acc
+                    (0..order).fold(x.shallow_clone(), |acc, k| acc + &history[history.len() - 1 - k] * lms_coefficient(sig, order, i, k))
                 }
                 // Karras et al. 2022 Alg. 2: churn up to σ̂, Heun step σ̂ → σ_{i+1} (Euler for the last).
                 Family::KarrasVe => {

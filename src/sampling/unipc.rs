@@ -42,11 +42,12 @@ fn solve_vandermonde(rks: &[f64], b: &[f64]) -> Vec<f64> {
     for c in 0..n {
         let p = (c..n).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap_or(c);
         a.swap(c, p);
-        for r in 0..n {
+        let pivot = a[c].clone();
+        for (r, row) in a.iter_mut().enumerate() {
             if r != c {
-                let f = a[r][c] / a[c][c];
-                for k in c..=n {
-                    a[r][k] -= f * a[c][k];
+                let f = row[c] / pivot[c];
+                for (v, q) in row[c..].iter_mut().zip(&pivot[c..]) {
+                    *v -= f * q;
                 }
             }
         }
@@ -228,9 +229,9 @@ mod tests {
         let r = [0.5, -0.7, 1.0];
         let b = [1.0, 2.0, 3.0];
         let rho = solve_vandermonde(&r, &b);
-        for i in 0..3 {
-            let lhs: f64 = (0..3).map(|j| r[j].powi(i as i32) * rho[j]).sum();
-            assert!((lhs - b[i]).abs() < 1e-12);
+        for (i, bi) in b.iter().enumerate() {
+            let lhs: f64 = r.iter().zip(&rho).map(|(rj, pj)| rj.powi(i as i32) * pj).sum();
+            assert!((lhs - bi).abs() < 1e-12);
         }
     }
 
