@@ -8,6 +8,12 @@ pub mod registry;
 pub mod schedule;
 pub mod models;
 pub mod sampling;
+pub mod noise;
+pub mod checkpoint;
+pub mod metrics;
+
+// Links the system OpenBLAS that ndarray-linalg's LAPACK calls resolve to.
+use openblas_src as _;
 
 pub use error::{BenchError, Result};
 
@@ -15,5 +21,3 @@ pub use error::{BenchError, Result};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_COMMIT: &str = env!("BENCH_GIT_COMMIT");
 
-// Keeps the system OpenBLAS on the link line: doctor.rs calls `openblas_get_config` directly.
-use openblas_src as _;

@@ -3,3 +3,4 @@
 mod common;
 mod cli;
 mod samplers_b;
+mod fid_net;
