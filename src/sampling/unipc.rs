@@ -236,6 +236,17 @@ mod tests {
     }
 
     #[test]
+    fn lower_order_final_has_no_step_threshold_and_last_step_has_no_corrector() {
+        // wl-zhao/UniPC and diffusers: min(order, S − i) at every S (DPM-Solver's < 10 rule does not apply).
+        let nodes: Vec<Node> = (0..=20).map(|i| Node::from_sigma_ve(i as f64, 10.0 / (i as f64 + 1.0))).collect();
+        let u = UniPc::new(Prediction::Data, Variant::Bh1, 3, nodes, true, &[]);
+        assert_eq!(u.orders[..3], [1, 2, 3]);
+        assert_eq!(u.orders[17..], [3, 2, 1]);
+        assert_eq!(u.corrector.iter().filter(|&&c| c).count(), 19);
+        assert!(!u.corrector[19]);
+    }
+
+    #[test]
     fn bh1_rhs_tends_to_taylor_coefficients() {
         // For B(h) = h and h → 0: b_i → i!/(i+1)! = 1/(i+1).
         let b = rhs(-1e-2, 3, Variant::Bh1);

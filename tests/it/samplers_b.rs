@@ -63,6 +63,8 @@ fn params(kv: &[(&str, &str)]) -> ParamMap {
 }
 
 type Ctor = fn(&ParamMap, usize, &NoiseSchedule) -> samplerbench::Result<Box<dyn Sampler>>;
+type Kv = Vec<(&'static str, &'static str)>;
+type NfeFormula = fn(usize) -> usize;
 
 struct Case {
     id: String,
@@ -308,7 +310,8 @@ fn vp_solvers_converge_with_their_order() {
     let z = Tensor::randn([BATCH, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
     let (ab_t, ab_0) = (sch.alpha_bar(999), sch.alpha_bar(0));
     let exact = exact_xbar(&(&z / ab_t.sqrt()), sch.sigma(999), sch.sigma(0), &mean, &std) * ab_0.sqrt();
-    let cases: Vec<(&str, Ctor, Vec<(&str, &str)>, f64, Vec<usize>)> = vec![
+    // (name, constructor, params, minimum slope, step counts)
+    let cases: Vec<(&str, Ctor, Kv, f64, Vec<usize>)> = vec![
         ("dpm_solver-1", dpm_solver::dpm_solver, vec![("order", "1")], 0.9, vec![10, 20, 40, 80]),
         ("dpm_solver-2 singlestep", dpm_solver::dpm_solver, vec![("order", "2")], 1.8, vec![10, 20, 40, 80]),
         ("dpm_solver-3 singlestep", dpm_solver::dpm_solver, vec![("order", "3"), ("method", "singlestep_fixed")], 2.8, vec![12, 24, 48, 96]),
@@ -424,7 +427,7 @@ fn nfe_counts_match_formulas() {
     let (mean, std) = gaussian_data();
     let oracle = GaussianOracle::new(sch.clone(), mean, std);
     let z = Tensor::randn([1, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
-    let all: Vec<(Ctor, Vec<(&str, &str)>, fn(usize) -> usize)> = vec![
+    let all: Vec<(Ctor, Kv, NfeFormula)> = vec![
         (dpm_solver::dpm_solver, vec![], |s| s),
         (dpm_solver::dpm_solver, vec![("method", "singlestep_fixed")], |s| 3 * (s / 3)),
         (dpm_solver::dpm_solver, vec![("method", "multistep"), ("skip", "time_quadratic")], |s| s),
