@@ -224,6 +224,17 @@ pub fn diffusers_linspace_labels(t_train: usize, steps: usize) -> Vec<f64> {
     v
 }
 
+/// diffusers' rounded linspace labels repeat once S ≥ T, which would make λ-steps of zero length.
+pub fn check_vp_steps(sampler: &str, rule: VpRule, steps: usize, schedule: &NoiseSchedule) -> crate::Result<()> {
+    if matches!(rule, VpRule::DiffusersLinspace(_)) && steps >= schedule.len() {
+        return Err(crate::BenchError::user(format!(
+            "sampler {sampler}: steps={steps} with skip=linspace needs steps < T={} (labels would repeat)",
+            schedule.len()
+        )));
+    }
+    Ok(())
+}
+
 /// The S+1 nodes of a VP grid for `steps` steps (the model is called at the first S).
 pub fn vp_grid(schedule: &NoiseSchedule, rule: VpRule, steps: usize) -> Vec<Node> {
     let final_node = |f: FinalSigma| match f {

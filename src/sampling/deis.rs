@@ -2,7 +2,7 @@
 //! diffusers `DEISMultistepScheduler`: in ρ = σ/α (= σ̃), x/α evolves as dx̄/dρ = ε, and ε is
 //! extrapolated by the Lagrange polynomial in log ρ through the last `order` model outputs,
 //! integrated exactly over [ρ_s, ρ_t] (DEIS eq. 15 with the log-ρ basis).
-use super::continuous::{vp_grid, FinalSigma, Node, VpRule};
+use super::continuous::{check_vp_steps, vp_grid, FinalSigma, Node, VpRule};
 use super::dpm_solver::{multistep_orders, parse_vp_rule, History};
 use super::params::{check_steps, ParamMap, Params};
 use super::{Counted, EndPoint, NoiseSource, Sampler, SamplerInfo, Schedule};
@@ -103,6 +103,7 @@ pub fn deis(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<
     let rule = parse_vp_rule(&mut p, schedule, "linspace", "sigma_min", false)?;
     p.finish()?;
     check_steps("deis", steps, 1)?;
+    check_vp_steps("deis", rule, steps, schedule)?;
     if matches!(rule, VpRule::DiffusersLinspace(FinalSigma::Zero) | VpRule::DiffusersKarras { final_sigma: FinalSigma::Zero, .. }) {
         return Err(BenchError::user("sampler deis: final_sigmas=zero is not allowed (log ρ of σ=0; use sigma_min)"));
     }

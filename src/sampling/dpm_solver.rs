@@ -3,7 +3,7 @@
 //!
 //! The λ-space pieces (φ functions, the exponential-integrator update, the multistep history)
 //! are shared with UniPC (`unipc.rs`).
-use super::continuous::{time_steps, vp_grid, FinalSigma, Node, TimeRule, VpContinuous, VpRule};
+use super::continuous::{check_vp_steps, time_steps, vp_grid, FinalSigma, Node, TimeRule, VpContinuous, VpRule};
 use super::params::{check_steps, ParamMap, Params};
 use super::{x0_from_eps, Counted, EndPoint, NoiseSource, Sampler, SamplerInfo, Schedule};
 use crate::Result;
@@ -388,6 +388,7 @@ fn build(name: &'static str, pred: Prediction, params: &ParamMap, steps: usize, 
     p.finish()?;
     let min_steps = if method == "singlestep_fixed" { order } else { 1 };
     check_steps(name, steps, min_steps)?;
+    check_vp_steps(name, rule, steps, schedule)?;
     if pred == Prediction::Noise && matches!(rule, VpRule::DiffusersLinspace(FinalSigma::Zero) | VpRule::DiffusersKarras { final_sigma: FinalSigma::Zero, .. }) {
         return Err(crate::BenchError::user(format!(
             "sampler {name}: final_sigmas=zero needs data prediction (use dpm_solver++ or final_sigmas=sigma_min)"
@@ -427,7 +428,7 @@ pub const DPM_SOLVER_INFO: SamplerInfo = SamplerInfo {
         ("order", "3", "1 | 2 | 3"),
         ("method", "singlestep", "singlestep (DPM-Solver-fast order schedule) | singlestep_fixed | multistep"),
         ("skip", "logsnr", VP_PARAMS_NOTE),
-        ("lower_order_final", "true", "lower orders for the last steps (multistep: only below 10 steps on repo grids, 15 on diffusers grids)"),
+        ("lower_order_final", "true", "lower orders for the last steps (multistep: only below 10 steps on repo grids, 15 on diffusers grids; diffusers' singlestep scheduler defaults to false)"),
         ("t_end", "1/T", "end time of the continuous grid (repo default 1/N = 1e-3 for T=1000)"),
         ("final_sigmas", "sigma_min", "diffusers grids only: sigma_min (zero needs dpm_solver++)"),
     ],
@@ -443,7 +444,7 @@ pub const DPM_SOLVER_PP_INFO: SamplerInfo = SamplerInfo {
         ("order", "2", "1 | 2 | 3 (2S = order 2 singlestep, 2M = order 2 multistep, 3M = order 3 multistep)"),
         ("method", "multistep", "multistep | singlestep | singlestep_fixed"),
         ("skip", "logsnr", VP_PARAMS_NOTE),
-        ("lower_order_final", "true", "as dpm_solver"),
+        ("lower_order_final", "true", "as dpm_solver (diffusers' singlestep scheduler defaults to false)"),
         ("t_end", "1/T", "end time of the continuous grid"),
         ("final_sigmas", "zero", "diffusers grids only: zero (last step lands on x̂0) | sigma_min"),
     ],

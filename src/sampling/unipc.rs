@@ -2,7 +2,7 @@
 //! (UniC-p) that reuses the model output at the new point, so the order rises by one at no NFE.
 //! Written against wl-zhao/UniPC `multistep_uni_pc_bh_update` and diffusers
 //! `UniPCMultistepScheduler` (B(h) variants only).
-use super::continuous::{vp_grid, FinalSigma, Node, VpRule};
+use super::continuous::{check_vp_steps, vp_grid, FinalSigma, Node, VpRule};
 use super::dpm_solver::{exp_update, parse_vp_rule, phis, History, Prediction};
 use super::params::{check_steps, ParamMap, Params};
 use super::{Counted, EndPoint, NoiseSource, Sampler, SamplerInfo, Schedule};
@@ -195,6 +195,7 @@ pub fn unipc(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box
     let rule = parse_vp_rule(&mut p, schedule, "logsnr", "zero", false)?;
     p.finish()?;
     check_steps("unipc", steps, 1)?;
+    check_vp_steps("unipc", rule, steps, schedule)?;
     if pred == Prediction::Noise
         && matches!(rule, VpRule::DiffusersLinspace(FinalSigma::Zero) | VpRule::DiffusersKarras { final_sigma: FinalSigma::Zero, .. })
     {

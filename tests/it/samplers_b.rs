@@ -473,6 +473,9 @@ fn bad_parameters_are_user_errors() {
         assert_eq!(e.exit_code(), 2, "{e}");
         assert!(e.to_string().contains(p[p.len() - 1].0), "{e}");
     }
+    let e = unipc::unipc(&params(&[("skip", "linspace")]), 1000, &sch).err().expect("1000 linspace steps of T=1000");
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("steps=1000"), "{e}");
 }
 
 #[test]
