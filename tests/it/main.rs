@@ -3,4 +3,5 @@
 mod common;
 mod cli;
 mod unet;
+mod samplers_b;
 mod fid_net;
