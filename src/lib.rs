@@ -21,3 +21,4 @@ pub use error::{BenchError, Result};
 /// Version string recorded in every result: crate version and the commit it was built from.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_COMMIT: &str = env!("BENCH_GIT_COMMIT");
+

@@ -1,6 +1,6 @@
 //! DDIM (Song et al. 2021) with η ≥ 0, DDPM ancestral sampling (= DDIM η = 1), and the DDIM
 //! paper's σ̂ row (`ddpm_large`), on a discrete label grid.
-use super::{check_params, ddim_sigma, ddim_step, param, x0_from_eps, Counted, EndPoint, NoiseSource, ParamInfo, Sampler, SamplerInfo, SamplerParams};
+use super::{check_params, ddim_sigma, ddim_step, param, x0_from_eps, Counted, EndPoint, NoiseSource, Sampler, SamplerInfo, SamplerParams};
 use crate::schedule::NoiseSchedule;
 use crate::timesteps::{Grid, GridConfig, PrevRule, Skip};
 use crate::{BenchError, Result};
@@ -86,44 +86,37 @@ impl Sampler for Ddim {
     }
 }
 
-const GRID_PARAMS: [ParamInfo; 4] = [
-    ParamInfo { name: "skip", default: "quadratic", help: "timestep rule: uniform, quadratic, leading, trailing, linspace" },
-    ParamInfo { name: "steps_offset", default: "0", help: "diffusers steps_offset (leading only)" },
-    ParamInfo { name: "prev", default: "next_label", help: "next_label (DDIM repo, DDPMScheduler) or stride (DDIMScheduler: t − T//S)" },
-    ParamInfo { name: "alpha_to_one", default: "true", help: "end at ᾱ=1 (DDIM repo) or at ᾱ_0 (diffusers set_alpha_to_one=False)" },
-];
+const SKIP: (&str, &str, &str) = ("skip", "quadratic", "uniform, quadratic, leading, trailing, linspace");
+const STEPS_OFFSET: (&str, &str, &str) = ("steps_offset", "0", "diffusers steps_offset (leading only)");
+const PREV: (&str, &str, &str) = ("prev", "next_label", "next_label (DDIM repo, DDPMScheduler) or stride (DDIMScheduler: t − T//S)");
+const ALPHA_TO_ONE: (&str, &str, &str) = ("alpha_to_one", "true", "end at ᾱ=1 (DDIM repo), false: ᾱ_0 (diffusers set_alpha_to_one=False)");
 
-pub fn info() -> Vec<SamplerInfo> {
-    let grid = GRID_PARAMS.to_vec();
-    let mut ddim_params = vec![ParamInfo { name: "eta", default: "0", help: "η of DDIM eq. 16; 1 = DDPM posterior variance" }];
-    ddim_params.extend(grid.clone());
-    vec![
-        SamplerInfo {
-            name: "ddim",
-            params: ddim_params,
-            default_skip: Skip::Quadratic,
-            nfe: "S (labels of the skip rule; uniform with S ∤ T gives more)",
-            end_point: "ᾱ=1 (alpha_to_one=false: ᾱ_0)",
-            reference: "Song et al. 2021 eq. 12; ermongroup/ddim functions/denoising.py generalized_steps (quadratic on CIFAR10, uniform on CelebA)",
-        },
-        SamplerInfo {
-            name: "ddpm",
-            params: grid.clone(),
-            default_skip: Skip::Quadratic,
-            nfe: "S",
-            end_point: "ᾱ=1",
-            reference: "Ho et al. 2020 eq. 6-7 (posterior variance) = DDIM η=1; diffusers DDPMScheduler (variance fixed_small, clip_sample=False)",
-        },
-        SamplerInfo {
-            name: "ddpm_large",
-            params: grid,
-            default_skip: Skip::Quadratic,
-            nfe: "S",
-            end_point: "ᾱ=1, no noise at label 0",
-            reference: "DDIM paper Table 1 σ̂ row; ermongroup/ddim functions/denoising.py ddpm_steps (x̂0 clamped, noise std √β)",
-        },
-    ]
-}
+pub const INFOS: &[SamplerInfo] = &[
+    SamplerInfo {
+        name: "ddim",
+        params: &[("eta", "0", "η ≥ 0 of DDIM eq. 16; 1 = DDPM posterior variance"), SKIP, STEPS_OFFSET, PREV, ALPHA_TO_ONE],
+        default_skip: "quadratic",
+        nfe: "S (labels of the skip rule; uniform with S ∤ T gives more)",
+        end_point: "ᾱ=1 (alpha_to_one=false: ᾱ_0)",
+        reference: "Song et al. 2021 eq. 12; ermongroup/ddim functions/denoising.py generalized_steps (quadratic on CIFAR10, uniform on CelebA)",
+    },
+    SamplerInfo {
+        name: "ddpm",
+        params: &[SKIP, STEPS_OFFSET, PREV, ALPHA_TO_ONE],
+        default_skip: "quadratic",
+        nfe: "S",
+        end_point: "ᾱ=1",
+        reference: "Ho et al. 2020 eq. 6-7 (posterior variance) = DDIM η=1; diffusers DDPMScheduler (variance fixed_small, clip_sample=False)",
+    },
+    SamplerInfo {
+        name: "ddpm_large",
+        params: &[SKIP, STEPS_OFFSET, PREV, ALPHA_TO_ONE],
+        default_skip: "quadratic",
+        nfe: "S",
+        end_point: "ᾱ=1, no noise at label 0",
+        reference: "DDIM paper Table 1 σ̂ row; ermongroup/ddim functions/denoising.py ddpm_steps (x̂0 clamped, noise std √β)",
+    },
+];
 
 /// Reads skip/steps_offset/prev/alpha_to_one with the family's defaults.
 pub(crate) fn grid_config(name: &str, params: &SamplerParams, steps: usize, skip: Skip, prev: PrevRule, alpha_to_one: bool) -> Result<GridConfig> {

@@ -113,21 +113,21 @@ pub fn ddim_sigma(alpha_bar: f64, alpha_bar_prev: f64, eta: f64) -> f64 {
 /// Keeps the schedule available to every sampler in one form.
 pub type Schedule = NoiseSchedule;
 
-/// One parameter of a sampler as `bench samplers` lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ParamInfo {
-    pub name: &'static str,
-    pub default: &'static str,
-    pub help: &'static str,
-}
+pub mod continuous;
+pub mod params;
+pub mod dpm_solver;
+pub mod unipc;
+pub mod karras;
+pub mod deis;
+pub mod zoo_b;
 
 /// What `bench samplers` prints for one sampler.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SamplerInfo {
     pub name: &'static str,
-    pub params: Vec<ParamInfo>,
-    pub default_skip: crate::timesteps::Skip,
-    /// NFE as a formula of S (the number of labels the timestep rule yields).
+    /// (parameter, default, allowed values / meaning).
+    pub params: &'static [(&'static str, &'static str, &'static str)],
+    pub default_skip: &'static str,
     pub nfe: &'static str,
     pub end_point: &'static str,
     pub reference: &'static str,
@@ -135,13 +135,14 @@ pub struct SamplerInfo {
 
 /// Every sampler the crate provides; each family keeps its entries in its own file.
 pub fn sampler_info() -> Vec<SamplerInfo> {
-    let mut v = ddim::info();
-    v.extend(pndm::info());
+    let mut v = ddim::INFOS.to_vec();
+    v.extend_from_slice(pndm::INFOS);
+    v.extend(zoo_b::infos());
     v
 }
 
 /// Sampler parameters as given by the user (`key: value` strings from the spec or CLI).
-pub type SamplerParams = std::collections::BTreeMap<String, String>;
+pub type SamplerParams = params::ParamMap;
 
 /// Builds a configured sampler by registry name.
 pub fn build_sampler(name: &str, params: &SamplerParams, steps: usize, schedule: &NoiseSchedule) -> crate::Result<Box<dyn Sampler>> {
@@ -151,11 +152,14 @@ pub fn build_sampler(name: &str, params: &SamplerParams, steps: usize, schedule:
     if let Some(s) = pndm::build(name, params, steps, schedule)? {
         return Ok(s);
     }
+    if let Some(c) = zoo_b::constructor(name) {
+        return c(params, steps, schedule);
+    }
     let names: Vec<_> = sampler_info().iter().map(|i| i.name).collect();
     Err(crate::BenchError::user(format!("sampler: unknown name {name:?}; allowed: {}", names.join(", "))))
 }
 
-/// Reads one parameter of `sampler` from `params`, or its default; rejects unknown keys.
+/// Reads one parameter of `sampler` from `params`, or its default.
 pub(crate) fn param<T: std::str::FromStr>(sampler: &str, params: &SamplerParams, key: &str, default: T) -> crate::Result<T> {
     match params.get(key) {
         None => Ok(default),

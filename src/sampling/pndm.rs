@@ -18,7 +18,7 @@
 //! ≈ 3.5 (S = 50..200).
 use super::ddim::grid_config;
 use super::multistep::History;
-use super::{check_params, ddim_step, param, Counted, EndPoint, NoiseSource, ParamInfo, Sampler, SamplerInfo, SamplerParams};
+use super::{check_params, ddim_step, param, Counted, EndPoint, NoiseSource, Sampler, SamplerInfo, SamplerParams};
 use crate::schedule::NoiseSchedule;
 use crate::timesteps::{Grid, PrevRule, Skip};
 use crate::{BenchError, Result};
@@ -299,53 +299,51 @@ pub fn build(name: &str, params: &SamplerParams, steps: usize, schedule: &NoiseS
     Ok(Some(Box::new(Pndm::new(method, index, grid)?)))
 }
 
-const PNDM_PARAMS: [ParamInfo; 4] = [
-    ParamInfo { name: "alpha_index", default: "repo", help: "repo: ᾱ[t+1], ends at ᾱ_0 (PNDM paper tables); diffusers: ᾱ[t] (PNDMScheduler)" },
-    ParamInfo { name: "skip", default: "uniform", help: "timestep rule: uniform, quadratic, leading, trailing, linspace" },
-    ParamInfo { name: "steps_offset", default: "0", help: "diffusers steps_offset (leading only)" },
-    ParamInfo { name: "alpha_to_one", default: "false", help: "alpha_index=diffusers: end at ᾱ=1 instead of ᾱ_0" },
-];
+const ALPHA_INDEX: (&str, &str, &str) = ("alpha_index", "repo", "repo: ᾱ[t+1], ends at ᾱ_0 (PNDM paper tables); diffusers: ᾱ[t] (PNDMScheduler)");
+const SKIP: (&str, &str, &str) = ("skip", "uniform", "uniform, quadratic, leading, trailing, linspace");
+const STEPS_OFFSET: (&str, &str, &str) = ("steps_offset", "0", "diffusers steps_offset (leading only)");
+const ALPHA_TO_ONE: (&str, &str, &str) = ("alpha_to_one", "false", "alpha_index=diffusers only: end at ᾱ=1 instead of ᾱ_0");
+const REPO_PARAMS: &[(&str, &str, &str)] = &[ALPHA_INDEX, SKIP, STEPS_OFFSET, ALPHA_TO_ONE];
 
-pub fn info() -> Vec<SamplerInfo> {
-    let repo = PNDM_PARAMS.to_vec();
-    let mut plms = PNDM_PARAMS.to_vec();
-    plms[0].default = "diffusers";
-    plms[1].default = "leading";
-    vec![
-        SamplerInfo {
-            name: "f-pndm",
-            params: repo.clone(),
-            default_skip: Skip::Uniform,
-            nfe: "S+9 (3 pseudo-RK4 steps of 4 NFE, then 1 per step)",
-            end_point: "ᾱ_0 (repo index t+1 at t=−1)",
-            reference: "Liu et al. 2022 eq. 9, 12, 13; luping-liu/PNDM runner/method.py gen_order_4; diffusers PNDMScheduler PRK (alpha_index=diffusers)",
-        },
-        SamplerInfo {
-            name: "s-pndm",
-            params: repo.clone(),
-            default_skip: Skip::Uniform,
-            nfe: "S+1",
-            end_point: "ᾱ_0",
-            reference: "Liu et al. 2022; luping-liu/PNDM runner/method.py gen_order_2 (pseudo improved Euler, then order-2 multistep)",
-        },
-        SamplerInfo {
-            name: "fon",
-            params: repo,
-            default_skip: Skip::Uniform,
-            nfe: "S+9",
-            end_point: "ᾱ_0",
-            reference: "Liu et al. 2022 (FON baseline); luping-liu/PNDM runner/method.py gen_fon (RK4 then AB4 on the unit DDIM increment)",
-        },
-        SamplerInfo {
-            name: "plms",
-            params: plms,
-            default_skip: Skip::Leading,
-            nfe: "S+1",
-            end_point: "ᾱ_0 (final_alpha_cumprod; alpha_to_one=true: ᾱ=1)",
-            reference: "diffusers PNDMScheduler(skip_prk_steps=True), after CompVis/latent-diffusion PLMS",
-        },
-    ]
-}
+pub const INFOS: &[SamplerInfo] = &[
+    SamplerInfo {
+        name: "f-pndm",
+        params: REPO_PARAMS,
+        default_skip: "uniform",
+        nfe: "S+9 (3 pseudo-RK4 steps of 4 NFE, then 1 per step)",
+        end_point: "ᾱ_0 (repo index t+1 at t=−1)",
+        reference: "Liu et al. 2022 eq. 9, 12, 13; luping-liu/PNDM runner/method.py gen_order_4; diffusers PNDMScheduler PRK (alpha_index=diffusers)",
+    },
+    SamplerInfo {
+        name: "s-pndm",
+        params: REPO_PARAMS,
+        default_skip: "uniform",
+        nfe: "S+1",
+        end_point: "ᾱ_0",
+        reference: "Liu et al. 2022; luping-liu/PNDM runner/method.py gen_order_2 (pseudo improved Euler, then order-2 multistep)",
+    },
+    SamplerInfo {
+        name: "fon",
+        params: REPO_PARAMS,
+        default_skip: "uniform",
+        nfe: "S+9",
+        end_point: "ᾱ_0",
+        reference: "Liu et al. 2022 (FON baseline); luping-liu/PNDM runner/method.py gen_fon (RK4 then AB4 on the unit DDIM increment)",
+    },
+    SamplerInfo {
+        name: "plms",
+        params: &[
+            ("alpha_index", "diffusers", "diffusers: ᾱ[t] (PNDMScheduler); repo: ᾱ[t+1], ends at ᾱ_0"),
+            ("skip", "leading", "uniform, quadratic, leading, trailing, linspace"),
+            STEPS_OFFSET,
+            ALPHA_TO_ONE,
+        ],
+        default_skip: "leading",
+        nfe: "S+1",
+        end_point: "ᾱ_0 (final_alpha_cumprod; alpha_to_one=true: ᾱ=1)",
+        reference: "diffusers PNDMScheduler(skip_prk_steps=True), after CompVis/latent-diffusion PLMS",
+    },
+];
 
 #[cfg(test)]
 mod tests {
