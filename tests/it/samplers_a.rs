@@ -489,6 +489,9 @@ fn exact_fd_agrees_with_20k_samples() {
         ("ddim", vec![("skip", "uniform"), ("eta", "0.5")], 8),
         ("f-pndm", vec![], 5),
         ("plms", vec![], 4),
+        // The moments are computed through the Sampler API alone, so part B's samplers work too.
+        ("dpm_solver++", vec![], 6),
+        ("euler_ancestral", vec![], 8),
     ] {
         let sampler = build_sampler(name, &params(&kv), steps, &sch).unwrap();
         let (m_exact, v_exact) = exact_output_moments(sampler.as_ref(), &oracle).unwrap();
