@@ -10,6 +10,10 @@ pub mod models;
 pub mod sampling;
 pub mod checkpoint;
 pub mod metrics;
+pub mod noise;
+
+// Links the system OpenBLAS that ndarray-linalg's LAPACK calls resolve to.
+use openblas_src as _;
 
 pub use error::{BenchError, Result};
 
