@@ -204,7 +204,8 @@ fn checkpoint_reader_handles_views_dtypes_and_ddim_lists_in_both_formats() {
     }
 }
 
-/// A pickle whose object reduces to `os.system(...)`: written by torch.save (zip and legacy) and
+/// A pickle whose object reduces to `os.system(...)` (protocol 2 names it `posix.system`; `eval`
+/// becomes `__builtin__.eval`): written by torch.save (zip and legacy) and
 /// by plain pickle. Loading must refuse it without running the command.
 const MALICIOUS_ORACLE: &str = r#"
 import sys, os, pickle, torch
@@ -229,7 +230,7 @@ fn checkpoints_that_call_functions_are_refused_without_running_them() {
     for (file, global) in [
         ("evil_zip.pth", "posix.system"),
         ("evil_legacy.pth", "posix.system"),
-        ("eval_zip.pth", "builtins.eval"),
+        ("eval_zip.pth", "__builtin__.eval"),
     ] {
         let path = dir.path().join(file);
         let e = checkpoint::load(&path).err().expect("must refuse");
