@@ -68,6 +68,8 @@ pub struct TensorSpec {
 /// The whitelisted callables. Each is a data constructor, none has side effects.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Global {
+    /// `_rebuild_tensor` (PyTorch < 0.4) has the same leading arguments as v2.
+    RebuildTensor,
     RebuildTensorV2,
     RebuildParameter,
     OrderedDict,
@@ -77,6 +79,7 @@ enum Global {
 fn resolve_global(module: &str, name: &str) -> Result<Global, String> {
     let g = match (module, name) {
         ("torch._utils", "_rebuild_tensor_v2") => Some(Global::RebuildTensorV2),
+        ("torch._utils", "_rebuild_tensor") => Some(Global::RebuildTensor),
         ("torch._utils", "_rebuild_parameter") => Some(Global::RebuildParameter),
         ("collections", "OrderedDict") => Some(Global::OrderedDict),
         ("torch", n) | ("torch.storage", n) => StorageDtype::from_storage_class(n).map(Global::Storage),
@@ -172,10 +175,12 @@ fn call(g: Global, args: Obj) -> Result<Obj, String> {
     match g {
         Global::OrderedDict if args.is_empty() => Ok(Obj::Dict(Rc::new(RefCell::new(Vec::new())))),
         Global::OrderedDict => Err("collections.OrderedDict called with arguments".into()),
-        Global::RebuildTensorV2 => {
-            // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
-            if !(6..=7).contains(&args.len()) {
-                return Err(format!("_rebuild_tensor_v2 expects 6 or 7 arguments, got {}", args.len()));
+        Global::RebuildTensor | Global::RebuildTensorV2 => {
+            // v2: (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata]);
+            // v1: (storage, storage_offset, size, stride).
+            let allowed = if g == Global::RebuildTensor { 4..=4 } else { 6..=7 };
+            if !allowed.contains(&args.len()) {
+                return Err(format!("_rebuild_tensor{} got {} arguments", if g == Global::RebuildTensor { "" } else { "_v2" }, args.len()));
             }
             let Obj::Storage(storage) = &args[0] else {
                 return Err(format!("_rebuild_tensor_v2: first argument must be a storage, found {}", args[0].kind()));

@@ -402,6 +402,14 @@ impl FidInception {
         Ok(net)
     }
 
+    /// [`Self::load`] from `weights`, or from [`default_weights_path`] when none is given.
+    pub fn load_or_default(weights: Option<&Path>, device: Device, allow_custom_weights: bool) -> Result<Self> {
+        match weights {
+            Some(p) => Self::load(p, device, allow_custom_weights),
+            None => Self::load(&default_weights_path(), device, allow_custom_weights),
+        }
+    }
+
     pub fn device(&self) -> Device {
         self.device
     }

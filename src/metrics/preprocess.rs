@@ -196,7 +196,8 @@ fn pil_pass_vertical(src: &[f32], w: usize, coeffs: &[(usize, Vec<f64>)]) -> Vec
 /// clean-fid's resize: each channel as a PIL "F" image, `resize((out_w, out_h), BICUBIC)`.
 /// PIL resamples horizontally then vertically (skipping an axis whose size is unchanged), with
 /// f64 weights and sums and an f32 intermediate; this reproduces that order of operations.
-/// Returns float32 `[B,3,out_h,out_w]` on the CPU, unclipped.
+/// Measured against Pillow (tests/it/fid_net.rs, 32², 64² and 400×333 → 299²): bit-identical
+/// (max abs error 0). Returns float32 `[B,3,out_h,out_w]` on the CPU, unclipped.
 pub fn resize_bicubic_pil(images: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
     let size = images.size();
     let (b, c, h, w) = (size[0] as usize, size[1] as usize, size[2] as usize, size[3] as usize);
