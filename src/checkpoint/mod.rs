@@ -213,6 +213,47 @@ pub fn load_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     Ok(out)
 }
 
+/// A NumPy array (little-endian or byte-sized numeric dtypes) as a contiguous CPU tensor.
+fn ndarray_tensor(a: &pickle::NdArray) -> std::result::Result<Tensor, String> {
+    let d = a.dtype.as_ref().ok_or("numpy array without dtype")?;
+    let (kind, size) = match d.code.as_str() {
+        "u1" => (Kind::Uint8, 1),
+        "i1" => (Kind::Int8, 1),
+        "b1" => (Kind::Bool, 1),
+        "i2" => (Kind::Int16, 2),
+        "f2" => (Kind::Half, 2),
+        "i4" => (Kind::Int, 4),
+        "f4" => (Kind::Float, 4),
+        "i8" => (Kind::Int64, 8),
+        "f8" => (Kind::Double, 8),
+        other => return Err(format!("numpy dtype `{other}` is not supported")),
+    };
+    if d.byte_order == '>' && size > 1 {
+        return Err(format!("big-endian numpy dtype `>{}` is not supported", d.code));
+    }
+    let numel: i64 = a.shape.iter().product();
+    if a.shape.iter().any(|&s| s < 0) || a.data.len() as i64 != numel * size {
+        return Err(format!("numpy array of shape {:?} ({}) has {} data bytes", a.shape, d.code, a.data.len()));
+    }
+    if a.fortran_order {
+        let rev: Vec<i64> = a.shape.iter().rev().copied().collect();
+        let perm: Vec<i64> = (0..rev.len() as i64).rev().collect();
+        let t = Tensor::f_from_data_size(&a.data, &rev, kind).map_err(|e| e.to_string())?;
+        return t.f_permute(perm.as_slice()).and_then(|t| t.f_contiguous()).map_err(|e| e.to_string());
+    }
+    Tensor::f_from_data_size(&a.data, &a.shape, kind).map_err(|e| e.to_string())
+}
+
+/// Reads a plain pickle file (e.g. CIFAR-10's python batches) with the same data-only VM;
+/// NumPy arrays become CPU tensors.
+pub fn load_pickle(path: &Path) -> Result<Value> {
+    let bytes = std::fs::read(path).map_err(|e| BenchError::io(format!("reading pickle {}", path.display()), e))?;
+    let (root, _) = pickle::unpickle(&bytes).map_err(|m| BenchError::file(path, m))?;
+    let mut storages = HashMap::new();
+    let mut fetch = |s: &StorageRef| Err(format!("storage `{}` referenced outside a torch checkpoint", s.key));
+    materialise(&root, &mut storages, &mut fetch, 0).map_err(|m| BenchError::file(path, m))
+}
+
 fn kind_of(d: StorageDtype) -> Kind {
     match d {
         StorageDtype::F32 => Kind::Float,
@@ -288,6 +329,8 @@ fn materialise(
             Value::Tensor(t)
         }
         Obj::Storage(s) => return Err(format!("bare storage `{}` outside a tensor is not supported", s.key)),
+        Obj::NdArray(a) => Value::Tensor(ndarray_tensor(&a.borrow())?),
+        Obj::NpDtype(d) => return Err(format!("bare numpy dtype `{}` is not supported as data", d.code)),
         Obj::Global(_) | Obj::Mark => return Err("pickle left a callable/mark as data".into()),
     })
 }

@@ -74,6 +74,12 @@ enum Global {
     RebuildParameter,
     OrderedDict,
     Storage(StorageDtype),
+    /// `numpy.core.multiarray._reconstruct(ndarray, (0,), b'b')`: an empty array that BUILD fills.
+    NumpyReconstruct,
+    NumpyNdarray,
+    NumpyDtype,
+    /// `_codecs.encode(text, 'latin1')`: how Python 3 writes bytes in protocol 2.
+    CodecsEncode,
 }
 
 fn resolve_global(module: &str, name: &str) -> Result<Global, String> {
@@ -83,6 +89,11 @@ fn resolve_global(module: &str, name: &str) -> Result<Global, String> {
         ("torch._utils", "_rebuild_parameter") => Some(Global::RebuildParameter),
         ("collections", "OrderedDict") => Some(Global::OrderedDict),
         ("torch", n) | ("torch.storage", n) => StorageDtype::from_storage_class(n).map(Global::Storage),
+        // NumPy arrays (the CIFAR-10 python batches): data, rebuilt from (shape, dtype, bytes).
+        ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => Some(Global::NumpyReconstruct),
+        ("numpy", "ndarray") => Some(Global::NumpyNdarray),
+        ("numpy", "dtype") => Some(Global::NumpyDtype),
+        ("_codecs", "encode") => Some(Global::CodecsEncode),
         _ => None,
     };
     g.ok_or_else(|| {
@@ -106,7 +117,25 @@ pub enum Obj {
     Storage(StorageRef),
     Tensor(TensorSpec),
     Global(GlobalMarker),
+    /// A NumPy array; shared because BUILD fills it after it was memoised.
+    NdArray(Rc<RefCell<NdArray>>),
+    NpDtype(NpDtype),
     Mark,
+}
+
+/// A NumPy dtype by its array-protocol code (`u1`, `f4`, ...) and byte order (`<`, `>`, `|`, `=`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NpDtype {
+    pub code: String,
+    pub byte_order: char,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NdArray {
+    pub shape: Vec<i64>,
+    pub dtype: Option<NpDtype>,
+    pub fortran_order: bool,
+    pub data: Vec<u8>,
 }
 
 /// Opaque marker for a whitelisted global on the stack.
@@ -128,6 +157,8 @@ impl Obj {
             Obj::Storage(_) => "storage",
             Obj::Tensor(_) => "tensor",
             Obj::Global(_) => "global",
+            Obj::NdArray(_) => "ndarray",
+            Obj::NpDtype(_) => "dtype",
             Obj::Mark => "mark",
         }
     }
@@ -200,6 +231,59 @@ fn call(g: Global, args: Obj) -> Result<Obj, String> {
             _ => Err("_rebuild_parameter: first argument must be a tensor".into()),
         },
         Global::Storage(_) => Err("storage classes cannot be called".into()),
+        Global::NumpyReconstruct => match args.first() {
+            Some(Obj::Global(GlobalMarker(Global::NumpyNdarray))) => Ok(Obj::NdArray(Rc::new(RefCell::new(NdArray::default())))),
+            _ => Err("numpy _reconstruct of something other than numpy.ndarray".into()),
+        },
+        Global::NumpyNdarray => Err("numpy.ndarray called directly".into()),
+        Global::NumpyDtype => match args.first() {
+            Some(Obj::Str(code)) => Ok(Obj::NpDtype(NpDtype { code: code.clone(), byte_order: '=' })),
+            _ => Err("numpy.dtype needs a type code string".into()),
+        },
+        Global::CodecsEncode => match args.as_slice() {
+            [Obj::Str(text), Obj::Str(enc)] if enc == "latin1" || enc == "latin-1" => Ok(Obj::Bytes(latin1_bytes(text)?)),
+            _ => Err("_codecs.encode is only allowed as (text, 'latin1')".into()),
+        },
+    }
+}
+
+/// Python 2 `str` / protocol-2 `bytes` arrive as latin-1 text; every char is one byte.
+fn latin1_bytes(s: &str) -> Result<Vec<u8>, String> {
+    s.chars().map(|c| u8::try_from(c as u32).map_err(|_| "non-latin-1 character in byte string".to_string())).collect()
+}
+
+/// BUILD of numpy objects: dtype state `(version, byteorder, ...)`, array state
+/// `(version, shape, dtype, is_fortran, rawdata)`.
+fn build_numpy(target: &mut Obj, state: Obj) -> Result<(), String> {
+    let Obj::Tuple(st) = state else { return Err(format!("numpy BUILD state must be a tuple, found {}", state.kind())) };
+    match target {
+        Obj::NpDtype(d) => {
+            if let Some(Obj::Str(order)) = st.get(1) {
+                d.byte_order = order.chars().next().unwrap_or('=');
+            }
+            Ok(())
+        }
+        Obj::NdArray(a) => {
+            let [_version, shape, Obj::NpDtype(dtype), fortran, raw] = st.as_slice() else {
+                return Err("numpy array state must be (version, shape, dtype, is_fortran, data)".into());
+            };
+            let data = match raw {
+                Obj::Bytes(b) => b.clone(),
+                Obj::Str(s) => latin1_bytes(s)?,
+                other => return Err(format!("numpy array data of type {} (object arrays are not supported)", other.kind())),
+            };
+            let mut a = a.borrow_mut();
+            a.shape = shape.int_list("array shape")?;
+            a.dtype = Some(dtype.clone());
+            a.fortran_order = match fortran {
+                Obj::Bool(b) => *b,
+                Obj::Int(i) => *i != 0,
+                o => return Err(format!("numpy is_fortran flag of type {}", o.kind())),
+            };
+            a.data = data;
+            Ok(())
+        }
+        _ => unreachable!("build_numpy is called on numpy objects only"),
     }
 }
 
@@ -472,9 +556,10 @@ pub fn unpickle(data: &[u8]) -> Result<(Obj, usize), String> {
             b'b' => {
                 // BUILD sets object state; for OrderedDict that is `_metadata` (module versions),
                 // for tensors the (unused) Python attributes. Data carries no such state: drop it.
-                let _state = pop(&mut stack)?;
+                let state = pop(&mut stack)?;
                 match top(&mut stack)? {
                     Obj::Dict(_) | Obj::Tensor(_) => {}
+                    t @ (Obj::NpDtype(_) | Obj::NdArray(_)) => build_numpy(t, state)?,
                     o => return Err(format!("BUILD on a {}", o.kind())),
                 }
             }
@@ -593,6 +678,31 @@ mod tests {
         let i = p.iter().position(|&b| b == 6).unwrap();
         p[i] = 4;
         assert!(unpickle(&p).unwrap_err().contains("reaches element 5 of a storage with 4 elements"));
+    }
+
+    #[test]
+    fn numpy_array_as_python2_writes_it() {
+        // cPickle (protocol 2) of {'data': np.arange(6, dtype=np.uint8).reshape(2, 3)}, the form
+        // of CIFAR-10's python batches: SHORT_BINSTRING keys, dtype BUILD, BINSTRING raw data.
+        let mut p = vec![0x80, 2, b'}', b'q', 1, b'(', b'U', 4];
+        p.extend(b"data");
+        p.push(b'c');
+        p.extend(b"numpy.core.multiarray\n_reconstruct\n");
+        p.push(b'c');
+        p.extend(b"numpy\nndarray\n");
+        p.extend([b'K', 0, 0x85, b'U', 1, b'b', 0x87, b'R', b'(', b'K', 1, b'K', 2, b'K', 3, 0x86, b'c']);
+        p.extend(b"numpy\ndtype\n");
+        p.extend([b'U', 2, b'u', b'1', b'K', 0, b'K', 1, 0x87, b'R', b'(', b'K', 3, b'U', 1, b'|']);
+        p.extend([b'N', b'N', b'N', b'J', 0xff, 0xff, 0xff, 0xff, b'J', 0xff, 0xff, 0xff, 0xff, b'K', 0, b't', b'b']);
+        p.extend([0x89, b'T', 6, 0, 0, 0, 0, 1, 2, 3, 4, 0xff, b't', b'b', b'u', b'.']);
+        let (v, _) = unpickle(&p).unwrap();
+        let Obj::Dict(d) = v else { panic!() };
+        let d = d.borrow();
+        let Obj::NdArray(a) = &d[0].1 else { panic!("{:?}", d[0].1) };
+        let a = a.borrow();
+        assert_eq!(a.shape, vec![2, 3]);
+        assert_eq!(a.dtype, Some(NpDtype { code: "u1".into(), byte_order: '|' }));
+        assert_eq!(a.data, vec![0, 1, 2, 3, 4, 255]);
     }
 
     #[test]

@@ -302,3 +302,38 @@ fn resize_modes_match_their_references() {
         }
     }
 }
+
+/// NumPy arrays in plain pickles, as CIFAR-10's python batches hold them (protocol 2 from
+/// Python 3 writes the raw bytes through `_codecs.encode(text, 'latin1')`; protocol 4 as BINBYTES).
+const NUMPY_PICKLE_ORACLE: &str = r#"
+import sys, os, pickle, numpy as np
+out = sys.argv[1]
+d = {"batch_label": "training batch 1 of 5",
+     "labels": [6, 9, 9, 4],
+     "data": np.arange(4 * 3072, dtype=np.int64).astype(np.uint8).reshape(4, 3072),
+     "f32_fortran": np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3)),
+     "i64": np.array([-3, 2**40], dtype=np.int64)}
+for proto in (2, 4):
+    pickle.dump(d, open(os.path.join(out, f"batch_p{proto}"), "wb"), protocol=proto)
+"#;
+
+#[test]
+fn plain_pickles_with_numpy_arrays_load_as_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    run_python(NUMPY_PICKLE_ORACLE, &[dir.path().to_str().unwrap()]);
+    for proto in [2, 4] {
+        let v = checkpoint::load_pickle(&dir.path().join(format!("batch_p{proto}"))).unwrap();
+        assert!(matches!(v.get("batch_label"), Some(Value::Str(s)) if s == "training batch 1 of 5"));
+        let Some(Value::List(labels)) = v.get("labels") else { panic!("labels") };
+        let labels: Vec<i64> = labels.iter().map(|l| if let Value::Int(i) = l { *i } else { panic!() }).collect();
+        assert_eq!(labels, vec![6, 9, 9, 4]);
+        let Some(Value::Tensor(data)) = v.get("data") else { panic!("data") };
+        assert_eq!((data.size(), data.kind()), (vec![4, 3072], Kind::Uint8));
+        let want = (Tensor::arange(4 * 3072, (Kind::Int64, Device::Cpu)).remainder(256)).to_kind(Kind::Uint8).view([4, 3072]);
+        assert!(data.equal(&want), "protocol {proto}: data bytes");
+        let Some(Value::Tensor(f)) = v.get("f32_fortran") else { panic!("f32") };
+        assert!(f.equal(&Tensor::arange(6, (Kind::Float, Device::Cpu)).view([2, 3])), "protocol {proto}: Fortran order");
+        let Some(Value::Tensor(i)) = v.get("i64") else { panic!("i64") };
+        assert_eq!(Vec::<i64>::try_from(i).unwrap(), vec![-3, 1 << 40]);
+    }
+}
