@@ -8,6 +8,7 @@ pub mod registry;
 pub mod schedule;
 pub mod models;
 pub mod sampling;
+pub mod metrics;
 
 pub use error::{BenchError, Result};
 
