@@ -1,6 +1,6 @@
 //! `bench`: thin clap front end over the samplerbench library.
 use clap::{Args, Parser, Subcommand};
-use samplerbench::metrics::fid_cli::{self, FeatureExtractor, FidOptions};
+use samplerbench::metrics::fid_cli::{self, FidOptions};
 use samplerbench::metrics::ResizeMode;
 use samplerbench::BenchError;
 use std::path::PathBuf;
@@ -82,16 +82,6 @@ impl FeatureArgs {
     }
 }
 
-/// The FID Inception network behind `FeatureExtractor`. Integration point: the network lives in
-/// `metrics::inception` (merged separately); until it is wired in here, image inputs report this.
-fn load_extractor(_opts: &FidOptions) -> samplerbench::Result<Box<dyn FeatureExtractor>> {
-    Err(BenchError::Internal(
-        "this build has no FID Inception network yet (metrics::inception is not wired into `bench`); \
-         only statistics .npz inputs can be compared"
-            .into(),
-    ))
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -128,13 +118,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &opts,
                 save_stats.as_deref(),
                 save_ref_stats.as_deref(),
-                &mut || load_extractor(&opts),
+                &mut || fid_cli::load_inception(&opts),
             )?;
             println!("{}", fid_cli::format_fid(fid));
         }
         Command::Stats { source, out, feat } => {
             let opts = feat.options()?;
-            let m = fid_cli::run_stats(&source, &out, &opts, &mut || load_extractor(&opts))?;
+            let m = fid_cli::run_stats(&source, &out, &opts, &mut || fid_cli::load_inception(&opts))?;
             eprintln!("wrote {} ({}-d mu, sigma)", out.display(), m.dims());
         }
     }

@@ -3,6 +3,8 @@
 //! the pipeline does not depend on how the network is built or loaded.
 use crate::metrics::datasets::{open_input, ImageSource, Input};
 use crate::metrics::frechet::frechet_distance;
+use crate::metrics::inception::{default_weights_path, FidInception};
+use crate::metrics::preprocess::preprocess;
 use crate::metrics::stats::{FeatureStats, Moments};
 use crate::metrics::ResizeMode;
 use crate::{BenchError, Result};
@@ -15,6 +17,31 @@ use tch::{Device, Tensor};
 pub trait FeatureExtractor {
     fn features(&self, images_u8: &Tensor) -> Result<Tensor>;
     fn dims(&self) -> usize;
+}
+
+/// The FID Inception as a `FeatureExtractor`: preprocessing and network on the network's device,
+/// features stay there (so statistics accumulate on the GPU when there is one).
+pub struct InceptionExtractor {
+    pub net: FidInception,
+    pub mode: ResizeMode,
+    pub dims: usize,
+}
+
+impl FeatureExtractor for InceptionExtractor {
+    fn features(&self, images_u8: &Tensor) -> Result<Tensor> {
+        let x = tch::no_grad(|| preprocess(&images_u8.to_device(self.net.device()), self.mode))?;
+        self.net.forward(&x, self.dims)
+    }
+    fn dims(&self) -> usize {
+        self.dims
+    }
+}
+
+/// Loads the Inception named by `--weights` (default: the pytorch-fid file in the data dir).
+pub fn load_inception(opts: &FidOptions) -> Result<Box<dyn FeatureExtractor>> {
+    let path = opts.weights.clone().unwrap_or_else(default_weights_path);
+    let net = FidInception::load(&path, opts.device, opts.allow_custom_weights)?;
+    Ok(Box::new(InceptionExtractor { net, mode: opts.mode, dims: opts.dims }))
 }
 
 /// Options shared by `bench fid` and `bench stats`.

@@ -478,7 +478,7 @@ np.savez(d + "/other.npz", x=np.zeros(3))
     assert_eq!((code, err.as_str()), (Some(2), "error: --dims 100 is not supported; allowed: 64, 192, 768, 2048"));
     let (code, err) = bench_err(&["fid", &p("s4.npz"), &p("s4.npz"), "--mode", "bicubic"]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("unknown FID mode 'bicubic'; allowed: pytorch-fid, tf, clean"), "{err}");
+    assert!(err.contains("unknown resize mode `bicubic`; allowed: pytorch-fid, tf, clean"), "{err}");
     // Identical statistics files: exactly 0.
     let out = bench(&["fid", &p("s8.npz"), &p("s8.npz"), "--device", "cpu"]);
     assert_eq!(stdout(&out).trim_end(), "FID: 0");

@@ -2,4 +2,5 @@
 //! Python reference implementations, resume and bad input.
 mod common;
 mod cli;
+mod fid_net;
 mod fid_stats;
