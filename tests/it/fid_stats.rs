@@ -483,3 +483,47 @@ np.savez(d + "/other.npz", x=np.zeros(3))
     let out = bench(&["fid", &p("s8.npz"), &p("s8.npz"), "--device", "cpu"]);
     assert_eq!(stdout(&out).trim_end(), "FID: 0");
 }
+
+/// End to end with the real network: `bench fid` on two image folders vs `python -m pytorch_fid`
+/// with the same seeded random weights (legacy .pth), and `bench stats` + stats-file FID.
+#[test]
+fn bench_fid_on_image_folders_matches_python_m_pytorch_fid() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_python(crate::fid_net::PYTORCH_FID_ORACLE, &[d.to_str().unwrap()]);
+    let py = r#"
+import sys, os, numpy as np, torch, warnings
+warnings.filterwarnings("ignore")
+from PIL import Image
+d = sys.argv[1]; rng = np.random.default_rng(5)
+for k, (n, lo) in enumerate([(14, 0), (11, 40)]):
+    os.makedirs(f"{d}/set{k}")
+    for i in range(n):
+        Image.fromarray(rng.integers(lo, 256, (32, 32, 3), dtype=np.uint8)).save(f"{d}/set{k}/{i:03d}.png")
+import pytorch_fid.inception as inc, pytorch_fid.fid_score as fs
+sd = torch.load(d + "/legacy.pth")
+inc.load_state_dict_from_url = lambda *a, **k: sd
+sys.argv = ["pytorch_fid", f"{d}/set0", f"{d}/set1", "--device", "cpu", "--batch-size", "5", "--num-workers", "0"]
+torch.set_num_threads(2)
+fs.main()
+"#;
+    let out = run_python(py, &[d.to_str().unwrap()]);
+    let want: f64 = out.lines().last().unwrap().trim_start_matches("FID:").trim().parse().unwrap();
+    let p = |s: &str| d.join(s).display().to_string();
+    let common = ["--weights", &p("legacy.pth"), "--allow-custom-weights", "--device", "cpu", "--batch-size", "5", "--quiet"];
+    let mut args = vec!["fid".to_string(), p("set0"), p("set1"), "--save-stats".into(), p("s0.npz")];
+    args.extend(common.iter().map(|s| s.to_string()));
+    let o = bench(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let ours: f64 = stdout(&o).lines().last().unwrap().strip_prefix("FID: ").unwrap().parse().unwrap();
+    let rel = ((ours - want) / want).abs();
+    eprintln!("bench fid {ours} vs python -m pytorch_fid {want}: rel {rel:.2e}");
+    assert!(rel <= 1e-5, "{ours} vs {want}");
+    // `bench stats` of set1, then FID from the two statistics files: the same number.
+    let mut args = vec!["stats".to_string(), p("set1"), "--out".into(), p("s1.npz")];
+    args.extend(common.iter().map(|s| s.to_string()));
+    let o = bench(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = bench(&["fid", &p("s0.npz"), &p("s1.npz"), "--quiet"]);
+    assert_eq!(stdout(&o).trim_end(), format!("FID: {}", fid_cli::format_fid(ours).trim_start_matches("FID: ")));
+}
