@@ -39,7 +39,7 @@ fn rel_err(ours: &Tensor, reference: &[f32]) -> f64 {
 /// statistics are those of a small calibration batch (so activations stay O(1) through all 94 layers)
 /// and its affine parameters are random. Saves the state dict in torch.save's legacy format, its
 /// zip format and safetensors; 4 random 32×32 uint8 images; and the features for dims 64..2048.
-const PYTORCH_FID_ORACLE: &str = r#"
+pub(crate) const PYTORCH_FID_ORACLE: &str = r#"
 import sys, os, numpy as np, torch, torch.nn as nn
 import pytorch_fid.inception as inc
 from safetensors.torch import save_file

@@ -6,3 +6,4 @@ mod unet;
 mod samplers_b;
 mod fid_net;
 mod samplers_a;
+mod fid_stats;
