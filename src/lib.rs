@@ -8,6 +8,8 @@ pub mod registry;
 pub mod schedule;
 pub mod models;
 pub mod sampling;
+pub mod spec;
+pub mod plan;
 
 pub use error::{BenchError, Result};
 
