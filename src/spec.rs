@@ -693,8 +693,19 @@ impl<'de> Visitor<'de> for KeyIs<'_> {
 impl SpecFile {
     /// A user error at `at`: `FILE:LINE:COL: PATH: MESSAGE` (line omitted if the path is absent,
     /// e.g. for a key that was not written and whose default is wrong).
+    /// For a path that is not written (a default that conflicts with a written value), the
+    /// position is that of its nearest written ancestor.
     pub fn error_at(&self, at: &YamlPath, message: impl fmt::Display) -> BenchError {
-        located_error(&self.path, locate(&self.text, at), at, message)
+        let mut near = at.clone();
+        let pos = loop {
+            if let Some(pos) = locate(&self.text, &near) {
+                break Some(pos);
+            }
+            if near.0.pop().is_none() {
+                break None;
+            }
+        };
+        located_error(&self.path, pos, at, message)
     }
 }
 
@@ -733,14 +744,13 @@ pub fn parse(path: &Path, text: &str) -> Result<SpecFile> {
     }
 }
 
-/// serde_yaml_ng's Display is `PATH: MESSAGE at line L column C` (PATH omitted at the root).
+/// serde_yaml_ng's Display is `PATH: MESSAGE at line L column C` (PATH omitted at the root);
+/// libyaml's syntax errors put the position mid-text (`… at line L column C, while parsing …`).
+/// The position is reported separately, so its first mention is removed.
 fn strip_location(e: &serde_yaml_ng::Error) -> String {
     let s = e.to_string();
     match e.location() {
-        Some(l) => s
-            .strip_suffix(&format!(" at line {} column {}", l.line(), l.column()))
-            .map(str::to_owned)
-            .unwrap_or(s),
+        Some(l) => s.replacen(&format!(" at line {} column {}", l.line(), l.column()), "", 1),
         None => s,
     }
 }
@@ -825,30 +835,43 @@ fn backticked(msg: &str) -> Vec<String> {
     msg.split('`').skip(1).step_by(2).map(str::to_owned).collect()
 }
 
-/// Levenshtein distance over chars.
+/// Edit distance over chars: insertions, deletions, substitutions and transpositions of
+/// neighbours (optimal string alignment), so `sampels` is one edit from `samples`.
 pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // d[i][j]: distance between a[..i] and b[..j].
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let sub = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + sub);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
-/// The closest candidate within max(2, len/3) edits (case-insensitive; first of ties).
+/// The closest candidate within max(2, len/3) edits (case-insensitive); ties go to the one
+/// closest in length (a typo usually keeps the length), then to the first listed.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let w = word.to_lowercase();
-    let limit = (w.chars().count() / 3).max(2);
+    let n = w.chars().count();
+    let limit = (n / 3).max(2);
     candidates
         .into_iter()
-        .map(|c| (edit_distance(&w, &c.to_lowercase()), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+        .map(|c| (edit_distance(&w, &c.to_lowercase()), c.chars().count().abs_diff(n), c))
+        .filter(|(d, _, _)| *d <= limit)
+        .min_by_key(|(d, len, _)| (*d, *len))
+        .map(|(_, _, c)| c)
 }
 
 #[cfg(test)]
@@ -916,6 +939,9 @@ steps: 10
     #[test]
     fn suggestions() {
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("sampels", "samples"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(suggest("sampels", ["samplers", "samples"]), Some("samples"));
         assert_eq!(suggest("sampels", ["name", "samples", "seed"]), Some("samples"));
         assert_eq!(suggest("dpmsolver++", ["dpm_solver", "dpm_solver++"]), Some("dpm_solver++"));
         assert_eq!(suggest("eta", ["order", "method"]), None);

@@ -119,7 +119,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         (
             BASE.to_owned() + "metrics:\n  fd_pixel: {refrence: x.npz}\n",
-            "SPEC:8:15: metrics.fd_pixel.refrence: unknown key `refrence`; did you mean `reference`? (allowed: reference)",
+            "SPEC:8:14: metrics.fd_pixel.refrence: unknown key `refrence`; did you mean `reference`? (allowed: reference)",
         ),
         (
             BASE.to_owned() + "schedule: {kind: linear, timestep: 500}\n",
@@ -139,7 +139,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         (
             edit(4, "  - {name: ddim, skip: quadratc}"),
-            "SPEC:4:23: samplers[0].skip: unknown value `quadratc`; did you mean `quadratic`? (allowed: uniform, quadratic, leading, trailing, linspace, time_uniform, logsnr, time_quadratic, karras)",
+            "SPEC:4:24: samplers[0].skip: unknown value `quadratc`; did you mean `quadratic`? (allowed: uniform, quadratic, leading, trailing, linspace, time_uniform, logsnr, time_quadratic, karras)",
         ),
         (
             BASE.to_owned() + "precision: fp64\n",
@@ -149,37 +149,37 @@ fn invalid_specs_give_exact_one_line_errors() {
         (edit(5, "steps: [10, -5]"), "SPEC:5:13: steps[1]: must be an integer from 1 to 1000 (schedule.timesteps), got -5"),
         (
             edit(4, "  - {name: ddim, eta: 0.5, steps: 0}"),
-            "SPEC:4:29: samplers[0].steps: must be an integer from 1 to 1000 (schedule.timesteps), got 0",
+            "SPEC:4:28: samplers[0].steps: must be an integer from 1 to 1000 (schedule.timesteps), got 0",
         ),
         (edit(6, "samples: -3"), "SPEC:6:1: samples: must be ≥ 1, got -3"),
         (
             edit(4, "  - {name: ddim, eta: [0.0, -0.5]}"),
-            "SPEC:4:28: samplers[0].eta[1]: `eta` of `ddim` must be a number ≥ 0, got -0.5",
+            "SPEC:4:29: samplers[0].eta[1]: `eta` of `ddim` must be a number ≥ 0, got -0.5",
         ),
         (
             edit(4, "  - {name: dpm_solver, order: 4}"),
-            "SPEC:4:23: samplers[0].order: `order` of `dpm_solver` must be an integer from 1 to 3, got 4",
+            "SPEC:4:24: samplers[0].order: `order` of `dpm_solver` must be an integer from 1 to 3, got 4",
         ),
         // Sampler parameters are checked against the sampler.
         (
             edit(4, "  - {name: dpm_solver, eta: 0.5}"),
-            "SPEC:4:23: samplers[0].eta: `eta` is not a parameter of `dpm_solver` (allowed: order, method, skip, steps)",
+            "SPEC:4:24: samplers[0].eta: `eta` is not a parameter of `dpm_solver` (allowed: order, method, skip, steps)",
         ),
         (
             edit(4, "  - {name: ddim, etta: 0.5}"),
-            "SPEC:4:17: samplers[0].etta: `etta` is not a parameter of `ddim`; did you mean `eta`? (allowed: eta, skip, steps)",
+            "SPEC:4:18: samplers[0].etta: `etta` is not a parameter of `ddim`; did you mean `eta`? (allowed: eta, skip, steps)",
         ),
         (
             edit(4, "  - {name: dpm_solver, method: fst}"),
-            "SPEC:4:23: samplers[0].method: unknown value `fst` for `method` of `dpm_solver`; did you mean `fast`? (allowed: singlestep, multistep, fast)",
+            "SPEC:4:24: samplers[0].method: unknown value `fst` for `method` of `dpm_solver`; did you mean `fast`? (allowed: singlestep, multistep, fast)",
         ),
         (
             edit(4, "  - {name: ddpm-large}"),
-            "SPEC:4:7: samplers[0].name: unknown sampler `ddpm-large`; did you mean `ddpm_large`? (known: ddim, ddpm, ddpm_large, f-pndm, s-pndm, fon, plms, dpm_solver, dpm_solver++, unipc, euler, euler_ancestral, heun, kdpm2, kdpm2_ancestral, lms, karras_ve)",
+            "SPEC:4:6: samplers[0].name: unknown sampler `ddpm-large`; did you mean `ddpm_large`? (known: ddim, ddpm, ddpm_large, f-pndm, s-pndm, fon, plms, dpm_solver, dpm_solver++, unipc, euler, euler_ancestral, heun, kdpm2, kdpm2_ancestral, lms, karras_ve)",
         ),
         (edit(4, "  - {eta: 0.5}"), "SPEC:4:5: samplers[0]: missing required key `name`"),
         // Empty sweeps.
-        (edit(4, "  - {name: ddim, eta: []}"), "SPEC:4:17: samplers[0].eta: empty list; give at least one value"),
+        (edit(4, "  - {name: ddim, eta: []}"), "SPEC:4:18: samplers[0].eta: empty list; give at least one value"),
         (edit(5, "steps: []"), "SPEC:5:1: steps: empty list; give at least one value"),
         (
             edit(3, "samplers: []\n#").replace("  - {name: ddim, eta: [0.0, 0.5]}\n", ""),
@@ -225,7 +225,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         (
             edit(2, "model: {kind: oracle, data: {kind: gmm, shape: [3, 8, 8], components: 4, weights: [1.0]}}"),
-            "SPEC:2:74: model.data.components: a gmm takes either `weights`, `means` and `stds`, or `components` (and optionally `seed`), not both",
+            "SPEC:2:59: model.data.components: a gmm takes either `weights`, `means` and `stds`, or `components` (and optionally `seed`), not both",
         ),
         (
             edit(2, "model: {kind: oracle, data: {kind: gmm, shape: [3, 8, 8], weights: [0.5, 0.4], means: [0, 1], stds: [1, 1]}}"),
@@ -234,7 +234,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         // Metrics.
         (
             BASE.to_owned() + "metrics:\n  fid: {reference: stats.npz}\n",
-            "SPEC:8:10: metrics.fid.reference: not found: DIR/stats.npz (relative paths start from the spec file's folder)",
+            "SPEC:8:9: metrics.fid.reference: not found: DIR/stats.npz (relative paths start from the spec file's folder)",
         ),
         (
             BASE.to_owned() + "metrics:\n  fid: {reference: spec.yaml, weights: spec.yaml, dims: 1000}\n",
@@ -242,7 +242,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         (
             BASE.to_owned() + "metrics:\n  fid: {reference: spec.yaml, mode: pytorch_fid}\n",
-            "SPEC:8:35: metrics.fid.mode: unknown value `pytorch_fid`; did you mean `pytorch-fid`? (allowed: pytorch-fid, tf, clean)",
+            "SPEC:8:37: metrics.fid.mode: unknown value `pytorch_fid`; did you mean `pytorch-fid`? (allowed: pytorch-fid, tf, clean)",
         ),
         (
             edit(2, "model: {kind: oracle, data: {kind: gmm, shape: [3, 8, 8], components: 2}}") + "metrics: {fd_exact: {}}\n",
@@ -251,7 +251,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         // Schedule.
         (
             BASE.to_owned() + "schedule: {beta_start: 0.03}\n",
-            "SPEC:7:24: schedule.beta_end: need 0 < beta_start ≤ beta_end < 1, got beta_start=0.03, beta_end=0.02",
+            "SPEC:7:1: schedule.beta_end: need 0 < beta_start ≤ beta_end < 1, got beta_start=0.03, beta_end=0.02",
         ),
         (
             BASE.to_owned() + "schedule: {kind: cosine, beta_end: 0.02}\n",
@@ -278,7 +278,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         (BASE.to_owned() + "save_samples: some\n", "SPEC:7:15: save_samples: expected a number of samples ≥ 0 or `all`, got string \"some\""),
         (BASE.replace("name: t\n", ""), "SPEC:1:1: missing required key `name`"),
         (edit(1, "name: my run"), "SPEC:1:1: name: `my run` is not a usable name (allowed: letters, digits, `_`, `-`, `.`)"),
-        (edit(5, "steps: [10, 20"), "SPEC:6:1: invalid YAML: did not find expected ',' or ']' at line 6 column 1, while parsing a flow sequence at line 5 column 8"),
+        (edit(5, "steps: [10, 20"), "SPEC:6:8: invalid YAML: did not find expected ',' or ']', while parsing a flow sequence at line 5 column 8"),
     ];
     let failures: Vec<String> = cases.iter().filter_map(|(t, want)| check_error(t, &CPU, want)).collect();
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n\n"));
@@ -413,7 +413,7 @@ fn quickstart_plans_on_cpu() {
     assert_eq!(p.cells[25].params["alpha_index"], ParamValue::Str("repo".into()));
     let table = plan::render_cells(&p, &|c| Some(c.steps));
     assert_eq!(table.lines().count(), 38);
-    assert_eq!(table.lines().nth(1).unwrap(), " 0  ddim        eta=0              quadratic     10    10        20000");
+    assert_eq!(table.lines().nth(1).unwrap(), "   0  ddim        eta=0             quadratic     10    10        20000");
 }
 
 #[test]
