@@ -61,8 +61,8 @@ use crate::models::unet::DdimModelConfig;
 use crate::registry;
 use crate::schedule::{NoiseSchedule, ScheduleKind};
 use crate::spec::{
-    self, DataKind, DdimConfigSpec, FidMode, ModelKind, Moment, ParamValue, Precision, RawData, RawModel, SaveSamples, Skip,
-    SpecFile, Sweep, YamlPath,
+    self, DataKind, DdimConfigSpec, ModelKind, Moment, ParamValue, Precision, RawData, RawModel, ResizeMode,
+    SaveSamples, Skip, SpecFile, Sweep, YamlPath,
 };
 use crate::{BenchError, Result};
 use serde::Serialize;
@@ -98,11 +98,24 @@ pub struct ParamSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamKind {
     /// A real number in [min, max] (max may be infinite); integers in the spec are accepted.
-    Float { min: f64, max: f64, default: f64 },
+    Float {
+        min: f64,
+        max: f64,
+        default: f64,
+    },
     /// An integer in min..=max.
-    Int { min: i64, max: i64, default: i64 },
-    Choice { allowed: &'static [&'static str], default: &'static str },
-    Bool { default: bool },
+    Int {
+        min: i64,
+        max: i64,
+        default: i64,
+    },
+    Choice {
+        allowed: &'static [&'static str],
+        default: &'static str,
+    },
+    Bool {
+        default: bool,
+    },
 }
 
 impl ParamKind {
@@ -182,11 +195,20 @@ impl fmt::Display for DevicePlan {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelPlan {
     /// A diffusers `UNet2DModel` folder (config.json + weights).
-    Diffusers { path: PathBuf },
+    Diffusers {
+        path: PathBuf,
+    },
     /// A DDIM-repo checkpoint with its architecture.
-    Ddim { path: PathBuf, config: DdimModelConfig, ema: bool },
+    Ddim {
+        path: PathBuf,
+        config: DdimModelConfig,
+        ema: bool,
+    },
     /// A TorchScript ε-model taking (x [B,C,H,W], t [B]).
-    Torchscript { path: PathBuf, shape: [i64; 3] },
+    Torchscript {
+        path: PathBuf,
+        shape: [i64; 3],
+    },
     Oracle(DataPlan),
 }
 
@@ -236,7 +258,7 @@ pub struct MetricsPlan {
 pub struct FidPlan {
     pub reference: PathBuf,
     pub weights: PathBuf,
-    pub mode: FidMode,
+    pub mode: ResizeMode,
     pub dims: usize,
 }
 
@@ -532,7 +554,8 @@ impl Cx<'_> {
                 ModelPlan::Diffusers { path: p }
             }
             ModelKind::Ddim => {
-                let cfg = self.required(&at, &m.config, "config", &what, "cifar10, celeba, or a map with ch, ch_mult, ...")?;
+                let cfg =
+                    self.required(&at, &m.config, "config", &what, "cifar10, celeba, or a map with ch, ch_mult, ...")?;
                 let config = match cfg {
                     DdimConfigSpec::Preset(name) => DdimModelConfig::preset(name).map_err(|_| {
                         let mut msg = format!("unknown preset `{name}`");
@@ -553,7 +576,13 @@ impl Cx<'_> {
                 ModelPlan::Torchscript { path: path("a TorchScript file")?, shape }
             }
             ModelKind::Oracle => {
-                let d = self.required(&at, &m.data, "data", &what, "{kind: gaussian, shape: [C, H, W], ...} or {kind: gmm, ...}")?;
+                let d = self.required(
+                    &at,
+                    &m.data,
+                    "data",
+                    &what,
+                    "{kind: gaussian, shape: [C, H, W], ...} or {kind: gmm, ...}",
+                )?;
                 ModelPlan::Oracle(self.data(&at.key("data"), d)?)
             }
         };
@@ -615,8 +644,7 @@ impl Cx<'_> {
                     };
                     return Ok(DataPlan::Gmm { shape, mixture: GmmPlan::Random { components, seed } });
                 }
-                if let Some(s) = d.seed {
-                    let _ = s;
+                if d.seed.is_some() {
                     return Err(self.err(&at.key("seed"), "`seed` only applies with `components` (random mixtures)"));
                 }
                 let weights = self.required(at, &d.weights, "weights", what, how)?;
@@ -668,10 +696,8 @@ impl Cx<'_> {
                 Ok(MomentPlan::PerChannel(v.clone()))
             }
             Moment::Npy(s) if s.ends_with(".npy") => Ok(MomentPlan::Npy(self.existing(at, self.resolve(s))?)),
-            Moment::Npy(s) => Err(self.err(
-                at,
-                format!("expected a number, a list with one number per channel, or an .npy path, got `{s}`"),
-            )),
+            Moment::Npy(s) => Err(self
+                .err(at, format!("expected a number, a list with one number per channel, or an .npy path, got `{s}`"))),
         }
     }
 
@@ -822,10 +848,12 @@ impl Cx<'_> {
         let bad = || self.err(at, format!("`{}` of `{sampler}` must be {}, got {v}", ps.name, ps.kind.describe()));
         match (&ps.kind, v) {
             (ParamKind::Float { min, max, .. }, ParamValue::Int(_) | ParamValue::Float(_)) => {
-                let x = match v {
-                    ParamValue::Int(i) => *i as f64,
-                    ParamValue::Float(x) => *x,
-                    _ => unreachable!("matched above"),
+                let x = if let ParamValue::Int(i) = v {
+                    *i as f64
+                } else if let ParamValue::Float(x) = v {
+                    *x
+                } else {
+                    f64::NAN
                 };
                 if x.is_finite() && x >= *min && x <= *max {
                     Ok(ParamValue::Float(x))
@@ -898,7 +926,8 @@ impl Cx<'_> {
             None => None,
             Some(f) => {
                 let fat = at.key("fid");
-                let reference = self.required(&fat, &f.reference, "reference", "`fid`", "an .npz of reference statistics")?;
+                let reference =
+                    self.required(&fat, &f.reference, "reference", "`fid`", "an .npz of reference statistics")?;
                 let reference = self.existing(&fat.key("reference"), self.resolve(reference))?;
                 let weights = match &f.weights {
                     Some(w) => self.resolve(w),
@@ -912,13 +941,20 @@ impl Cx<'_> {
                         format!("must be one of 64, 192, 768, 2048 (Inception feature blocks), got {dims}"),
                     ));
                 }
-                Some(FidPlan { reference, weights, mode: f.mode.unwrap_or(FidMode::PytorchFid), dims: dims as usize })
+                Some(FidPlan {
+                    reference,
+                    weights,
+                    mode: f.mode.unwrap_or(ResizeMode::PytorchFid),
+                    dims: dims as usize,
+                })
             }
         };
         let fd_pixel = match &m.fd_pixel {
             None => None,
             Some(p) => match &p.reference {
-                Some(r) => Some(FdPixelPlan { reference: Some(self.existing(&at.key("fd_pixel").key("reference"), self.resolve(r))?) }),
+                Some(r) => Some(FdPixelPlan {
+                    reference: Some(self.existing(&at.key("fd_pixel").key("reference"), self.resolve(r))?),
+                }),
                 None if oracle => Some(FdPixelPlan { reference: None }),
                 None => {
                     return Err(self.err(
@@ -929,13 +965,16 @@ impl Cx<'_> {
             },
         };
         if m.fd_exact.is_some() && !gaussian {
-            return Err(self.err(&at.key("fd_exact"), "needs a Gaussian oracle model (`model: {kind: oracle, data: {kind: gaussian, ...}}`)"));
+            return Err(self.err(
+                &at.key("fd_exact"),
+                "needs a Gaussian oracle model (`model: {kind: oracle, data: {kind: gaussian, ...}}`)",
+            ));
         }
         let identity = json!({
             "fid": m.fid.as_ref().map(|f| json!({
                 "reference": f.reference,
                 "weights": f.weights.clone().unwrap_or_else(|| format!("default:{}", registry::FID_INCEPTION.name)),
-                "mode": f.mode.unwrap_or(FidMode::PytorchFid),
+                "mode": f.mode.unwrap_or(ResizeMode::PytorchFid),
                 "dims": f.dims.unwrap_or(2048),
             })),
             "fd_pixel": m.fd_pixel.as_ref().map(|p| json!({"reference": p.reference})),
@@ -1018,7 +1057,8 @@ mod tests {
         build(&spec::parse(Path::new("t.yaml"), text)?, &CATALOG, &CPU)
     }
 
-    const BASE: &str = "name: t\nmodel: {kind: oracle, data: {kind: gaussian, shape: [3, 8, 8], std: [0.2, 0.5, 1.0]}}\n";
+    const BASE: &str =
+        "name: t\nmodel: {kind: oracle, data: {kind: gaussian, shape: [3, 8, 8], std: [0.2, 0.5, 1.0]}}\n";
 
     #[test]
     fn sweep_expands_params_then_skip_then_steps() {
@@ -1052,7 +1092,10 @@ mod tests {
             "# comment\n{BASE}samplers:\n  - name: ddim\n    eta: [0, 0.5]\nsteps: [10]\nbatch_size: 7\noutput: elsewhere\nschedule: {{kind: linear}}\n"
         );
         let b = plan(&same).unwrap();
-        assert_eq!(a.cells.iter().map(|c| &c.hash).collect::<Vec<_>>(), b.cells.iter().map(|c| &c.hash).collect::<Vec<_>>());
+        assert_eq!(
+            a.cells.iter().map(|c| &c.hash).collect::<Vec<_>>(),
+            b.cells.iter().map(|c| &c.hash).collect::<Vec<_>>()
+        );
         // Seed, samples, precision-relevant and model changes do change them.
         for changed in [
             text.replace("steps: 10", "steps: 11"),
@@ -1084,7 +1127,10 @@ mod tests {
 
     #[test]
     fn dry_run_table_is_aligned() {
-        let p = plan(&format!("{BASE}samplers: [{{name: ddim, eta: [0, 0.25]}}, {{name: ddpm_large}}]\nsteps: [10, 100]\nsamples: 1000\n")).unwrap();
+        let p = plan(&format!(
+            "{BASE}samplers: [{{name: ddim, eta: [0, 0.25]}}, {{name: ddpm_large}}]\nsteps: [10, 100]\nsamples: 1000\n"
+        ))
+        .unwrap();
         let t = render_cells(&p, &|c| (c.sampler == "ddim").then_some(c.steps));
         assert_eq!(
             t,
@@ -1105,7 +1151,10 @@ cell  sampler     params    skip     steps  nfe  nfe×samples
         let p = plan(&format!("{BASE}samplers: [{{name: ddim}}]\nsteps: 10\n")).unwrap();
         assert_eq!((p.samples, p.batch_size, p.seed), (50_000, 500, 0));
         assert_eq!((p.device, p.precision), (DevicePlan::Cpu, Precision::Fp32));
-        assert_eq!(p.schedule, SchedulePlan { kind: ScheduleKind::Linear, beta_start: Some(1e-4), beta_end: Some(0.02), timesteps: 1000 });
+        assert_eq!(
+            p.schedule,
+            SchedulePlan { kind: ScheduleKind::Linear, beta_start: Some(1e-4), beta_end: Some(0.02), timesteps: 1000 }
+        );
         assert_eq!(p.output, PathBuf::from("reports/t"));
         assert_eq!(p.save_samples, SaveSamples::Count(64));
         assert_eq!(p.metrics, MetricsPlan { fid: None, fd_pixel: None, fd_exact: true });
@@ -1117,7 +1166,16 @@ cell  sampler     params    skip     steps  nfe  nfe×samples
                 std: MomentPlan::PerChannel(vec![0.2, 0.5, 1.0])
             })
         );
-        let auto_gpu = build(&spec::parse(Path::new("t.yaml"), &format!("{BASE}samplers: [{{name: ddim}}]\nsteps: 10\nprecision: bf16\n")).unwrap(), &CATALOG, &Host { cuda_devices: 2 }).unwrap();
+        let auto_gpu = build(
+            &spec::parse(
+                Path::new("t.yaml"),
+                &format!("{BASE}samplers: [{{name: ddim}}]\nsteps: 10\nprecision: bf16\n"),
+            )
+            .unwrap(),
+            &CATALOG,
+            &Host { cuda_devices: 2 },
+        )
+        .unwrap();
         assert_eq!((auto_gpu.device, auto_gpu.precision), (DevicePlan::Cuda(0), Precision::Bf16));
     }
 }

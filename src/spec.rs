@@ -21,6 +21,7 @@
 //!   quoting need no special casing, unlike scanning lines for `key:` at an indentation.
 //!
 //! "Did you mean" suggestions use a plain Levenshtein distance ([`suggest`]); no extra crate.
+pub use crate::metrics::preprocess::ResizeMode;
 use crate::schedule::ScheduleKind;
 use crate::{BenchError, Result};
 use serde::de::{self, DeserializeSeed, IgnoredAny, IntoDeserializer, MapAccess, SeqAccess, Visitor};
@@ -214,29 +215,9 @@ pub struct RawMetrics {
 pub struct RawFid {
     pub reference: Option<String>,
     pub weights: Option<String>,
-    pub mode: Option<FidMode>,
+    /// Which FID pipeline (resizing and quantisation differ, so the numbers differ).
+    pub mode: Option<ResizeMode>,
     pub dims: Option<i64>,
-}
-
-/// Which FID pipeline: resizing and quantisation differ, so the numbers differ (recorded per row).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-pub enum FidMode {
-    #[serde(rename = "pytorch-fid")]
-    PytorchFid,
-    #[serde(rename = "tf")]
-    Tf,
-    #[serde(rename = "clean")]
-    Clean,
-}
-
-impl FidMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FidMode::PytorchFid => "pytorch-fid",
-            FidMode::Tf => "tf",
-            FidMode::Clean => "clean",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -724,9 +705,8 @@ fn located_error(file: &Path, pos: Option<(usize, usize)>, at: &YamlPath, messag
 
 /// Reads and parses a spec file (stage 1 only).
 pub fn read(path: &Path) -> Result<SpecFile> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        BenchError::user(format!("{}: cannot read the spec file: {e}", path.display()))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BenchError::user(format!("{}: cannot read the spec file: {e}", path.display())))?;
     parse(path, &text)
 }
 
@@ -769,10 +749,9 @@ fn spec_error(file: &Path, text: &str, e: &serde_yaml_ng::Error) -> BenchError {
     let full = strip_location(e);
     let (at, msg) = split_path(&full);
     let names = backticked(msg);
-    if let Some(rest) = msg.strip_prefix("unknown field ") {
+    if msg.starts_with("unknown field ") {
         // "unknown field `x`, expected one of `a`, `b`" / "expected `a` or `b`" / "there are no fields"
         let (unknown, allowed) = names.split_first().map_or(("?", &[][..]), |(u, a)| (u.as_str(), a));
-        let _ = rest;
         let at = at.key(unknown);
         let pos = locate(text, &at).or(pos);
         let mut m = format!("unknown key `{unknown}`");
@@ -844,8 +823,8 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -929,7 +908,10 @@ steps: 10
     fn parsed_doc_keeps_sweeps_params_and_null_metric() {
         let f = parse(Path::new("t.yaml"), DOC).unwrap();
         let r = &f.raw;
-        assert_eq!(r.samplers[0].params, vec![("eta".to_owned(), Sweep::Many(vec![ParamValue::Float(0.0), ParamValue::Float(0.5)]))]);
+        assert_eq!(
+            r.samplers[0].params,
+            vec![("eta".to_owned(), Sweep::Many(vec![ParamValue::Float(0.0), ParamValue::Float(0.5)]))]
+        );
         assert_eq!(r.samplers[1].params, vec![("alpha_index".to_owned(), Sweep::One(ParamValue::Str("repo".into())))]);
         assert_eq!(r.steps, Some(Sweep::One(10)));
         assert_eq!(r.metrics.as_ref().unwrap().fd_pixel, Some(RawFdPixel { reference: None }));

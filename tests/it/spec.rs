@@ -5,7 +5,8 @@ use samplerbench::spec::{self, ParamValue, Skip};
 use std::path::{Path, PathBuf};
 
 const ANY: f64 = f64::INFINITY;
-const PNDM: &[ParamSpec] = &[ParamSpec { name: "alpha_index", kind: ParamKind::Choice { allowed: &["repo", "diffusers"], default: "repo" } }];
+const PNDM: &[ParamSpec] =
+    &[ParamSpec { name: "alpha_index", kind: ParamKind::Choice { allowed: &["repo", "diffusers"], default: "repo" } }];
 
 /// The samplers the sampler issue names, with their parameters (the real registry implements
 /// the same trait).
@@ -21,14 +22,20 @@ const CATALOG: StaticCatalog = StaticCatalog(&[
         "dpm_solver",
         &[
             ParamSpec { name: "order", kind: ParamKind::Int { min: 1, max: 3, default: 3 } },
-            ParamSpec { name: "method", kind: ParamKind::Choice { allowed: &["singlestep", "multistep", "fast"], default: "singlestep" } },
+            ParamSpec {
+                name: "method",
+                kind: ParamKind::Choice { allowed: &["singlestep", "multistep", "fast"], default: "singlestep" },
+            },
         ],
     ),
     (
         "dpm_solver++",
         &[
             ParamSpec { name: "order", kind: ParamKind::Int { min: 2, max: 3, default: 2 } },
-            ParamSpec { name: "method", kind: ParamKind::Choice { allowed: &["singlestep", "multistep"], default: "multistep" } },
+            ParamSpec {
+                name: "method",
+                kind: ParamKind::Choice { allowed: &["singlestep", "multistep"], default: "multistep" },
+            },
         ],
     ),
     (
@@ -292,10 +299,19 @@ fn device_checks_use_the_hosts_cuda_count() {
         &two,
         "SPEC:7:1: device: `cuda:2` does not exist: this machine has 2 CUDA device(s), cuda:0 to cuda:1",
     );
-    for (device, want) in [("cuda:1", plan::DevicePlan::Cuda(1)), ("cuda", plan::DevicePlan::Cuda(0)), ("auto", plan::DevicePlan::Cuda(0)), ("cpu", plan::DevicePlan::Cpu)] {
+    for (device, want) in [
+        ("cuda:1", plan::DevicePlan::Cuda(1)),
+        ("cuda", plan::DevicePlan::Cuda(0)),
+        ("auto", plan::DevicePlan::Cuda(0)),
+        ("cpu", plan::DevicePlan::Cpu),
+    ] {
         let (_d, _p, r) = plan_text(&(BASE.to_owned() + &format!("device: {device}\nprecision: tf32\n")), &two);
         match (device, r) {
-            ("cpu", Err(e)) => assert!(e.to_string().ends_with("precision: `tf32` needs a CUDA device but the device is cpu (allowed on cpu: fp32)"), "{e}"),
+            ("cpu", Err(e)) => assert!(
+                e.to_string()
+                    .ends_with("precision: `tf32` needs a CUDA device but the device is cpu (allowed on cpu: fp32)"),
+                "{e}"
+            ),
             (_, Ok(p)) => assert_eq!(p.device, want),
             (_, Err(e)) => panic!("{device}: {e}"),
         }
@@ -344,7 +360,10 @@ fn valid_specs_expand_to_the_expected_cells() {
         // Hashes are distinct and stable across re-planning.
         let (_d2, _p2, again) = plan_text(text, &CPU);
         let again = again.unwrap();
-        assert_eq!(p.cells.iter().map(|c| &c.hash).collect::<Vec<_>>(), again.cells.iter().map(|c| &c.hash).collect::<Vec<_>>());
+        assert_eq!(
+            p.cells.iter().map(|c| &c.hash).collect::<Vec<_>>(),
+            again.cells.iter().map(|c| &c.hash).collect::<Vec<_>>()
+        );
         assert_eq!(p.spec_hash, again.spec_hash);
     }
 }
@@ -381,9 +400,9 @@ fn model_files_resolve_relative_to_the_spec_file() {
         let fid = p.metrics.fid.as_ref().unwrap();
         assert_eq!(fid.reference, dir.path().join("specs/../stats.npz"));
         assert_eq!(fid.weights, dir.path().join("specs/../incv3.pth"));
-        assert_eq!((fid.mode, fid.dims), (spec::FidMode::Clean, 2048));
+        assert_eq!((fid.mode, fid.dims), (spec::ResizeMode::Clean, 2048));
         assert_eq!(p.output, dir.path().join("specs/../out"));
-        assert_eq!(p.metrics.fd_exact, false);
+        assert!(!p.metrics.fd_exact);
     }
     // A folder without config.json is not a diffusers model.
     std::fs::remove_file(dir.path().join("models/unet/config.json")).unwrap();
@@ -392,7 +411,11 @@ fn model_files_resolve_relative_to_the_spec_file() {
     let e = plan::load_with(&spec, &CATALOG, &CPU).unwrap_err();
     assert_eq!(
         e.to_string(),
-        format!("{}:2:26: model.path: {}/specs/../models/unet is not a diffusers model folder (no config.json in it)", spec.display(), dir.path().display())
+        format!(
+            "{}:2:26: model.path: {}/specs/../models/unet is not a diffusers model folder (no config.json in it)",
+            spec.display(),
+            dir.path().display()
+        )
     );
 }
 
@@ -408,21 +431,33 @@ fn quickstart_plans_on_cpu() {
     assert_eq!((p.samples, p.batch_size, p.device), (2000, 500, plan::DevicePlan::Cpu));
     assert!(p.metrics.fd_exact && p.metrics.fd_pixel.is_some() && p.metrics.fid.is_none());
     let c = &p.cells[19];
-    assert_eq!((c.sampler.as_str(), &c.params["eta"], c.skip, c.steps), ("ddim", &ParamValue::Float(1.0), Skip::Quadratic, 1000));
+    assert_eq!(
+        (c.sampler.as_str(), &c.params["eta"], c.skip, c.steps),
+        ("ddim", &ParamValue::Float(1.0), Skip::Quadratic, 1000)
+    );
     assert_eq!(p.cells[20].sampler, "ddpm_large");
     assert_eq!(p.cells[25].params["alpha_index"], ParamValue::Str("repo".into()));
     let table = plan::render_cells(&p, &|c| Some(c.steps));
     assert_eq!(table.lines().count(), 38);
-    assert_eq!(table.lines().nth(1).unwrap(), "   0  ddim        eta=0             quadratic     10    10        20000");
+    assert_eq!(
+        table.lines().nth(1).unwrap(),
+        "   0  ddim        eta=0             quadratic     10    10        20000"
+    );
 }
 
 #[test]
 fn every_shipped_spec_parses_and_real_model_specs_name_missing_files() {
-    let mut names: Vec<PathBuf> =
-        std::fs::read_dir(experiments()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(experiments())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
     names.sort();
     let listed: Vec<String> = names.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    assert_eq!(listed, ["ddim_eta.yaml", "ddim_eta_celeba.yaml", "pndm.yaml", "pndm_celeba.yaml", "quickstart.yaml", "solvers.yaml"]);
+    assert_eq!(
+        listed,
+        ["ddim_eta.yaml", "ddim_eta_celeba.yaml", "pndm.yaml", "pndm_celeba.yaml", "quickstart.yaml", "solvers.yaml"]
+    );
     let mut cells = Vec::new();
     for path in &names {
         let parsed = spec::read(path).unwrap_or_else(|e| panic!("{e}"));
@@ -445,7 +480,13 @@ fn every_shipped_spec_parses_and_real_model_specs_name_missing_files() {
     // The sweeps themselves are valid: plan each real-model spec against stand-in files.
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    for f in ["models/ddpm-cifar10-32/config.json", "models/ddim_celeba/ckpt.pth", "stats/cifar10_train.npz", "stats/celeba64_train.npz", "models/pt_inception-2015-12-05-6726825d.pth"] {
+    for f in [
+        "models/ddpm-cifar10-32/config.json",
+        "models/ddim_celeba/ckpt.pth",
+        "stats/cifar10_train.npz",
+        "stats/celeba64_train.npz",
+        "models/pt_inception-2015-12-05-6726825d.pth",
+    ] {
         std::fs::create_dir_all(data.join(f).parent().unwrap()).unwrap();
         std::fs::write(data.join(f), "").unwrap();
     }
