@@ -30,6 +30,10 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
+/// `experiments/quickstart.yaml`, built in so `bench run` has a default that needs no files.
+/// Parse it with `parse(Path::new("experiments/quickstart.yaml"), QUICKSTART_YAML)`.
+pub const QUICKSTART_YAML: &str = include_str!("../experiments/quickstart.yaml");
+
 /// A spec file that parsed: its path (as given), its text (kept to locate later errors) and
 /// the raw structure.
 #[derive(Debug, Clone)]

@@ -428,7 +428,7 @@ fn quickstart_plans_on_cpu() {
     let p = plan::load_with(&experiments().join("quickstart.yaml"), &CATALOG, &CPU).unwrap();
     // DDIM 4 η × 5 S, σ̂ × 5 S, three PNDM variants × 4 S.
     assert_eq!(p.cells.len(), 4 * 5 + 5 + 3 * 4);
-    assert_eq!((p.samples, p.batch_size, p.device), (2000, 500, plan::DevicePlan::Cpu));
+    assert_eq!((p.samples, p.batch_size, p.device), (500, 250, plan::DevicePlan::Cpu));
     assert!(p.metrics.fd_exact && p.metrics.fd_pixel.is_some() && p.metrics.fid.is_none());
     let c = &p.cells[19];
     assert_eq!(
@@ -437,11 +437,15 @@ fn quickstart_plans_on_cpu() {
     );
     assert_eq!(p.cells[20].sampler, "ddpm_large");
     assert_eq!(p.cells[25].params["alpha_index"], ParamValue::Str("repo".into()));
+    // The built-in copy is the shipped file.
+    let embedded = spec::parse(Path::new("experiments/quickstart.yaml"), spec::QUICKSTART_YAML).unwrap();
+    let embedded = plan::build(&embedded, &CATALOG, &CPU).unwrap();
+    assert_eq!((embedded.spec_hash.as_str(), embedded.cells.len()), (p.spec_hash.as_str(), 37));
     let table = plan::render_cells(&p, &|c| Some(c.steps));
     assert_eq!(table.lines().count(), 38);
     assert_eq!(
         table.lines().nth(1).unwrap(),
-        "   0  ddim        eta=0             quadratic     10    10        20000"
+        "   0  ddim        eta=0             quadratic     10    10         5000"
     );
 }
 
