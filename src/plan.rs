@@ -382,7 +382,8 @@ pub fn load_with(path: &Path, catalog: &dyn SamplerCatalog, host: &Host) -> Resu
 pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Result<Plan> {
     let raw = &spec.raw;
     let root = YamlPath::root();
-    let cx = Cx { spec, base: spec.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")) };
+    let base = spec.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let cx = Cx { spec, base, missing: Default::default() };
 
     if raw.name.is_empty() || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
         return Err(cx.err(
@@ -416,6 +417,12 @@ pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Resu
         Some(o) => cx.resolve(o),
         None => PathBuf::from("reports").join(&raw.name),
     };
+    // Every missing file in one message (a fresh checkout of a real-model spec lacks several).
+    let missing = cx.missing.take();
+    if let Some((at, first)) = missing.first() {
+        let others: Vec<String> = missing[1..].iter().map(|(a, m)| format!("; also {a}: {m}")).collect();
+        return Err(cx.err(at, format!("{first}{}", others.concat())));
+    }
     let mut plan = Plan {
         name: raw.name.clone(),
         spec_path: spec.path.clone(),
@@ -465,6 +472,8 @@ type Expanded = (usize, String, BTreeMap<String, ParamValue>, Skip, usize);
 struct Cx<'a> {
     spec: &'a SpecFile,
     base: &'a Path,
+    /// Missing files found so far: (where, message).
+    missing: std::cell::RefCell<Vec<(YamlPath, String)>>,
 }
 
 impl Cx<'_> {
@@ -482,16 +491,19 @@ impl Cx<'_> {
     }
 
     /// `path` must exist; a missing file that is a known artifact names where to get it.
+    /// Records a missing file (reported after all other checks, all files in one message) and
+    /// returns the path either way.
     fn existing(&self, at: &YamlPath, path: PathBuf) -> Result<PathBuf> {
-        if path.exists() {
-            return Ok(path);
+        if !path.exists() {
+            let mut msg = format!("not found: {}", path.display());
+            match registry::ARTIFACTS.iter().find(|a| path.ends_with(a.file)) {
+                Some(a) if a.url.starts_with("http") => msg += &format!(" ({}; get it from {})", a.what, a.url),
+                Some(a) => msg += &format!(" ({}; {})", a.what, a.url.trim_start_matches('(').trim_end_matches(')')),
+                None => msg += " (relative paths start from the spec file's folder)",
+            }
+            self.missing.borrow_mut().push((at.clone(), msg));
         }
-        let mut msg = format!("not found: {}", path.display());
-        match registry::ARTIFACTS.iter().find(|a| path.ends_with(a.file)) {
-            Some(a) => msg += &format!(" ({}; get it from {})", a.what, a.url),
-            None => msg += " (relative paths start from the spec file's folder)",
-        }
-        Err(self.err(at, msg))
+        Ok(path)
     }
 
     fn at_least_1(&self, at: &YamlPath, v: i64) -> Result<u64> {
@@ -545,7 +557,7 @@ impl Cx<'_> {
         let plan = match m.kind {
             ModelKind::Diffusers => {
                 let p = path("a diffusers model folder")?;
-                if !p.join("config.json").is_file() {
+                if p.exists() && !p.join("config.json").is_file() {
                     return Err(self.err(
                         &at.key("path"),
                         format!("{} is not a diffusers model folder (no config.json in it)", p.display()),

@@ -202,6 +202,14 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         // Files.
         (
+            edit(2, "model: {kind: diffusers, path: models/none}") + "metrics: {fid: {reference: s.npz, weights: w.pth}}\n",
+            "SPEC:2:26: model.path: not found: DIR/models/none (relative paths start from the spec file's folder); also metrics.fid.reference: not found: DIR/s.npz (relative paths start from the spec file's folder); also metrics.fid.weights: not found: DIR/w.pth (relative paths start from the spec file's folder)",
+        ),
+        (
+            edit(2, "model: {kind: diffusers, path: models/none}") + "device: gpu\n",
+            "SPEC:7:1: device: unknown device `gpu`; did you mean `cpu`? (allowed: auto, cpu, cuda, cuda:N)",
+        ),
+        (
             edit(2, "model: {kind: diffusers, path: models/none}"),
             "SPEC:2:26: model.path: not found: DIR/models/none (relative paths start from the spec file's folder)",
         ),
@@ -240,7 +248,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         // Metrics.
         (
-            BASE.to_owned() + "metrics:\n  fid: {reference: stats.npz}\n",
+            BASE.to_owned() + "metrics:\n  fid: {reference: stats.npz, weights: spec.yaml}\n",
             "SPEC:8:9: metrics.fid.reference: not found: DIR/stats.npz (relative paths start from the spec file's folder)",
         ),
         (
@@ -473,8 +481,34 @@ fn every_shipped_spec_parses_and_real_model_specs_name_missing_files() {
                 let msg = e.to_string();
                 assert!(msg.contains(": not found: ") && msg.contains("/../data/"), "{msg}");
                 assert!(msg.starts_with(&format!("{}:", path.display())), "{msg}");
-                let missing = msg.split(": not found: ").nth(1).unwrap().split(' ').next().unwrap();
-                assert!(!Path::new(missing).exists(), "{missing}");
+                // Every file named is missing, and every missing file of the spec is named.
+                let named: Vec<&str> =
+                    msg.split(": not found: ").skip(1).map(|m| m.split(' ').next().unwrap()).collect();
+                assert!(named.iter().all(|f| !Path::new(f).exists()), "{msg}");
+                let dir = path.parent().unwrap();
+                let uncommented: String = (parsed.text.lines())
+                    .filter(|l| !l.trim_start().starts_with('#'))
+                    .map(|l| l.split(" #").next().unwrap().to_owned() + "\n")
+                    .collect();
+                let expected_missing = uncommented
+                    .split("../data/")
+                    .skip(1)
+                    .map(|rest| dir.join("../data").join(rest.split([',', '}', '\n', ' ']).next().unwrap()))
+                    .filter(|f| !f.exists())
+                    .count();
+                assert_eq!(named.len(), expected_missing, "{msg}");
+                if path.ends_with("ddim_eta.yaml") && expected_missing == 3 {
+                    assert!(
+                        msg.contains("model.path: not found: ")
+                            && msg.contains("get it from https://huggingface.co/google/ddpm-cifar10-32"),
+                        "{msg}"
+                    );
+                    assert!(msg.contains("; also metrics.fid.reference: not found: "), "{msg}");
+                    assert!(
+                        msg.contains("; also metrics.fid.weights: not found: ") && msg.contains("pytorch-fid/releases"),
+                        "{msg}"
+                    );
+                }
                 cells.push((parsed.raw.name.clone(), usize::MAX));
             }
         }
