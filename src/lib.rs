@@ -9,6 +9,8 @@ pub mod schedule;
 pub mod timesteps;
 pub mod models;
 pub mod sampling;
+pub mod spec;
+pub mod plan;
 pub mod noise;
 pub mod checkpoint;
 pub mod metrics;
