@@ -45,8 +45,8 @@ impl EpsModel for GaussianOracle {
         let mean = self.mean.to_device(dev).unsqueeze(0);
         let var = self.std.to_device(dev).square().unsqueeze(0);
         let xd = x.to_kind(Kind::Double);
-        let num = (&xd - ab.sqrt() * mean) * (1.0 - &ab).sqrt();
-        let den = &ab * var + (1.0 - &ab);
+        let num = (&xd - ab.sqrt() * mean) * (1.0f64 - &ab).sqrt();
+        let den = &ab * var + (1.0f64 - &ab);
         (num / den).to_kind(x.kind())
     }
     fn describe(&self) -> String {
