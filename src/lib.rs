@@ -8,6 +8,7 @@ pub mod registry;
 pub mod schedule;
 pub mod models;
 pub mod sampling;
+pub mod results;
 
 pub use error::{BenchError, Result};
 
