@@ -9,6 +9,7 @@ pub mod schedule;
 pub mod models;
 pub mod sampling;
 pub mod results;
+pub mod report;
 
 pub use error::{BenchError, Result};
 
