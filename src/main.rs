@@ -15,6 +15,14 @@ struct Cli {
 enum Command {
     /// Print the build, libtorch, CUDA and BLAS setup and which data files are present.
     Doctor,
+    /// Write report.md, report.html and plots/ from OUTPUT_DIR/results.parquet.
+    Report {
+        /// Output folder of `bench run` (holds results.parquet).
+        output_dir: std::path::PathBuf,
+        /// Quality number in tables and plots: fid, fd_pixel or fd_exact.
+        #[arg(long, default_value = "fid")]
+        metric: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,6 +52,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Doctor => {
             print!("{}", samplerbench::doctor::report(&samplerbench::registry::data_dir()));
+        }
+        Command::Report { output_dir, metric } => {
+            let metric: samplerbench::report::Metric = metric.parse()?;
+            let summary = samplerbench::report::write_report(&output_dir, metric)?;
+            println!("{}", summary.markdown.display());
+            println!("{}", summary.html.display());
+            for m in &summary.missing {
+                eprintln!("missing: {m}");
+            }
         }
     }
     Ok(())

@@ -277,7 +277,7 @@ fn reproducibility(rows: &[ResultRow], run: Option<&RunInfo>, spec: Option<&str>
             add("reference statistics SHA-256", opt(i.reference_stats_sha256.as_ref()));
             add("seed", i.seed.to_string());
             add("samples per cell", i.samples.to_string());
-            add("spec hash", i.spec_hash.clone());
+            add("spec hash", if i.spec_hash.is_empty() { "unknown".into() } else { i.spec_hash.clone() });
             add("started / finished (UTC)", format!("{} / {}", opt(i.started_utc.as_ref()), opt(i.finished_utc.as_ref())));
             add("total wall time", i.total_wall_seconds.map_or("unknown".into(), |s| format!("{s:.1} s")));
             add("host", opt(i.hostname.as_ref()));

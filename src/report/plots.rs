@@ -82,6 +82,11 @@ struct XyPlot {
     frontier: Option<Vec<(f64, f64)>>,
 }
 
+/// Plot text: `ab_glyph` draws without shaping, so the combining hat of σ̂ would land beside σ.
+pub fn plot_label(label: &str) -> String {
+    label.replace("σ̂", "σ-hat")
+}
+
 fn plot_err(what: &Path, e: impl std::fmt::Display) -> BenchError {
     BenchError::Internal(format!("plot {}: {e}", what.display()))
 }
@@ -165,7 +170,7 @@ where
         chart
             .draw_series(LineSeries::new(s.points.clone(), c.stroke_width(2)))
             .map_err(e)?
-            .label(s.label.as_str())
+            .label(plot_label(&s.label))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
         chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, c.filled()))).map_err(e)?;
     }
@@ -217,7 +222,7 @@ fn draw_bars<DB: DrawingBackend>(
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 15))
         .x_label_formatter(&|v| fmt_tick(*v))
-        .light_line_style(RGBColor(235, 235, 235))
+        .light_line_style(WHITE)
         .draw()
         .map_err(e)?;
     let text = TextStyle::from((FAMILY, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
@@ -228,7 +233,7 @@ fn draw_bars<DB: DrawingBackend>(
         let c = pal.colour(label);
         chart.draw_series(std::iter::once(Rectangle::new([(0.0, y - 0.36), (v, y + 0.36)], c.filled()))).map_err(e)?;
         chart
-            .draw_series(std::iter::once(Text::new(format!("  {label}: {}", fmt_seconds(v / 1e3)), (v, y), text.clone())))
+            .draw_series(std::iter::once(Text::new(format!("  {}: {}", plot_label(label), fmt_seconds(v / 1e3)), (v, y), text.clone())))
             .map_err(e)?;
     }
     Ok(())
@@ -300,7 +305,7 @@ pub fn block_plots(dir: &Path, slug: &str, block: &Block, metric: Metric, pal: &
     let who = block.title();
     let mut out = Vec::new();
     let mut xy = |kind: &str, plot: XyPlot| -> Result<()> {
-        let legend: Vec<String> = plot.series.iter().map(|s| s.label.clone()).chain(plot.frontier.as_ref().map(|_| "Pareto-optimal".to_string())).collect();
+        let legend: Vec<String> = plot.series.iter().map(|s| plot_label(&s.label)).chain(plot.frontier.as_ref().map(|_| "Pareto-optimal".to_string())).collect();
         let (png, svg) = png_and_svg!(&dir.join(format!("{slug}-{kind}")), |root| draw_xy(&root, &plot, pal));
         out.push(PlotFile { title: plot.title.clone(), png, svg, legend });
         Ok(())
@@ -368,7 +373,7 @@ pub fn block_plots(dir: &Path, slug: &str, block: &Block, metric: Metric, pal: &
     let title = format!("time per sampler step — {who}");
     let x_desc = format!("milliseconds per step for one batch of {batch} (median over cells)");
     let (png, svg) = png_and_svg!(&dir.join(format!("{slug}-time_per_step")), |root| draw_bars(&root, &title, &x_desc, &bars, pal));
-    out.push(PlotFile { title, png, svg, legend: bars.iter().map(|b| b.0.clone()).collect() });
+    out.push(PlotFile { title, png, svg, legend: bars.iter().map(|b| plot_label(&b.0)).collect() });
     Ok(out)
 }
 

@@ -119,13 +119,15 @@ pub fn fmt_seconds(s: f64) -> String {
     }
 }
 
-fn fmt_signed(d: f64) -> String {
+/// A signed difference with the precision of the numbers compared (`scale`: their magnitude).
+fn fmt_signed(d: f64, scale: f64) -> String {
+    let body = |x: f64| if scale.abs() >= 1.0 { format!("{x:.2}") } else { fmt_value(x) };
     if d.is_nan() {
         "NaN".into()
     } else if d >= 0.0 {
-        format!("+{}", fmt_value(d))
+        format!("+{}", body(d))
     } else {
-        format!("−{}", fmt_value(-d))
+        format!("−{}", body(-d))
     }
 }
 
@@ -437,7 +439,7 @@ pub fn published_table(block: &Block, metric: Metric, published: &[Published]) -
                     r.nfe.to_string(),
                     ours.map_or("n/a".into(), fmt_value),
                     fmt_value(p.value),
-                    ours.map_or("n/a".into(), |o| fmt_signed(o - p.value)),
+                    ours.map_or("n/a".into(), |o| fmt_signed(o - p.value, p.value)),
                     format!("[{}]", k + 1),
                 ]
                 .into_iter()
@@ -479,8 +481,9 @@ mod tests {
         assert_eq!(fmt_seconds(0.0123), "12.3 ms");
         assert_eq!(fmt_seconds(2.0), "2.00 s");
         assert_eq!(fmt_seconds(4.2e-5), "42.0 µs");
-        assert_eq!(fmt_signed(-0.04), "−0.0400");
-        assert_eq!(fmt_signed(1.5), "+1.50");
+        assert_eq!(fmt_signed(-0.04, 5.94), "−0.04");
+        assert_eq!(fmt_signed(-0.0123, 0.5), "−0.0123");
+        assert_eq!(fmt_signed(1.5, 3.0), "+1.50");
         assert_eq!(median(vec![3.0, f64::NAN, 1.0, 2.0, 10.0]), 2.5);
     }
 

@@ -2,3 +2,4 @@
 //! Python reference implementations, resume and bad input.
 mod common;
 mod cli;
+mod report;
