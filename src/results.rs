@@ -473,6 +473,21 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_appends_lose_no_row() {
+        // Shards append to one folder at once; the lock serialises read-modify-write.
+        let dir = tempfile::tempdir().unwrap();
+        std::thread::scope(|s| {
+            for k in 0..6 {
+                let d = dir.path();
+                s.spawn(move || append_result(d, &row(&format!("c{k}"), "ddim", Some(0.0), 10 + k, Some(k as f64))).unwrap());
+            }
+        });
+        let mut cells: Vec<String> = read_results(dir.path()).unwrap().into_iter().map(|r| r.cell_hash).collect();
+        cells.sort();
+        assert_eq!(cells, ["c0", "c1", "c2", "c3", "c4", "c5"]);
+    }
+
+    #[test]
     fn missing_and_corrupt_files_are_file_errors() {
         let dir = tempfile::tempdir().unwrap();
         let e = read_results(dir.path()).unwrap_err();

@@ -356,12 +356,7 @@ pub fn block_plots(dir: &Path, slug: &str, block: &Block, metric: Metric, pal: &
     per.sort_by(|a, b| a.0.cmp(&b.0));
     let bars: Vec<(String, f64)> = per
         .into_iter()
-        .map(|(l, mut v)| {
-            v.retain(|x| x.is_finite());
-            v.sort_by(f64::total_cmp);
-            let med = if v.is_empty() { f64::NAN } else { v[v.len() / 2] };
-            (l, med)
-        })
+        .map(|(l, v)| (l, super::tables::median(v)))
         .collect();
     let batch: Vec<u64> = {
         let mut b: Vec<u64> = block.rows.iter().map(|r| r.batch_size).collect();

@@ -343,7 +343,7 @@ pub fn eta_tables(block: &Block, metric: Metric) -> Vec<Table> {
 }
 
 /// Median of the finite values, or NaN.
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return f64::NAN;
