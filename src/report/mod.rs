@@ -167,7 +167,8 @@ pub fn write_report(dir: &Path, metric: Metric) -> Result<ReportSummary> {
             continue;
         }
         let short: String = r.cell_hash.chars().take(12).collect();
-        let out = plot_dir.join(format!("samples-{short}.png"));
+        // The full hash: a shortened one could name two cells alike.
+        let out = plot_dir.join(format!("samples-{}.png", r.cell_hash));
         let n = plots::sample_grid(&cell_dir, &out, GRID_SAMPLES)?;
         if n == 0 {
             continue;

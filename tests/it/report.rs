@@ -208,7 +208,31 @@ fn report_writes_markdown_html_plots_and_grids() {
             assert!(svg.contains("log scale"), "{kind}: log axis expected");
         }
     }
-    let grid = image::open(plots.join(format!("samples-{}.png", &rows[0].cell_hash[..12]))).unwrap().to_rgb8();
+    // Independent parsers: every SVG is well-formed XML, report.html has balanced tags.
+    let checked = run_python(
+        r#"
+import sys, glob, xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+d = sys.argv[1]
+n = 0
+for f in sorted(glob.glob(d + "/plots/*.svg")):
+    ET.parse(f); n += 1
+class P(HTMLParser):
+    void = {"meta", "img", "br", "hr", "link", "input"}
+    def __init__(s): super().__init__(); s.stack = []; s.bad = 0
+    def handle_starttag(s, t, a):
+        if t not in s.void: s.stack.append(t)
+    def handle_endtag(s, t):
+        if t in s.void: return
+        if s.stack and s.stack[-1] == t: s.stack.pop()
+        else: s.bad += 1
+p = P(); p.feed(open(d + "/report.html", encoding="utf-8").read())
+print(n, len(p.stack), p.bad)
+"#,
+        &[dir.path().to_str().unwrap()],
+    );
+    assert_eq!(checked.trim(), "4 0 0", "svg files parsed, unclosed html tags, mismatched html tags");
+    let grid = image::open(plots.join(format!("samples-{}.png", rows[0].cell_hash))).unwrap().to_rgb8();
     // 20 samples → 5 × 4 tiles of 32·4 = 128 px with 2 px gaps.
     assert_eq!((grid.width(), grid.height()), (5 * 130 + 2, 4 * 130 + 2));
 }
