@@ -61,6 +61,7 @@ impl Environment {
 }
 
 fn openblas_config() -> String {
+    #[link(name = "openblas")]
     extern "C" {
         fn openblas_get_config() -> *const std::os::raw::c_char;
     }
@@ -127,6 +128,6 @@ fn presence(a: &Artifact, data_dir: &Path) -> String {
     if p.exists() {
         format!("present  {}", p.display())
     } else {
-        format!("missing  {} (published at {})", p.display(), a.url)
+        format!("missing  {} (obtain: {})", p.display(), a.url)
     }
 }

@@ -10,13 +10,17 @@ pub mod models;
 pub mod sampling;
 pub mod results;
 pub mod report;
+pub mod noise;
+pub mod checkpoint;
+pub mod metrics;
+
+// Links the system OpenBLAS that ndarray-linalg's LAPACK calls resolve to.
+use openblas_src as _;
 
 pub use error::{BenchError, Result};
 
-// Links system OpenBLAS (openblas-src's link directives apply only to crates that are linked);
-// `doctor` calls `openblas_get_config` directly.
-extern crate openblas_src as _;
 
 /// Version string recorded in every result: crate version and the commit it was built from.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_COMMIT: &str = env!("BENCH_GIT_COMMIT");
+

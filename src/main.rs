@@ -19,9 +19,10 @@ enum Command {
     Report {
         /// Output folder of `bench run` (holds results.parquet).
         output_dir: std::path::PathBuf,
-        /// Quality number in tables and plots: fid, fd_pixel or fd_exact.
-        #[arg(long, default_value = "fid")]
-        metric: String,
+        /// Quality number in tables and plots: fid, fd_pixel or fd_exact
+        /// [default: fid if the results have it, else fd_exact, else fd_pixel].
+        #[arg(long)]
+        metric: Option<String>,
     },
 }
 
@@ -54,7 +55,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", samplerbench::doctor::report(&samplerbench::registry::data_dir()));
         }
         Command::Report { output_dir, metric } => {
-            let metric: samplerbench::report::Metric = metric.parse()?;
+            use samplerbench::report::Metric;
+            let metric = match metric {
+                Some(m) => m.parse::<Metric>()?,
+                None => Metric::preferred(&samplerbench::results::read_results(&output_dir)?),
+            };
             let summary = samplerbench::report::write_report(&output_dir, metric)?;
             println!("{}", summary.markdown.display());
             println!("{}", summary.html.display());

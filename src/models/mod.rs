@@ -1,6 +1,7 @@
 //! ε-prediction models: the exact-score oracles, and (later) the DDPM UNet and TorchScript.
 pub mod oracle;
 pub mod unet;
+pub mod torchscript;
 
 use tch::Tensor;
 

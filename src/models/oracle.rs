@@ -45,8 +45,9 @@ impl EpsModel for GaussianOracle {
         let mean = self.mean.to_device(dev).unsqueeze(0);
         let var = self.std.to_device(dev).square().unsqueeze(0);
         let xd = x.to_kind(Kind::Double);
-        let num = (&xd - ab.sqrt() * mean) * (1.0f64 - &ab).sqrt();
-        let den = &ab * var + (1.0f64 - &ab);
+        let one_minus_ab = ab.ones_like() - &ab;
+        let num = (&xd - ab.sqrt() * mean) * one_minus_ab.sqrt();
+        let den = &ab * var + one_minus_ab;
         (num / den).to_kind(x.kind())
     }
     fn describe(&self) -> String {

@@ -33,6 +33,11 @@ impl Metric {
             Metric::FdExact => "fd_exact",
         }
     }
+    /// The metric a report shows when none is asked for: FID if any cell has it, else the exact
+    /// Fréchet distance (oracle runs), else the pixel one.
+    pub fn preferred(rows: &[ResultRow]) -> Metric {
+        [Metric::Fid, Metric::FdExact, Metric::FdPixel].into_iter().find(|m| rows.iter().any(|r| m.of(r).is_some())).unwrap_or(Metric::Fid)
+    }
     pub fn of(self, r: &ResultRow) -> Option<f64> {
         match self {
             Metric::Fid => r.fid,
@@ -441,6 +446,17 @@ mod tests {
         let e = "is".parse::<Metric>().unwrap_err();
         assert_eq!(e.to_string(), "--metric is: not a metric (allowed: fid, fd_pixel, fd_exact)");
         assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn preferred_metric_is_fid_then_exact_then_pixel() {
+        let mut r = ResultRow { fd_pixel: Some(1.0), ..Default::default() };
+        assert_eq!(Metric::preferred(std::slice::from_ref(&r)), Metric::FdPixel);
+        r.fd_exact = Some(1.0);
+        assert_eq!(Metric::preferred(std::slice::from_ref(&r)), Metric::FdExact);
+        r.fid = Some(1.0);
+        assert_eq!(Metric::preferred(&[ResultRow::default(), r]), Metric::Fid);
+        assert_eq!(Metric::preferred(&[]), Metric::Fid);
     }
 
     #[test]

@@ -107,3 +107,23 @@ pub fn ddim_sigma(alpha_bar: f64, alpha_bar_prev: f64, eta: f64) -> f64 {
 
 /// Keeps the schedule available to every sampler in one form.
 pub type Schedule = NoiseSchedule;
+
+pub mod continuous;
+pub mod params;
+pub mod dpm_solver;
+pub mod unipc;
+pub mod karras;
+pub mod deis;
+pub mod zoo_b;
+
+/// What `bench samplers` prints for one sampler.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SamplerInfo {
+    pub name: &'static str,
+    /// (parameter, default, allowed values / meaning).
+    pub params: &'static [(&'static str, &'static str, &'static str)],
+    pub default_skip: &'static str,
+    pub nfe: &'static str,
+    pub end_point: &'static str,
+    pub reference: &'static str,
+}

@@ -2,4 +2,7 @@
 //! Python reference implementations, resume and bad input.
 mod common;
 mod cli;
+mod unet;
+mod samplers_b;
+mod fid_net;
 mod report;

@@ -280,6 +280,20 @@ fn empty_results_render_and_say_so() {
 }
 
 #[test]
+fn cli_picks_the_metric_the_results_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = row("ddim", None, None, Some(0.0), 10, 10, 0.0, 0.2);
+    r.fid = None;
+    r.fd_exact = Some(0.5);
+    write_results(dir.path(), &[r]).unwrap();
+    let out = bench(&["report", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{}\n{}\n", dir.path().join("report.md").display(), dir.path().join("report.html").display()));
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("quality metric: **fd_exact**") && md.contains("| 0.0 | **0.5000** |"), "{md}");
+}
+
+#[test]
 fn cli_missing_results_or_bad_metric_exit_2_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let out = bench(&["report", dir.path().to_str().unwrap()]);

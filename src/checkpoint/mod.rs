@@ -1,0 +1,413 @@
+//! Data-only reader for PyTorch checkpoints (`torch.save`, both the zip format of PyTorch ≥ 1.6
+//! and the legacy format before it) and for safetensors files.
+//!
+//! Nothing pickled is ever executed: [`pickle`] understands only the data opcodes and a fixed
+//! whitelist of tensor/storage/container constructors, so a checkpoint that references any
+//! other Python callable is refused with an error naming it.
+//!
+//! Containers, as `torch/serialization.py` writes them:
+//! - zip: `<prefix>/data.pkl` (main pickle; storages are persistent ids
+//!   `('storage', <Kind>Storage, key, location, numel)`) and `<prefix>/data/<key>` (raw bytes).
+//! - legacy: pickles of the magic number 0x1950a86a20f9469cfc6c, the protocol version 1001 and a
+//!   sys_info dict; the main pickle (persistent ids with a 6th `view_metadata` entry); a pickle of
+//!   the storage keys; then per key an int64 element count followed by the raw elements.
+pub mod pickle;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::Path;
+
+use tch::{Kind, Tensor};
+
+use crate::error::{BenchError, Result};
+use pickle::{Obj, StorageDtype, StorageRef};
+
+/// A checkpoint's content as data: what the pickle built, with tensors materialised on the CPU.
+#[derive(Debug)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    List(Vec<Value>),
+    Tuple(Vec<Value>),
+    /// Insertion-ordered, like the `OrderedDict`s torch saves. Keys are usually strings.
+    Dict(Vec<(Value, Value)>),
+    Tensor(Tensor),
+}
+
+impl Value {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::List(_) => "list",
+            Value::Tuple(_) => "tuple",
+            Value::Dict(_) => "dict",
+            Value::Tensor(_) => "tensor",
+        }
+    }
+
+    /// The entry under string key `key` of a dict.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Dict(items) => items.iter().find(|(k, _)| matches!(k, Value::Str(s) if s == key)).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// Follows a dot-separated path: names index dicts, numbers index lists/tuples (and int-keyed
+    /// dicts). The empty path is the value itself. E.g. `"state_dict"`, `"4"` (the EMA weights in
+    /// the DDIM authors' `[model, optimizer, epoch, step, ema]` list), `"model.ema"`.
+    pub fn at(&self, path: &str) -> std::result::Result<&Value, String> {
+        let mut v = self;
+        if path.is_empty() {
+            return Ok(v);
+        }
+        for step in path.split('.') {
+            let next = match v {
+                Value::List(items) | Value::Tuple(items) => step.parse::<usize>().ok().and_then(|i| items.get(i)),
+                Value::Dict(items) => items.iter().find(|(k, _)| match k {
+                    Value::Str(s) => s == step,
+                    Value::Int(i) => step.parse::<i64>().ok() == Some(*i),
+                    _ => false,
+                })
+                .map(|(_, v)| v),
+                _ => None,
+            };
+            v = next.ok_or_else(|| format!("no entry `{step}` in a {} ({})", v.kind(), describe_entries(v)))?;
+        }
+        Ok(v)
+    }
+
+    /// This value as a state dict: a dict of string keys to tensors; nested dicts of tensors are
+    /// flattened with dots (like `nn.Module.state_dict`). Tensors are shallow copies.
+    pub fn to_state_dict(&self) -> std::result::Result<BTreeMap<String, Tensor>, String> {
+        fn walk(v: &Value, prefix: &str, out: &mut BTreeMap<String, Tensor>) -> std::result::Result<(), String> {
+            let Value::Dict(items) = v else {
+                return Err(format!("expected a dict of tensors, found a {}", v.kind()));
+            };
+            for (k, v) in items {
+                let Value::Str(k) = k else {
+                    return Err(format!("state dict key of type {} (keys must be strings)", k.kind()));
+                };
+                let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                match v {
+                    Value::Tensor(t) => {
+                        out.insert(name, t.shallow_clone());
+                    }
+                    Value::Dict(_) => walk(v, &name, out)?,
+                    other => return Err(format!("entry `{name}` is a {}, not a tensor", other.kind())),
+                }
+            }
+            Ok(())
+        }
+        let mut out = BTreeMap::new();
+        walk(self, "", &mut out)?;
+        Ok(out)
+    }
+
+    fn is_tensor_dict(&self) -> bool {
+        matches!(self, Value::Dict(items) if !items.is_empty() && items.iter().all(|(k, v)| matches!(k, Value::Str(_)) && matches!(v, Value::Tensor(_))))
+    }
+}
+
+fn describe_entries(v: &Value) -> String {
+    match v {
+        Value::List(items) | Value::Tuple(items) => format!("{} entries", items.len()),
+        Value::Dict(items) => {
+            let keys: Vec<String> = items
+                .iter()
+                .take(8)
+                .map(|(k, _)| match k {
+                    Value::Str(s) => s.clone(),
+                    Value::Int(i) => i.to_string(),
+                    o => o.kind().to_string(),
+                })
+                .collect();
+            format!("keys: {}{}", keys.join(", "), if items.len() > 8 { ", ..." } else { "" })
+        }
+        _ => "no entries".into(),
+    }
+}
+
+/// Where in a checkpoint the state dict lives. `Auto` takes the root if it is a dict of
+/// tensors, else the first of `state_dict`, `model`, `ema` that is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Select {
+    Auto,
+    /// A path for [`Value::at`], e.g. `"4"` or `"ema"`.
+    Path(String),
+}
+
+/// Reads a `torch.save` file (zip or legacy) into a [`Value`].
+pub fn load(path: &Path) -> Result<Value> {
+    let bytes = std::fs::read(path).map_err(|e| BenchError::io(format!("reading checkpoint {}", path.display()), e))?;
+    let res = if bytes.starts_with(b"PK\x03\x04") { load_zip(&bytes) } else { load_legacy(&bytes) };
+    res.map_err(|m| BenchError::file(path, m))
+}
+
+/// Reads the state dict at `select` from a `.safetensors` file or a `torch.save` checkpoint.
+pub fn load_state_dict(path: &Path, select: &Select) -> Result<BTreeMap<String, Tensor>> {
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        return load_safetensors(path);
+    }
+    let root = load(path)?;
+    select_state_dict(&root, select).map_err(|m| BenchError::file(path, m))
+}
+
+/// Picks the state dict out of a loaded checkpoint (see [`Select`]).
+pub fn select_state_dict(root: &Value, select: &Select) -> std::result::Result<BTreeMap<String, Tensor>, String> {
+    match select {
+        Select::Path(p) => root.at(p)?.to_state_dict().map_err(|m| format!("at `{p}`: {m}")),
+        Select::Auto => {
+            if root.is_tensor_dict() {
+                return root.to_state_dict();
+            }
+            for key in ["state_dict", "model", "ema"] {
+                if let Some(v) = root.get(key).filter(|v| v.is_tensor_dict()) {
+                    return v.to_state_dict();
+                }
+            }
+            Err(format!(
+                "no state dict found: the checkpoint is a {} ({}); select one by path (e.g. `state_dict`, or `4` for the EMA entry of a DDIM [model, optimizer, epoch, step, ema] list)",
+                root.kind(),
+                describe_entries(root)
+            ))
+        }
+    }
+}
+
+/// Reads every tensor of a `.safetensors` file onto the CPU.
+pub fn load_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let bytes = std::fs::read(path).map_err(|e| BenchError::io(format!("reading weights {}", path.display()), e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| BenchError::file(path, format!("not a valid safetensors file: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        use safetensors::Dtype as D;
+        let kind = match view.dtype() {
+            D::F32 => Kind::Float,
+            D::F64 => Kind::Double,
+            D::F16 => Kind::Half,
+            D::BF16 => Kind::BFloat16,
+            D::I64 => Kind::Int64,
+            D::I32 => Kind::Int,
+            D::I16 => Kind::Int16,
+            D::I8 => Kind::Int8,
+            D::U8 => Kind::Uint8,
+            D::BOOL => Kind::Bool,
+            other => return Err(BenchError::file(path, format!("tensor `{name}` has unsupported dtype {other:?}"))),
+        };
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let t = Tensor::f_from_data_size(view.data(), &shape, kind)
+            .map_err(|e| BenchError::file(path, format!("tensor `{name}`: {e}")))?;
+        out.insert(name, t);
+    }
+    Ok(out)
+}
+
+fn kind_of(d: StorageDtype) -> Kind {
+    match d {
+        StorageDtype::F32 => Kind::Float,
+        StorageDtype::F64 => Kind::Double,
+        StorageDtype::F16 => Kind::Half,
+        StorageDtype::BF16 => Kind::BFloat16,
+        StorageDtype::I64 => Kind::Int64,
+        StorageDtype::I32 => Kind::Int,
+        StorageDtype::I16 => Kind::Int16,
+        StorageDtype::I8 => Kind::Int8,
+        StorageDtype::U8 => Kind::Uint8,
+        StorageDtype::Bool => Kind::Bool,
+    }
+}
+
+/// A storage's bytes as a 1-D tensor of its element type.
+fn storage_tensor(s: &StorageRef, bytes: &[u8]) -> std::result::Result<Tensor, String> {
+    let want = (s.numel as usize).checked_mul(s.dtype.element_size()).ok_or("storage size overflows")?;
+    if bytes.len() < want {
+        return Err(format!(
+            "storage `{}` truncated: {} bytes present, {} needed for {} elements of {:?}",
+            s.key,
+            bytes.len(),
+            want,
+            s.numel,
+            s.dtype
+        ));
+    }
+    Tensor::f_from_data_size(&bytes[..want], &[s.numel as i64], kind_of(s.dtype)).map_err(|e| e.to_string())
+}
+
+/// Turns the VM's tree into a [`Value`], materialising each storage once (views share it).
+fn materialise(
+    obj: &Obj,
+    storages: &mut HashMap<String, Tensor>,
+    fetch: &mut dyn FnMut(&StorageRef) -> std::result::Result<Tensor, String>,
+    depth: usize,
+) -> std::result::Result<Value, String> {
+    if depth > 256 {
+        return Err("checkpoint nesting deeper than 256 levels (self-referencing container?)".into());
+    }
+    let mut rec = |o: &Obj| materialise(o, storages, fetch, depth + 1);
+    Ok(match obj {
+        Obj::None => Value::None,
+        Obj::Bool(b) => Value::Bool(*b),
+        Obj::Int(i) => Value::Int(i64::try_from(*i).map_err(|_| format!("integer {i} does not fit in 64 bits"))?),
+        Obj::Float(f) => Value::Float(*f),
+        Obj::Str(s) => Value::Str(s.clone()),
+        Obj::Bytes(b) => Value::Bytes(b.clone()),
+        Obj::Tuple(items) => Value::Tuple(items.iter().map(&mut rec).collect::<std::result::Result<_, _>>()?),
+        Obj::List(items) => Value::List(items.borrow().iter().map(&mut rec).collect::<std::result::Result<_, _>>()?),
+        Obj::Dict(items) => Value::Dict(
+            items
+                .borrow()
+                .iter()
+                .map(|(k, v)| Ok((rec(k)?, rec(v)?)))
+                .collect::<std::result::Result<_, String>>()?,
+        ),
+        Obj::Tensor(spec) => {
+            let base = match storages.get(&spec.storage.key) {
+                Some(t) => t.shallow_clone(),
+                None => {
+                    let t = fetch(&spec.storage)?;
+                    storages.insert(spec.storage.key.clone(), t.shallow_clone());
+                    t
+                }
+            };
+            // Bounds were checked against numel in the VM; the copy detaches from the shared storage.
+            let t = base
+                .f_as_strided(spec.size.as_slice(), spec.stride.as_slice(), spec.offset)
+                .and_then(|t| t.f_contiguous())
+                .map_err(|e| format!("tensor view on storage `{}`: {e}", spec.storage.key))?;
+            Value::Tensor(t)
+        }
+        Obj::Storage(s) => return Err(format!("bare storage `{}` outside a tensor is not supported", s.key)),
+        Obj::Global(_) | Obj::Mark => return Err("pickle left a callable/mark as data".into()),
+    })
+}
+
+fn load_zip(bytes: &[u8]) -> std::result::Result<Value, String> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("not a valid zip checkpoint: {e}"))?;
+    let pkl_name = zip
+        .file_names()
+        .find(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
+        .map(str::to_string)
+        .ok_or("zip checkpoint has no data.pkl (not written by torch.save?)")?;
+    let prefix = pkl_name.strip_suffix("data.pkl").unwrap_or("").to_string();
+    let read = |zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str| -> std::result::Result<Vec<u8>, String> {
+        let mut f = zip.by_name(name).map_err(|e| format!("zip checkpoint entry `{name}`: {e}"))?;
+        let mut buf = Vec::with_capacity(f.size() as usize);
+        f.read_to_end(&mut buf).map_err(|e| format!("reading zip entry `{name}`: {e}"))?;
+        Ok(buf)
+    };
+    if let Ok(order) = read(&mut zip, &format!("{prefix}byteorder")) {
+        if order != b"little" {
+            return Err(format!("big-endian checkpoint (byteorder `{}`) is not supported", String::from_utf8_lossy(&order)));
+        }
+    }
+    let pkl = read(&mut zip, &pkl_name)?;
+    let (root, _) = pickle::unpickle(&pkl).map_err(|m| format!("data.pkl: {m}"))?;
+    let mut storages = HashMap::new();
+    let mut fetch = |s: &StorageRef| {
+        let data = read(&mut zip, &format!("{prefix}data/{}", s.key))?;
+        storage_tensor(s, &data)
+    };
+    materialise(&root, &mut storages, &mut fetch, 0)
+}
+
+const LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;
+const LEGACY_PROTOCOL: i128 = 1001;
+
+fn load_legacy(bytes: &[u8]) -> std::result::Result<Value, String> {
+    let mut pos = 0usize;
+    let mut next = |what: &str| -> std::result::Result<Obj, String> {
+        let (o, used) = pickle::unpickle(&bytes[pos..]).map_err(|m| format!("{what}: {m}"))?;
+        pos += used;
+        Ok(o)
+    };
+    let not_torch = "not a PyTorch checkpoint (neither a zip archive nor the legacy format's magic number)";
+    match next("magic number") {
+        Ok(Obj::Int(m)) if m == LEGACY_MAGIC => {}
+        _ => return Err(not_torch.into()),
+    }
+    match next("protocol version")? {
+        Obj::Int(p) if p == LEGACY_PROTOCOL => {}
+        other => return Err(format!("unsupported legacy protocol version {other:?} (expected 1001)")),
+    }
+    if let Obj::Dict(info) = next("sys_info")? {
+        let little = info.borrow().iter().find_map(|(k, v)| match (k, v) {
+            (Obj::Str(k), Obj::Bool(b)) if k == "little_endian" => Some(*b),
+            _ => None,
+        });
+        if little == Some(false) {
+            return Err("big-endian checkpoint is not supported".into());
+        }
+    }
+    let root = next("main pickle")?;
+    let keys = match next("storage keys")? {
+        Obj::List(l) => l
+            .borrow()
+            .iter()
+            .map(|k| match k {
+                Obj::Str(s) => Ok(s.clone()),
+                o => Err(format!("storage key of type {o:?}")),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?,
+        _ => return Err("storage key list is not a list".into()),
+    };
+    // Element types come from the main pickle's persistent ids; the raw section stores counts only.
+    let mut dtypes: HashMap<String, StorageDtype> = HashMap::new();
+    collect_storages(&root, &mut dtypes, 0);
+    let mut raw: HashMap<String, (usize, usize)> = HashMap::new();
+    for key in keys {
+        let dtype = *dtypes.get(&key).ok_or_else(|| format!("storage `{key}` is listed but no tensor uses it"))?;
+        let head = bytes.get(pos..pos + 8).ok_or_else(|| format!("file truncated at the header of storage `{key}`"))?;
+        let count = i64::from_le_bytes(head.try_into().expect("8 bytes"));
+        let n = usize::try_from(count)
+            .ok()
+            .and_then(|c| c.checked_mul(dtype.element_size()))
+            .ok_or_else(|| format!("storage `{key}` has invalid element count {count}"))?;
+        pos += 8;
+        if pos + n > bytes.len() {
+            return Err(format!(
+                "file truncated inside storage `{key}`: {n} bytes needed, {} left",
+                bytes.len() - pos
+            ));
+        }
+        raw.insert(key, (pos, n));
+        pos += n;
+    }
+    let mut storages = HashMap::new();
+    let mut fetch = |s: &StorageRef| {
+        let &(start, n) = raw.get(&s.key).ok_or_else(|| format!("storage `{}` missing from the file", s.key))?;
+        storage_tensor(s, &bytes[start..start + n])
+    };
+    materialise(&root, &mut storages, &mut fetch, 0)
+}
+
+fn collect_storages(o: &Obj, out: &mut HashMap<String, StorageDtype>, depth: usize) {
+    if depth > 256 {
+        return;
+    }
+    match o {
+        Obj::Tensor(t) => {
+            out.insert(t.storage.key.clone(), t.storage.dtype);
+        }
+        Obj::Storage(s) => {
+            out.insert(s.key.clone(), s.dtype);
+        }
+        Obj::Tuple(v) => v.iter().for_each(|x| collect_storages(x, out, depth + 1)),
+        Obj::List(v) => v.borrow().iter().for_each(|x| collect_storages(x, out, depth + 1)),
+        Obj::Dict(v) => v.borrow().iter().for_each(|(k, x)| {
+            collect_storages(k, out, depth + 1);
+            collect_storages(x, out, depth + 1)
+        }),
+        _ => {}
+    }
+}

@@ -1,0 +1,599 @@
+//! A data-only pickle virtual machine: the subset of opcodes `torch.save` emits (protocols 2–5),
+//! building plain values. It never imports or calls anything: `GLOBAL` resolves only the
+//! whitelisted names below to inert markers, and `REDUCE` only "calls" those markers by
+//! rebuilding data (tensor specs, storages, empty ordered dicts). Any other global is an error
+//! naming it, so a checkpoint that would run `os.system` or `builtins.eval` is refused.
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Element type of a torch storage, named by its `torch.<Kind>Storage` class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageDtype {
+    F32,
+    F64,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+impl StorageDtype {
+    fn from_storage_class(name: &str) -> Option<Self> {
+        Some(match name {
+            "FloatStorage" => Self::F32,
+            "DoubleStorage" => Self::F64,
+            "HalfStorage" => Self::F16,
+            "BFloat16Storage" => Self::BF16,
+            "LongStorage" => Self::I64,
+            "IntStorage" => Self::I32,
+            "ShortStorage" => Self::I16,
+            "CharStorage" => Self::I8,
+            "ByteStorage" | "UntypedStorage" => Self::U8,
+            "BoolStorage" => Self::Bool,
+            _ => return None,
+        })
+    }
+    pub fn element_size(self) -> usize {
+        match self {
+            Self::F64 | Self::I64 => 8,
+            Self::F32 | Self::I32 => 4,
+            Self::F16 | Self::BF16 | Self::I16 => 2,
+            Self::I8 | Self::U8 | Self::Bool => 1,
+        }
+    }
+}
+
+/// A storage referenced by a persistent id: `('storage', <Kind>Storage, key, location, numel[, view])`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorageRef {
+    pub key: String,
+    pub dtype: StorageDtype,
+    pub numel: u64,
+}
+
+/// `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)` as data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorSpec {
+    pub storage: StorageRef,
+    pub offset: i64,
+    pub size: Vec<i64>,
+    pub stride: Vec<i64>,
+}
+
+/// The whitelisted callables. Each is a data constructor, none has side effects.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Global {
+    RebuildTensorV2,
+    RebuildParameter,
+    OrderedDict,
+    Storage(StorageDtype),
+}
+
+fn resolve_global(module: &str, name: &str) -> Result<Global, String> {
+    let g = match (module, name) {
+        ("torch._utils", "_rebuild_tensor_v2") => Some(Global::RebuildTensorV2),
+        ("torch._utils", "_rebuild_parameter") => Some(Global::RebuildParameter),
+        ("collections", "OrderedDict") => Some(Global::OrderedDict),
+        ("torch", n) | ("torch.storage", n) => StorageDtype::from_storage_class(n).map(Global::Storage),
+        _ => None,
+    };
+    g.ok_or_else(|| {
+        format!("refusing to load: the pickle references `{module}.{name}`, which is not a tensor, storage or container (only data is loaded, no code is run)")
+    })
+}
+
+/// A value on the VM's stack. Lists and dicts are shared so that mutations after memoisation
+/// (pickle builds containers after `BINPUT`) are seen through every reference.
+#[derive(Clone, Debug)]
+pub enum Obj {
+    None,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Tuple(Vec<Obj>),
+    List(Rc<RefCell<Vec<Obj>>>),
+    Dict(Rc<RefCell<Vec<(Obj, Obj)>>>),
+    Storage(StorageRef),
+    Tensor(TensorSpec),
+    Global(GlobalMarker),
+    Mark,
+}
+
+/// Opaque marker for a whitelisted global on the stack.
+#[derive(Clone, Copy, Debug)]
+pub struct GlobalMarker(Global);
+
+impl Obj {
+    fn kind(&self) -> &'static str {
+        match self {
+            Obj::None => "None",
+            Obj::Bool(_) => "bool",
+            Obj::Int(_) => "int",
+            Obj::Float(_) => "float",
+            Obj::Str(_) => "str",
+            Obj::Bytes(_) => "bytes",
+            Obj::Tuple(_) => "tuple",
+            Obj::List(_) => "list",
+            Obj::Dict(_) => "dict",
+            Obj::Storage(_) => "storage",
+            Obj::Tensor(_) => "tensor",
+            Obj::Global(_) => "global",
+            Obj::Mark => "mark",
+        }
+    }
+    fn as_int(&self, what: &str) -> Result<i64, String> {
+        match self {
+            Obj::Int(i) => i64::try_from(*i).map_err(|_| format!("{what}: integer {i} out of range")),
+            o => Err(format!("{what}: expected an int, found {}", o.kind())),
+        }
+    }
+    fn int_list(&self, what: &str) -> Result<Vec<i64>, String> {
+        match self {
+            Obj::Tuple(v) => v.iter().map(|o| o.as_int(what)).collect(),
+            Obj::List(v) => v.borrow().iter().map(|o| o.as_int(what)).collect(),
+            o => Err(format!("{what}: expected a tuple of ints, found {}", o.kind())),
+        }
+    }
+}
+
+/// How the container resolves persistent ids (the zip and legacy formats agree on the tuple).
+fn persistent_load(pid: Obj) -> Result<Obj, String> {
+    let Obj::Tuple(items) = pid else {
+        return Err(format!("persistent id must be a tuple, found {}", pid.kind()));
+    };
+    match items.as_slice() {
+        [Obj::Str(tag), Obj::Global(GlobalMarker(Global::Storage(dtype))), key, _location, numel, ..]
+            if tag == "storage" =>
+        {
+            let key = match key {
+                Obj::Str(s) => s.clone(),
+                Obj::Int(i) => i.to_string(),
+                o => return Err(format!("storage key must be a string, found {}", o.kind())),
+            };
+            let numel = numel.as_int("storage size")?;
+            let numel = u64::try_from(numel).map_err(|_| format!("negative storage size {numel}"))?;
+            Ok(Obj::Storage(StorageRef { key, dtype: *dtype, numel }))
+        }
+        _ => Err("unsupported persistent id (expected ('storage', <Kind>Storage, key, location, numel))".into()),
+    }
+}
+
+fn call(g: Global, args: Obj) -> Result<Obj, String> {
+    let Obj::Tuple(args) = args else {
+        return Err(format!("REDUCE arguments must be a tuple, found {}", args.kind()));
+    };
+    match g {
+        Global::OrderedDict if args.is_empty() => Ok(Obj::Dict(Rc::new(RefCell::new(Vec::new())))),
+        Global::OrderedDict => Err("collections.OrderedDict called with arguments".into()),
+        Global::RebuildTensorV2 => {
+            // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
+            if !(6..=7).contains(&args.len()) {
+                return Err(format!("_rebuild_tensor_v2 expects 6 or 7 arguments, got {}", args.len()));
+            }
+            let Obj::Storage(storage) = &args[0] else {
+                return Err(format!("_rebuild_tensor_v2: first argument must be a storage, found {}", args[0].kind()));
+            };
+            let spec = TensorSpec {
+                storage: storage.clone(),
+                offset: args[1].as_int("storage offset")?,
+                size: args[2].int_list("tensor size")?,
+                stride: args[3].int_list("tensor stride")?,
+            };
+            check_spec(&spec)?;
+            Ok(Obj::Tensor(spec))
+        }
+        Global::RebuildParameter => match args.first() {
+            // (data, requires_grad, backward_hooks): a Parameter is its data for our purposes.
+            Some(t @ Obj::Tensor(_)) => Ok(t.clone()),
+            _ => Err("_rebuild_parameter: first argument must be a tensor".into()),
+        },
+        Global::Storage(_) => Err("storage classes cannot be called".into()),
+    }
+}
+
+/// The view must stay inside its storage: as_strided on a short storage would read out of bounds.
+fn check_spec(s: &TensorSpec) -> Result<(), String> {
+    if s.size.len() != s.stride.len() {
+        return Err(format!("tensor size {:?} and stride {:?} differ in rank", s.size, s.stride));
+    }
+    if s.offset < 0 || s.size.iter().any(|&d| d < 0) || s.stride.iter().any(|&d| d < 0) {
+        return Err(format!("negative offset/size/stride in tensor {:?}/{:?}+{}", s.size, s.stride, s.offset));
+    }
+    if s.size.contains(&0) {
+        return Ok(());
+    }
+    let mut last: i128 = s.offset as i128;
+    for (&d, &st) in s.size.iter().zip(&s.stride) {
+        last += (d as i128 - 1) * st as i128;
+    }
+    if last >= s.storage.numel as i128 {
+        return Err(format!(
+            "tensor of size {:?}, stride {:?}, offset {} reaches element {} of a storage with {} elements",
+            s.size, s.stride, s.offset, last, s.storage.numel
+        ));
+    }
+    Ok(())
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| {
+            format!("pickle truncated: needed {n} bytes at offset {}, only {} left", self.pos, self.data.len() - self.pos)
+        })?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn line(&mut self) -> Result<&'a str, String> {
+        let rest = &self.data[self.pos..];
+        let n = rest.iter().position(|&b| b == b'\n').ok_or("pickle truncated inside a text line")?;
+        let s = std::str::from_utf8(&rest[..n]).map_err(|_| "non-UTF-8 text in pickle".to_string())?;
+        self.pos += n + 1;
+        Ok(s)
+    }
+    fn utf8(&mut self, n: usize) -> Result<String, String> {
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "invalid UTF-8 string in pickle".to_string())
+    }
+}
+
+fn len(n: u64) -> Result<usize, String> {
+    usize::try_from(n).map_err(|_| format!("length {n} too large"))
+}
+
+/// Little-endian two's-complement integer of LONG1/LONG4; the legacy magic number needs 80 bits.
+fn decode_long(bytes: &[u8]) -> Result<i128, String> {
+    if bytes.is_empty() {
+        return Ok(0);
+    }
+    if bytes.len() > 16 {
+        return Err(format!("integer of {} bytes is too large", bytes.len()));
+    }
+    let fill = if bytes[bytes.len() - 1] & 0x80 != 0 { 0xff } else { 0 };
+    let mut buf = [fill; 16];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    Ok(i128::from_le_bytes(buf))
+}
+
+/// Runs one pickle from the start of `data`; returns the value and the number of bytes consumed
+/// (the legacy format concatenates several pickles and raw storages in one file).
+pub fn unpickle(data: &[u8]) -> Result<(Obj, usize), String> {
+    let mut r = Reader { data, pos: 0 };
+    let mut stack: Vec<Obj> = Vec::new();
+    let mut memo: HashMap<u64, Obj> = HashMap::new();
+
+    fn pop(stack: &mut Vec<Obj>) -> Result<Obj, String> {
+        match stack.pop() {
+            Some(Obj::Mark) | None => Err("pickle stack underflow".into()),
+            Some(o) => Ok(o),
+        }
+    }
+    fn pop_mark(stack: &mut Vec<Obj>) -> Result<Vec<Obj>, String> {
+        let i = stack.iter().rposition(|o| matches!(o, Obj::Mark)).ok_or("pickle MARK missing")?;
+        let items = stack.split_off(i + 1);
+        stack.pop();
+        Ok(items)
+    }
+    fn top(stack: &mut [Obj]) -> Result<&mut Obj, String> {
+        stack.last_mut().ok_or_else(|| "pickle stack underflow".to_string())
+    }
+    fn set_items(target: &Obj, kv: Vec<Obj>) -> Result<(), String> {
+        let Obj::Dict(d) = target else { return Err(format!("SETITEM on a {}", target.kind())) };
+        if kv.len() % 2 != 0 {
+            return Err("SETITEMS with an odd number of items".into());
+        }
+        let mut d = d.borrow_mut();
+        let mut it = kv.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            if let Some(slot) = d.iter_mut().find(|(ek, _)| same_key(ek, &k)) {
+                slot.1 = v;
+            } else {
+                d.push((k, v));
+            }
+        }
+        Ok(())
+    }
+    fn append(target: &Obj, items: Vec<Obj>) -> Result<(), String> {
+        let Obj::List(l) = target else { return Err(format!("APPEND on a {}", target.kind())) };
+        l.borrow_mut().extend(items);
+        Ok(())
+    }
+
+    loop {
+        let op = r.u8()?;
+        match op {
+            0x80 => {
+                let proto = r.u8()?;
+                if proto > 5 {
+                    return Err(format!("unsupported pickle protocol {proto}"));
+                }
+            }
+            0x95 => {
+                r.u64()?; // FRAME: length hint only
+            }
+            b'.' => {
+                let v = pop(&mut stack)?;
+                return Ok((v, r.pos));
+            }
+            b'}' => stack.push(Obj::Dict(Rc::new(RefCell::new(Vec::new())))),
+            b']' => stack.push(Obj::List(Rc::new(RefCell::new(Vec::new())))),
+            b')' => stack.push(Obj::Tuple(Vec::new())),
+            b'(' => stack.push(Obj::Mark),
+            b's' => {
+                let v = pop(&mut stack)?;
+                let k = pop(&mut stack)?;
+                set_items(top(&mut stack)?, vec![k, v])?;
+            }
+            b'u' => {
+                let kv = pop_mark(&mut stack)?;
+                set_items(top(&mut stack)?, kv)?;
+            }
+            b'a' => {
+                let v = pop(&mut stack)?;
+                append(top(&mut stack)?, vec![v])?;
+            }
+            b'e' => {
+                let items = pop_mark(&mut stack)?;
+                append(top(&mut stack)?, items)?;
+            }
+            b'J' => stack.push(Obj::Int(r.u32()? as i32 as i128)),
+            b'K' => stack.push(Obj::Int(r.u8()? as i128)),
+            b'M' => stack.push(Obj::Int(r.u16()? as i128)),
+            0x8a => {
+                let n = r.u8()? as usize;
+                stack.push(Obj::Int(decode_long(r.take(n)?)?));
+            }
+            0x8b => {
+                let n = len(r.u32()? as u64)?;
+                stack.push(Obj::Int(decode_long(r.take(n)?)?));
+            }
+            b'G' => stack.push(Obj::Float(f64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes")))),
+            b'X' => {
+                let n = len(r.u32()? as u64)?;
+                stack.push(Obj::Str(r.utf8(n)?));
+            }
+            0x8c => {
+                let n = r.u8()? as usize;
+                stack.push(Obj::Str(r.utf8(n)?));
+            }
+            0x8d => {
+                let n = len(r.u64()?)?;
+                stack.push(Obj::Str(r.utf8(n)?));
+            }
+            // Python 2 str (BINSTRING/SHORT_BINSTRING): bytes decoded as latin-1 like encoding='latin1'.
+            b'T' => {
+                let n = len(r.u32()? as u64)?;
+                stack.push(Obj::Str(r.take(n)?.iter().map(|&b| b as char).collect()));
+            }
+            b'U' => {
+                let n = r.u8()? as usize;
+                stack.push(Obj::Str(r.take(n)?.iter().map(|&b| b as char).collect()));
+            }
+            b'B' => {
+                let n = len(r.u32()? as u64)?;
+                stack.push(Obj::Bytes(r.take(n)?.to_vec()));
+            }
+            b'C' => {
+                let n = r.u8()? as usize;
+                stack.push(Obj::Bytes(r.take(n)?.to_vec()));
+            }
+            0x8e => {
+                let n = len(r.u64()?)?;
+                stack.push(Obj::Bytes(r.take(n)?.to_vec()));
+            }
+            b'Q' => {
+                let pid = pop(&mut stack)?;
+                stack.push(persistent_load(pid)?);
+            }
+            b'h' => {
+                let i = r.u8()? as u64;
+                stack.push(memo.get(&i).cloned().ok_or_else(|| format!("pickle memo key {i} missing"))?);
+            }
+            b'j' => {
+                let i = r.u32()? as u64;
+                stack.push(memo.get(&i).cloned().ok_or_else(|| format!("pickle memo key {i} missing"))?);
+            }
+            b'q' => {
+                let i = r.u8()? as u64;
+                memo.insert(i, top(&mut stack)?.clone());
+            }
+            b'r' => {
+                let i = r.u32()? as u64;
+                memo.insert(i, top(&mut stack)?.clone());
+            }
+            0x94 => {
+                let i = memo.len() as u64;
+                memo.insert(i, top(&mut stack)?.clone());
+            }
+            b't' => {
+                let items = pop_mark(&mut stack)?;
+                stack.push(Obj::Tuple(items));
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                if stack.len() < n || stack[stack.len() - n..].iter().any(|o| matches!(o, Obj::Mark)) {
+                    return Err("pickle stack underflow".into());
+                }
+                let items = stack.split_off(stack.len() - n);
+                stack.push(Obj::Tuple(items));
+            }
+            0x88 => stack.push(Obj::Bool(true)),
+            0x89 => stack.push(Obj::Bool(false)),
+            b'N' => stack.push(Obj::None),
+            b'c' => {
+                let module = r.line()?.to_string();
+                let name = r.line()?.to_string();
+                stack.push(Obj::Global(GlobalMarker(resolve_global(&module, &name)?)));
+            }
+            0x93 => {
+                let name = pop(&mut stack)?;
+                let module = pop(&mut stack)?;
+                match (module, name) {
+                    (Obj::Str(m), Obj::Str(n)) => stack.push(Obj::Global(GlobalMarker(resolve_global(&m, &n)?))),
+                    _ => return Err("STACK_GLOBAL needs two strings".into()),
+                }
+            }
+            b'R' => {
+                let args = pop(&mut stack)?;
+                let f = pop(&mut stack)?;
+                let Obj::Global(GlobalMarker(g)) = f else {
+                    return Err(format!("REDUCE on a {}, not a callable", f.kind()));
+                };
+                stack.push(call(g, args)?);
+            }
+            b'b' => {
+                // BUILD sets object state; for OrderedDict that is `_metadata` (module versions),
+                // for tensors the (unused) Python attributes. Data carries no such state: drop it.
+                let _state = pop(&mut stack)?;
+                match top(&mut stack)? {
+                    Obj::Dict(_) | Obj::Tensor(_) => {}
+                    o => return Err(format!("BUILD on a {}", o.kind())),
+                }
+            }
+            b'0' => {
+                pop(&mut stack)?;
+            }
+            b'1' => {
+                pop_mark(&mut stack)?;
+            }
+            b'2' => {
+                let t = top(&mut stack)?.clone();
+                stack.push(t);
+            }
+            0x81 | 0x92 | b'i' | b'o' => {
+                return Err("refusing to load: the pickle instantiates a class (NEWOBJ/INST/OBJ); only data is loaded".into())
+            }
+            other => {
+                return Err(format!("unsupported pickle opcode 0x{other:02x} at offset {}", r.pos - 1));
+            }
+        }
+    }
+}
+
+/// Dict keys in checkpoints are strings or ints; compare those by value.
+fn same_key(a: &Obj, b: &Obj) -> bool {
+    match (a, b) {
+        (Obj::Str(x), Obj::Str(y)) => x == y,
+        (Obj::Int(x), Obj::Int(y)) => x == y,
+        (Obj::Bool(x), Obj::Bool(y)) => x == y,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Bytes below are `pickle.dumps(..., protocol=2)` output from CPython 3.11, written out.
+
+    #[test]
+    fn dict_list_scalars_protocol2() {
+        // pickle.dumps({'a': [1, -2, 300, 70000, 1.5, True, None], 'b': ('x', 2**70)}, protocol=2)
+        let mut p: Vec<u8> = vec![0x80, 2, b'}', b'q', 0, b'(', b'X', 1, 0, 0, 0, b'a', b']', b'q', 1, b'('];
+        p.extend([b'K', 1, b'J', 0xfe, 0xff, 0xff, 0xff, b'M', 0x2c, 0x01, b'J', 0x70, 0x11, 0x01, 0x00]);
+        p.push(b'G');
+        p.extend(1.5f64.to_be_bytes());
+        p.extend([0x88, b'N', b'e', b'X', 1, 0, 0, 0, b'b', b'X', 1, 0, 0, 0, b'x']);
+        p.extend([0x8a, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x86, b'q', 2, b'u', b'.']);
+        let (v, used) = unpickle(&p).unwrap();
+        assert_eq!(used, p.len());
+        let Obj::Dict(d) = v else { panic!("not a dict") };
+        let d = d.borrow();
+        assert_eq!(d.len(), 2);
+        let Obj::List(l) = &d[0].1 else { panic!() };
+        let l = l.borrow();
+        let ints: Vec<i128> = l[..4].iter().map(|o| if let Obj::Int(i) = o { *i } else { panic!() }).collect();
+        assert_eq!(ints, vec![1, -2, 300, 70000]);
+        assert!(matches!(l[4], Obj::Float(f) if f == 1.5));
+        assert!(matches!(l[5], Obj::Bool(true)));
+        assert!(matches!(l[6], Obj::None));
+        let Obj::Tuple(t) = &d[1].1 else { panic!() };
+        assert!(matches!(&t[0], Obj::Str(s) if s == "x"));
+        assert!(matches!(t[1], Obj::Int(i) if i == 1i128 << 70));
+    }
+
+    #[test]
+    fn memo_shares_mutated_containers() {
+        // l = []; pickle of [l, l] built as: ] q0 ( ] q1 h1 e  -> APPEND into shared list afterwards
+        let p = [0x80, 2, b']', b'q', 0, b'(', b']', b'q', 1, b'h', 1, b'e', b'h', 1, b'K', 7, b'a', b'0', b'.'];
+        let (v, _) = unpickle(&p).unwrap();
+        let Obj::List(outer) = v else { panic!() };
+        let outer = outer.borrow();
+        for inner in outer.iter() {
+            let Obj::List(i) = inner else { panic!() };
+            assert_eq!(i.borrow().len(), 1, "append through the memo reaches both references");
+        }
+    }
+
+    #[test]
+    fn refuses_non_whitelisted_globals() {
+        // pickle.dumps of a class whose __reduce__ returns (os.system, ('echo hi',)), protocol 2
+        let mut p = vec![0x80, 2, b'c'];
+        p.extend(b"posix\nsystem\n");
+        p.extend([b'q', 0, b'X', 7, 0, 0, 0]);
+        p.extend(b"echo hi");
+        p.extend([0x85, b'R', b'.']);
+        let err = unpickle(&p).unwrap_err();
+        assert!(err.contains("posix.system"), "{err}");
+        let mut p = vec![0x80, 4, 0x8c, 8];
+        p.extend(b"builtins");
+        p.extend([0x8c, 4]);
+        p.extend(b"eval");
+        p.extend([0x93, b'.']);
+        assert!(unpickle(&p).unwrap_err().contains("builtins.eval"));
+    }
+
+    #[test]
+    fn rebuilds_tensor_spec_from_persistent_storage() {
+        // _rebuild_tensor_v2(pid('storage', FloatStorage, '0', 'cpu', 6), 1, (2, 2), (3, 1), False, OrderedDict())
+        let mut p = vec![0x80, 2, b'c'];
+        p.extend(b"torch._utils\n_rebuild_tensor_v2\n");
+        p.extend([b'(', b'(', b'X', 7, 0, 0, 0]);
+        p.extend(b"storage");
+        p.push(b'c');
+        p.extend(b"torch\nFloatStorage\n");
+        p.extend([b'X', 1, 0, 0, 0, b'0', b'X', 3, 0, 0, 0]);
+        p.extend(b"cpu");
+        p.extend([b'K', 6, b't', b'Q', b'K', 1, b'K', 2, b'K', 2, 0x86, b'K', 3, b'K', 1, 0x86, 0x89, b'c']);
+        p.extend(b"collections\nOrderedDict\n");
+        p.extend([b')', b'R', b't', b'R', b'.']);
+        let (v, _) = unpickle(&p).unwrap();
+        let Obj::Tensor(t) = v else { panic!("{v:?}") };
+        assert_eq!(t.storage, StorageRef { key: "0".into(), dtype: StorageDtype::F32, numel: 6 });
+        assert_eq!((t.offset, t.size.clone(), t.stride.clone()), (1, vec![2, 2], vec![3, 1]));
+        // The same view on a 4-element storage would read past its end: refused.
+        let i = p.iter().position(|&b| b == 6).unwrap();
+        p[i] = 4;
+        assert!(unpickle(&p).unwrap_err().contains("reaches element 5 of a storage with 4 elements"));
+    }
+
+    #[test]
+    fn truncated_pickle_is_an_error() {
+        let p = [0x80, 2, b'X', 10, 0, 0, 0, b'a', b'b'];
+        assert!(unpickle(&p).unwrap_err().contains("truncated"));
+        assert!(unpickle(&[0x80, 2, b']']).unwrap_err().contains("truncated"));
+    }
+}
