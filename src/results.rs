@@ -15,8 +15,8 @@
 //! | `experiment` | str | the spec's `name` |
 //! | `model` | str | model description (kind and path, or the oracle's distribution and shape) |
 //! | `dataset` | str? | dataset the model was trained on, used to find published numbers (`cifar10`, `celeba64`, `lsun_bedroom`, `lsun_church`); empty when not known |
-//! | `sampler` | str | sampler registry name (`ddim`, `ddpm_large`, `pndm`, `dpm_solver`, ...) |
-//! | `variant` | str? | sampler variant where it has several (`s_pndm`, `f_pndm`, `fon`, `plms`, `fast`, ...) |
+//! | `sampler` | str | sampler registry name (`ddim`, `ddpm_large` = DDIM Table 1's σ̂, `pndm`, `dpm_solver`, `dpm_solver++`, `unipc`, ...) |
+//! | `variant` | str? | the sampler's `variant` or `method` parameter where it has one (`s_pndm`, `f_pndm`, `fon`, `plms`; `singlestep`/`multistep` for `dpm_solver`; `bh1`/`bh2` for `unipc`) |
 //! | `order` | int? | solver order where the sampler has one |
 //! | `eta` | float? | DDIM η (0 deterministic, 1 DDPM-like); empty for samplers without η |
 //! | `skip` | str? | timestep selection (`uniform`, `quadratic`, `time_uniform`, `logSNR`, ...) |
