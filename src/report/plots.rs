@@ -123,6 +123,12 @@ fn wants_log(values: impl Iterator<Item = f64> + Clone, ratio: f64) -> bool {
 
 fn draw_xy<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, plot: &XyPlot, pal: &Palette) -> std::result::Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
+    // A log axis cannot place zero or negative values (e.g. a cell that reports 0 NFE).
+    let keep = |p: &(f64, f64)| (!plot.log_x || p.0 > 0.0) && (!plot.log_y || p.1 > 0.0);
+    let series: Vec<Series> =
+        plot.series.iter().map(|s| Series { label: s.label.clone(), points: s.points.iter().copied().filter(keep).collect() }).collect();
+    let frontier = plot.frontier.as_ref().map(|f| f.iter().copied().filter(keep).collect());
+    let plot = &XyPlot { title: plot.title.clone(), x_desc: plot.x_desc.clone(), y_desc: plot.y_desc.clone(), series, frontier, ..*plot };
     let xs = || plot.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let ys = || plot.series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
     let (Some((x0, x1)), Some((y0, y1))) = (span(xs(), plot.log_x), span(ys(), plot.log_y)) else {
@@ -416,6 +422,36 @@ mod tests {
     fn pareto_front_keeps_only_undominated_points() {
         let pts = [(1.0, 10.0), (2.0, 5.0), (2.0, 7.0), (3.0, 6.0), (4.0, 1.0), (0.5, 20.0), (5.0, f64::NAN)];
         assert_eq!(pareto_front(&pts), [(0.5, 20.0), (1.0, 10.0), (2.0, 5.0), (4.0, 1.0)]);
+    }
+
+    #[test]
+    fn log_axes_skip_non_positive_points_and_empty_plots_say_so() {
+        register_font();
+        let pal = Palette::new(vec!["a".into()]);
+        let plot = |points: Vec<(f64, f64)>| XyPlot {
+            title: "t".into(),
+            x_desc: "x".into(),
+            y_desc: "y".into(),
+            series: vec![Series { label: "a".into(), points }],
+            log_x: true,
+            log_y: true,
+            frontier: None,
+        };
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (400, 300)).into_drawing_area();
+            draw_xy(&root, &plot(vec![(0.0, 1.0), (10.0, 2.0), (20.0, 0.0), (40.0, 1.5)]), &pal).unwrap();
+            root.present().unwrap();
+        }
+        // Two of four points are drawable: two markers.
+        assert_eq!(svg.matches("<circle").count(), 2, "{svg}");
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (400, 300)).into_drawing_area();
+            draw_xy(&root, &plot(vec![(f64::NAN, 1.0)]), &pal).unwrap();
+            root.present().unwrap();
+        }
+        assert!(svg.contains("t — no finite values"), "{svg}");
     }
 
     #[test]
