@@ -11,6 +11,8 @@ pub mod models;
 pub mod sampling;
 pub mod spec;
 pub mod plan;
+pub mod results;
+pub mod report;
 pub mod noise;
 pub mod checkpoint;
 pub mod metrics;
@@ -19,6 +21,7 @@ pub mod metrics;
 use openblas_src as _;
 
 pub use error::{BenchError, Result};
+
 
 /// Version string recorded in every result: crate version and the commit it was built from.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -8,3 +8,4 @@ mod spec;
 mod fid_net;
 mod samplers_a;
 mod fid_stats;
+mod report;
