@@ -16,6 +16,7 @@ pub mod report;
 pub mod noise;
 pub mod checkpoint;
 pub mod metrics;
+pub mod runner;
 
 // Links the system OpenBLAS that ndarray-linalg's LAPACK calls resolve to.
 use openblas_src as _;

@@ -2,6 +2,7 @@
 use clap::{Args, Parser, Subcommand};
 use samplerbench::metrics::fid_cli::{self, FidOptions};
 use samplerbench::metrics::ResizeMode;
+use samplerbench::runner;
 use samplerbench::BenchError;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,54 @@ struct Cli {
 enum Command {
     /// Print the build, libtorch, CUDA and BLAS setup and which data files are present.
     Doctor,
+    /// Run every cell of an experiment spec (resumes; finished cells are skipped), then report.
+    Run {
+        /// Experiment spec (YAML), e.g. experiments/quickstart.yaml.
+        spec: PathBuf,
+        /// Print the cells with NFE and cost, run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Recompute every cell, even finished ones.
+        #[arg(long)]
+        force: bool,
+        /// Run only the K-th of N disjoint parts of the work (e.g. 2/4) into the shared output.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<String>,
+        /// One worker per listed GPU (e.g. 0,1,2,3), each running one shard, then merge.
+        #[arg(long, value_name = "LIST", conflicts_with = "shard")]
+        devices: Option<String>,
+        /// Override the spec's device (cpu, cuda, cuda:N).
+        #[arg(long)]
+        device: Option<String>,
+        /// Override the spec's `output` folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Run one sampler from given initial noise and write the final samples (unquantised .npy).
+    Sample {
+        spec: PathBuf,
+        /// Initial noise x_T: float32 .npy of shape [B,C,H,W].
+        #[arg(long, value_name = "X_T.npy")]
+        noise: PathBuf,
+        #[arg(long, value_name = "X_0.npy")]
+        out: PathBuf,
+        /// Sampler name (default: the spec's first cell).
+        #[arg(long)]
+        sampler: Option<String>,
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Sampler parameter, repeatable: --set eta=0.5 --set skip=uniform.
+        #[arg(long, value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Also write every model input (x, label) and output per NFE into this folder.
+        #[arg(long, value_name = "DIR")]
+        trace: Option<PathBuf>,
+    },
+    /// List every sampler: parameters, default timestep rule, NFE, end point, reference.
+    Samplers,
     /// Fréchet Inception Distance between two image sets or statistics files (like `python -m pytorch_fid`).
     Fid {
         /// Image folder, images .npz (arr_0), statistics .npz, cifar10:train:DIR, cifar10:test:DIR or celeba:DIR.
@@ -114,11 +163,102 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes the report of an output folder and prints where it is.
+fn report_to_stdout(out: &std::path::Path) -> anyhow::Result<()> {
+    use samplerbench::report::Metric;
+    let rows = samplerbench::results::read_results(out)?;
+    let summary = samplerbench::report::write_report(out, Metric::preferred(&rows))?;
+    println!("{}", out.join(samplerbench::results::RESULTS_CSV).display());
+    println!("{}", summary.markdown.display());
+    println!("{}", summary.html.display());
+    for m in &summary.missing {
+        eprintln!("missing: {m}");
+    }
+    Ok(())
+}
+
+/// `--devices 0,1`: one `bench run --shard k/N --device cuda:d` worker per GPU, then a merging run.
+fn run_on_devices(spec: &std::path::Path, plan: &samplerbench::plan::Plan, list: &str, force: bool, quiet: bool) -> anyhow::Result<()> {
+    let devices: Vec<usize> = list
+        .split(',')
+        .map(|d| d.trim().parse::<usize>().map_err(|_| BenchError::user(format!("--devices {list:?}: expected GPU indices like 0,1,2"))))
+        .collect::<Result<_, _>>()?;
+    let exe = std::env::current_exe()?;
+    let n = devices.len();
+    let children: Vec<_> = devices
+        .iter()
+        .enumerate()
+        .map(|(k, d)| {
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.arg("run").arg(spec).arg("--shard").arg(format!("{}/{n}", k + 1)).arg("--device").arg(format!("cuda:{d}"));
+            cmd.arg("--out").arg(&plan.output).arg("--quiet");
+            if force {
+                cmd.arg("--force");
+            }
+            cmd.spawn()
+        })
+        .collect::<Result<_, _>>()?;
+    let mut failed = 0;
+    for mut c in children {
+        if !c.wait()?.success() {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        return Err(BenchError::Internal(format!("{failed} of {n} device workers failed")).into());
+    }
+    let s = runner::run(plan, &runner::RunOptions { force: false, shard: None, quiet })?;
+    eprintln!("{} cells merged/finished from {n} device workers", s.cells_finished);
+    report_to_stdout(&plan.output)
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Doctor => {
             print!("{}", samplerbench::doctor::report(&samplerbench::registry::data_dir()));
         }
+        Command::Run { spec, dry_run, force, shard, devices, device, out, quiet } => {
+            let catalog = samplerbench::sampling::catalog::Registry::default();
+            let mut plan = samplerbench::plan::load(&spec, &catalog)?;
+            if let Some(out) = out {
+                plan.output = out;
+            }
+            if let Some(d) = device {
+                plan.device = samplerbench::plan::parse_device_override(&d)?;
+            }
+            if dry_run {
+                print!("{}", samplerbench::plan::render_cells(&plan, &|c| Some(runner::estimate_nfe(&plan, c) as usize)));
+                return Ok(());
+            }
+            if let Some(list) = devices {
+                return run_on_devices(&spec, &plan, &list, force, quiet);
+            }
+            let shard = shard.as_deref().map(runner::Shard::parse).transpose()?;
+            let s = runner::run(&plan, &runner::RunOptions { force, shard, quiet })?;
+            eprintln!(
+                "{} cells: {} finished now, {} already done, {} waiting for other shards, {} locked by other processes",
+                s.cells_total, s.cells_finished, s.cells_skipped, s.cells_partial, s.cells_locked
+            );
+            if shard.is_none() {
+                report_to_stdout(&plan.output)?;
+            }
+        }
+        Command::Sample { spec, noise, out, sampler, steps, set, trace } => {
+            let catalog = samplerbench::sampling::catalog::Registry::default();
+            let plan = samplerbench::plan::load(&spec, &catalog)?;
+            let set = set
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                        .ok_or_else(|| BenchError::user(format!("--set {kv:?}: expected KEY=VALUE")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let req = runner::SampleRequest { noise: &noise, out: &out, sampler, steps, set, trace: trace.as_deref() };
+            let nfe = runner::sample_trajectory(&plan, &req)?;
+            eprintln!("wrote {} ({nfe} model evaluations)", out.display());
+        }
+        Command::Samplers => print!("{}", samplerbench::sampling::render_sampler_table()),
         Command::Fid { path1, path2, feat, save_stats, save_ref_stats } => {
             let opts = feat.options()?;
             let fid = fid_cli::run_fid(

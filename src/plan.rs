@@ -259,6 +259,7 @@ pub struct FidPlan {
     pub weights: PathBuf,
     pub mode: ResizeMode,
     pub dims: usize,
+    pub allow_custom_weights: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -328,6 +329,7 @@ pub struct FidIdentity {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub name: String,
+    pub dataset: Option<String>,
     pub spec_path: PathBuf,
     pub spec_hash: String,
     pub model: ModelPlan,
@@ -455,6 +457,7 @@ pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Resu
     }
     let mut plan = Plan {
         name: raw.name.clone(),
+        dataset: raw.dataset.clone(),
         spec_path: spec.path.clone(),
         spec_hash: sha256_json(raw),
         model,
@@ -485,7 +488,7 @@ pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Resu
                     prev.entry,
                     prev.sampler,
                     prev.params_text(),
-                    prev.skip.as_str(),
+                    prev.skip.name(),
                     prev.steps
                 ),
             ));
@@ -988,6 +991,7 @@ impl Cx<'_> {
                     weights,
                     mode: f.mode.unwrap_or(ResizeMode::PytorchFid),
                     dims: dims as usize,
+                    allow_custom_weights: f.allow_custom_weights.unwrap_or(false),
                 })
             }
         };
@@ -1041,7 +1045,7 @@ pub fn render_cells(plan: &Plan, nfe: &dyn Fn(&Cell) -> Option<usize>) -> String
             c.index.to_string(),
             c.sampler.clone(),
             c.params_text(),
-            c.skip.as_str().to_owned(),
+            c.skip.name().to_owned(),
             c.steps.to_string(),
             n.map_or("-".into(), |n| n.to_string()),
             n.map_or("-".into(), |n| (n as u64 * plan.samples).to_string()),
@@ -1109,7 +1113,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(p.cells.len(), 2 * 2 * 2 * 2 + 1);
-        let key = |c: &Cell| format!("{} {} {} {}", c.sampler, c.params_text(), c.skip.as_str(), c.steps);
+        let key = |c: &Cell| format!("{} {} {} {}", c.sampler, c.params_text(), c.skip.name(), c.steps);
         assert_eq!(key(&p.cells[0]), "dpm_solver method=singlestep order=2 uniform 10");
         assert_eq!(key(&p.cells[1]), "dpm_solver method=singlestep order=2 uniform 20");
         assert_eq!(key(&p.cells[2]), "dpm_solver method=singlestep order=2 logsnr 10");
@@ -1221,4 +1225,12 @@ cell  sampler     params    skip     steps  nfe  nfe×samples
         .unwrap();
         assert_eq!((auto_gpu.device, auto_gpu.precision), (DevicePlan::Cuda(0), Precision::Bf16));
     }
+}
+
+/// `bench run --device`: the same names as the spec's `device`, checked against this machine.
+pub fn parse_device_override(s: &str) -> Result<DevicePlan> {
+    Ok(match crate::metrics::fid_cli::parse_device(s)? {
+        tch::Device::Cuda(n) => DevicePlan::Cuda(n),
+        _ => DevicePlan::Cpu,
+    })
 }

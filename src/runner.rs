@@ -100,9 +100,9 @@ fn moment_tensor(m: &MomentPlan, shape: [i64; 3], what: &str) -> Result<Tensor> 
 }
 
 fn to_moments(mean: &Tensor, cov: &Tensor) -> Result<Moments> {
-    let mu: Vec<f64> = Vec::try_from(mean.flatten(0, -1)).map_err(|e| BenchError::Internal(e.to_string()))?;
+    let mu: Vec<f64> = Vec::try_from(mean.flatten(0, -1)).map_err(|e: tch::TchError| BenchError::Internal(e.to_string()))?;
     let d = mu.len();
-    let sigma: Vec<f64> = Vec::try_from(cov.flatten(0, -1)).map_err(|e| BenchError::Internal(e.to_string()))?;
+    let sigma: Vec<f64> = Vec::try_from(cov.flatten(0, -1)).map_err(|e: tch::TchError| BenchError::Internal(e.to_string()))?;
     Ok(Moments {
         mu: ndarray::Array1::from(mu),
         sigma: ndarray::Array2::from_shape_vec((d, d), sigma).map_err(|e| BenchError::Internal(e.to_string()))?,
@@ -110,7 +110,7 @@ fn to_moments(mean: &Tensor, cov: &Tensor) -> Result<Moments> {
 }
 
 pub fn precision_kind(plan: &Plan) -> Kind {
-    use crate::plan::Precision;
+    use crate::spec::Precision;
     match plan.precision {
         Precision::Bf16 => Kind::BFloat16,
         Precision::Fp16 => Kind::Half,
@@ -157,7 +157,7 @@ pub fn load_model(plan: &Plan) -> Result<LoadedModel> {
                     let s: Vec<Tensor> = stds.iter().map(|s| moment_tensor(s, *shape, "gmm std")).collect::<Result<_>>()?;
                     GmmOracle::new(schedule, Tensor::from_slice(weights), Tensor::stack(&m, 0), Tensor::stack(&s, 0))?
                 }
-                GmmPlan::Random { components, seed } => GmmOracle::random(schedule, *components, shape, *seed)?,
+                GmmPlan::Random { components, seed } => GmmOracle::from_seed(schedule, shape, *components, *seed)?,
             };
             let data_moments = Some(to_moments(&oracle.data_mean(), &oracle.data_covariance())?);
             LoadedModel { sample_shape: shape.to_vec(), model: Box::new(oracle), gaussian: None, data_moments }
@@ -219,7 +219,6 @@ struct Ctx<'a> {
     fid: Option<(InceptionExtractor, Moments)>,
     pixel_reference: Option<Moments>,
     device: Device,
-    kind: Kind,
     progress: MultiProgress,
     overall: ProgressBar,
 }
@@ -242,7 +241,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
 
     let model = load_model(plan)?;
     let device = plan.device.to_tch();
-    if let crate::plan::Precision::Tf32 = plan.precision {
+    if let crate::spec::Precision::Tf32 = plan.precision {
         // tch exposes no global TF32 switch; TF32 applies where libtorch enables it by default
         // (cuDNN convolutions). Recorded as requested.
         tracing::info!("precision tf32: cuDNN convolutions use TF32 (libtorch default); matmuls stay fp32");
@@ -292,7 +291,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
     );
     overall.set_prefix("overall");
     let schedule = plan.schedule.noise_schedule()?;
-    let ctx = Ctx { plan, model: &model, schedule, fid, pixel_reference, device, kind: precision_kind(plan), progress, overall };
+    let ctx = Ctx { plan, model: &model, schedule, fid, pixel_reference, device, progress, overall };
 
     let mut summary = RunSummary { cells_total: plan.cells.len(), cells_skipped: plan.cells.len() - todo.len(), ..Default::default() };
     let mut warmed = false;
@@ -662,7 +661,7 @@ fn save_pngs(images: &Tensor, dir: &Path, first: u64) -> Result<()> {
         return Ok(());
     }
     let hwc = images.permute([0, 2, 3, 1]).contiguous().to_device(Device::Cpu);
-    let data: Vec<u8> = Vec::try_from(hwc.flatten(0, -1)).map_err(|e| BenchError::Internal(e.to_string()))?;
+    let data: Vec<u8> = Vec::try_from(hwc.flatten(0, -1)).map_err(|e: tch::TchError| BenchError::Internal(e.to_string()))?;
     let per = (h * w * c) as usize;
     for i in 0..n as usize {
         let path = dir.join(format!("{:05}.png", first + i as u64));

@@ -48,6 +48,8 @@ pub struct SpecFile {
 #[serde(deny_unknown_fields)]
 pub struct RawSpec {
     pub name: String,
+    /// Dataset name used to match published numbers in reports (e.g. cifar10, celeba64).
+    pub dataset: Option<String>,
     pub model: RawModel,
     pub schedule: Option<RawSchedule>,
     pub samplers: Vec<RawSamplerEntry>,
@@ -143,45 +145,7 @@ pub struct RawSchedule {
     pub timesteps: Option<i64>,
 }
 
-/// Timestep selection ("skip type") for samplers that use fewer steps than the schedule has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Skip {
-    /// DDIM repo `skip_type=uniform`: every ⌊T/S⌋-th label.
-    Uniform,
-    /// DDIM repo `skip_type=quad`: labels ⌊(√(0.8T) · i/S)²⌋.
-    Quadratic,
-    /// diffusers `timestep_spacing="leading"`.
-    Leading,
-    /// diffusers `timestep_spacing="trailing"`.
-    Trailing,
-    /// diffusers `timestep_spacing="linspace"`.
-    Linspace,
-    /// DPM-Solver `skip_type="time_uniform"`.
-    TimeUniform,
-    /// DPM-Solver `skip_type="logSNR"`.
-    Logsnr,
-    /// DPM-Solver `skip_type="time_quadratic"`.
-    TimeQuadratic,
-    /// Karras et al. 2022 eq. 5 σ spacing (ρ = 7).
-    Karras,
-}
-
-impl Skip {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Skip::Uniform => "uniform",
-            Skip::Quadratic => "quadratic",
-            Skip::Leading => "leading",
-            Skip::Trailing => "trailing",
-            Skip::Linspace => "linspace",
-            Skip::TimeUniform => "time_uniform",
-            Skip::Logsnr => "logsnr",
-            Skip::TimeQuadratic => "time_quadratic",
-            Skip::Karras => "karras",
-        }
-    }
-}
+pub use crate::timesteps::Skip;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -190,6 +154,12 @@ pub enum Precision {
     Tf32,
     Bf16,
     Fp16,
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Precision {
@@ -222,6 +192,8 @@ pub struct RawFid {
     /// Which FID pipeline (resizing and quantisation differ, so the numbers differ).
     pub mode: Option<ResizeMode>,
     pub dims: Option<i64>,
+    /// Accept Inception weights whose SHA-256 is not pytorch-fid's (own or test weights).
+    pub allow_custom_weights: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -243,6 +215,16 @@ fn null_means_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
 pub enum SaveSamples {
     Count(u64),
     All,
+}
+
+impl SaveSamples {
+    /// Sample indices below this are saved as PNGs.
+    pub fn limit(&self, samples: u64) -> u64 {
+        match self {
+            SaveSamples::Count(n) => (*n).min(samples),
+            SaveSamples::All => samples,
+        }
+    }
 }
 
 /// A value or a list of values; a list sweeps (one cell per value).

@@ -6,7 +6,7 @@
 //! fractional times for the ODE solvers and live with them in `sampling::continuous`.
 use crate::{BenchError, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Skip {
     /// DDIM repo `skip_type=uniform`: `range(0, T, T // S)`.
@@ -27,6 +27,12 @@ pub enum Skip {
     TimeQuadratic,
     /// Karras et al. 2022 eq. 5, ρ = 7.
     Karras,
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Skip {

@@ -40,6 +40,15 @@ impl EpsModel for GaussianOracle {
         let dev = x.device();
         let labels: Vec<f64> = Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu))
             .expect("labels are a 1-d tensor");
+        if labels.windows(2).all(|w| w[0] == w[1]) && !labels.is_empty() {
+            // One label for the batch (every sampler): ε* = a ⊙ x − b with per-coordinate a, b
+            // computed once in f64, then two elementwise ops in x's precision.
+            let ab = alpha_bar_at(&self.schedule, labels[0]);
+            let a = (self.std.square() * ab + (1.0 - ab)).reciprocal() * (1.0 - ab).sqrt();
+            let b = &a * &self.mean * ab.sqrt();
+            let (a, b) = (a.to_device(dev).to_kind(x.kind()), b.to_device(dev).to_kind(x.kind()));
+            return x * a.unsqueeze(0) - b.unsqueeze(0);
+        }
         let ab: Vec<f64> = labels.iter().map(|&l| alpha_bar_at(&self.schedule, l)).collect();
         let ab = Tensor::from_slice(&ab).to_device(dev).view([-1, 1, 1, 1]);
         let mean = self.mean.to_device(dev).unsqueeze(0);
@@ -105,6 +114,21 @@ impl GmmOracle {
     }
     pub fn shape(&self) -> Vec<i64> {
         self.means.size()[1..].to_vec()
+    }
+    /// E[x0] = Σ_k w_k μ_k, flattened.
+    pub fn data_mean(&self) -> Tensor {
+        let k = self.weights.size()[0];
+        self.weights.matmul(&self.means.view([k, -1]))
+    }
+    /// Cov[x0] = Σ_k w_k (diag s_k² + μ_k μ_kᵀ) − μ μᵀ, [D, D].
+    pub fn data_covariance(&self) -> Tensor {
+        let k = self.weights.size()[0];
+        let m = self.means.view([k, -1]);
+        let w = self.weights.view([k, 1]);
+        let second = (&m * &w).transpose(0, 1).matmul(&m)
+            + (self.stds.view([k, -1]).square() * &w).sum_dim_intlist(0, false, Kind::Double).diag(0);
+        let mu = self.data_mean();
+        second - mu.outer(&mu)
     }
 }
 
@@ -242,5 +266,22 @@ mod tests {
         let s = NoiseSchedule::ddpm_linear();
         let mid = alpha_bar_at(&s, 10.5);
         assert!((mid - (s.alpha_bar(10) * s.alpha_bar(11)).sqrt()).abs() < 1e-15);
+    }
+
+    #[test]
+    fn gmm_data_moments_match_samples() {
+        let g = GmmOracle::from_seed(NoiseSchedule::ddpm_linear(), &[2, 1, 1], 3, 5).unwrap();
+        // Draw 200k samples: pick a component by weight, then a Gaussian draw.
+        tch::manual_seed(1);
+        let n = 200_000;
+        let comp = g.weights.multinomial(n, true);
+        let x = g.means.view([3, 2]).index_select(0, &comp)
+            + g.stds.view([3, 2]).index_select(0, &comp) * Tensor::randn([n, 2], (Kind::Double, tch::Device::Cpu));
+        let mean = x.mean_dim(0, false, Kind::Double);
+        let xc = &x - &mean;
+        let cov = xc.transpose(0, 1).matmul(&xc) / (n as f64 - 1.0);
+        let dm = (&mean - g.data_mean()).abs().max().double_value(&[]);
+        let dc = (&cov - g.data_covariance()).abs().max().double_value(&[]);
+        assert!(dm < 3e-3 && dc < 3e-3, "{dm} {dc}");
     }
 }

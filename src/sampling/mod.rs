@@ -120,6 +120,7 @@ pub mod unipc;
 pub mod karras;
 pub mod deis;
 pub mod zoo_b;
+pub mod catalog;
 
 /// What `bench samplers` prints for one sampler.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -180,4 +181,18 @@ pub(crate) fn check_params(sampler: &str, params: &SamplerParams, allowed: &[&st
         }
     }
     Ok(())
+}
+
+/// `bench samplers`: one block per sampler, as a plain-text table.
+pub fn render_sampler_table() -> String {
+    let mut out = String::new();
+    for i in sampler_info() {
+        out.push_str(&format!("{}\n", i.name));
+        out.push_str(&format!("  default skip  {}\n  NFE           {}\n  end point     {}\n  reference     {}\n", i.default_skip, i.nfe, i.end_point, i.reference));
+        for (name, default, help) in i.params {
+            out.push_str(&format!("  --set {name}={default:<12} {help}\n"));
+        }
+        out.push('\n');
+    }
+    out
 }
