@@ -60,10 +60,8 @@
 use crate::models::unet::DdimModelConfig;
 use crate::registry;
 use crate::schedule::{NoiseSchedule, ScheduleKind};
-use crate::spec::{
-    self, DataKind, DdimConfigSpec, ModelKind, Moment, ParamValue, Precision, RawData, RawModel, ResizeMode,
-    SaveSamples, Skip, SpecFile, Sweep, YamlPath,
-};
+use crate::spec::{self, DataKind, DdimConfigSpec, ModelKind, Moment, RawData, RawModel, SpecFile, Sweep, YamlPath};
+pub use crate::spec::{ParamValue, Precision, ResizeMode, SaveSamples, Skip};
 use crate::{BenchError, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -84,6 +82,22 @@ pub trait SamplerCatalog {
     /// The skip used when an entry does not set one.
     fn default_skip(&self, _sampler: &str) -> Skip {
         Skip::Uniform
+    }
+    /// The skips the sampler supports (None: all).
+    fn skips(&self, _sampler: &str) -> Option<Vec<Skip>> {
+        None
+    }
+    /// A full check of one cell (e.g. constructing the sampler: combinations such as steps vs
+    /// grid that per-parameter ranges cannot express). Runs for every cell before anything
+    /// runs; Err is a one-line message saying what is wrong and what is allowed.
+    fn check(
+        &self,
+        _sampler: &str,
+        _params: &BTreeMap<String, ParamValue>,
+        _skip: Skip,
+        _steps: usize,
+    ) -> std::result::Result<(), String> {
+        Ok(())
     }
 }
 
@@ -115,6 +129,11 @@ pub enum ParamKind {
     Bool {
         default: bool,
     },
+    /// Any scalar, kept as its text and left to [`SamplerCatalog::check`] (for registries that
+    /// describe parameters as text).
+    Any {
+        default: &'static str,
+    },
 }
 
 impl ParamKind {
@@ -124,6 +143,7 @@ impl ParamKind {
             ParamKind::Int { default, .. } => ParamValue::Int(*default),
             ParamKind::Choice { default, .. } => ParamValue::Str((*default).to_owned()),
             ParamKind::Bool { default } => ParamValue::Bool(*default),
+            ParamKind::Any { default } => ParamValue::Str((*default).to_owned()),
         }
     }
     /// "a number ≥ 0", "an integer from 1 to 3", ... (used in error messages).
@@ -135,6 +155,7 @@ impl ParamKind {
             ParamKind::Int { min, max, .. } => format!("an integer from {min} to {max}"),
             ParamKind::Choice { allowed, .. } => format!("one of {}", allowed.join(", ")),
             ParamKind::Bool { .. } => "true or false".into(),
+            ParamKind::Any { .. } => "a number, a name or true/false".into(),
         }
     }
 }
@@ -852,6 +873,15 @@ impl Cx<'_> {
                 Some(s) => self.sweep(&at.key("skip"), s)?.to_vec(),
                 None => vec![catalog.default_skip(&e.name)],
             };
+            if let (Some(allowed), Some(written)) = (catalog.skips(&e.name), &e.skip) {
+                if let Some(j) = skips.iter().position(|k| !allowed.contains(k)) {
+                    let names: Vec<&str> = allowed.iter().map(|k| k.as_str()).collect();
+                    return Err(self.err(
+                        &Self::elem(&at.key("skip"), written, j),
+                        format!("`{}` does not support skip `{}` (allowed: {})", e.name, skips[j], names.join(", ")),
+                    ));
+                }
+            }
             let steps = match (&e.steps, &global_steps) {
                 (Some(s), _) => self.steps(&at.key("steps"), s, timesteps)?,
                 (None, Some(g)) => g.clone(),
@@ -877,6 +907,11 @@ impl Cx<'_> {
             for params in &combos {
                 for &skip in &skips {
                     for &n in &steps {
+                        if let Err(why) = catalog.check(&e.name, params, skip, n) {
+                            let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            let p = if p.is_empty() { String::new() } else { format!(" {}", p.join(" ")) };
+                            return Err(self.err(&at, format!("{}{p} skip={skip} steps={n}: {why}", e.name)));
+                        }
                         out.push((i, e.name.clone(), params.clone(), skip, n));
                     }
                 }
@@ -915,6 +950,8 @@ impl Cx<'_> {
                 Err(self.err(at, msg + &format!(" (allowed: {})", allowed.join(", "))))
             }
             (ParamKind::Bool { .. }, ParamValue::Bool(_)) => Ok(v.clone()),
+            // Text, so a written `2` and a default "2" are the same cell.
+            (ParamKind::Any { .. }, _) => Ok(ParamValue::Str(v.to_string())),
             _ => Err(bad()),
         }
     }
@@ -1186,6 +1223,59 @@ cell  sampler     params    skip     steps  nfe  nfe×samples
    4  ddpm_large  -         uniform     10    -            -
    5  ddpm_large  -         uniform    100    -            -
 "
+        );
+    }
+
+    /// A registry-like catalog: text parameters, per-sampler skips and a full per-cell check.
+    struct Checking;
+    impl SamplerCatalog for Checking {
+        fn names(&self) -> Vec<&'static str> {
+            vec!["lms"]
+        }
+        fn params(&self, sampler: &str) -> Option<Vec<ParamSpec>> {
+            (sampler == "lms").then(|| vec![ParamSpec { name: "order", kind: ParamKind::Any { default: "4" } }])
+        }
+        fn default_skip(&self, _: &str) -> Skip {
+            Skip::Linspace
+        }
+        fn skips(&self, _: &str) -> Option<Vec<Skip>> {
+            Some(vec![Skip::Linspace, Skip::Karras])
+        }
+        fn check(&self, _: &str, p: &BTreeMap<String, ParamValue>, _: Skip, steps: usize) -> Result<(), String> {
+            match p["order"].to_string().parse::<usize>() {
+                Ok(o) if o <= steps => Ok(()),
+                _ => Err(format!("order {} needs an integer ≤ steps", p["order"])),
+            }
+        }
+    }
+
+    #[test]
+    fn catalog_skips_and_cell_checks_run_before_anything() {
+        let run = |s: &str| build(&spec::parse(Path::new("t.yaml"), &format!("{BASE}{s}"))?, &Checking, &CPU);
+        let p = run("samplers: [{name: lms, order: [2, 3]}]\nsteps: 5\n").unwrap();
+        assert_eq!(p.cells[0].params["order"], ParamValue::Str("2".into()));
+        assert_eq!(p.cells[0].skip, Skip::Linspace);
+        // A written default and the default itself are the same cell.
+        let a = run("samplers: [{name: lms}]\nsteps: 5\n").unwrap();
+        let b = run("samplers: [{name: lms, order: 4}]\nsteps: 5\n").unwrap();
+        assert_eq!(a.cells[0].hash, b.cells[0].hash);
+        let e = run("samplers: [{name: lms, skip: [karras, uniform]}]\nsteps: 5\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.yaml:3:39: samplers[0].skip[1]: `lms` does not support skip `uniform` (allowed: linspace, karras)"
+        );
+        let e = run("samplers: [{name: lms, order: 3}]\nsteps: [5, 2]\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.yaml:3:12: samplers[0]: lms order=3 skip=linspace steps=2: order 3 needs an integer ≤ steps"
+        );
+    }
+
+    #[test]
+    fn save_samples_limit() {
+        assert_eq!(
+            (SaveSamples::Count(64).limit(10), SaveSamples::Count(5).limit(10), SaveSamples::All.limit(10)),
+            (10, 5, 10)
         );
     }
 

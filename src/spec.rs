@@ -192,6 +192,18 @@ pub enum Precision {
     Fp16,
 }
 
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Skip {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Precision {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -243,6 +255,16 @@ fn null_means_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
 pub enum SaveSamples {
     Count(u64),
     All,
+}
+
+impl SaveSamples {
+    /// How many of a cell's `samples` to save.
+    pub fn limit(self, samples: u64) -> u64 {
+        match self {
+            SaveSamples::Count(n) => n.min(samples),
+            SaveSamples::All => samples,
+        }
+    }
 }
 
 /// A value or a list of values; a list sweeps (one cell per value).

@@ -24,17 +24,23 @@ const CATALOG: StaticCatalog = StaticCatalog(&[
             ParamSpec { name: "order", kind: ParamKind::Int { min: 1, max: 3, default: 3 } },
             ParamSpec {
                 name: "method",
-                kind: ParamKind::Choice { allowed: &["singlestep", "multistep", "fast"], default: "singlestep" },
+                kind: ParamKind::Choice {
+                    allowed: &["singlestep", "singlestep_fixed", "multistep"],
+                    default: "singlestep",
+                },
             },
         ],
     ),
     (
         "dpm_solver++",
         &[
-            ParamSpec { name: "order", kind: ParamKind::Int { min: 2, max: 3, default: 2 } },
+            ParamSpec { name: "order", kind: ParamKind::Int { min: 1, max: 3, default: 2 } },
             ParamSpec {
                 name: "method",
-                kind: ParamKind::Choice { allowed: &["singlestep", "multistep"], default: "multistep" },
+                kind: ParamKind::Choice {
+                    allowed: &["singlestep", "singlestep_fixed", "multistep"],
+                    default: "multistep",
+                },
             },
         ],
     ),
@@ -177,8 +183,8 @@ fn invalid_specs_give_exact_one_line_errors() {
             "SPEC:4:18: samplers[0].etta: `etta` is not a parameter of `ddim`; did you mean `eta`? (allowed: eta, skip, steps)",
         ),
         (
-            edit(4, "  - {name: dpm_solver, method: fst}"),
-            "SPEC:4:24: samplers[0].method: unknown value `fst` for `method` of `dpm_solver`; did you mean `fast`? (allowed: singlestep, multistep, fast)",
+            edit(4, "  - {name: dpm_solver, method: multstep}"),
+            "SPEC:4:24: samplers[0].method: unknown value `multstep` for `method` of `dpm_solver`; did you mean `multistep`? (allowed: singlestep, singlestep_fixed, multistep)",
         ),
         (
             edit(4, "  - {name: ddpm-large}"),
