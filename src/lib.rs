@@ -6,6 +6,7 @@ pub mod error;
 pub mod doctor;
 pub mod registry;
 pub mod schedule;
+pub mod timesteps;
 pub mod models;
 pub mod sampling;
 pub mod spec;
@@ -22,3 +23,4 @@ pub use error::{BenchError, Result};
 /// Version string recorded in every result: crate version and the commit it was built from.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_COMMIT: &str = env!("BENCH_GIT_COMMIT");
+
