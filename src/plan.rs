@@ -9,6 +9,7 @@
 //! | key | default | allowed |
 //! |---|---|---|
 //! | `name` | required | letters, digits, `_`, `-`, `.` (names the results rows) |
+//! | `dataset` | none; `cifar10`/`celeba64` for the DDIM presets | what the model was trained on (`cifar10`, `celeba64`, ...); finds published numbers |
 //! | `model.kind` | required | `diffusers`, `ddim`, `torchscript`, `oracle` |
 //! | `model.path` | required for diffusers, ddim, torchscript | diffusers: a folder with `config.json`; ddim/torchscript: a file |
 //! | `model.config` | required for ddim | `cifar10`, `celeba`, or a map: `ch`, `ch_mult`, `num_res_blocks` (2), `attn_resolutions`, `resolution`, `in_channels` (3), `out_ch` (3), `dropout` (0), `resamp_with_conv` (true) |
@@ -39,6 +40,7 @@
 //! | `metrics.fid.weights` | `$BENCH_DATA/models/pt_inception-2015-12-05-6726825d.pth` (`$BENCH_DATA` defaults to `./data`) | a file |
 //! | `metrics.fid.mode` | `pytorch-fid` | `pytorch-fid`, `tf`, `clean` |
 //! | `metrics.fid.dims` | `2048` | `64`, `192`, `768`, `2048` |
+//! | `metrics.fid.allow_custom_weights` | `false` | `true` accepts Inception weights other than pytorch-fid's file |
 //! | `metrics.fd_pixel.reference` | the oracle's exact moments | an `.npz`; required unless the model is an oracle |
 //! | `metrics.fd_exact` | on for a Gaussian oracle | Gaussian oracle only |
 //! | `output` | `reports/<name>` under the working directory | a folder |
@@ -280,6 +282,8 @@ pub struct FidPlan {
     pub weights: PathBuf,
     pub mode: ResizeMode,
     pub dims: usize,
+    /// Skip the SHA-256 check that the weights are pytorch-fid's (numbers are then not comparable).
+    pub allow_custom_weights: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -349,6 +353,8 @@ pub struct FidIdentity {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub name: String,
+    /// What the model was trained on (`dataset:`, or implied by a DDIM preset), for published numbers.
+    pub dataset: Option<String>,
     pub spec_path: PathBuf,
     pub spec_hash: String,
     pub model: ModelPlan,
@@ -443,6 +449,18 @@ pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Resu
         ));
     }
     let (model, model_identity) = cx.model(&raw.model)?;
+    let dataset = match (&raw.dataset, &raw.model.config) {
+        (Some(d), _) if d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) => {
+            return Err(cx.err(
+                &root.key("dataset"),
+                format!("`{d}` is not a usable dataset name (allowed: letters, digits, `_`, `-`, `.`; e.g. cifar10, celeba64)"),
+            ));
+        }
+        (Some(d), _) => Some(d.clone()),
+        (None, Some(DdimConfigSpec::Preset(p))) if p == "cifar10" => Some("cifar10".to_owned()),
+        (None, Some(DdimConfigSpec::Preset(p))) if p == "celeba" => Some("celeba64".to_owned()),
+        (None, _) => None,
+    };
     let schedule = cx.schedule()?;
     let expanded = cx.expand(catalog, schedule.timesteps)?;
     let samples = cx.at_least_1(&root.key("samples"), raw.samples.unwrap_or(50_000))?;
@@ -476,6 +494,7 @@ pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Resu
     }
     let mut plan = Plan {
         name: raw.name.clone(),
+        dataset,
         spec_path: spec.path.clone(),
         spec_hash: sha256_json(raw),
         model,
@@ -1025,6 +1044,7 @@ impl Cx<'_> {
                     weights,
                     mode: f.mode.unwrap_or(ResizeMode::PytorchFid),
                     dims: dims as usize,
+                    allow_custom_weights: f.allow_custom_weights.unwrap_or(false),
                 })
             }
         };

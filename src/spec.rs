@@ -49,6 +49,8 @@ pub struct SpecFile {
 pub struct RawSpec {
     pub name: String,
     pub model: RawModel,
+    /// What the model was trained on (`cifar10`, `celeba64`, ...), to find published numbers.
+    pub dataset: Option<String>,
     pub schedule: Option<RawSchedule>,
     pub samplers: Vec<RawSamplerEntry>,
     pub steps: Option<Sweep<i64>>,
@@ -234,6 +236,8 @@ pub struct RawFid {
     /// Which FID pipeline (resizing and quantisation differ, so the numbers differ).
     pub mode: Option<ResizeMode>,
     pub dims: Option<i64>,
+    /// Accept Inception weights other than pytorch-fid's published file (its SHA-256 is checked).
+    pub allow_custom_weights: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]

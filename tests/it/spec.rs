@@ -124,7 +124,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         // Unknown keys, with suggestions, at every level.
         (
             edit(6, "sampels: 100"),
-            "SPEC:6:1: sampels: unknown key `sampels`; did you mean `samples`? (allowed: name, model, schedule, samplers, steps, samples, batch_size, seed, device, precision, metrics, output, save_samples)",
+            "SPEC:6:1: sampels: unknown key `sampels`; did you mean `samples`? (allowed: name, model, dataset, schedule, samplers, steps, samples, batch_size, seed, device, precision, metrics, output, save_samples)",
         ),
         (
             edit(2, "model: {kind: oracle, dat: {kind: gaussian, shape: [3, 8, 8]}}"),
@@ -298,6 +298,10 @@ fn invalid_specs_give_exact_one_line_errors() {
         // Other shapes of input.
         (BASE.to_owned() + "save_samples: some\n", "SPEC:7:15: save_samples: expected a number of samples ≥ 0 or `all`, got string \"some\""),
         (BASE.replace("name: t\n", ""), "SPEC:1:1: missing required key `name`"),
+        (
+            edit(1, "name: t\ndataset: cifar 10"),
+            "SPEC:2:1: dataset: `cifar 10` is not a usable dataset name (allowed: letters, digits, `_`, `-`, `.`; e.g. cifar10, celeba64)",
+        ),
         (edit(1, "name: my run"), "SPEC:1:1: name: `my run` is not a usable name (allowed: letters, digits, `_`, `-`, `.`)"),
         (edit(5, "steps: [10, 20"), "SPEC:6:8: invalid YAML: did not find expected ',' or ']', while parsing a flow sequence at line 5 column 8"),
     ];
@@ -414,7 +418,10 @@ fn model_files_resolve_relative_to_the_spec_file() {
         let fid = p.metrics.fid.as_ref().unwrap();
         assert_eq!(fid.reference, dir.path().join("specs/../stats.npz"));
         assert_eq!(fid.weights, dir.path().join("specs/../incv3.pth"));
-        assert_eq!((fid.mode, fid.dims), (spec::ResizeMode::Clean, 2048));
+        assert_eq!((fid.mode, fid.dims, fid.allow_custom_weights), (spec::ResizeMode::Clean, 2048, false));
+        // The DDIM presets imply the dataset (for published numbers); a diffusers folder does not.
+        let dataset = if model.contains("cifar10") { Some("cifar10".to_owned()) } else { None };
+        assert_eq!(p.dataset, dataset);
         assert_eq!(p.output, dir.path().join("specs/../out"));
         assert!(!p.metrics.fd_exact);
     }
