@@ -98,8 +98,53 @@ pub trait SamplerCatalog {
         _params: &BTreeMap<String, ParamValue>,
         _skip: Skip,
         _steps: usize,
+        _schedule: &NoiseSchedule,
     ) -> std::result::Result<(), String> {
         Ok(())
+    }
+}
+
+/// The crate's sampler registry (`crate::sampling`) as a catalog: parameters are text (the
+/// registry parses and range-checks them; its defaults are not filled into cells), and every
+/// cell is checked by constructing its sampler.
+pub struct Registry;
+
+impl Registry {
+    fn info(sampler: &str) -> Option<crate::sampling::SamplerInfo> {
+        crate::sampling::sampler_info().into_iter().find(|i| i.name == sampler)
+    }
+}
+
+impl SamplerCatalog for Registry {
+    fn names(&self) -> Vec<&'static str> {
+        crate::sampling::sampler_info().iter().map(|i| i.name).collect()
+    }
+    fn params(&self, sampler: &str) -> Option<Vec<ParamSpec>> {
+        let info = Self::info(sampler)?;
+        Some(
+            (info.params.iter())
+                .filter(|(k, _, _)| *k != "skip" && *k != "steps")
+                .map(|(k, _, _)| ParamSpec { name: k, kind: ParamKind::Any })
+                .collect(),
+        )
+    }
+    fn default_skip(&self, sampler: &str) -> Skip {
+        // The registry's text may go on after the name ("logsnr (DPM-Solver README: ...)").
+        (Self::info(sampler))
+            .and_then(|i| Skip::from_name(i.default_skip.split_whitespace().next().unwrap_or("")))
+            .unwrap_or(Skip::Uniform)
+    }
+    fn check(
+        &self,
+        sampler: &str,
+        params: &BTreeMap<String, ParamValue>,
+        skip: Skip,
+        steps: usize,
+        schedule: &NoiseSchedule,
+    ) -> std::result::Result<(), String> {
+        let mut map: crate::sampling::SamplerParams = params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+        map.insert("skip".into(), skip.as_str().into());
+        crate::sampling::build_sampler(sampler, &map, steps, schedule).map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
@@ -132,21 +177,19 @@ pub enum ParamKind {
         default: bool,
     },
     /// Any scalar, kept as its text and left to [`SamplerCatalog::check`] (for registries that
-    /// describe parameters as text).
-    Any {
-        default: &'static str,
-    },
+    /// describe parameters as text); no default is filled in.
+    Any,
 }
 
 impl ParamKind {
-    pub fn default_value(&self) -> ParamValue {
-        match self {
+    pub fn default_value(&self) -> Option<ParamValue> {
+        Some(match self {
             ParamKind::Float { default, .. } => ParamValue::Float(*default),
             ParamKind::Int { default, .. } => ParamValue::Int(*default),
             ParamKind::Choice { default, .. } => ParamValue::Str((*default).to_owned()),
             ParamKind::Bool { default } => ParamValue::Bool(*default),
-            ParamKind::Any { default } => ParamValue::Str((*default).to_owned()),
-        }
+            ParamKind::Any => return None,
+        })
     }
     /// "a number ≥ 0", "an integer from 1 to 3", ... (used in error messages).
     pub fn describe(&self) -> String {
@@ -157,7 +200,7 @@ impl ParamKind {
             ParamKind::Int { min, max, .. } => format!("an integer from {min} to {max}"),
             ParamKind::Choice { allowed, .. } => format!("one of {}", allowed.join(", ")),
             ParamKind::Bool { .. } => "true or false".into(),
-            ParamKind::Any { .. } => "a number, a name or true/false".into(),
+            ParamKind::Any => "a number, a name or true/false".into(),
         }
     }
 }
@@ -462,7 +505,7 @@ pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Resu
         (None, _) => None,
     };
     let schedule = cx.schedule()?;
-    let expanded = cx.expand(catalog, schedule.timesteps)?;
+    let expanded = cx.expand(catalog, &schedule)?;
     let samples = cx.at_least_1(&root.key("samples"), raw.samples.unwrap_or(50_000))?;
     let batch_size = cx.at_least_1(&root.key("batch_size"), raw.batch_size.unwrap_or(500))?;
     let seed = match raw.seed.unwrap_or(0) {
@@ -849,7 +892,9 @@ impl Cx<'_> {
         Ok(out)
     }
 
-    fn expand(&self, catalog: &dyn SamplerCatalog, timesteps: usize) -> Result<Vec<Expanded>> {
+    fn expand(&self, catalog: &dyn SamplerCatalog, schedule: &SchedulePlan) -> Result<Vec<Expanded>> {
+        let timesteps = schedule.timesteps;
+        let noise_schedule = &schedule.noise_schedule()?;
         let raw = &self.spec.raw;
         let root = YamlPath::root();
         if raw.samplers.is_empty() {
@@ -909,7 +954,7 @@ impl Cx<'_> {
                 }
             };
             let defaults: BTreeMap<String, ParamValue> =
-                specs.iter().map(|p| (p.name.to_owned(), p.kind.default_value())).collect();
+                specs.iter().filter_map(|p| Some((p.name.to_owned(), p.kind.default_value()?))).collect();
             let mut combos: Vec<BTreeMap<String, ParamValue>> = vec![defaults];
             for (key, vals) in &axes {
                 combos = combos
@@ -926,7 +971,7 @@ impl Cx<'_> {
             for params in &combos {
                 for &skip in &skips {
                     for &n in &steps {
-                        if let Err(why) = catalog.check(&e.name, params, skip, n) {
+                        if let Err(why) = catalog.check(&e.name, params, skip, n, noise_schedule) {
                             let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
                             let p = if p.is_empty() { String::new() } else { format!(" {}", p.join(" ")) };
                             return Err(self.err(&at, format!("{}{p} skip={skip} steps={n}: {why}", e.name)));
@@ -970,7 +1015,7 @@ impl Cx<'_> {
             }
             (ParamKind::Bool { .. }, ParamValue::Bool(_)) => Ok(v.clone()),
             // Text, so a written `2` and a default "2" are the same cell.
-            (ParamKind::Any { .. }, _) => Ok(ParamValue::Str(v.to_string())),
+            (ParamKind::Any, _) => Ok(ParamValue::Str(v.to_string())),
             _ => Err(bad()),
         }
     }
@@ -1253,7 +1298,7 @@ cell  sampler     params    skip     steps  nfe  nfe×samples
             vec!["lms"]
         }
         fn params(&self, sampler: &str) -> Option<Vec<ParamSpec>> {
-            (sampler == "lms").then(|| vec![ParamSpec { name: "order", kind: ParamKind::Any { default: "4" } }])
+            (sampler == "lms").then(|| vec![ParamSpec { name: "order", kind: ParamKind::Any }])
         }
         fn default_skip(&self, _: &str) -> Skip {
             Skip::Linspace
@@ -1261,10 +1306,18 @@ cell  sampler     params    skip     steps  nfe  nfe×samples
         fn skips(&self, _: &str) -> Option<Vec<Skip>> {
             Some(vec![Skip::Linspace, Skip::Karras])
         }
-        fn check(&self, _: &str, p: &BTreeMap<String, ParamValue>, _: Skip, steps: usize) -> Result<(), String> {
-            match p["order"].to_string().parse::<usize>() {
-                Ok(o) if o <= steps => Ok(()),
-                _ => Err(format!("order {} needs an integer ≤ steps", p["order"])),
+        fn check(
+            &self,
+            _: &str,
+            p: &BTreeMap<String, ParamValue>,
+            _: Skip,
+            steps: usize,
+            s: &NoiseSchedule,
+        ) -> Result<(), String> {
+            let order = p.get("order").map_or("4".into(), |v| v.to_string());
+            match order.parse::<usize>() {
+                Ok(o) if o <= steps && s.len() == 1000 => Ok(()),
+                _ => Err(format!("order {order} needs an integer ≤ steps")),
             }
         }
     }
@@ -1275,10 +1328,11 @@ cell  sampler     params    skip     steps  nfe  nfe×samples
         let p = run("samplers: [{name: lms, order: [2, 3]}]\nsteps: 5\n").unwrap();
         assert_eq!(p.cells[0].params["order"], ParamValue::Str("2".into()));
         assert_eq!(p.cells[0].skip, Skip::Linspace);
-        // A written default and the default itself are the same cell.
+        // Text parameters get no default filled in; written numbers become their text.
         let a = run("samplers: [{name: lms}]\nsteps: 5\n").unwrap();
+        assert_eq!(a.cells[0].params_text(), "-");
         let b = run("samplers: [{name: lms, order: 4}]\nsteps: 5\n").unwrap();
-        assert_eq!(a.cells[0].hash, b.cells[0].hash);
+        assert_eq!(b.cells[0].params_text(), "order=4");
         let e = run("samplers: [{name: lms, skip: [karras, uniform]}]\nsteps: 5\n").unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -170,6 +170,20 @@ pub enum Skip {
 }
 
 impl Skip {
+    pub const ALL: [Skip; 9] = [
+        Skip::Uniform,
+        Skip::Quadratic,
+        Skip::Leading,
+        Skip::Trailing,
+        Skip::Linspace,
+        Skip::TimeUniform,
+        Skip::Logsnr,
+        Skip::TimeQuadratic,
+        Skip::Karras,
+    ];
+    pub fn from_name(name: &str) -> Option<Skip> {
+        Skip::ALL.into_iter().find(|s| s.as_str() == name)
+    }
     pub fn as_str(self) -> &'static str {
         match self {
             Skip::Uniform => "uniform",

@@ -310,6 +310,39 @@ fn invalid_specs_give_exact_one_line_errors() {
 }
 
 #[test]
+fn the_real_registry_checks_parameters_and_cells() {
+    let registry = plan::Registry;
+    assert!(plan::SamplerCatalog::names(&registry).contains(&"dpm_solver++"));
+    let cases = [
+        (
+            edit(4, "  - {name: dpm_solver, eta: 0.5}"),
+            "SPEC:4:24: samplers[0].eta: `eta` is not a parameter of `dpm_solver`",
+        ),
+        (edit(4, "  - {name: dpm_solver, method: fast}"), "SPEC:4:5: samplers[0]: dpm_solver method=fast skip=logsnr steps=10: sampler dpm_solver: method=fast is not allowed (one of multistep, singlestep, singlestep_fixed)"),
+    ];
+    for (text, want_prefix) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.yaml");
+        std::fs::write(&path, &text).unwrap();
+        let r = plan::load_with(&path, &registry, &CPU);
+        let got = r.map(|p| p.cells.len()).unwrap_err().to_string();
+        let want = want_prefix.replace("SPEC", &path.display().to_string());
+        assert!(got.starts_with(&want), "want prefix: {want}\ngot: {got}");
+        assert!(!got.contains('\n'));
+    }
+    // Registry defaults: DDIM's skip is quadratic; parameters left out are not filled in.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spec.yaml");
+    std::fs::write(&path, edit(4, "  - {name: ddim}\n  - {name: dpm_solver, order: 2}")).unwrap();
+    let p = plan::load_with(&path, &registry, &CPU).unwrap();
+    let first = |i: usize| {
+        let c = &p.cells[i];
+        format!("{} {} {} {}", c.sampler, c.params_text(), c.skip, c.steps)
+    };
+    assert_eq!((first(0), first(2)), ("ddim - quadratic 10".to_owned(), "dpm_solver order=2 logsnr 10".to_owned()));
+}
+
+#[test]
 fn device_checks_use_the_hosts_cuda_count() {
     let two = Host { cuda_devices: 2 };
     expect_error(
@@ -547,6 +580,9 @@ fn every_shipped_spec_parses_and_real_model_specs_name_missing_files() {
         let copy = dir.path().join("experiments").join(path.file_name().unwrap());
         std::fs::copy(path, &copy).unwrap();
         let p = plan::load_with(&copy, &CATALOG, &CPU).unwrap_or_else(|e| panic!("{e}"));
+        // The crate's real sampler registry accepts every cell (it constructs each sampler).
+        let real = plan::load_with(&copy, &plan::Registry, &CPU).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(real.cells.len(), p.cells.len());
         counts.push((p.name.clone(), p.cells.len()));
     }
     assert_eq!(
