@@ -218,7 +218,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", samplerbench::doctor::report(&samplerbench::registry::data_dir()));
         }
         Command::Run { spec, dry_run, force, shard, devices, device, out, quiet } => {
-            let catalog = samplerbench::sampling::catalog::Registry::default();
+            let catalog = samplerbench::plan::Registry;
             let mut plan = samplerbench::plan::load(&spec, &catalog)?;
             if let Some(out) = out {
                 plan.output = out;
@@ -244,7 +244,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Sample { spec, noise, out, sampler, steps, set, trace } => {
-            let catalog = samplerbench::sampling::catalog::Registry::default();
+            let catalog = samplerbench::plan::Registry;
             let plan = samplerbench::plan::load(&spec, &catalog)?;
             let set = set
                 .iter()

@@ -9,6 +9,7 @@
 //! | key | default | allowed |
 //! |---|---|---|
 //! | `name` | required | letters, digits, `_`, `-`, `.` (names the results rows) |
+//! | `dataset` | none; `cifar10`/`celeba64` for the DDIM presets | what the model was trained on (`cifar10`, `celeba64`, ...); finds published numbers |
 //! | `model.kind` | required | `diffusers`, `ddim`, `torchscript`, `oracle` |
 //! | `model.path` | required for diffusers, ddim, torchscript | diffusers: a folder with `config.json`; ddim/torchscript: a file |
 //! | `model.config` | required for ddim | `cifar10`, `celeba`, or a map: `ch`, `ch_mult`, `num_res_blocks` (2), `attn_resolutions`, `resolution`, `in_channels` (3), `out_ch` (3), `dropout` (0), `resamp_with_conv` (true) |
@@ -39,6 +40,7 @@
 //! | `metrics.fid.weights` | `$BENCH_DATA/models/pt_inception-2015-12-05-6726825d.pth` (`$BENCH_DATA` defaults to `./data`) | a file |
 //! | `metrics.fid.mode` | `pytorch-fid` | `pytorch-fid`, `tf`, `clean` |
 //! | `metrics.fid.dims` | `2048` | `64`, `192`, `768`, `2048` |
+//! | `metrics.fid.allow_custom_weights` | `false` | `true` accepts Inception weights other than pytorch-fid's file |
 //! | `metrics.fd_pixel.reference` | the oracle's exact moments | an `.npz`; required unless the model is an oracle |
 //! | `metrics.fd_exact` | on for a Gaussian oracle | Gaussian oracle only |
 //! | `output` | `reports/<name>` under the working directory | a folder |
@@ -60,10 +62,8 @@
 use crate::models::unet::DdimModelConfig;
 use crate::registry;
 use crate::schedule::{NoiseSchedule, ScheduleKind};
-use crate::spec::{
-    self, DataKind, DdimConfigSpec, ModelKind, Moment, ParamValue, Precision, RawData, RawModel, ResizeMode,
-    SaveSamples, Skip, SpecFile, Sweep, YamlPath,
-};
+use crate::spec::{self, DataKind, DdimConfigSpec, ModelKind, Moment, RawData, RawModel, SpecFile, Sweep, YamlPath};
+pub use crate::spec::{ParamValue, Precision, ResizeMode, SaveSamples, Skip};
 use crate::{BenchError, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -84,6 +84,67 @@ pub trait SamplerCatalog {
     /// The skip used when an entry does not set one.
     fn default_skip(&self, _sampler: &str) -> Skip {
         Skip::Uniform
+    }
+    /// The skips the sampler supports (None: all).
+    fn skips(&self, _sampler: &str) -> Option<Vec<Skip>> {
+        None
+    }
+    /// A full check of one cell (e.g. constructing the sampler: combinations such as steps vs
+    /// grid that per-parameter ranges cannot express). Runs for every cell before anything
+    /// runs; Err is a one-line message saying what is wrong and what is allowed.
+    fn check(
+        &self,
+        _sampler: &str,
+        _params: &BTreeMap<String, ParamValue>,
+        _skip: Skip,
+        _steps: usize,
+        _schedule: &NoiseSchedule,
+    ) -> std::result::Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The crate's sampler registry (`crate::sampling`) as a catalog: parameters are text (the
+/// registry parses and range-checks them; its defaults are not filled into cells), and every
+/// cell is checked by constructing its sampler.
+pub struct Registry;
+
+impl Registry {
+    fn info(sampler: &str) -> Option<crate::sampling::SamplerInfo> {
+        crate::sampling::sampler_info().into_iter().find(|i| i.name == sampler)
+    }
+}
+
+impl SamplerCatalog for Registry {
+    fn names(&self) -> Vec<&'static str> {
+        crate::sampling::sampler_info().iter().map(|i| i.name).collect()
+    }
+    fn params(&self, sampler: &str) -> Option<Vec<ParamSpec>> {
+        let info = Self::info(sampler)?;
+        Some(
+            (info.params.iter())
+                .filter(|(k, _, _)| *k != "skip" && *k != "steps")
+                .map(|(k, _, _)| ParamSpec { name: k, kind: ParamKind::Any })
+                .collect(),
+        )
+    }
+    fn default_skip(&self, sampler: &str) -> Skip {
+        // The registry's text may go on after the name ("logsnr (DPM-Solver README: ...)").
+        (Self::info(sampler))
+            .and_then(|i| Skip::parse(i.default_skip.split_whitespace().next().unwrap_or("")).ok())
+            .unwrap_or(Skip::Uniform)
+    }
+    fn check(
+        &self,
+        sampler: &str,
+        params: &BTreeMap<String, ParamValue>,
+        skip: Skip,
+        steps: usize,
+        schedule: &NoiseSchedule,
+    ) -> std::result::Result<(), String> {
+        let mut map: crate::sampling::SamplerParams = params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+        map.insert("skip".into(), skip.name().into());
+        crate::sampling::build_sampler(sampler, &map, steps, schedule).map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
@@ -115,16 +176,20 @@ pub enum ParamKind {
     Bool {
         default: bool,
     },
+    /// Any scalar, kept as its text and left to [`SamplerCatalog::check`] (for registries that
+    /// describe parameters as text); no default is filled in.
+    Any,
 }
 
 impl ParamKind {
-    pub fn default_value(&self) -> ParamValue {
-        match self {
+    pub fn default_value(&self) -> Option<ParamValue> {
+        Some(match self {
             ParamKind::Float { default, .. } => ParamValue::Float(*default),
             ParamKind::Int { default, .. } => ParamValue::Int(*default),
             ParamKind::Choice { default, .. } => ParamValue::Str((*default).to_owned()),
             ParamKind::Bool { default } => ParamValue::Bool(*default),
-        }
+            ParamKind::Any => return None,
+        })
     }
     /// "a number ≥ 0", "an integer from 1 to 3", ... (used in error messages).
     pub fn describe(&self) -> String {
@@ -135,6 +200,7 @@ impl ParamKind {
             ParamKind::Int { min, max, .. } => format!("an integer from {min} to {max}"),
             ParamKind::Choice { allowed, .. } => format!("one of {}", allowed.join(", ")),
             ParamKind::Bool { .. } => "true or false".into(),
+            ParamKind::Any => "a number, a name or true/false".into(),
         }
     }
 }
@@ -259,6 +325,7 @@ pub struct FidPlan {
     pub weights: PathBuf,
     pub mode: ResizeMode,
     pub dims: usize,
+    /// Skip the SHA-256 check that the weights are pytorch-fid's (numbers are then not comparable).
     pub allow_custom_weights: bool,
 }
 
@@ -329,6 +396,7 @@ pub struct FidIdentity {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub name: String,
+    /// What the model was trained on (`dataset:`, or implied by a DDIM preset), for published numbers.
     pub dataset: Option<String>,
     pub spec_path: PathBuf,
     pub spec_hash: String,
@@ -424,8 +492,20 @@ pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Resu
         ));
     }
     let (model, model_identity) = cx.model(&raw.model)?;
+    let dataset = match (&raw.dataset, &raw.model.config) {
+        (Some(d), _) if d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) => {
+            return Err(cx.err(
+                &root.key("dataset"),
+                format!("`{d}` is not a usable dataset name (allowed: letters, digits, `_`, `-`, `.`; e.g. cifar10, celeba64)"),
+            ));
+        }
+        (Some(d), _) => Some(d.clone()),
+        (None, Some(DdimConfigSpec::Preset(p))) if p == "cifar10" => Some("cifar10".to_owned()),
+        (None, Some(DdimConfigSpec::Preset(p))) if p == "celeba" => Some("celeba64".to_owned()),
+        (None, _) => None,
+    };
     let schedule = cx.schedule()?;
-    let expanded = cx.expand(catalog, schedule.timesteps)?;
+    let expanded = cx.expand(catalog, &schedule)?;
     let samples = cx.at_least_1(&root.key("samples"), raw.samples.unwrap_or(50_000))?;
     let batch_size = cx.at_least_1(&root.key("batch_size"), raw.batch_size.unwrap_or(500))?;
     let seed = match raw.seed.unwrap_or(0) {
@@ -457,7 +537,7 @@ pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Resu
     }
     let mut plan = Plan {
         name: raw.name.clone(),
-        dataset: raw.dataset.clone(),
+        dataset,
         spec_path: spec.path.clone(),
         spec_hash: sha256_json(raw),
         model,
@@ -812,7 +892,9 @@ impl Cx<'_> {
         Ok(out)
     }
 
-    fn expand(&self, catalog: &dyn SamplerCatalog, timesteps: usize) -> Result<Vec<Expanded>> {
+    fn expand(&self, catalog: &dyn SamplerCatalog, schedule: &SchedulePlan) -> Result<Vec<Expanded>> {
+        let timesteps = schedule.timesteps;
+        let noise_schedule = &schedule.noise_schedule()?;
         let raw = &self.spec.raw;
         let root = YamlPath::root();
         if raw.samplers.is_empty() {
@@ -855,6 +937,15 @@ impl Cx<'_> {
                 Some(s) => self.sweep(&at.key("skip"), s)?.to_vec(),
                 None => vec![catalog.default_skip(&e.name)],
             };
+            if let (Some(allowed), Some(written)) = (catalog.skips(&e.name), &e.skip) {
+                if let Some(j) = skips.iter().position(|k| !allowed.contains(k)) {
+                    let names: Vec<&str> = allowed.iter().map(|k| k.name()).collect();
+                    return Err(self.err(
+                        &Self::elem(&at.key("skip"), written, j),
+                        format!("`{}` does not support skip `{}` (allowed: {})", e.name, skips[j], names.join(", ")),
+                    ));
+                }
+            }
             let steps = match (&e.steps, &global_steps) {
                 (Some(s), _) => self.steps(&at.key("steps"), s, timesteps)?,
                 (None, Some(g)) => g.clone(),
@@ -863,7 +954,7 @@ impl Cx<'_> {
                 }
             };
             let defaults: BTreeMap<String, ParamValue> =
-                specs.iter().map(|p| (p.name.to_owned(), p.kind.default_value())).collect();
+                specs.iter().filter_map(|p| Some((p.name.to_owned(), p.kind.default_value()?))).collect();
             let mut combos: Vec<BTreeMap<String, ParamValue>> = vec![defaults];
             for (key, vals) in &axes {
                 combos = combos
@@ -880,6 +971,11 @@ impl Cx<'_> {
             for params in &combos {
                 for &skip in &skips {
                     for &n in &steps {
+                        if let Err(why) = catalog.check(&e.name, params, skip, n, noise_schedule) {
+                            let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            let p = if p.is_empty() { String::new() } else { format!(" {}", p.join(" ")) };
+                            return Err(self.err(&at, format!("{}{p} skip={skip} steps={n}: {why}", e.name)));
+                        }
                         out.push((i, e.name.clone(), params.clone(), skip, n));
                     }
                 }
@@ -918,6 +1014,8 @@ impl Cx<'_> {
                 Err(self.err(at, msg + &format!(" (allowed: {})", allowed.join(", "))))
             }
             (ParamKind::Bool { .. }, ParamValue::Bool(_)) => Ok(v.clone()),
+            // Text, so a written `2` and a default "2" are the same cell.
+            (ParamKind::Any, _) => Ok(ParamValue::Str(v.to_string())),
             _ => Err(bad()),
         }
     }
@@ -1190,6 +1288,68 @@ cell  sampler     params    skip     steps  nfe  nfe×samples
    4  ddpm_large  -         uniform     10    -            -
    5  ddpm_large  -         uniform    100    -            -
 "
+        );
+    }
+
+    /// A registry-like catalog: text parameters, per-sampler skips and a full per-cell check.
+    struct Checking;
+    impl SamplerCatalog for Checking {
+        fn names(&self) -> Vec<&'static str> {
+            vec!["lms"]
+        }
+        fn params(&self, sampler: &str) -> Option<Vec<ParamSpec>> {
+            (sampler == "lms").then(|| vec![ParamSpec { name: "order", kind: ParamKind::Any }])
+        }
+        fn default_skip(&self, _: &str) -> Skip {
+            Skip::Linspace
+        }
+        fn skips(&self, _: &str) -> Option<Vec<Skip>> {
+            Some(vec![Skip::Linspace, Skip::Karras])
+        }
+        fn check(
+            &self,
+            _: &str,
+            p: &BTreeMap<String, ParamValue>,
+            _: Skip,
+            steps: usize,
+            s: &NoiseSchedule,
+        ) -> Result<(), String> {
+            let order = p.get("order").map_or("4".into(), |v| v.to_string());
+            match order.parse::<usize>() {
+                Ok(o) if o <= steps && s.len() == 1000 => Ok(()),
+                _ => Err(format!("order {order} needs an integer ≤ steps")),
+            }
+        }
+    }
+
+    #[test]
+    fn catalog_skips_and_cell_checks_run_before_anything() {
+        let run = |s: &str| build(&spec::parse(Path::new("t.yaml"), &format!("{BASE}{s}"))?, &Checking, &CPU);
+        let p = run("samplers: [{name: lms, order: [2, 3]}]\nsteps: 5\n").unwrap();
+        assert_eq!(p.cells[0].params["order"], ParamValue::Str("2".into()));
+        assert_eq!(p.cells[0].skip, Skip::Linspace);
+        // Text parameters get no default filled in; written numbers become their text.
+        let a = run("samplers: [{name: lms}]\nsteps: 5\n").unwrap();
+        assert_eq!(a.cells[0].params_text(), "-");
+        let b = run("samplers: [{name: lms, order: 4}]\nsteps: 5\n").unwrap();
+        assert_eq!(b.cells[0].params_text(), "order=4");
+        let e = run("samplers: [{name: lms, skip: [karras, uniform]}]\nsteps: 5\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.yaml:3:39: samplers[0].skip[1]: `lms` does not support skip `uniform` (allowed: linspace, karras)"
+        );
+        let e = run("samplers: [{name: lms, order: 3}]\nsteps: [5, 2]\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.yaml:3:12: samplers[0]: lms order=3 skip=linspace steps=2: order 3 needs an integer ≤ steps"
+        );
+    }
+
+    #[test]
+    fn save_samples_limit() {
+        assert_eq!(
+            (SaveSamples::Count(64).limit(10), SaveSamples::Count(5).limit(10), SaveSamples::All.limit(10)),
+            (10, 5, 10)
         );
     }
 

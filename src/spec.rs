@@ -48,9 +48,9 @@ pub struct SpecFile {
 #[serde(deny_unknown_fields)]
 pub struct RawSpec {
     pub name: String,
-    /// Dataset name used to match published numbers in reports (e.g. cifar10, celeba64).
-    pub dataset: Option<String>,
     pub model: RawModel,
+    /// What the model was trained on (`cifar10`, `celeba64`, ...), to find published numbers.
+    pub dataset: Option<String>,
     pub schedule: Option<RawSchedule>,
     pub samplers: Vec<RawSamplerEntry>,
     pub steps: Option<Sweep<i64>>,
@@ -192,7 +192,7 @@ pub struct RawFid {
     /// Which FID pipeline (resizing and quantisation differ, so the numbers differ).
     pub mode: Option<ResizeMode>,
     pub dims: Option<i64>,
-    /// Accept Inception weights whose SHA-256 is not pytorch-fid's (own or test weights).
+    /// Accept Inception weights other than pytorch-fid's published file (its SHA-256 is checked).
     pub allow_custom_weights: Option<bool>,
 }
 
@@ -218,10 +218,10 @@ pub enum SaveSamples {
 }
 
 impl SaveSamples {
-    /// Sample indices below this are saved as PNGs.
-    pub fn limit(&self, samples: u64) -> u64 {
+    /// How many of a cell's `samples` to save.
+    pub fn limit(self, samples: u64) -> u64 {
         match self {
-            SaveSamples::Count(n) => (*n).min(samples),
+            SaveSamples::Count(n) => n.min(samples),
             SaveSamples::All => samples,
         }
     }

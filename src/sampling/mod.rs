@@ -120,7 +120,6 @@ pub mod unipc;
 pub mod karras;
 pub mod deis;
 pub mod zoo_b;
-pub mod catalog;
 
 /// What `bench samplers` prints for one sampler.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -24,17 +24,23 @@ const CATALOG: StaticCatalog = StaticCatalog(&[
             ParamSpec { name: "order", kind: ParamKind::Int { min: 1, max: 3, default: 3 } },
             ParamSpec {
                 name: "method",
-                kind: ParamKind::Choice { allowed: &["singlestep", "multistep", "fast"], default: "singlestep" },
+                kind: ParamKind::Choice {
+                    allowed: &["singlestep", "singlestep_fixed", "multistep"],
+                    default: "singlestep",
+                },
             },
         ],
     ),
     (
         "dpm_solver++",
         &[
-            ParamSpec { name: "order", kind: ParamKind::Int { min: 2, max: 3, default: 2 } },
+            ParamSpec { name: "order", kind: ParamKind::Int { min: 1, max: 3, default: 2 } },
             ParamSpec {
                 name: "method",
-                kind: ParamKind::Choice { allowed: &["singlestep", "multistep"], default: "multistep" },
+                kind: ParamKind::Choice {
+                    allowed: &["singlestep", "singlestep_fixed", "multistep"],
+                    default: "multistep",
+                },
             },
         ],
     ),
@@ -118,7 +124,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         // Unknown keys, with suggestions, at every level.
         (
             edit(6, "sampels: 100"),
-            "SPEC:6:1: sampels: unknown key `sampels`; did you mean `samples`? (allowed: name, model, schedule, samplers, steps, samples, batch_size, seed, device, precision, metrics, output, save_samples)",
+            "SPEC:6:1: sampels: unknown key `sampels`; did you mean `samples`? (allowed: name, model, dataset, schedule, samplers, steps, samples, batch_size, seed, device, precision, metrics, output, save_samples)",
         ),
         (
             edit(2, "model: {kind: oracle, dat: {kind: gaussian, shape: [3, 8, 8]}}"),
@@ -177,8 +183,8 @@ fn invalid_specs_give_exact_one_line_errors() {
             "SPEC:4:18: samplers[0].etta: `etta` is not a parameter of `ddim`; did you mean `eta`? (allowed: eta, skip, steps)",
         ),
         (
-            edit(4, "  - {name: dpm_solver, method: fst}"),
-            "SPEC:4:24: samplers[0].method: unknown value `fst` for `method` of `dpm_solver`; did you mean `fast`? (allowed: singlestep, multistep, fast)",
+            edit(4, "  - {name: dpm_solver, method: multstep}"),
+            "SPEC:4:24: samplers[0].method: unknown value `multstep` for `method` of `dpm_solver`; did you mean `multistep`? (allowed: singlestep, singlestep_fixed, multistep)",
         ),
         (
             edit(4, "  - {name: ddpm-large}"),
@@ -292,11 +298,48 @@ fn invalid_specs_give_exact_one_line_errors() {
         // Other shapes of input.
         (BASE.to_owned() + "save_samples: some\n", "SPEC:7:15: save_samples: expected a number of samples ≥ 0 or `all`, got string \"some\""),
         (BASE.replace("name: t\n", ""), "SPEC:1:1: missing required key `name`"),
+        (
+            edit(1, "name: t\ndataset: cifar 10"),
+            "SPEC:2:1: dataset: `cifar 10` is not a usable dataset name (allowed: letters, digits, `_`, `-`, `.`; e.g. cifar10, celeba64)",
+        ),
         (edit(1, "name: my run"), "SPEC:1:1: name: `my run` is not a usable name (allowed: letters, digits, `_`, `-`, `.`)"),
         (edit(5, "steps: [10, 20"), "SPEC:6:8: invalid YAML: did not find expected ',' or ']', while parsing a flow sequence at line 5 column 8"),
     ];
     let failures: Vec<String> = cases.iter().filter_map(|(t, want)| check_error(t, &CPU, want)).collect();
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n\n"));
+}
+
+#[test]
+fn the_real_registry_checks_parameters_and_cells() {
+    let registry = plan::Registry;
+    assert!(plan::SamplerCatalog::names(&registry).contains(&"dpm_solver++"));
+    let cases = [
+        (
+            edit(4, "  - {name: dpm_solver, eta: 0.5}"),
+            "SPEC:4:24: samplers[0].eta: `eta` is not a parameter of `dpm_solver`",
+        ),
+        (edit(4, "  - {name: dpm_solver, method: fast}"), "SPEC:4:5: samplers[0]: dpm_solver method=fast skip=logsnr steps=10: sampler dpm_solver: method=fast is not allowed (one of multistep, singlestep, singlestep_fixed)"),
+    ];
+    for (text, want_prefix) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.yaml");
+        std::fs::write(&path, &text).unwrap();
+        let r = plan::load_with(&path, &registry, &CPU);
+        let got = r.map(|p| p.cells.len()).unwrap_err().to_string();
+        let want = want_prefix.replace("SPEC", &path.display().to_string());
+        assert!(got.starts_with(&want), "want prefix: {want}\ngot: {got}");
+        assert!(!got.contains('\n'));
+    }
+    // Registry defaults: DDIM's skip is quadratic; parameters left out are not filled in.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spec.yaml");
+    std::fs::write(&path, edit(4, "  - {name: ddim}\n  - {name: dpm_solver, order: 2}")).unwrap();
+    let p = plan::load_with(&path, &registry, &CPU).unwrap();
+    let first = |i: usize| {
+        let c = &p.cells[i];
+        format!("{} {} {} {}", c.sampler, c.params_text(), c.skip, c.steps)
+    };
+    assert_eq!((first(0), first(2)), ("ddim - quadratic 10".to_owned(), "dpm_solver order=2 logsnr 10".to_owned()));
 }
 
 #[test]
@@ -408,7 +451,10 @@ fn model_files_resolve_relative_to_the_spec_file() {
         let fid = p.metrics.fid.as_ref().unwrap();
         assert_eq!(fid.reference, dir.path().join("specs/../stats.npz"));
         assert_eq!(fid.weights, dir.path().join("specs/../incv3.pth"));
-        assert_eq!((fid.mode, fid.dims), (spec::ResizeMode::Clean, 2048));
+        assert_eq!((fid.mode, fid.dims, fid.allow_custom_weights), (spec::ResizeMode::Clean, 2048, false));
+        // The DDIM presets imply the dataset (for published numbers); a diffusers folder does not.
+        let dataset = if model.contains("cifar10") { Some("cifar10".to_owned()) } else { None };
+        assert_eq!(p.dataset, dataset);
         assert_eq!(p.output, dir.path().join("specs/../out"));
         assert!(!p.metrics.fd_exact);
     }
@@ -534,6 +580,9 @@ fn every_shipped_spec_parses_and_real_model_specs_name_missing_files() {
         let copy = dir.path().join("experiments").join(path.file_name().unwrap());
         std::fs::copy(path, &copy).unwrap();
         let p = plan::load_with(&copy, &CATALOG, &CPU).unwrap_or_else(|e| panic!("{e}"));
+        // The crate's real sampler registry accepts every cell (it constructs each sampler).
+        let real = plan::load_with(&copy, &plan::Registry, &CPU).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(real.cells.len(), p.cells.len());
         counts.push((p.name.clone(), p.cells.len()));
     }
     assert_eq!(
