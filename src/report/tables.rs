@@ -207,6 +207,9 @@ pub fn blocks(rows: &[ResultRow]) -> Vec<Block<'_>> {
     out
 }
 
+/// A column after the grid: header, and its text from the row's present cells.
+type ExtraColumn<'f> = (&'f str, &'f dyn Fn(&[&ResultRow]) -> String);
+
 /// A rows × columns grid of result rows with the metric in each cell.
 struct Grid<'a> {
     title: String,
@@ -233,7 +236,7 @@ impl<'a> Grid<'a> {
         }
     }
 
-    fn render(self, metric: Metric, extra: &[(&str, &dyn Fn(&[&ResultRow]) -> String)]) -> Table {
+    fn render(self, metric: Metric, extra: &[ExtraColumn]) -> Table {
         let mut t = Table { title: self.title, ..Default::default() };
         t.header.push(self.corner);
         t.header.extend(self.cols.iter().map(|c| c.to_string()));
@@ -424,7 +427,7 @@ pub fn published_table(block: &Block, metric: Metric, published: &[Published]) -
             let same_ref = |q: &&Published| {
                 q.source == p.source && q.table == p.table && q.model_checkpoint == p.model_checkpoint && q.fid_pipeline == p.fid_pipeline
             };
-            let k = match refs.iter().position(|q| same_ref(q)) {
+            let k = match refs.iter().position(same_ref) {
                 Some(k) => k,
                 None => {
                     refs.push(p);
