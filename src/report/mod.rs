@@ -138,6 +138,7 @@ pub fn write_report(dir: &Path, metric: Metric) -> Result<ReportSummary> {
     let mut body = Vec::new();
     for (i, block) in blocks.iter().enumerate() {
         body.push(Part::Heading(2, block.title()));
+        body.push(Part::Heading(3, "Tables".into()));
         let mut tabs = tables::eta_tables(block, metric);
         tabs.extend(tables::pndm_table(block, metric));
         tabs.extend(tables::nfe_table(block, metric));

@@ -92,6 +92,8 @@ pub fn fmt_value(v: f64) -> String {
         format!("{v:.2}")
     } else if v.abs() >= 0.01 {
         format!("{v:.4}")
+    } else if v.abs() >= 1e-4 {
+        format!("{v:.6}")
     } else {
         format!("{v:.3e}")
     }
@@ -477,7 +479,8 @@ mod tests {
         assert_eq!(fmt_value(4.666), "4.67");
         assert_eq!(fmt_value(367.43), "367.43");
         assert_eq!(fmt_value(0.01234), "0.0123");
-        assert_eq!(fmt_value(0.000123), "1.230e-4");
+        assert_eq!(fmt_value(0.007024), "0.007024");
+        assert_eq!(fmt_value(0.0000123), "1.230e-5");
         assert_eq!(fmt_value(f64::NAN), "NaN");
         assert_eq!(fmt_eta(0.0), "0.0");
         assert_eq!(fmt_eta(0.25), "0.25");
