@@ -1,3 +1,10 @@
-//! Sample-quality metrics: the FID Inception network and its input preprocessing.
+//! Sample quality: images → FID Inception features (preprocessing, network) → statistics →
+//! Fréchet distance; image sources and the `bench fid` / `bench stats` pipeline.
+pub mod datasets;
+pub mod fid_cli;
+pub mod frechet;
 pub mod inception;
 pub mod preprocess;
+pub mod stats;
+
+pub use preprocess::ResizeMode;

@@ -35,6 +35,8 @@ pub struct UNetConfig {
     pub resamp_with_conv: bool,
     pub center_input_sample: bool,
     pub mid_block_scale_factor: f64,
+    /// Training resolution, when the config states it (diffusers `sample_size`, DDIM `resolution`).
+    pub sample_size: Option<i64>,
 }
 
 impl UNetConfig {
@@ -59,6 +61,7 @@ impl UNetConfig {
             resamp_with_conv: ddim.resamp_with_conv,
             center_input_sample: false,
             mid_block_scale_factor: 1.0,
+            sample_size: Some(ddim.resolution),
         }
     }
 
@@ -149,6 +152,7 @@ impl UNetConfig {
             resamp_with_conv: true,
             center_input_sample: boolean("center_input_sample", false),
             mid_block_scale_factor: float("mid_block_scale_factor", 1.0),
+            sample_size: v.get("sample_size").and_then(|x| x.as_i64()),
         })
     }
 }

@@ -4,5 +4,8 @@ mod common;
 mod cli;
 mod unet;
 mod samplers_b;
+mod spec;
 mod fid_net;
+mod samplers_a;
+mod fid_stats;
 mod report;
