@@ -140,7 +140,7 @@ pub const SIGMA_HAT: &str = "ddpm_large";
 /// selection where a block mixes several.
 pub fn series_label(r: &ResultRow, with_skip: bool) -> String {
     let mut s = if r.sampler == SIGMA_HAT { "σ̂ (ddpm_large)".to_string() } else { r.sampler.clone() };
-    if let Some(v) = &r.variant {
+    if let Some(v) = variant_text(r) {
         let _ = write!(s, ":{v}");
     }
     if let Some(o) = r.order {
@@ -153,6 +153,25 @@ pub fn series_label(r: &ResultRow, with_skip: bool) -> String {
         let _ = write!(s, " [{}]", r.skip.as_deref().unwrap_or("default skip"));
     }
     s
+}
+
+/// The `variant` column as shown and matched. Accepts a bare name (`singlestep`) or the cell's
+/// parameter list (`method=singlestep order=3`): parameters that have their own column (`eta`,
+/// `order`, `skip`) are dropped and `method=`/`variant=` values are kept bare.
+pub fn variant_text(r: &ResultRow) -> Option<String> {
+    let v = r.variant.as_deref()?.trim();
+    if v.is_empty() || v == "-" {
+        return None;
+    }
+    let parts: Vec<&str> = v
+        .split_whitespace()
+        .filter_map(|kv| match kv.split_once('=') {
+            Some(("eta" | "order" | "skip", _)) => None,
+            Some(("method" | "variant", val)) => Some(val),
+            _ => Some(kv),
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
 
 /// Rows that belong in a DDIM Table 1 layout: samplers with η, and σ̂.
@@ -500,8 +519,16 @@ mod tests {
         assert!(in_pndm_family(&r) && !in_eta_layout(&r));
         r.skip = Some("uniform".into());
         assert_eq!(series_label(&r, true), "pndm:f_pndm [uniform]");
-        let d = ResultRow { sampler: "dpm_solver".into(), order: Some(2), ..Default::default() };
+        let mut d = ResultRow { sampler: "dpm_solver".into(), order: Some(2), ..Default::default() };
         assert_eq!(series_label(&d, false), "dpm_solver order 2");
+        // The runner's parameter-list form: columns already shown are not repeated.
+        d.variant = Some("method=singlestep order=2".into());
+        assert_eq!(series_label(&d, false), "dpm_solver:singlestep order 2");
+        let e = ResultRow { sampler: "ddim".into(), eta: Some(0.2), variant: Some("eta=0.2".into()), ..Default::default() };
+        assert_eq!(series_label(&e, false), "ddim η=0.2");
+        let f = ResultRow { sampler: "f-pndm".into(), variant: Some("-".into()), ..Default::default() };
+        assert_eq!(series_label(&f, false), "f-pndm");
+        assert!(in_pndm_family(&f) && pndm_rank("f-pndm") == 2);
         let s = ResultRow { sampler: SIGMA_HAT.into(), ..Default::default() };
         assert!(in_eta_layout(&s));
         assert!(pndm_rank("ddim η=0.0") < pndm_rank("pndm:s_pndm") && pndm_rank("pndm:fon") < pndm_rank("plms"));
