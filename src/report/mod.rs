@@ -138,6 +138,7 @@ pub fn write_report(dir: &Path, metric: Metric) -> Result<ReportSummary> {
     let mut body = Vec::new();
     for (i, block) in blocks.iter().enumerate() {
         body.push(Part::Heading(2, block.title()));
+        body.push(Part::Heading(3, "Tables".into()));
         let mut tabs = tables::eta_tables(block, metric);
         tabs.extend(tables::pndm_table(block, metric));
         tabs.extend(tables::nfe_table(block, metric));
@@ -270,8 +271,8 @@ fn reproducibility(rows: &[ResultRow], run: Option<&RunInfo>, spec: Option<&str>
     let cell_seconds: f64 = rows.iter().map(|r| r.seconds_sampling + r.seconds_metrics).filter(|s| s.is_finite()).sum();
     let mut t = Table { title: "Environment".into(), header: vec!["what".into(), "value".into()], ..Default::default() };
     let mut add = |k: &str, v: String| t.rows.push(vec![tables::Cell { text: k.into(), best: false }, tables::Cell { text: v, best: false }]);
-    match run {
-        Some(i) => {
+    if let Some(i) = run {
+        {
             add("bench version", format!("{} ({})", i.bench_version, i.git_commit));
             add("libtorch", opt(i.libtorch_version.as_ref()));
             add("CUDA / cuDNN", format!("{} / {}", opt(i.cuda_version.as_ref()), opt(i.cudnn_version.as_ref())));
@@ -289,7 +290,6 @@ fn reproducibility(rows: &[ResultRow], run: Option<&RunInfo>, spec: Option<&str>
             add("host", opt(i.hostname.as_ref()));
             add("command", opt(i.command.as_ref()));
         }
-        None => {}
     }
     add("results: bench version (commit)", col(&|r| format!("{} ({})", r.bench_version, r.git_commit)));
     add("results: device", col(&|r| r.device.clone()));

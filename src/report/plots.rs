@@ -459,7 +459,7 @@ mod tests {
         assert_eq!(fmt_tick(1000.0), "1000");
         assert_eq!(fmt_tick(12.5), "12.5");
         assert_eq!(fmt_tick(0.02), "0.02");
-        assert_eq!(fmt_tick(3.14159), "3.14");
+        assert_eq!(fmt_tick(3.25678), "3.26");
         let p = Palette::new(vec!["b".into(), "a".into(), "b".into()]);
         assert_eq!(p.colour("a"), RGBColor(31, 119, 180));
         assert_eq!(p.colour("b"), RGBColor(255, 127, 14));

@@ -14,7 +14,9 @@
 //!    `model` or `experiment` (case-insensitive: `cifar` → `cifar10`, `celeba` → `celeba64`,
 //!    `bedroom` → `lsun_bedroom`, `church` → `lsun_church`). Oracle models have none.
 //! 2. `P.metric` is the report's metric and `P.sampler == R.sampler`.
-//! 3. each of `variant, order, eta, skip, steps, nfe` that P states equals R's (η within 1e-9);
+//! 3. each of `variant, order, eta, skip, steps, nfe` that P states equals R's (η within 1e-9;
+//!    P's variant may also be one word of R's variant text, e.g. `singlestep` in
+//!    `method=singlestep order=3`, see [`super::tables::variant_text`]);
 //!    an empty field in P matches anything. So DDIM Table 1's CIFAR10 rows (skip `quadratic`)
 //!    match only quadratic-skip runs, while the solver headline numbers (NFE only) match by NFE.
 use crate::results::ResultRow;
@@ -94,8 +96,11 @@ pub fn parse_csv(name: &str, text: &str) -> Result<Vec<Published>> {
     .collect::<Result<_>>()?;
     let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
     let mut out = Vec::with_capacity(df.height());
+    // i indexes the same row in all 16 columns; an iterator over one column would not read better.
+    #[allow(clippy::needless_range_loop)]
     for i in 0..df.height() {
-        let c = |k: usize| cols[k][i].as_str();
+        // Row i of column k (the columns are in the order listed above).
+        let c = |k: usize| -> &str { &cols[k][i] };
         let num = |k: usize, key: &str| -> Result<Option<f64>> {
             match c(k) {
                 "" => Ok(None),
@@ -171,7 +176,9 @@ pub fn matches(p: &Published, row: &ResultRow, metric: &str) -> bool {
     p.metric == metric
         && p.sampler == row.sampler
         && dataset_of(row).as_deref() == Some(p.dataset.as_str())
-        && same(&p.variant, row.variant.clone())
+        && p.variant.as_deref().is_none_or(|v| {
+            super::tables::variant_text(row).is_some_and(|ours| ours == v || ours.split_whitespace().any(|t| t == v))
+        })
         && same(&p.order, row.order)
         && same(&p.skip, row.skip.clone())
         && same(&p.steps, Some(row.steps))
@@ -234,6 +241,9 @@ mod tests {
         fast.variant = Some("singlestep".into());
         fast.order = Some(3);
         fast.nfe = 10;
+        assert_eq!(found(&fast), [4.70, 4.70]);
+        // The runner's parameter-list form of the variant matches too.
+        fast.variant = Some("method=singlestep order=3".into());
         assert_eq!(found(&fast), [4.70, 4.70]);
         // DPM-Solver-2 (order 2) is not the order-3 run; any method of order 2 is.
         fast.order = Some(2);

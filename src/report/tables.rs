@@ -92,6 +92,8 @@ pub fn fmt_value(v: f64) -> String {
         format!("{v:.2}")
     } else if v.abs() >= 0.01 {
         format!("{v:.4}")
+    } else if v.abs() >= 1e-4 {
+        format!("{v:.6}")
     } else {
         format!("{v:.3e}")
     }
@@ -138,7 +140,7 @@ pub const SIGMA_HAT: &str = "ddpm_large";
 /// selection where a block mixes several.
 pub fn series_label(r: &ResultRow, with_skip: bool) -> String {
     let mut s = if r.sampler == SIGMA_HAT { "σ̂ (ddpm_large)".to_string() } else { r.sampler.clone() };
-    if let Some(v) = &r.variant {
+    if let Some(v) = variant_text(r) {
         let _ = write!(s, ":{v}");
     }
     if let Some(o) = r.order {
@@ -151,6 +153,25 @@ pub fn series_label(r: &ResultRow, with_skip: bool) -> String {
         let _ = write!(s, " [{}]", r.skip.as_deref().unwrap_or("default skip"));
     }
     s
+}
+
+/// The `variant` column as shown and matched. Accepts a bare name (`singlestep`) or the cell's
+/// parameter list (`method=singlestep order=3`): parameters that have their own column (`eta`,
+/// `order`, `skip`) are dropped and `method=`/`variant=` values are kept bare.
+pub fn variant_text(r: &ResultRow) -> Option<String> {
+    let v = r.variant.as_deref()?.trim();
+    if v.is_empty() || v == "-" {
+        return None;
+    }
+    let parts: Vec<&str> = v
+        .split_whitespace()
+        .filter_map(|kv| match kv.split_once('=') {
+            Some(("eta" | "order" | "skip", _)) => None,
+            Some(("method" | "variant", val)) => Some(val),
+            _ => Some(kv),
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
 
 /// Rows that belong in a DDIM Table 1 layout: samplers with η, and σ̂.
@@ -207,6 +228,9 @@ pub fn blocks(rows: &[ResultRow]) -> Vec<Block<'_>> {
     out
 }
 
+/// A column after the grid: header, and its text from the row's present cells.
+type ExtraColumn<'f> = (&'f str, &'f dyn Fn(&[&ResultRow]) -> String);
+
 /// A rows × columns grid of result rows with the metric in each cell.
 struct Grid<'a> {
     title: String,
@@ -233,7 +257,7 @@ impl<'a> Grid<'a> {
         }
     }
 
-    fn render(self, metric: Metric, extra: &[(&str, &dyn Fn(&[&ResultRow]) -> String)]) -> Table {
+    fn render(self, metric: Metric, extra: &[ExtraColumn]) -> Table {
         let mut t = Table { title: self.title, ..Default::default() };
         t.header.push(self.corner);
         t.header.extend(self.cols.iter().map(|c| c.to_string()));
@@ -424,7 +448,7 @@ pub fn published_table(block: &Block, metric: Metric, published: &[Published]) -
             let same_ref = |q: &&Published| {
                 q.source == p.source && q.table == p.table && q.model_checkpoint == p.model_checkpoint && q.fid_pipeline == p.fid_pipeline
             };
-            let k = match refs.iter().position(|q| same_ref(q)) {
+            let k = match refs.iter().position(same_ref) {
                 Some(k) => k,
                 None => {
                     refs.push(p);
@@ -474,7 +498,8 @@ mod tests {
         assert_eq!(fmt_value(4.666), "4.67");
         assert_eq!(fmt_value(367.43), "367.43");
         assert_eq!(fmt_value(0.01234), "0.0123");
-        assert_eq!(fmt_value(0.000123), "1.230e-4");
+        assert_eq!(fmt_value(0.007024), "0.007024");
+        assert_eq!(fmt_value(0.0000123), "1.230e-5");
         assert_eq!(fmt_value(f64::NAN), "NaN");
         assert_eq!(fmt_eta(0.0), "0.0");
         assert_eq!(fmt_eta(0.25), "0.25");
@@ -494,8 +519,16 @@ mod tests {
         assert!(in_pndm_family(&r) && !in_eta_layout(&r));
         r.skip = Some("uniform".into());
         assert_eq!(series_label(&r, true), "pndm:f_pndm [uniform]");
-        let d = ResultRow { sampler: "dpm_solver".into(), order: Some(2), ..Default::default() };
+        let mut d = ResultRow { sampler: "dpm_solver".into(), order: Some(2), ..Default::default() };
         assert_eq!(series_label(&d, false), "dpm_solver order 2");
+        // The runner's parameter-list form: columns already shown are not repeated.
+        d.variant = Some("method=singlestep order=2".into());
+        assert_eq!(series_label(&d, false), "dpm_solver:singlestep order 2");
+        let e = ResultRow { sampler: "ddim".into(), eta: Some(0.2), variant: Some("eta=0.2".into()), ..Default::default() };
+        assert_eq!(series_label(&e, false), "ddim η=0.2");
+        let f = ResultRow { sampler: "f-pndm".into(), variant: Some("-".into()), ..Default::default() };
+        assert_eq!(series_label(&f, false), "f-pndm");
+        assert!(in_pndm_family(&f) && pndm_rank("f-pndm") == 2);
         let s = ResultRow { sampler: SIGMA_HAT.into(), ..Default::default() };
         assert!(in_eta_layout(&s));
         assert!(pndm_rank("ddim η=0.0") < pndm_rank("pndm:s_pndm") && pndm_rank("pndm:fon") < pndm_rank("plms"));
