@@ -273,8 +273,26 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
         None => None,
     };
 
-    let done: std::collections::HashSet<String> =
-        results::read_results(out).unwrap_or_default().into_iter().map(|r| r.cell_hash).collect();
+    if let Some(r) = &pixel_reference {
+        if plan.samples <= r.mu.len() as u64 {
+            tracing::warn!(
+                "fd_pixel: {} samples in {} dimensions: the sample covariance is rank-deficient and the estimate is dominated by its bias",
+                plan.samples,
+                r.mu.len()
+            );
+        }
+    }
+    // Rows of cells this spec no longer has (a changed parameter changes the hash) are dropped,
+    // so the table and report show exactly the current sweep.
+    let existing = results::read_results(out).unwrap_or_default();
+    let current: std::collections::HashSet<&str> = plan.cells.iter().map(|c| c.hash.as_str()).collect();
+    let (keep, stale): (Vec<ResultRow>, Vec<ResultRow>) =
+        existing.into_iter().partition(|r| current.contains(r.cell_hash.as_str()));
+    if !stale.is_empty() {
+        tracing::info!("dropping {} result rows of cells no longer in the spec", stale.len());
+        results::write_results(out, &keep)?;
+    }
+    let done: std::collections::HashSet<String> = keep.into_iter().map(|r| r.cell_hash).collect();
     let progress = MultiProgress::with_draw_target(if opts.quiet {
         ProgressDrawTarget::hidden()
     } else {
@@ -571,16 +589,13 @@ fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard) -> Resul
     while state.next < end {
         let count = batch.min(end - state.next);
         let timed = TimedModel { inner: ctx.model.model.as_ref(), device: ctx.device, seconds: StdCell::new(0.0) };
-        let counted = Counted::new(&timed);
-        let mut noise = SeededNoise { seed: plan.seed, first: state.next, count: count as usize };
-        let x_t = noise.initial(&shape, ctx.device, Kind::Float);
         sync(ctx.device);
         let t0 = Instant::now();
-        let x0 = tch::no_grad(|| sampler.sample(&counted, x_t, &mut noise));
+        let (x0, nfe) = sample_batch(plan.seed, &timed, sampler, &shape, ctx.device, state.next, count);
         sync(ctx.device);
         state.seconds_sampling += t0.elapsed().as_secs_f64();
         state.seconds_model += timed.seconds.get();
-        state.nfe_per_sample = counted.nfe() as u64;
+        state.nfe_per_sample = nfe as u64;
         let t1 = Instant::now();
         observe_batch(ctx, &mut stats, &mut state, &x0, &dir, save_limit)?;
         sync(ctx.device);
@@ -600,6 +615,24 @@ fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard) -> Resul
     ctx.progress.remove(&bar);
     drop(lock);
     Ok(PartOutcome::Done)
+}
+
+/// Samples `first..first+count` of a cell: the one place x_T and step noise are drawn, both
+/// functions of (seed, sample index, step) only. Returns the samples and the NFE per sample.
+pub fn sample_batch(
+    seed: u64,
+    model: &dyn EpsModel,
+    sampler: &dyn Sampler,
+    shape: &[i64],
+    device: Device,
+    first: u64,
+    count: u64,
+) -> (Tensor, usize) {
+    let counted = Counted::new(model);
+    let mut noise = SeededNoise { seed, first, count: count as usize };
+    let x_t = noise.initial(shape, device, Kind::Float);
+    let x0 = tch::no_grad(|| sampler.sample(&counted, x_t, &mut noise));
+    (x0, counted.nfe())
 }
 
 /// Statistics files first (under a new name), then the JSON that points at them, then the old

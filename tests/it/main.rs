@@ -2,6 +2,7 @@
 //! Python reference implementations, resume and bad input.
 mod common;
 mod cli;
+mod runner;
 mod unet;
 mod samplers_b;
 mod spec;

@@ -407,7 +407,7 @@ fn valid_specs_expand_to_the_expected_cells() {
         let p = r.unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(p.cells.len(), *n, "{text}");
         let c = &p.cells[0];
-        assert_eq!(format!("{} {} {} {}", c.sampler, c.params_text(), c.skip.as_str(), c.steps), *first, "{text}");
+        assert_eq!(format!("{} {} {} {}", c.sampler, c.params_text(), c.skip.name(), c.steps), *first, "{text}");
         // Hashes are distinct and stable across re-planning.
         let (_d2, _p2, again) = plan_text(text, &CPU);
         let again = again.unwrap();
