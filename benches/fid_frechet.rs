@@ -92,7 +92,14 @@ fn main() {
          Machine load average at the end (other jobs shared the 2 cores): {}.\n\n\
          Feature-extraction throughput: `cargo bench --bench fid_features` → reports/perf/fid_features.md.\n",
         samplerbench::VERSION,
-        samplerbench::GIT_COMMIT,
+        // Not GIT_COMMIT: build.rs only re-reads it when build.rs changes.
+        Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "unknown".into()),
         reference["scipy"].as_str().unwrap_or("?"),
         reference["numpy"].as_str().unwrap_or("?"),
         rows.join("\n"),

@@ -70,11 +70,9 @@ impl Default for FidOptions {
     }
 }
 
-/// The `--dims` values pytorch-fid offers (outputs of its four Inception blocks).
-pub const ALLOWED_DIMS: [usize; 4] = [64, 192, 768, 2048];
-
+/// `--dims` must be one of pytorch-fid's four Inception block outputs.
 pub fn check_dims(dims: usize) -> Result<usize> {
-    if ALLOWED_DIMS.contains(&dims) {
+    if crate::metrics::inception::FEATURE_DIMS.contains(&dims) {
         Ok(dims)
     } else {
         Err(BenchError::user(format!("--dims {dims} is not supported; allowed: 64, 192, 768, 2048")))
