@@ -6,8 +6,13 @@ pub mod error;
 pub mod doctor;
 pub mod registry;
 pub mod schedule;
+pub mod timesteps;
 pub mod models;
 pub mod sampling;
+pub mod spec;
+pub mod plan;
+pub mod results;
+pub mod report;
 pub mod noise;
 pub mod checkpoint;
 pub mod metrics;
@@ -17,6 +22,8 @@ use openblas_src as _;
 
 pub use error::{BenchError, Result};
 
+
 /// Version string recorded in every result: crate version and the commit it was built from.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_COMMIT: &str = env!("BENCH_GIT_COMMIT");
+

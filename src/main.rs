@@ -42,6 +42,15 @@ enum Command {
         #[command(flatten)]
         feat: FeatureArgs,
     },
+    /// Write report.md, report.html and plots/ from OUTPUT_DIR/results.parquet.
+    Report {
+        /// Output folder of `bench run` (holds results.parquet).
+        output_dir: std::path::PathBuf,
+        /// Quality number in tables and plots: fid, fd_pixel or fd_exact
+        /// [default: fid if the results have it, else fd_exact, else fd_pixel].
+        #[arg(long)]
+        metric: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -126,6 +135,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = feat.options()?;
             let m = fid_cli::run_stats(&source, &out, &opts, &mut || fid_cli::load_inception(&opts))?;
             eprintln!("wrote {} ({}-d mu, sigma)", out.display(), m.dims());
+        }
+        Command::Report { output_dir, metric } => {
+            use samplerbench::report::Metric;
+            let metric = match metric {
+                Some(m) => m.parse::<Metric>()?,
+                None => Metric::preferred(&samplerbench::results::read_results(&output_dir)?),
+            };
+            let summary = samplerbench::report::write_report(&output_dir, metric)?;
+            println!("{}", summary.markdown.display());
+            println!("{}", summary.html.display());
+            for m in &summary.missing {
+                eprintln!("missing: {m}");
+            }
         }
     }
     Ok(())

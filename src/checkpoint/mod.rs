@@ -57,7 +57,10 @@ impl Value {
     /// The entry under string key `key` of a dict.
     pub fn get(&self, key: &str) -> Option<&Value> {
         match self {
-            Value::Dict(items) => items.iter().find(|(k, _)| matches!(k, Value::Str(s) if s == key)).map(|(_, v)| v),
+            Value::Dict(items) => items
+                .iter()
+                .find(|(k, _)| matches!(k, Value::Str(s) if s == key))
+                .map(|(_, v)| v),
             _ => None,
         }
     }
@@ -73,12 +76,14 @@ impl Value {
         for step in path.split('.') {
             let next = match v {
                 Value::List(items) | Value::Tuple(items) => step.parse::<usize>().ok().and_then(|i| items.get(i)),
-                Value::Dict(items) => items.iter().find(|(k, _)| match k {
-                    Value::Str(s) => s == step,
-                    Value::Int(i) => step.parse::<i64>().ok() == Some(*i),
-                    _ => false,
-                })
-                .map(|(_, v)| v),
+                Value::Dict(items) => items
+                    .iter()
+                    .find(|(k, _)| match k {
+                        Value::Str(s) => s == step,
+                        Value::Int(i) => step.parse::<i64>().ok() == Some(*i),
+                        _ => false,
+                    })
+                    .map(|(_, v)| v),
                 _ => None,
             };
             v = next.ok_or_else(|| format!("no entry `{step}` in a {} ({})", v.kind(), describe_entries(v)))?;
@@ -97,7 +102,11 @@ impl Value {
                 let Value::Str(k) = k else {
                     return Err(format!("state dict key of type {} (keys must be strings)", k.kind()));
                 };
-                let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 match v {
                     Value::Tensor(t) => {
                         out.insert(name, t.shallow_clone());
@@ -131,7 +140,11 @@ fn describe_entries(v: &Value) -> String {
                     o => o.kind().to_string(),
                 })
                 .collect();
-            format!("keys: {}{}", keys.join(", "), if items.len() > 8 { ", ..." } else { "" })
+            format!(
+                "keys: {}{}",
+                keys.join(", "),
+                if items.len() > 8 { ", ..." } else { "" }
+            )
         }
         _ => "no entries".into(),
     }
@@ -149,7 +162,11 @@ pub enum Select {
 /// Reads a `torch.save` file (zip or legacy) into a [`Value`].
 pub fn load(path: &Path) -> Result<Value> {
     let bytes = std::fs::read(path).map_err(|e| BenchError::io(format!("reading checkpoint {}", path.display()), e))?;
-    let res = if bytes.starts_with(b"PK\x03\x04") { load_zip(&bytes) } else { load_legacy(&bytes) };
+    let res = if bytes.starts_with(b"PK\x03\x04") {
+        load_zip(&bytes)
+    } else {
+        load_legacy(&bytes)
+    };
     res.map_err(|m| BenchError::file(path, m))
 }
 
@@ -203,7 +220,12 @@ pub fn load_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
             D::I8 => Kind::Int8,
             D::U8 => Kind::Uint8,
             D::BOOL => Kind::Bool,
-            other => return Err(BenchError::file(path, format!("tensor `{name}` has unsupported dtype {other:?}"))),
+            other => {
+                return Err(BenchError::file(
+                    path,
+                    format!("tensor `{name}` has unsupported dtype {other:?}"),
+                ))
+            }
         };
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, kind)
@@ -211,6 +233,55 @@ pub fn load_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
         out.insert(name, t);
     }
     Ok(out)
+}
+
+/// A NumPy array (little-endian or byte-sized numeric dtypes) as a contiguous CPU tensor.
+fn ndarray_tensor(a: &pickle::NdArray) -> std::result::Result<Tensor, String> {
+    let d = a.dtype.as_ref().ok_or("numpy array without dtype")?;
+    let (kind, size) = match d.code.as_str() {
+        "u1" => (Kind::Uint8, 1),
+        "i1" => (Kind::Int8, 1),
+        "b1" => (Kind::Bool, 1),
+        "i2" => (Kind::Int16, 2),
+        "f2" => (Kind::Half, 2),
+        "i4" => (Kind::Int, 4),
+        "f4" => (Kind::Float, 4),
+        "i8" => (Kind::Int64, 8),
+        "f8" => (Kind::Double, 8),
+        other => return Err(format!("numpy dtype `{other}` is not supported")),
+    };
+    if d.byte_order == '>' && size > 1 {
+        return Err(format!("big-endian numpy dtype `>{}` is not supported", d.code));
+    }
+    let numel: i64 = a.shape.iter().product();
+    if a.shape.iter().any(|&s| s < 0) || a.data.len() as i64 != numel * size {
+        return Err(format!(
+            "numpy array of shape {:?} ({}) has {} data bytes",
+            a.shape,
+            d.code,
+            a.data.len()
+        ));
+    }
+    if a.fortran_order {
+        let rev: Vec<i64> = a.shape.iter().rev().copied().collect();
+        let perm: Vec<i64> = (0..rev.len() as i64).rev().collect();
+        let t = Tensor::f_from_data_size(&a.data, &rev, kind).map_err(|e| e.to_string())?;
+        return t
+            .f_permute(perm.as_slice())
+            .and_then(|t| t.f_contiguous())
+            .map_err(|e| e.to_string());
+    }
+    Tensor::f_from_data_size(&a.data, &a.shape, kind).map_err(|e| e.to_string())
+}
+
+/// Reads a plain pickle file (e.g. CIFAR-10's python batches) with the same data-only VM;
+/// NumPy arrays become CPU tensors.
+pub fn load_pickle(path: &Path) -> Result<Value> {
+    let bytes = std::fs::read(path).map_err(|e| BenchError::io(format!("reading pickle {}", path.display()), e))?;
+    let (root, _) = pickle::unpickle(&bytes).map_err(|m| BenchError::file(path, m))?;
+    let mut storages = HashMap::new();
+    let mut fetch = |s: &StorageRef| Err(format!("storage `{}` referenced outside a torch checkpoint", s.key));
+    materialise(&root, &mut storages, &mut fetch, 0).map_err(|m| BenchError::file(path, m))
 }
 
 fn kind_of(d: StorageDtype) -> Kind {
@@ -230,7 +301,9 @@ fn kind_of(d: StorageDtype) -> Kind {
 
 /// A storage's bytes as a 1-D tensor of its element type.
 fn storage_tensor(s: &StorageRef, bytes: &[u8]) -> std::result::Result<Tensor, String> {
-    let want = (s.numel as usize).checked_mul(s.dtype.element_size()).ok_or("storage size overflows")?;
+    let want = (s.numel as usize)
+        .checked_mul(s.dtype.element_size())
+        .ok_or("storage size overflows")?;
     if bytes.len() < want {
         return Err(format!(
             "storage `{}` truncated: {} bytes present, {} needed for {} elements of {:?}",
@@ -263,7 +336,13 @@ fn materialise(
         Obj::Str(s) => Value::Str(s.clone()),
         Obj::Bytes(b) => Value::Bytes(b.clone()),
         Obj::Tuple(items) => Value::Tuple(items.iter().map(&mut rec).collect::<std::result::Result<_, _>>()?),
-        Obj::List(items) => Value::List(items.borrow().iter().map(&mut rec).collect::<std::result::Result<_, _>>()?),
+        Obj::List(items) => Value::List(
+            items
+                .borrow()
+                .iter()
+                .map(&mut rec)
+                .collect::<std::result::Result<_, _>>()?,
+        ),
         Obj::Dict(items) => Value::Dict(
             items
                 .borrow()
@@ -288,27 +367,37 @@ fn materialise(
             Value::Tensor(t)
         }
         Obj::Storage(s) => return Err(format!("bare storage `{}` outside a tensor is not supported", s.key)),
+        Obj::NdArray(a) => Value::Tensor(ndarray_tensor(&a.borrow())?),
+        Obj::NpDtype(d) => return Err(format!("bare numpy dtype `{}` is not supported as data", d.code)),
         Obj::Global(_) | Obj::Mark => return Err("pickle left a callable/mark as data".into()),
     })
 }
 
 fn load_zip(bytes: &[u8]) -> std::result::Result<Value, String> {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("not a valid zip checkpoint: {e}"))?;
+    let mut zip =
+        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("not a valid zip checkpoint: {e}"))?;
     let pkl_name = zip
         .file_names()
         .find(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
         .map(str::to_string)
         .ok_or("zip checkpoint has no data.pkl (not written by torch.save?)")?;
     let prefix = pkl_name.strip_suffix("data.pkl").unwrap_or("").to_string();
-    let read = |zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str| -> std::result::Result<Vec<u8>, String> {
-        let mut f = zip.by_name(name).map_err(|e| format!("zip checkpoint entry `{name}`: {e}"))?;
-        let mut buf = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut buf).map_err(|e| format!("reading zip entry `{name}`: {e}"))?;
-        Ok(buf)
-    };
+    let read =
+        |zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str| -> std::result::Result<Vec<u8>, String> {
+            let mut f = zip
+                .by_name(name)
+                .map_err(|e| format!("zip checkpoint entry `{name}`: {e}"))?;
+            let mut buf = Vec::with_capacity(f.size() as usize);
+            f.read_to_end(&mut buf)
+                .map_err(|e| format!("reading zip entry `{name}`: {e}"))?;
+            Ok(buf)
+        };
     if let Ok(order) = read(&mut zip, &format!("{prefix}byteorder")) {
         if order != b"little" {
-            return Err(format!("big-endian checkpoint (byteorder `{}`) is not supported", String::from_utf8_lossy(&order)));
+            return Err(format!(
+                "big-endian checkpoint (byteorder `{}`) is not supported",
+                String::from_utf8_lossy(&order)
+            ));
         }
     }
     let pkl = read(&mut zip, &pkl_name)?;
@@ -366,8 +455,12 @@ fn load_legacy(bytes: &[u8]) -> std::result::Result<Value, String> {
     collect_storages(&root, &mut dtypes, 0);
     let mut raw: HashMap<String, (usize, usize)> = HashMap::new();
     for key in keys {
-        let dtype = *dtypes.get(&key).ok_or_else(|| format!("storage `{key}` is listed but no tensor uses it"))?;
-        let head = bytes.get(pos..pos + 8).ok_or_else(|| format!("file truncated at the header of storage `{key}`"))?;
+        let dtype = *dtypes
+            .get(&key)
+            .ok_or_else(|| format!("storage `{key}` is listed but no tensor uses it"))?;
+        let head = bytes
+            .get(pos..pos + 8)
+            .ok_or_else(|| format!("file truncated at the header of storage `{key}`"))?;
         let count = i64::from_le_bytes(head.try_into().expect("8 bytes"));
         let n = usize::try_from(count)
             .ok()
@@ -385,7 +478,9 @@ fn load_legacy(bytes: &[u8]) -> std::result::Result<Value, String> {
     }
     let mut storages = HashMap::new();
     let mut fetch = |s: &StorageRef| {
-        let &(start, n) = raw.get(&s.key).ok_or_else(|| format!("storage `{}` missing from the file", s.key))?;
+        let &(start, n) = raw
+            .get(&s.key)
+            .ok_or_else(|| format!("storage `{}` missing from the file", s.key))?;
         storage_tensor(s, &bytes[start..start + n])
     };
     materialise(&root, &mut storages, &mut fetch, 0)

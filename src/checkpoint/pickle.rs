@@ -68,18 +68,32 @@ pub struct TensorSpec {
 /// The whitelisted callables. Each is a data constructor, none has side effects.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Global {
+    /// `_rebuild_tensor` (PyTorch < 0.4) has the same leading arguments as v2.
+    RebuildTensor,
     RebuildTensorV2,
     RebuildParameter,
     OrderedDict,
     Storage(StorageDtype),
+    /// `numpy.core.multiarray._reconstruct(ndarray, (0,), b'b')`: an empty array that BUILD fills.
+    NumpyReconstruct,
+    NumpyNdarray,
+    NumpyDtype,
+    /// `_codecs.encode(text, 'latin1')`: how Python 3 writes bytes in protocol 2.
+    CodecsEncode,
 }
 
 fn resolve_global(module: &str, name: &str) -> Result<Global, String> {
     let g = match (module, name) {
         ("torch._utils", "_rebuild_tensor_v2") => Some(Global::RebuildTensorV2),
+        ("torch._utils", "_rebuild_tensor") => Some(Global::RebuildTensor),
         ("torch._utils", "_rebuild_parameter") => Some(Global::RebuildParameter),
         ("collections", "OrderedDict") => Some(Global::OrderedDict),
         ("torch", n) | ("torch.storage", n) => StorageDtype::from_storage_class(n).map(Global::Storage),
+        // NumPy arrays (the CIFAR-10 python batches): data, rebuilt from (shape, dtype, bytes).
+        ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => Some(Global::NumpyReconstruct),
+        ("numpy", "ndarray") => Some(Global::NumpyNdarray),
+        ("numpy", "dtype") => Some(Global::NumpyDtype),
+        ("_codecs", "encode") => Some(Global::CodecsEncode),
         _ => None,
     };
     g.ok_or_else(|| {
@@ -103,7 +117,25 @@ pub enum Obj {
     Storage(StorageRef),
     Tensor(TensorSpec),
     Global(GlobalMarker),
+    /// A NumPy array; shared because BUILD fills it after it was memoised.
+    NdArray(Rc<RefCell<NdArray>>),
+    NpDtype(NpDtype),
     Mark,
+}
+
+/// A NumPy dtype by its array-protocol code (`u1`, `f4`, ...) and byte order (`<`, `>`, `|`, `=`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NpDtype {
+    pub code: String,
+    pub byte_order: char,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NdArray {
+    pub shape: Vec<i64>,
+    pub dtype: Option<NpDtype>,
+    pub fortran_order: bool,
+    pub data: Vec<u8>,
 }
 
 /// Opaque marker for a whitelisted global on the stack.
@@ -125,6 +157,8 @@ impl Obj {
             Obj::Storage(_) => "storage",
             Obj::Tensor(_) => "tensor",
             Obj::Global(_) => "global",
+            Obj::NdArray(_) => "ndarray",
+            Obj::NpDtype(_) => "dtype",
             Obj::Mark => "mark",
         }
     }
@@ -159,7 +193,11 @@ fn persistent_load(pid: Obj) -> Result<Obj, String> {
             };
             let numel = numel.as_int("storage size")?;
             let numel = u64::try_from(numel).map_err(|_| format!("negative storage size {numel}"))?;
-            Ok(Obj::Storage(StorageRef { key, dtype: *dtype, numel }))
+            Ok(Obj::Storage(StorageRef {
+                key,
+                dtype: *dtype,
+                numel,
+            }))
         }
         _ => Err("unsupported persistent id (expected ('storage', <Kind>Storage, key, location, numel))".into()),
     }
@@ -172,13 +210,22 @@ fn call(g: Global, args: Obj) -> Result<Obj, String> {
     match g {
         Global::OrderedDict if args.is_empty() => Ok(Obj::Dict(Rc::new(RefCell::new(Vec::new())))),
         Global::OrderedDict => Err("collections.OrderedDict called with arguments".into()),
-        Global::RebuildTensorV2 => {
-            // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
-            if !(6..=7).contains(&args.len()) {
-                return Err(format!("_rebuild_tensor_v2 expects 6 or 7 arguments, got {}", args.len()));
+        Global::RebuildTensor | Global::RebuildTensorV2 => {
+            // v2: (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata]);
+            // v1: (storage, storage_offset, size, stride).
+            let allowed = if g == Global::RebuildTensor { 4..=4 } else { 6..=7 };
+            if !allowed.contains(&args.len()) {
+                return Err(format!(
+                    "_rebuild_tensor{} got {} arguments",
+                    if g == Global::RebuildTensor { "" } else { "_v2" },
+                    args.len()
+                ));
             }
             let Obj::Storage(storage) = &args[0] else {
-                return Err(format!("_rebuild_tensor_v2: first argument must be a storage, found {}", args[0].kind()));
+                return Err(format!(
+                    "_rebuild_tensor_v2: first argument must be a storage, found {}",
+                    args[0].kind()
+                ));
             };
             let spec = TensorSpec {
                 storage: storage.clone(),
@@ -195,16 +242,91 @@ fn call(g: Global, args: Obj) -> Result<Obj, String> {
             _ => Err("_rebuild_parameter: first argument must be a tensor".into()),
         },
         Global::Storage(_) => Err("storage classes cannot be called".into()),
+        Global::NumpyReconstruct => match args.first() {
+            Some(Obj::Global(GlobalMarker(Global::NumpyNdarray))) => {
+                Ok(Obj::NdArray(Rc::new(RefCell::new(NdArray::default()))))
+            }
+            _ => Err("numpy _reconstruct of something other than numpy.ndarray".into()),
+        },
+        Global::NumpyNdarray => Err("numpy.ndarray called directly".into()),
+        Global::NumpyDtype => match args.first() {
+            Some(Obj::Str(code)) => Ok(Obj::NpDtype(NpDtype {
+                code: code.clone(),
+                byte_order: '=',
+            })),
+            _ => Err("numpy.dtype needs a type code string".into()),
+        },
+        Global::CodecsEncode => match args.as_slice() {
+            [Obj::Str(text), Obj::Str(enc)] if enc == "latin1" || enc == "latin-1" => {
+                Ok(Obj::Bytes(latin1_bytes(text)?))
+            }
+            _ => Err("_codecs.encode is only allowed as (text, 'latin1')".into()),
+        },
+    }
+}
+
+/// Python 2 `str` / protocol-2 `bytes` arrive as latin-1 text; every char is one byte.
+fn latin1_bytes(s: &str) -> Result<Vec<u8>, String> {
+    s.chars()
+        .map(|c| u8::try_from(c as u32).map_err(|_| "non-latin-1 character in byte string".to_string()))
+        .collect()
+}
+
+/// BUILD of numpy objects: dtype state `(version, byteorder, ...)`, array state
+/// `(version, shape, dtype, is_fortran, rawdata)`.
+fn build_numpy(target: &mut Obj, state: Obj) -> Result<(), String> {
+    let Obj::Tuple(st) = state else {
+        return Err(format!("numpy BUILD state must be a tuple, found {}", state.kind()));
+    };
+    match target {
+        Obj::NpDtype(d) => {
+            if let Some(Obj::Str(order)) = st.get(1) {
+                d.byte_order = order.chars().next().unwrap_or('=');
+            }
+            Ok(())
+        }
+        Obj::NdArray(a) => {
+            let [_version, shape, Obj::NpDtype(dtype), fortran, raw] = st.as_slice() else {
+                return Err("numpy array state must be (version, shape, dtype, is_fortran, data)".into());
+            };
+            let data = match raw {
+                Obj::Bytes(b) => b.clone(),
+                Obj::Str(s) => latin1_bytes(s)?,
+                other => {
+                    return Err(format!(
+                        "numpy array data of type {} (object arrays are not supported)",
+                        other.kind()
+                    ))
+                }
+            };
+            let mut a = a.borrow_mut();
+            a.shape = shape.int_list("array shape")?;
+            a.dtype = Some(dtype.clone());
+            a.fortran_order = match fortran {
+                Obj::Bool(b) => *b,
+                Obj::Int(i) => *i != 0,
+                o => return Err(format!("numpy is_fortran flag of type {}", o.kind())),
+            };
+            a.data = data;
+            Ok(())
+        }
+        _ => unreachable!("build_numpy is called on numpy objects only"),
     }
 }
 
 /// The view must stay inside its storage: as_strided on a short storage would read out of bounds.
 fn check_spec(s: &TensorSpec) -> Result<(), String> {
     if s.size.len() != s.stride.len() {
-        return Err(format!("tensor size {:?} and stride {:?} differ in rank", s.size, s.stride));
+        return Err(format!(
+            "tensor size {:?} and stride {:?} differ in rank",
+            s.size, s.stride
+        ));
     }
     if s.offset < 0 || s.size.iter().any(|&d| d < 0) || s.stride.iter().any(|&d| d < 0) {
-        return Err(format!("negative offset/size/stride in tensor {:?}/{:?}+{}", s.size, s.stride, s.offset));
+        return Err(format!(
+            "negative offset/size/stride in tensor {:?}/{:?}+{}",
+            s.size, s.stride, s.offset
+        ));
     }
     if s.size.contains(&0) {
         return Ok(());
@@ -229,9 +351,17 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| {
-            format!("pickle truncated: needed {n} bytes at offset {}, only {} left", self.pos, self.data.len() - self.pos)
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| {
+                format!(
+                    "pickle truncated: needed {n} bytes at offset {}, only {} left",
+                    self.pos,
+                    self.data.len() - self.pos
+                )
+            })?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -250,7 +380,10 @@ impl<'a> Reader<'a> {
     }
     fn line(&mut self) -> Result<&'a str, String> {
         let rest = &self.data[self.pos..];
-        let n = rest.iter().position(|&b| b == b'\n').ok_or("pickle truncated inside a text line")?;
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("pickle truncated inside a text line")?;
         let s = std::str::from_utf8(&rest[..n]).map_err(|_| "non-UTF-8 text in pickle".to_string())?;
         self.pos += n + 1;
         Ok(s)
@@ -292,7 +425,10 @@ pub fn unpickle(data: &[u8]) -> Result<(Obj, usize), String> {
         }
     }
     fn pop_mark(stack: &mut Vec<Obj>) -> Result<Vec<Obj>, String> {
-        let i = stack.iter().rposition(|o| matches!(o, Obj::Mark)).ok_or("pickle MARK missing")?;
+        let i = stack
+            .iter()
+            .rposition(|o| matches!(o, Obj::Mark))
+            .ok_or("pickle MARK missing")?;
         let items = stack.split_off(i + 1);
         stack.pop();
         Ok(items)
@@ -301,7 +437,9 @@ pub fn unpickle(data: &[u8]) -> Result<(Obj, usize), String> {
         stack.last_mut().ok_or_else(|| "pickle stack underflow".to_string())
     }
     fn set_items(target: &Obj, kv: Vec<Obj>) -> Result<(), String> {
-        let Obj::Dict(d) = target else { return Err(format!("SETITEM on a {}", target.kind())) };
+        let Obj::Dict(d) = target else {
+            return Err(format!("SETITEM on a {}", target.kind()));
+        };
         if kv.len() % 2 != 0 {
             return Err("SETITEMS with an odd number of items".into());
         }
@@ -317,7 +455,9 @@ pub fn unpickle(data: &[u8]) -> Result<(Obj, usize), String> {
         Ok(())
     }
     fn append(target: &Obj, items: Vec<Obj>) -> Result<(), String> {
-        let Obj::List(l) = target else { return Err(format!("APPEND on a {}", target.kind())) };
+        let Obj::List(l) = target else {
+            return Err(format!("APPEND on a {}", target.kind()));
+        };
         l.borrow_mut().extend(items);
         Ok(())
     }
@@ -410,11 +550,19 @@ pub fn unpickle(data: &[u8]) -> Result<(Obj, usize), String> {
             }
             b'h' => {
                 let i = r.u8()? as u64;
-                stack.push(memo.get(&i).cloned().ok_or_else(|| format!("pickle memo key {i} missing"))?);
+                stack.push(
+                    memo.get(&i)
+                        .cloned()
+                        .ok_or_else(|| format!("pickle memo key {i} missing"))?,
+                );
             }
             b'j' => {
                 let i = r.u32()? as u64;
-                stack.push(memo.get(&i).cloned().ok_or_else(|| format!("pickle memo key {i} missing"))?);
+                stack.push(
+                    memo.get(&i)
+                        .cloned()
+                        .ok_or_else(|| format!("pickle memo key {i} missing"))?,
+                );
             }
             b'q' => {
                 let i = r.u8()? as u64;
@@ -467,9 +615,10 @@ pub fn unpickle(data: &[u8]) -> Result<(Obj, usize), String> {
             b'b' => {
                 // BUILD sets object state; for OrderedDict that is `_metadata` (module versions),
                 // for tensors the (unused) Python attributes. Data carries no such state: drop it.
-                let _state = pop(&mut stack)?;
+                let state = pop(&mut stack)?;
                 match top(&mut stack)? {
                     Obj::Dict(_) | Obj::Tensor(_) => {}
+                    t @ (Obj::NpDtype(_) | Obj::NdArray(_)) => build_numpy(t, state)?,
                     o => return Err(format!("BUILD on a {}", o.kind())),
                 }
             }
@@ -484,10 +633,15 @@ pub fn unpickle(data: &[u8]) -> Result<(Obj, usize), String> {
                 stack.push(t);
             }
             0x81 | 0x92 | b'i' | b'o' => {
-                return Err("refusing to load: the pickle instantiates a class (NEWOBJ/INST/OBJ); only data is loaded".into())
+                return Err(
+                    "refusing to load: the pickle instantiates a class (NEWOBJ/INST/OBJ); only data is loaded".into(),
+                )
             }
             other => {
-                return Err(format!("unsupported pickle opcode 0x{other:02x} at offset {}", r.pos - 1));
+                return Err(format!(
+                    "unsupported pickle opcode 0x{other:02x} at offset {}",
+                    r.pos - 1
+                ));
             }
         }
     }
@@ -512,8 +666,12 @@ mod tests {
     #[test]
     fn dict_list_scalars_protocol2() {
         // pickle.dumps({'a': [1, -2, 300, 70000, 1.5, True, None], 'b': ('x', 2**70)}, protocol=2)
-        let mut p: Vec<u8> = vec![0x80, 2, b'}', b'q', 0, b'(', b'X', 1, 0, 0, 0, b'a', b']', b'q', 1, b'('];
-        p.extend([b'K', 1, b'J', 0xfe, 0xff, 0xff, 0xff, b'M', 0x2c, 0x01, b'J', 0x70, 0x11, 0x01, 0x00]);
+        let mut p: Vec<u8> = vec![
+            0x80, 2, b'}', b'q', 0, b'(', b'X', 1, 0, 0, 0, b'a', b']', b'q', 1, b'(',
+        ];
+        p.extend([
+            b'K', 1, b'J', 0xfe, 0xff, 0xff, 0xff, b'M', 0x2c, 0x01, b'J', 0x70, 0x11, 0x01, 0x00,
+        ]);
         p.push(b'G');
         p.extend(1.5f64.to_be_bytes());
         p.extend([0x88, b'N', b'e', b'X', 1, 0, 0, 0, b'b', b'X', 1, 0, 0, 0, b'x']);
@@ -525,7 +683,10 @@ mod tests {
         assert_eq!(d.len(), 2);
         let Obj::List(l) = &d[0].1 else { panic!() };
         let l = l.borrow();
-        let ints: Vec<i128> = l[..4].iter().map(|o| if let Obj::Int(i) = o { *i } else { panic!() }).collect();
+        let ints: Vec<i128> = l[..4]
+            .iter()
+            .map(|o| if let Obj::Int(i) = o { *i } else { panic!() })
+            .collect();
         assert_eq!(ints, vec![1, -2, 300, 70000]);
         assert!(matches!(l[4], Obj::Float(f) if f == 1.5));
         assert!(matches!(l[5], Obj::Bool(true)));
@@ -538,7 +699,9 @@ mod tests {
     #[test]
     fn memo_shares_mutated_containers() {
         // l = []; pickle of [l, l] built as: ] q0 ( ] q1 h1 e  -> APPEND into shared list afterwards
-        let p = [0x80, 2, b']', b'q', 0, b'(', b']', b'q', 1, b'h', 1, b'e', b'h', 1, b'K', 7, b'a', b'0', b'.'];
+        let p = [
+            0x80, 2, b']', b'q', 0, b'(', b']', b'q', 1, b'h', 1, b'e', b'h', 1, b'K', 7, b'a', b'0', b'.',
+        ];
         let (v, _) = unpickle(&p).unwrap();
         let Obj::List(outer) = v else { panic!() };
         let outer = outer.borrow();
@@ -577,17 +740,70 @@ mod tests {
         p.extend(b"torch\nFloatStorage\n");
         p.extend([b'X', 1, 0, 0, 0, b'0', b'X', 3, 0, 0, 0]);
         p.extend(b"cpu");
-        p.extend([b'K', 6, b't', b'Q', b'K', 1, b'K', 2, b'K', 2, 0x86, b'K', 3, b'K', 1, 0x86, 0x89, b'c']);
+        p.extend([
+            b'K', 6, b't', b'Q', b'K', 1, b'K', 2, b'K', 2, 0x86, b'K', 3, b'K', 1, 0x86, 0x89, b'c',
+        ]);
         p.extend(b"collections\nOrderedDict\n");
         p.extend([b')', b'R', b't', b'R', b'.']);
         let (v, _) = unpickle(&p).unwrap();
         let Obj::Tensor(t) = v else { panic!("{v:?}") };
-        assert_eq!(t.storage, StorageRef { key: "0".into(), dtype: StorageDtype::F32, numel: 6 });
-        assert_eq!((t.offset, t.size.clone(), t.stride.clone()), (1, vec![2, 2], vec![3, 1]));
+        assert_eq!(
+            t.storage,
+            StorageRef {
+                key: "0".into(),
+                dtype: StorageDtype::F32,
+                numel: 6
+            }
+        );
+        assert_eq!(
+            (t.offset, t.size.clone(), t.stride.clone()),
+            (1, vec![2, 2], vec![3, 1])
+        );
         // The same view on a 4-element storage would read past its end: refused.
         let i = p.iter().position(|&b| b == 6).unwrap();
         p[i] = 4;
-        assert!(unpickle(&p).unwrap_err().contains("reaches element 5 of a storage with 4 elements"));
+        assert!(unpickle(&p)
+            .unwrap_err()
+            .contains("reaches element 5 of a storage with 4 elements"));
+    }
+
+    #[test]
+    fn numpy_array_as_python2_writes_it() {
+        // cPickle (protocol 2) of {'data': np.arange(6, dtype=np.uint8).reshape(2, 3)}, the form
+        // of CIFAR-10's python batches: SHORT_BINSTRING keys, dtype BUILD, BINSTRING raw data.
+        let mut p = vec![0x80, 2, b'}', b'q', 1, b'(', b'U', 4];
+        p.extend(b"data");
+        p.push(b'c');
+        p.extend(b"numpy.core.multiarray\n_reconstruct\n");
+        p.push(b'c');
+        p.extend(b"numpy\nndarray\n");
+        p.extend([
+            b'K', 0, 0x85, b'U', 1, b'b', 0x87, b'R', b'(', b'K', 1, b'K', 2, b'K', 3, 0x86, b'c',
+        ]);
+        p.extend(b"numpy\ndtype\n");
+        p.extend([
+            b'U', 2, b'u', b'1', b'K', 0, b'K', 1, 0x87, b'R', b'(', b'K', 3, b'U', 1, b'|',
+        ]);
+        p.extend([
+            b'N', b'N', b'N', b'J', 0xff, 0xff, 0xff, 0xff, b'J', 0xff, 0xff, 0xff, 0xff, b'K', 0, b't', b'b',
+        ]);
+        p.extend([0x89, b'T', 6, 0, 0, 0, 0, 1, 2, 3, 4, 0xff, b't', b'b', b'u', b'.']);
+        let (v, _) = unpickle(&p).unwrap();
+        let Obj::Dict(d) = v else { panic!() };
+        let d = d.borrow();
+        let Obj::NdArray(a) = &d[0].1 else {
+            panic!("{:?}", d[0].1)
+        };
+        let a = a.borrow();
+        assert_eq!(a.shape, vec![2, 3]);
+        assert_eq!(
+            a.dtype,
+            Some(NpDtype {
+                code: "u1".into(),
+                byte_order: '|'
+            })
+        );
+        assert_eq!(a.data, vec![0, 1, 2, 3, 4, 255]);
     }
 
     #[test]

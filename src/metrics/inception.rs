@@ -69,7 +69,11 @@ impl Params {
                 Tensor::zeros(shape, (Kind::Float, self.device))
             }
             Some(t) if t.size() != shape || !t.is_floating_point() => {
-                self.problems.push(format!("`{name}` has shape {:?} {:?}, expected {shape:?} float", t.size(), t.kind()));
+                self.problems.push(format!(
+                    "`{name}` has shape {:?} {:?}, expected {shape:?} float",
+                    t.size(),
+                    t.kind()
+                ));
                 Tensor::zeros(shape, (Kind::Float, self.device))
             }
             Some(t) => t.to_kind(Kind::Float).to_device(self.device),
@@ -77,7 +81,15 @@ impl Params {
     }
 
     /// `name` is a BasicConv2d: `name.conv.weight` and `name.bn.{weight,bias,running_mean,running_var}`.
-    fn conv(&mut self, name: &str, cin: i64, cout: i64, kernel: (i64, i64), stride: i64, padding: (i64, i64)) -> BasicConv {
+    fn conv(
+        &mut self,
+        name: &str,
+        cin: i64,
+        cout: i64,
+        kernel: (i64, i64),
+        stride: i64,
+        padding: (i64, i64),
+    ) -> BasicConv {
         let bn = |p: &mut Self, field: &str| p.take(&format!("{name}.bn.{field}"), &[cout]);
         let num_batches = format!("{name}.bn.num_batches_tracked");
         if self.sd.contains_key(&num_batches) {
@@ -120,7 +132,10 @@ impl BlockA {
         let n = |s: &str| format!("{name}.{s}");
         BlockA {
             b1: p.c1(&n("branch1x1"), cin, 64),
-            b5: [p.c1(&n("branch5x5_1"), cin, 48), p.conv(&n("branch5x5_2"), 48, 64, (5, 5), 1, (2, 2))],
+            b5: [
+                p.c1(&n("branch5x5_1"), cin, 48),
+                p.conv(&n("branch5x5_2"), 48, 64, (5, 5), 1, (2, 2)),
+            ],
             b3dbl: [
                 p.c1(&n("branch3x3dbl_1"), cin, 64),
                 p.conv(&n("branch3x3dbl_2"), 64, 96, (3, 3), 1, (1, 1)),
@@ -206,7 +221,10 @@ impl BlockD {
     fn load(p: &mut Params, name: &str, cin: i64) -> Self {
         let n = |s: &str| format!("{name}.{s}");
         BlockD {
-            b3: [p.c1(&n("branch3x3_1"), cin, 192), p.conv(&n("branch3x3_2"), 192, 320, (3, 3), 2, (0, 0))],
+            b3: [
+                p.c1(&n("branch3x3_1"), cin, 192),
+                p.conv(&n("branch3x3_2"), 192, 320, (3, 3), 2, (0, 0)),
+            ],
             b7x3: [
                 p.c1(&n("branch7x7x3_1"), cin, 192),
                 p.conv(&n("branch7x7x3_2"), 192, 192, (1, 7), 1, (0, 3)),
@@ -241,7 +259,10 @@ impl BlockE {
                 p.conv(&n("branch3x3_2a"), 384, 384, (1, 3), 1, (0, 1)),
                 p.conv(&n("branch3x3_2b"), 384, 384, (3, 1), 1, (1, 0)),
             ],
-            b3dbl: [p.c1(&n("branch3x3dbl_1"), cin, 448), p.conv(&n("branch3x3dbl_2"), 448, 384, (3, 3), 1, (1, 1))],
+            b3dbl: [
+                p.c1(&n("branch3x3dbl_1"), cin, 448),
+                p.conv(&n("branch3x3dbl_2"), 448, 384, (3, 3), 1, (1, 1)),
+            ],
             b3dbl_3: [
                 p.conv(&n("branch3x3dbl_3a"), 384, 384, (1, 3), 1, (0, 1)),
                 p.conv(&n("branch3x3dbl_3b"), 384, 384, (3, 1), 1, (1, 0)),
@@ -300,7 +321,9 @@ fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|e| BenchError::io(format!("reading {}", path.display()), e))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| BenchError::io(format!("reading {}", path.display()), e))?;
         if n == 0 {
             break;
         }
@@ -349,14 +372,22 @@ impl FidInception {
     /// Builds the network from a state dict; every expected key must be present with its shape,
     /// and no unknown key may be left over (`fc.*` and `*.num_batches_tracked` are allowed extras).
     pub fn from_state_dict(sd: BTreeMap<String, Tensor>, device: Device) -> std::result::Result<Self, String> {
-        let mut p = Params { sd, used: BTreeSet::new(), problems: Vec::new(), device };
+        let mut p = Params {
+            sd,
+            used: BTreeSet::new(),
+            problems: Vec::new(),
+            device,
+        };
         let net = FidInception {
             stem0: [
                 p.conv("Conv2d_1a_3x3", 3, 32, (3, 3), 2, (0, 0)),
                 p.conv("Conv2d_2a_3x3", 32, 32, (3, 3), 1, (0, 0)),
                 p.conv("Conv2d_2b_3x3", 32, 64, (3, 3), 1, (1, 1)),
             ],
-            stem1: [p.c1("Conv2d_3b_1x1", 64, 80), p.conv("Conv2d_4a_3x3", 80, 192, (3, 3), 1, (0, 0))],
+            stem1: [
+                p.c1("Conv2d_3b_1x1", 64, 80),
+                p.conv("Conv2d_4a_3x3", 80, 192, (3, 3), 1, (0, 0)),
+            ],
             mixed_5: [
                 BlockA::load(&mut p, "Mixed_5b", 192, 32),
                 BlockA::load(&mut p, "Mixed_5c", 256, 64),
@@ -380,7 +411,8 @@ impl FidInception {
             if let Some(t) = p.sd.get(name) {
                 p.used.insert(name.to_string());
                 if t.size() != shape {
-                    p.problems.push(format!("`{name}` has shape {:?}, expected {shape:?}", t.size()));
+                    p.problems
+                        .push(format!("`{name}` has shape {:?}, expected {shape:?}", t.size()));
                 }
             }
         }
@@ -402,6 +434,14 @@ impl FidInception {
         Ok(net)
     }
 
+    /// [`Self::load`] from `weights`, or from [`default_weights_path`] when none is given.
+    pub fn load_or_default(weights: Option<&Path>, device: Device, allow_custom_weights: bool) -> Result<Self> {
+        match weights {
+            Some(p) => Self::load(p, device, allow_custom_weights),
+            None => Self::load(&default_weights_path(), device, allow_custom_weights),
+        }
+    }
+
     pub fn device(&self) -> Device {
         self.device
     }
@@ -411,7 +451,9 @@ impl FidInception {
     /// pytorch-fid's `get_activations` does.
     pub fn forward(&self, x: &Tensor, dims: usize) -> Result<Tensor> {
         if !FEATURE_DIMS.contains(&dims) {
-            return Err(BenchError::user(format!("unsupported feature dims {dims}; allowed: 64, 192, 768, 2048")));
+            return Err(BenchError::user(format!(
+                "unsupported feature dims {dims}; allowed: 64, 192, 768, 2048"
+            )));
         }
         let pooled = |y: Tensor| y.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
         let out = tch::no_grad(|| {
@@ -434,7 +476,9 @@ impl FidInception {
             if dims == 768 {
                 return pooled(x);
             }
-            let x = self.mixed_7c.forward(&self.mixed_7b.forward(&self.mixed_7a.forward(&x)));
+            let x = self
+                .mixed_7c
+                .forward(&self.mixed_7b.forward(&self.mixed_7a.forward(&x)));
             pooled(x)
         });
         Ok(out)

@@ -55,6 +55,108 @@ impl EpsModel for GaussianOracle {
     }
 }
 
+/// Data x0 ~ Σ_k w_k N(μ_k, diag(s_k²)). Given x_t, component k has likelihood
+/// N(x_t; √ᾱ μ_k, ᾱ s_k² + 1 − ᾱ) and its own exact ε*_k (the Gaussian formula), so
+/// ε*(x_t) = Σ_k r_k(x_t) ε*_k(x_t) with posterior responsibilities r_k = softmax_k(log w_k +
+/// log N_k), normalised with logsumexp so far-out x_t stays finite.
+pub struct GmmOracle {
+    pub schedule: NoiseSchedule,
+    /// [K], f64, positive, summing to 1.
+    pub weights: Tensor,
+    /// [K,C,H,W], f64.
+    pub means: Tensor,
+    /// [K,C,H,W], f64, standard deviations.
+    pub stds: Tensor,
+}
+
+impl GmmOracle {
+    pub fn new(schedule: NoiseSchedule, weights: Tensor, means: Tensor, stds: Tensor) -> crate::Result<Self> {
+        let w = weights.to_kind(Kind::Double);
+        let (means, stds) = (means.to_kind(Kind::Double), stds.to_kind(Kind::Double));
+        let k = w.size1().map_err(|_| crate::BenchError::user("gmm: weights must be a 1-d list"))?;
+        if means.size() != stds.size() || means.size().first() != Some(&k) || means.dim() < 2 {
+            return Err(crate::BenchError::user(format!(
+                "gmm: means {:?} and stds {:?} must both be [K, ...] with K = {k} weights",
+                means.size(),
+                stds.size()
+            )));
+        }
+        let wsum = w.sum(Kind::Double).double_value(&[]);
+        if w.min().double_value(&[]) <= 0.0 || !(wsum.is_finite()) || stds.min().double_value(&[]) <= 0.0 {
+            return Err(crate::BenchError::user("gmm: weights and stds must be positive"));
+        }
+        Ok(GmmOracle { schedule, weights: w / wsum, means, stds })
+    }
+
+    /// K components of the given sample shape from a seed: weights ∝ U(0.5, 1.5), means
+    /// U(−0.6, 0.6), stds U(0.05, 0.3), from a SplitMix64 stream (independent of torch's RNG).
+    pub fn from_seed(schedule: NoiseSchedule, shape: &[i64], k: usize, seed: u64) -> crate::Result<Self> {
+        if k == 0 {
+            return Err(crate::BenchError::user("gmm: need at least one component"));
+        }
+        let mut rng = SplitMix64(seed);
+        let numel: i64 = shape.iter().product();
+        let mut full = vec![k as i64];
+        full.extend_from_slice(shape);
+        let w: Vec<f64> = (0..k).map(|_| 0.5 + rng.unit()).collect();
+        let m: Vec<f64> = (0..k as i64 * numel).map(|_| -0.6 + 1.2 * rng.unit()).collect();
+        let s: Vec<f64> = (0..k as i64 * numel).map(|_| 0.05 + 0.25 * rng.unit()).collect();
+        Self::new(schedule, Tensor::from_slice(&w), Tensor::from_slice(&m).view(full.as_slice()), Tensor::from_slice(&s).view(full.as_slice()))
+    }
+    pub fn shape(&self) -> Vec<i64> {
+        self.means.size()[1..].to_vec()
+    }
+}
+
+/// SplitMix64 (Steele et al. 2014): a tiny, well-mixed generator for reproducible oracle draws.
+struct SplitMix64(u64);
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1) with 53 random bits.
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl EpsModel for GmmOracle {
+    fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
+        let dev = x.device();
+        let labels: Vec<f64> = Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu))
+            .expect("labels are a 1-d tensor");
+        let b = labels.len() as i64;
+        let ab: Vec<f64> = labels.iter().map(|&l| alpha_bar_at(&self.schedule, l)).collect();
+        let k = self.weights.size()[0];
+        let nd = self.means.dim() as i64 - 1;
+        // Broadcast shapes: x [B,1,...], ᾱ [B,1,1..], components [1,K,...].
+        let mut ab_shape = vec![b, 1];
+        ab_shape.extend(std::iter::repeat_n(1, nd as usize));
+        let ab = Tensor::from_slice(&ab).to_device(dev).view(ab_shape.as_slice());
+        let xd = x.to_kind(Kind::Double).unsqueeze(1);
+        let mu = self.means.to_device(dev).unsqueeze(0);
+        let var_data = self.stds.to_device(dev).square().unsqueeze(0);
+        let var = &ab * var_data + (1.0f64 - &ab);
+        let diff = &xd - ab.sqrt() * mu;
+        let eps_k = &diff * (1.0f64 - &ab).sqrt() / &var;
+        // log w_k + log N(x; √ᾱ μ_k, var_k) up to a constant shared by all k.
+        let dims: Vec<i64> = (2..2 + nd).collect();
+        let loglik = (diff.square() / &var + var.log()).sum_dim_intlist(dims.as_slice(), false, Kind::Double) * -0.5;
+        let logits = loglik + self.weights.to_device(dev).log().view([1, k]);
+        let resp = (&logits - logits.logsumexp([1i64].as_slice(), true)).exp();
+        let mut r_shape = vec![b, k];
+        r_shape.extend(std::iter::repeat_n(1, nd as usize));
+        (eps_k * resp.view(r_shape.as_slice())).sum_dim_intlist([1i64].as_slice(), false, Kind::Double).to_kind(x.kind())
+    }
+    fn describe(&self) -> String {
+        format!("oracle:gmm{{k={}, shape={:?}}}", self.weights.size()[0], self.shape())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +178,63 @@ mod tests {
         let resid: f64 = ((&e - &pred) * &xt).mean(Kind::Double).double_value(&[]);
         assert!(resid.abs() < 5e-3, "{resid}");
         assert!((alpha_bar_at(&s, t as f64) - ab).abs() < 1e-15);
+    }
+
+    #[test]
+    fn gmm_with_one_component_is_the_gaussian_oracle() {
+        let s = NoiseSchedule::ddpm_linear();
+        let mean = Tensor::from_slice(&[0.3f64, -0.4]).view([1, 1, 2]);
+        let std = Tensor::from_slice(&[0.5f64, 0.2]).view([1, 1, 2]);
+        let g = GaussianOracle::new(s.clone(), mean.shallow_clone(), std.shallow_clone());
+        let m = GmmOracle::new(s, Tensor::from_slice(&[1.0f64]), mean.unsqueeze(0), std.unsqueeze(0)).unwrap();
+        let x = Tensor::from_slice(&[0.1f64, 2.0, -1.0, 0.5]).view([2, 1, 1, 2]);
+        let t = Tensor::from_slice(&[10.0f64, 700.5]);
+        let err = (g.eps(&x, &t) - m.eps(&x, &t)).abs().max().double_value(&[]);
+        assert!(err < 1e-14, "{err}");
+    }
+
+    #[test]
+    fn gmm_eps_is_posterior_mean_of_noise() {
+        // E[(ε − ε*) g(x_t)] = 0 for g = 1, x_t, x_t² on a 2-component, 1-pixel mixture.
+        tch::manual_seed(1);
+        let s = NoiseSchedule::ddpm_linear();
+        let o = GmmOracle::new(
+            s.clone(),
+            Tensor::from_slice(&[0.3f64, 0.7]),
+            Tensor::from_slice(&[-0.8f64, 0.5]).view([2, 1, 1, 1]),
+            Tensor::from_slice(&[0.1f64, 0.3]).view([2, 1, 1, 1]),
+        )
+        .unwrap();
+        let n = 400_000;
+        let t = 300usize;
+        let ab = s.alpha_bar(t);
+        let opts = (Kind::Double, tch::Device::Cpu);
+        let comp = Tensor::rand([n, 1, 1, 1], opts).lt(0.3);
+        let x0 = (Tensor::randn([n, 1, 1, 1], opts) * 0.1 - 0.8)
+            .where_self(&comp, &(Tensor::randn([n, 1, 1, 1], opts) * 0.3 + 0.5));
+        let e = Tensor::randn([n, 1, 1, 1], opts);
+        let xt = &x0 * ab.sqrt() + &e * (1.0 - ab).sqrt();
+        let pred = o.eps(&xt, &Tensor::full([n], t as f64, opts));
+        for g in [xt.ones_like(), xt.shallow_clone(), xt.square()] {
+            let r: f64 = ((&e - &pred) * g).mean(Kind::Double).double_value(&[]);
+            assert!(r.abs() < 6e-3, "{r}");
+        }
+        // And ε* beats the single-Gaussian predictor with the mixture's moments.
+        let mse: f64 = (&e - &pred).square().mean(Kind::Double).double_value(&[]);
+        assert!(mse < 0.5, "{mse}");
+    }
+
+    #[test]
+    fn gmm_is_stable_far_from_the_data_and_reproducible_from_a_seed() {
+        let s = NoiseSchedule::ddpm_linear();
+        let a = GmmOracle::from_seed(s.clone(), &[3, 4, 4], 5, 7).unwrap();
+        let b = GmmOracle::from_seed(s, &[3, 4, 4], 5, 7).unwrap();
+        assert!(a.means.equal(&b.means) && a.stds.equal(&b.stds));
+        let x = Tensor::full([2, 3, 4, 4], 1e3, (Kind::Double, tch::Device::Cpu));
+        let e = a.eps(&x, &Tensor::from_slice(&[0.0f64, 999.0]));
+        assert_eq!(e.isfinite().all().int64_value(&[]), 1);
+        let ef = a.eps(&x.to_kind(Kind::Float), &Tensor::from_slice(&[5.0f64, 5.0]));
+        assert_eq!(ef.kind(), Kind::Float);
     }
 
     #[test]

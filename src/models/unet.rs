@@ -6,8 +6,10 @@
 //! canonical key space (diffusers' current names) before the network is built, and every key is
 //! checked in both directions (tch's `VarStore::load` would silently ignore extra keys).
 use super::EpsModel;
+use crate::checkpoint::{self, Select};
 use crate::{BenchError, Result};
 use std::collections::BTreeMap;
+use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 /// The architecture, independent of the file layout it came from.
@@ -33,6 +35,8 @@ pub struct UNetConfig {
     pub resamp_with_conv: bool,
     pub center_input_sample: bool,
     pub mid_block_scale_factor: f64,
+    /// Training resolution, when the config states it (diffusers `sample_size`, DDIM `resolution`).
+    pub sample_size: Option<i64>,
 }
 
 impl UNetConfig {
@@ -57,6 +61,7 @@ impl UNetConfig {
             resamp_with_conv: ddim.resamp_with_conv,
             center_input_sample: false,
             mid_block_scale_factor: 1.0,
+            sample_size: Some(ddim.resolution),
         }
     }
 
@@ -147,6 +152,7 @@ impl UNetConfig {
             resamp_with_conv: true,
             center_input_sample: boolean("center_input_sample", false),
             mid_block_scale_factor: float("mid_block_scale_factor", 1.0),
+            sample_size: v.get("sample_size").and_then(|x| x.as_i64()),
         })
     }
 }
@@ -655,6 +661,46 @@ impl UNet {
         }
         self.conv_out.forward(&self.norm_out.forward(&h).silu())
     }
+}
+
+/// Load a diffusers `UNet2DModel` folder: `config.json` plus `diffusion_pytorch_model.safetensors`
+/// (preferred) or `diffusion_pytorch_model.bin` (a torch.save state dict).
+pub fn load_diffusers(dir: &Path, device: Device, kind: Kind) -> Result<UNet> {
+    if !dir.is_dir() {
+        return Err(BenchError::file(dir, "diffusers model folder not found (expected config.json + diffusion_pytorch_model.safetensors)"));
+    }
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| BenchError::file(&config_path, format!("cannot read the UNet config: {e}")))?;
+    let config = UNetConfig::from_diffusers_json(&config_path, &text)?;
+    let weights = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            BenchError::file(dir, "no diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin in the folder")
+        })?;
+    let sd = checkpoint::load_state_dict(&weights, &Select::Auto)?;
+    UNet::from_state_dict(config, diffusers_to_canonical(sd), device, kind, &weights.display().to_string())
+}
+
+/// Load a DDIM-repo checkpoint: a plain state dict (pesser's `model-790000.ckpt`) or the DDIM
+/// authors' `[model, optimizer, epoch, step, ema]` list, whose last entry (EMA) the published
+/// tables used; `ema: false` takes the first (raw) entry instead.
+pub fn load_ddim(path: &Path, ddim: &DdimModelConfig, ema: bool, device: Device, kind: Kind) -> Result<UNet> {
+    if !path.is_file() {
+        return Err(BenchError::file(path, "DDIM checkpoint not found"));
+    }
+    let root = checkpoint::load(path)?;
+    let select = match &root {
+        checkpoint::Value::List(items) | checkpoint::Value::Tuple(items) if items.len() > 1 => {
+            Select::Path(if ema { (items.len() - 1).to_string() } else { "0".into() })
+        }
+        _ => Select::Auto,
+    };
+    let sd = checkpoint::select_state_dict(&root, &select).map_err(|m| BenchError::file(path, m))?;
+    let config = UNetConfig::from_ddim(ddim);
+    UNet::from_state_dict(config.clone(), ddim_to_canonical(&config, sd), device, kind, &path.display().to_string())
 }
 
 impl EpsModel for UNet {

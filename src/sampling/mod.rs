@@ -1,5 +1,10 @@
 //! Samplers: one trait, the shared pieces (ε↔x0, the DDIM step φ, NFE counting, noise), and one
 //! file per family next to the equations it implements.
+pub mod ddim;
+pub mod exact;
+pub mod multistep;
+pub mod pndm;
+
 use crate::models::EpsModel;
 use crate::schedule::NoiseSchedule;
 use std::cell::{Cell, RefCell};
@@ -107,3 +112,72 @@ pub fn ddim_sigma(alpha_bar: f64, alpha_bar_prev: f64, eta: f64) -> f64 {
 
 /// Keeps the schedule available to every sampler in one form.
 pub type Schedule = NoiseSchedule;
+
+pub mod continuous;
+pub mod params;
+pub mod dpm_solver;
+pub mod unipc;
+pub mod karras;
+pub mod deis;
+pub mod zoo_b;
+
+/// What `bench samplers` prints for one sampler.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SamplerInfo {
+    pub name: &'static str,
+    /// (parameter, default, allowed values / meaning).
+    pub params: &'static [(&'static str, &'static str, &'static str)],
+    pub default_skip: &'static str,
+    pub nfe: &'static str,
+    pub end_point: &'static str,
+    pub reference: &'static str,
+}
+
+/// Every sampler the crate provides; each family keeps its entries in its own file.
+pub fn sampler_info() -> Vec<SamplerInfo> {
+    let mut v = ddim::INFOS.to_vec();
+    v.extend_from_slice(pndm::INFOS);
+    v.extend(zoo_b::infos());
+    v
+}
+
+/// Sampler parameters as given by the user (`key: value` strings from the spec or CLI).
+pub type SamplerParams = params::ParamMap;
+
+/// Builds a configured sampler by registry name.
+pub fn build_sampler(name: &str, params: &SamplerParams, steps: usize, schedule: &NoiseSchedule) -> crate::Result<Box<dyn Sampler>> {
+    if let Some(s) = ddim::build(name, params, steps, schedule)? {
+        return Ok(s);
+    }
+    if let Some(s) = pndm::build(name, params, steps, schedule)? {
+        return Ok(s);
+    }
+    if let Some(c) = zoo_b::constructor(name) {
+        return c(params, steps, schedule);
+    }
+    let names: Vec<_> = sampler_info().iter().map(|i| i.name).collect();
+    Err(crate::BenchError::user(format!("sampler: unknown name {name:?}; allowed: {}", names.join(", "))))
+}
+
+/// Reads one parameter of `sampler` from `params`, or its default.
+pub(crate) fn param<T: std::str::FromStr>(sampler: &str, params: &SamplerParams, key: &str, default: T) -> crate::Result<T> {
+    match params.get(key) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| {
+            crate::BenchError::user(format!("sampler {sampler}: parameter {key}={v:?} is not a valid {}", std::any::type_name::<T>()))
+        }),
+    }
+}
+
+/// Rejects parameters a sampler does not take, naming the ones it does.
+pub(crate) fn check_params(sampler: &str, params: &SamplerParams, allowed: &[&str]) -> crate::Result<()> {
+    for k in params.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(crate::BenchError::user(format!(
+                "sampler {sampler}: unknown parameter {k:?}; allowed: {}",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}

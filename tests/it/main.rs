@@ -2,5 +2,10 @@
 //! Python reference implementations, resume and bad input.
 mod common;
 mod cli;
+mod unet;
+mod samplers_b;
+mod spec;
 mod fid_net;
+mod samplers_a;
 mod fid_stats;
+mod report;

@@ -1,0 +1,1224 @@
+//! Stage 2 of `bench run`: a parsed spec ([`crate::spec::SpecFile`]) → a validated [`Plan`]:
+//! defaults filled in, paths resolved (relative to the spec file's folder) and checked to exist,
+//! sampler parameters checked against the sampler catalog, the device checked against this
+//! machine, and the sweep expanded into [`Cell`]s with stable hashes. Nothing runs until this
+//! succeeds; the first problem found is returned as a one-line `BenchError::User`
+//! (`FILE:LINE:COL: PATH: MESSAGE`, see `crate::spec`).
+//!
+//! ## Spec keys, defaults and allowed values
+//! | key | default | allowed |
+//! |---|---|---|
+//! | `name` | required | letters, digits, `_`, `-`, `.` (names the results rows) |
+//! | `model.kind` | required | `diffusers`, `ddim`, `torchscript`, `oracle` |
+//! | `model.path` | required for diffusers, ddim, torchscript | diffusers: a folder with `config.json`; ddim/torchscript: a file |
+//! | `model.config` | required for ddim | `cifar10`, `celeba`, or a map: `ch`, `ch_mult`, `num_res_blocks` (2), `attn_resolutions`, `resolution`, `in_channels` (3), `out_ch` (3), `dropout` (0), `resamp_with_conv` (true) |
+//! | `model.ema` | `true` | ddim only: use the checkpoint's EMA weights |
+//! | `model.shape` | required for torchscript | `[C, H, W]` |
+//! | `model.data.kind` | required for oracle | `gaussian`, `gmm` |
+//! | `model.data.shape` | required | `[C, H, W]`, sizes ≥ 1 |
+//! | `model.data.mean` | `0` | gaussian: a number, one number per channel, or an `.npy` path of the full shape |
+//! | `model.data.std` | `1` | gaussian: like `mean`, values > 0 |
+//! | `model.data.weights`, `means`, `stds` | — | gmm, explicit: K weights > 0 summing to 1, K means and K stds (each like `mean`/`std`) |
+//! | `model.data.components`, `seed` | —, `0` | gmm, random: K ≥ 1 components drawn from the seed (instead of the explicit form) |
+//! | `schedule.kind` | `linear` | `linear`, `scaled_linear`, `cosine` |
+//! | `schedule.beta_start` | `0.0001` (linear), `0.00085` (scaled_linear) | 0 < beta_start ≤ beta_end < 1; not for cosine |
+//! | `schedule.beta_end` | `0.02` (linear), `0.012` (scaled_linear) | as above |
+//! | `schedule.timesteps` | `1000` | ≥ 2 |
+//! | `samplers` | required, ≥ 1 entry | each `{name, <params>, skip?, steps?}`; a list value sweeps |
+//! | `samplers[i].<param>` | the sampler's default (catalog) | the sampler's parameters only |
+//! | `samplers[i].skip` | the sampler's default (catalog; `uniform`) | `uniform`, `quadratic`, `leading`, `trailing`, `linspace`, `time_uniform`, `logsnr`, `time_quadratic`, `karras` |
+//! | `samplers[i].steps` | top-level `steps` | integers 1..=`schedule.timesteps` |
+//! | `steps` | required unless every entry has `steps` | as above |
+//! | `samples` | `50000` | ≥ 1 |
+//! | `batch_size` | `500` | ≥ 1 (does not change any sample; not in `cell_hash`) |
+//! | `seed` | `0` | ≥ 0 |
+//! | `device` | `auto` | `auto` (cuda:0 if CUDA is available, else cpu), `cpu`, `cuda`, `cuda:N` |
+//! | `precision` | `fp32` | `fp32`; `tf32`, `bf16`, `fp16` need a CUDA device (an error on cpu, no silent fallback) |
+//! | `metrics` | none; a Gaussian oracle always gets `fd_exact` | `fid`, `fd_pixel`, `fd_exact` |
+//! | `metrics.fid.reference` | required | an `.npz` of reference statistics |
+//! | `metrics.fid.weights` | `$BENCH_DATA/models/pt_inception-2015-12-05-6726825d.pth` (`$BENCH_DATA` defaults to `./data`) | a file |
+//! | `metrics.fid.mode` | `pytorch-fid` | `pytorch-fid`, `tf`, `clean` |
+//! | `metrics.fid.dims` | `2048` | `64`, `192`, `768`, `2048` |
+//! | `metrics.fd_pixel.reference` | the oracle's exact moments | an `.npz`; required unless the model is an oracle |
+//! | `metrics.fd_exact` | on for a Gaussian oracle | Gaussian oracle only |
+//! | `output` | `reports/<name>` under the working directory | a folder |
+//! | `save_samples` | `64` | integer ≥ 0, or `all` |
+//!
+//! Relative paths written in a spec are resolved against the spec file's folder (so a spec and its
+//! data can move together); defaults that are not written (FID weights, output) are relative to
+//! the working directory / `$BENCH_DATA`.
+//!
+//! ## Cells and hashes
+//! Each sampler entry expands to the cartesian product of its list-valued parameters (in written
+//! order, first key slowest), then `skip`, then `steps` (fastest). A cell's parameters include
+//! the catalog defaults of those not written. `cell_hash` = SHA-256 of a JSON document of
+//! everything that determines the cell's samples and metrics: the model as written (kind, path
+//! string, resolved DDIM config, data) plus an optional weights fingerprint, the schedule, the
+//! sampler, its parameters, skip, steps, samples, seed, precision and the metric configuration.
+//! Not in it: device, batch size, output, save_samples (they must not change any number).
+//! `spec_hash` = SHA-256 of the JSON of the whole parsed spec (comments and formatting excluded).
+use crate::models::unet::DdimModelConfig;
+use crate::registry;
+use crate::schedule::{NoiseSchedule, ScheduleKind};
+use crate::spec::{
+    self, DataKind, DdimConfigSpec, ModelKind, Moment, ParamValue, Precision, RawData, RawModel, ResizeMode,
+    SaveSamples, Skip, SpecFile, Sweep, YamlPath,
+};
+use crate::{BenchError, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+// ---------------------------------------------------------------------------------------------
+// The sampler catalog the plan is checked against (implemented from the sampler registry).
+
+/// What the plan needs to know about samplers. `skip` and `steps` are accepted by every sampler
+/// and are not listed in `params`.
+pub trait SamplerCatalog {
+    /// All sampler names, in the order to list them in messages.
+    fn names(&self) -> Vec<&'static str>;
+    /// The sampler's parameters, or None if there is no such sampler.
+    fn params(&self, sampler: &str) -> Option<Vec<ParamSpec>>;
+    /// The skip used when an entry does not set one.
+    fn default_skip(&self, _sampler: &str) -> Skip {
+        Skip::Uniform
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub kind: ParamKind,
+}
+
+/// A parameter's type, range and default (the default lives with its type so it cannot disagree).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamKind {
+    /// A real number in [min, max] (max may be infinite); integers in the spec are accepted.
+    Float {
+        min: f64,
+        max: f64,
+        default: f64,
+    },
+    /// An integer in min..=max.
+    Int {
+        min: i64,
+        max: i64,
+        default: i64,
+    },
+    Choice {
+        allowed: &'static [&'static str],
+        default: &'static str,
+    },
+    Bool {
+        default: bool,
+    },
+}
+
+impl ParamKind {
+    pub fn default_value(&self) -> ParamValue {
+        match self {
+            ParamKind::Float { default, .. } => ParamValue::Float(*default),
+            ParamKind::Int { default, .. } => ParamValue::Int(*default),
+            ParamKind::Choice { default, .. } => ParamValue::Str((*default).to_owned()),
+            ParamKind::Bool { default } => ParamValue::Bool(*default),
+        }
+    }
+    /// "a number ≥ 0", "an integer from 1 to 3", ... (used in error messages).
+    pub fn describe(&self) -> String {
+        match self {
+            ParamKind::Float { min, max, .. } if max.is_infinite() && min.is_infinite() => "a number".into(),
+            ParamKind::Float { min, max, .. } if max.is_infinite() => format!("a number ≥ {min}"),
+            ParamKind::Float { min, max, .. } => format!("a number in [{min}, {max}]"),
+            ParamKind::Int { min, max, .. } => format!("an integer from {min} to {max}"),
+            ParamKind::Choice { allowed, .. } => format!("one of {}", allowed.join(", ")),
+            ParamKind::Bool { .. } => "true or false".into(),
+        }
+    }
+}
+
+/// A catalog from a static table: `&[(sampler, &[ParamSpec])]`, in listing order.
+pub struct StaticCatalog(pub &'static [(&'static str, &'static [ParamSpec])]);
+
+impl SamplerCatalog for StaticCatalog {
+    fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|(n, _)| *n).collect()
+    }
+    fn params(&self, sampler: &str) -> Option<Vec<ParamSpec>> {
+        self.0.iter().find(|(n, _)| *n == sampler).map(|(_, p)| p.to_vec())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The plan.
+
+/// What the machine offers; `Host::probe()` asks libtorch, tests construct it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Host {
+    pub cuda_devices: usize,
+}
+
+impl Host {
+    pub fn probe() -> Self {
+        let n = if tch::Cuda::is_available() { tch::Cuda::device_count().max(0) as usize } else { 0 };
+        Host { cuda_devices: n }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DevicePlan {
+    Cpu,
+    Cuda(usize),
+}
+
+impl DevicePlan {
+    pub fn to_tch(self) -> tch::Device {
+        match self {
+            DevicePlan::Cpu => tch::Device::Cpu,
+            DevicePlan::Cuda(n) => tch::Device::Cuda(n),
+        }
+    }
+}
+
+impl fmt::Display for DevicePlan {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            DevicePlan::Cpu => f.write_str("cpu"),
+            DevicePlan::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelPlan {
+    /// A diffusers `UNet2DModel` folder (config.json + weights).
+    Diffusers {
+        path: PathBuf,
+    },
+    /// A DDIM-repo checkpoint with its architecture.
+    Ddim {
+        path: PathBuf,
+        config: DdimModelConfig,
+        ema: bool,
+    },
+    /// A TorchScript ε-model taking (x [B,C,H,W], t [B]).
+    Torchscript {
+        path: PathBuf,
+        shape: [i64; 3],
+    },
+    Oracle(DataPlan),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataPlan {
+    Gaussian { shape: [i64; 3], mean: MomentPlan, std: MomentPlan },
+    Gmm { shape: [i64; 3], mixture: GmmPlan },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MomentPlan {
+    Scalar(f64),
+    PerChannel(Vec<f64>),
+    Npy(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GmmPlan {
+    Explicit { weights: Vec<f64>, means: Vec<MomentPlan>, stds: Vec<MomentPlan> },
+    Random { components: usize, seed: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SchedulePlan {
+    pub kind: ScheduleKind,
+    /// None for the cosine schedule, which has no β range.
+    pub beta_start: Option<f64>,
+    pub beta_end: Option<f64>,
+    pub timesteps: usize,
+}
+
+impl SchedulePlan {
+    pub fn noise_schedule(&self) -> Result<NoiseSchedule> {
+        NoiseSchedule::new(self.kind, self.beta_start.unwrap_or(0.0), self.beta_end.unwrap_or(0.0), self.timesteps)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsPlan {
+    pub fid: Option<FidPlan>,
+    pub fd_pixel: Option<FdPixelPlan>,
+    /// Closed-form Fréchet distance to the Gaussian oracle's data distribution.
+    pub fd_exact: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FidPlan {
+    pub reference: PathBuf,
+    pub weights: PathBuf,
+    pub mode: ResizeMode,
+    pub dims: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FdPixelPlan {
+    /// None: compare with the oracle's exact moments.
+    pub reference: Option<PathBuf>,
+}
+
+/// One point of the sweep: a sampler with all its parameters fixed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cell {
+    /// Position in the plan (0-based, stable for a given spec).
+    pub index: usize,
+    /// Which `samplers:` entry it came from.
+    pub entry: usize,
+    pub sampler: String,
+    /// Every parameter of the sampler, written or default (not `skip`/`steps`).
+    pub params: BTreeMap<String, ParamValue>,
+    pub skip: Skip,
+    pub steps: usize,
+    /// Hex SHA-256 of everything that determines this cell's samples and metrics.
+    pub hash: String,
+}
+
+impl Cell {
+    /// `eta=0.2 order=2` (or `-` when the sampler has no parameters).
+    pub fn params_text(&self) -> String {
+        if self.params.is_empty() {
+            return "-".into();
+        }
+        self.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// The model as written (path strings, not resolved paths, so moving a checkout keeps hashes),
+/// with defaults and presets resolved. Typed structs rather than JSON maps: field order is fixed
+/// by declaration, so the hash cannot depend on serde_json's map-ordering feature.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelIdentity {
+    pub kind: ModelKind,
+    pub path: Option<String>,
+    pub ddim_config: Option<DdimModelConfig>,
+    pub ema: Option<bool>,
+    pub shape: Option<Vec<i64>>,
+    pub data: Option<RawData>,
+}
+
+/// The metric configuration as written, defaults resolved (see [`ModelIdentity`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricsIdentity {
+    pub fid: Option<FidIdentity>,
+    /// Some(reference path as written, None = exact oracle moments) when fd_pixel is on.
+    pub fd_pixel: Option<Option<String>>,
+    pub fd_exact: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FidIdentity {
+    pub reference: String,
+    /// As written, or `default:<artifact name>`.
+    pub weights: String,
+    pub mode: ResizeMode,
+    pub dims: i64,
+}
+
+/// A validated, expanded spec: what the runner consumes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub name: String,
+    pub spec_path: PathBuf,
+    pub spec_hash: String,
+    pub model: ModelPlan,
+    /// The model as written (path strings, not resolved paths), hashed into every cell.
+    pub model_identity: ModelIdentity,
+    /// E.g. a hash of the weights; see [`Plan::set_model_fingerprint`].
+    pub model_fingerprint: Option<String>,
+    pub schedule: SchedulePlan,
+    pub samples: u64,
+    pub batch_size: u64,
+    pub seed: u64,
+    pub device: DevicePlan,
+    pub precision: Precision,
+    pub metrics: MetricsPlan,
+    /// The metric configuration as written, hashed into every cell.
+    pub metrics_identity: MetricsIdentity,
+    pub output: PathBuf,
+    pub save_samples: SaveSamples,
+    pub cells: Vec<Cell>,
+}
+
+impl Plan {
+    /// Adds the model's content fingerprint (e.g. weights SHA-256) to every cell hash.
+    pub fn set_model_fingerprint(&mut self, fingerprint: impl Into<String>) {
+        self.model_fingerprint = Some(fingerprint.into());
+        let hashes: Vec<String> = self.cells.iter().map(|c| self.cell_hash(c)).collect();
+        for (c, h) in self.cells.iter_mut().zip(hashes) {
+            c.hash = h;
+        }
+    }
+
+    fn cell_hash(&self, cell: &Cell) -> String {
+        #[derive(Serialize)]
+        struct CellIdentity<'a> {
+            scheme: u32,
+            model: &'a ModelIdentity,
+            model_fingerprint: &'a Option<String>,
+            schedule: &'a SchedulePlan,
+            sampler: &'a str,
+            params: &'a BTreeMap<String, ParamValue>,
+            skip: Skip,
+            steps: usize,
+            samples: u64,
+            seed: u64,
+            precision: Precision,
+            metrics: &'a MetricsIdentity,
+        }
+        sha256_json(&CellIdentity {
+            scheme: 1,
+            model: &self.model_identity,
+            model_fingerprint: &self.model_fingerprint,
+            schedule: &self.schedule,
+            sampler: &cell.sampler,
+            params: &cell.params,
+            skip: cell.skip,
+            steps: cell.steps,
+            samples: self.samples,
+            seed: self.seed,
+            precision: self.precision,
+            metrics: &self.metrics_identity,
+        })
+    }
+}
+
+fn sha256_json(v: &impl Serialize) -> String {
+    // Serializing plain structs, maps with string keys and finite floats cannot fail.
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads, parses and plans a spec file, probing this machine for CUDA.
+pub fn load(path: &Path, catalog: &dyn SamplerCatalog) -> Result<Plan> {
+    load_with(path, catalog, &Host::probe())
+}
+
+/// [`load`] with an explicit host (tests; `--dry-run` on another machine's behalf).
+pub fn load_with(path: &Path, catalog: &dyn SamplerCatalog, host: &Host) -> Result<Plan> {
+    build(&spec::read(path)?, catalog, host)
+}
+
+/// Plans an already parsed spec.
+pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Result<Plan> {
+    let raw = &spec.raw;
+    let root = YamlPath::root();
+    let base = spec.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let cx = Cx { spec, base, missing: Default::default() };
+
+    if raw.name.is_empty() || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+        return Err(cx.err(
+            &root.key("name"),
+            format!("`{}` is not a usable name (allowed: letters, digits, `_`, `-`, `.`)", raw.name),
+        ));
+    }
+    let (model, model_identity) = cx.model(&raw.model)?;
+    let schedule = cx.schedule()?;
+    let expanded = cx.expand(catalog, schedule.timesteps)?;
+    let samples = cx.at_least_1(&root.key("samples"), raw.samples.unwrap_or(50_000))?;
+    let batch_size = cx.at_least_1(&root.key("batch_size"), raw.batch_size.unwrap_or(500))?;
+    let seed = match raw.seed.unwrap_or(0) {
+        s if s >= 0 => s as u64,
+        s => return Err(cx.err(&root.key("seed"), format!("must be ≥ 0, got {s}"))),
+    };
+    let device = cx.device(host)?;
+    let precision = raw.precision.unwrap_or(Precision::Fp32);
+    if device == DevicePlan::Cpu && precision != Precision::Fp32 {
+        let why = match raw.device.as_deref() {
+            None | Some("auto") => "device `auto` resolved to cpu (no CUDA on this machine)".to_owned(),
+            Some(_) => "the device is cpu".to_owned(),
+        };
+        return Err(cx.err(
+            &root.key("precision"),
+            format!("`{}` needs a CUDA device but {why} (allowed on cpu: fp32)", precision.as_str()),
+        ));
+    }
+    let (metrics, metrics_identity) = cx.metrics(&model)?;
+    let output = match &raw.output {
+        Some(o) => cx.resolve(o),
+        None => PathBuf::from("reports").join(&raw.name),
+    };
+    // Every missing file in one message (a fresh checkout of a real-model spec lacks several).
+    let missing = cx.missing.take();
+    if let Some((at, first)) = missing.first() {
+        let others: Vec<String> = missing[1..].iter().map(|(a, m)| format!("; also {a}: {m}")).collect();
+        return Err(cx.err(at, format!("{first}{}", others.concat())));
+    }
+    let mut plan = Plan {
+        name: raw.name.clone(),
+        spec_path: spec.path.clone(),
+        spec_hash: sha256_json(raw),
+        model,
+        model_identity,
+        model_fingerprint: None,
+        schedule,
+        samples,
+        batch_size,
+        seed,
+        device,
+        precision,
+        metrics,
+        metrics_identity,
+        output,
+        save_samples: raw.save_samples.unwrap_or(SaveSamples::Count(64)),
+        cells: Vec::new(),
+    };
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (index, (entry, sampler, params, skip, steps)) in expanded.into_iter().enumerate() {
+        let mut cell = Cell { index, entry, sampler, params, skip, steps, hash: String::new() };
+        cell.hash = plan.cell_hash(&cell);
+        if let Some(&first) = seen.get(&cell.hash) {
+            let prev: &Cell = &plan.cells[first];
+            return Err(cx.err(
+                &root.key("samplers").index(entry),
+                format!(
+                    "repeats cell #{first} of samplers[{}] ({} {} skip={} steps={}); remove the repeated value",
+                    prev.entry,
+                    prev.sampler,
+                    prev.params_text(),
+                    prev.skip.as_str(),
+                    prev.steps
+                ),
+            ));
+        }
+        seen.insert(cell.hash.clone(), index);
+        plan.cells.push(cell);
+    }
+    Ok(plan)
+}
+
+type Expanded = (usize, String, BTreeMap<String, ParamValue>, Skip, usize);
+
+/// Validation context: the spec (for error positions) and the folder relative paths start from.
+struct Cx<'a> {
+    spec: &'a SpecFile,
+    base: &'a Path,
+    /// Missing files found so far: (where, message).
+    missing: std::cell::RefCell<Vec<(YamlPath, String)>>,
+}
+
+impl Cx<'_> {
+    fn err(&self, at: &YamlPath, msg: impl fmt::Display) -> BenchError {
+        self.spec.error_at(at, msg)
+    }
+
+    fn resolve(&self, written: &str) -> PathBuf {
+        let p = Path::new(written);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    /// `path` must exist; a missing file that is a known artifact names where to get it.
+    /// Records a missing file (reported after all other checks, all files in one message) and
+    /// returns the path either way.
+    fn existing(&self, at: &YamlPath, path: PathBuf) -> Result<PathBuf> {
+        if !path.exists() {
+            let mut msg = format!("not found: {}", path.display());
+            match registry::ARTIFACTS.iter().find(|a| path.ends_with(a.file)) {
+                Some(a) if a.url.starts_with("http") => msg += &format!(" ({}; get it from {})", a.what, a.url),
+                Some(a) => msg += &format!(" ({}; {})", a.what, a.url.trim_start_matches('(').trim_end_matches(')')),
+                None => msg += " (relative paths start from the spec file's folder)",
+            }
+            self.missing.borrow_mut().push((at.clone(), msg));
+        }
+        Ok(path)
+    }
+
+    fn at_least_1(&self, at: &YamlPath, v: i64) -> Result<u64> {
+        if v >= 1 {
+            Ok(v as u64)
+        } else {
+            Err(self.err(at, format!("must be ≥ 1, got {v}")))
+        }
+    }
+
+    /// Keys written in `map_at` that `kind` does not take.
+    fn only_keys(&self, map_at: &YamlPath, what: &str, written: &[(&str, bool)], allowed: &[&str]) -> Result<()> {
+        for (key, present) in written {
+            if *present && !allowed.contains(key) {
+                return Err(self.err(
+                    &map_at.key(key),
+                    format!("`{key}` does not apply to {what} (allowed: {})", allowed.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn required<'v, T>(&self, map_at: &YamlPath, v: &'v Option<T>, key: &str, what: &str, hint: &str) -> Result<&'v T> {
+        v.as_ref().ok_or_else(|| self.err(map_at, format!("{what} needs `{key}` ({hint})")))
+    }
+
+    fn model(&self, m: &RawModel) -> Result<(ModelPlan, ModelIdentity)> {
+        let at = YamlPath::root().key("model");
+        let written = [
+            ("kind", true),
+            ("path", m.path.is_some()),
+            ("config", m.config.is_some()),
+            ("ema", m.ema.is_some()),
+            ("shape", m.shape.is_some()),
+            ("data", m.data.is_some()),
+        ];
+        let what = format!("model kind `{}`", m.kind.as_str());
+        let allowed: &[&str] = match m.kind {
+            ModelKind::Diffusers => &["kind", "path"],
+            ModelKind::Ddim => &["kind", "path", "config", "ema"],
+            ModelKind::Torchscript => &["kind", "path", "shape"],
+            ModelKind::Oracle => &["kind", "data"],
+        };
+        self.only_keys(&at, &what, &written, allowed)?;
+        let path = |hint: &str| -> Result<PathBuf> {
+            let p = self.required(&at, &m.path, "path", &what, hint)?;
+            self.existing(&at.key("path"), self.resolve(p))
+        };
+        let mut ddim_config = None;
+        let plan = match m.kind {
+            ModelKind::Diffusers => {
+                let p = path("a diffusers model folder")?;
+                if p.exists() && !p.join("config.json").is_file() {
+                    return Err(self.err(
+                        &at.key("path"),
+                        format!("{} is not a diffusers model folder (no config.json in it)", p.display()),
+                    ));
+                }
+                ModelPlan::Diffusers { path: p }
+            }
+            ModelKind::Ddim => {
+                let cfg =
+                    self.required(&at, &m.config, "config", &what, "cifar10, celeba, or a map with ch, ch_mult, ...")?;
+                let config = match cfg {
+                    DdimConfigSpec::Preset(name) => DdimModelConfig::preset(name).map_err(|_| {
+                        let mut msg = format!("unknown preset `{name}`");
+                        if let Some(s) = spec::suggest(name, ["cifar10", "celeba"]) {
+                            msg += &format!("; did you mean `{s}`?");
+                        }
+                        self.err(&at.key("config"), msg + " (allowed: cifar10, celeba, or a map with ch, ch_mult, ...)")
+                    })?,
+                    DdimConfigSpec::Explicit(c) => c.clone(),
+                };
+                ddim_config = Some(config.clone());
+                let p = path("the DDIM checkpoint file")?;
+                ModelPlan::Ddim { path: p, config, ema: m.ema.unwrap_or(true) }
+            }
+            ModelKind::Torchscript => {
+                let s = self.required(&at, &m.shape, "shape", &what, "[C, H, W] of one sample")?;
+                let shape = self.shape(&at.key("shape"), s)?;
+                ModelPlan::Torchscript { path: path("a TorchScript file")?, shape }
+            }
+            ModelKind::Oracle => {
+                let d = self.required(
+                    &at,
+                    &m.data,
+                    "data",
+                    &what,
+                    "{kind: gaussian, shape: [C, H, W], ...} or {kind: gmm, ...}",
+                )?;
+                ModelPlan::Oracle(self.data(&at.key("data"), d)?)
+            }
+        };
+        let identity = ModelIdentity {
+            kind: m.kind,
+            path: m.path.clone(),
+            ddim_config,
+            ema: (m.kind == ModelKind::Ddim).then(|| m.ema.unwrap_or(true)),
+            shape: m.shape.clone(),
+            data: m.data.clone(),
+        };
+        Ok((plan, identity))
+    }
+
+    fn shape(&self, at: &YamlPath, s: &[i64]) -> Result<[i64; 3]> {
+        match s {
+            &[c, h, w] if c >= 1 && h >= 1 && w >= 1 => Ok([c, h, w]),
+            _ => Err(self.err(at, format!("must be [C, H, W] with sizes ≥ 1, got {s:?}"))),
+        }
+    }
+
+    fn data(&self, at: &YamlPath, d: &RawData) -> Result<DataPlan> {
+        let written = [
+            ("kind", true),
+            ("shape", d.shape.is_some()),
+            ("mean", d.mean.is_some()),
+            ("std", d.std.is_some()),
+            ("weights", d.weights.is_some()),
+            ("means", d.means.is_some()),
+            ("stds", d.stds.is_some()),
+            ("components", d.components.is_some()),
+            ("seed", d.seed.is_some()),
+        ];
+        let (what, allowed): (&str, &[&str]) = match d.kind {
+            DataKind::Gaussian => ("data kind `gaussian`", &["kind", "shape", "mean", "std"]),
+            DataKind::Gmm => ("data kind `gmm`", &["kind", "shape", "weights", "means", "stds", "components", "seed"]),
+        };
+        self.only_keys(at, what, &written, allowed)?;
+        let shape = self.shape(&at.key("shape"), self.required(at, &d.shape, "shape", what, "[C, H, W]")?)?;
+        let c = shape[0];
+        match d.kind {
+            DataKind::Gaussian => Ok(DataPlan::Gaussian {
+                shape,
+                mean: self.moment(&at.key("mean"), d.mean.as_ref().unwrap_or(&Moment::Scalar(0.0)), c, false)?,
+                std: self.moment(&at.key("std"), d.std.as_ref().unwrap_or(&Moment::Scalar(1.0)), c, true)?,
+            }),
+            DataKind::Gmm => {
+                let explicit = d.weights.is_some() || d.means.is_some() || d.stds.is_some();
+                let how = "either `weights`, `means` and `stds`, or `components` (and optionally `seed`)";
+                if explicit && d.components.is_some() {
+                    return Err(self.err(&at.key("components"), format!("a gmm takes {how}, not both")));
+                }
+                if !explicit {
+                    let k = self.required(at, &d.components, "components", what, how)?;
+                    let components = self.at_least_1(&at.key("components"), *k)? as usize;
+                    let seed = match d.seed.unwrap_or(0) {
+                        s if s >= 0 => s as u64,
+                        s => return Err(self.err(&at.key("seed"), format!("must be ≥ 0, got {s}"))),
+                    };
+                    return Ok(DataPlan::Gmm { shape, mixture: GmmPlan::Random { components, seed } });
+                }
+                if d.seed.is_some() {
+                    return Err(self.err(&at.key("seed"), "`seed` only applies with `components` (random mixtures)"));
+                }
+                let weights = self.required(at, &d.weights, "weights", what, how)?;
+                let means = self.required(at, &d.means, "means", what, how)?;
+                let stds = self.required(at, &d.stds, "stds", what, how)?;
+                let k = weights.len();
+                if k == 0 {
+                    return Err(self.err(&at.key("weights"), "empty list; give one weight per component"));
+                }
+                if let Some(j) = weights.iter().position(|w| !(w.is_finite() && *w > 0.0)) {
+                    return Err(self.err(&at.key("weights").index(j), format!("must be > 0, got {}", weights[j])));
+                }
+                let sum: f64 = weights.iter().sum();
+                if (sum - 1.0).abs() > 1e-6 {
+                    return Err(self.err(&at.key("weights"), format!("must sum to 1, got {sum}")));
+                }
+                for (key, len) in [("means", means.len()), ("stds", stds.len())] {
+                    if len != k {
+                        return Err(self.err(&at.key(key), format!("has {len} entries but `weights` has {k}")));
+                    }
+                }
+                let means = (means.iter().enumerate())
+                    .map(|(j, m)| self.moment(&at.key("means").index(j), m, c, false))
+                    .collect::<Result<_>>()?;
+                let stds = (stds.iter().enumerate())
+                    .map(|(j, m)| self.moment(&at.key("stds").index(j), m, c, true))
+                    .collect::<Result<_>>()?;
+                Ok(DataPlan::Gmm { shape, mixture: GmmPlan::Explicit { weights: weights.clone(), means, stds } })
+            }
+        }
+    }
+
+    fn moment(&self, at: &YamlPath, m: &Moment, channels: i64, positive: bool) -> Result<MomentPlan> {
+        let ok = |x: f64| x.is_finite() && (!positive || x > 0.0);
+        let need = if positive { "a number > 0" } else { "a finite number" };
+        match m {
+            Moment::Scalar(x) if ok(*x) => Ok(MomentPlan::Scalar(*x)),
+            Moment::Scalar(x) => Err(self.err(at, format!("must be {need}, got {x}"))),
+            Moment::PerChannel(v) => {
+                if v.len() as i64 != channels {
+                    return Err(self.err(
+                        at,
+                        format!("needs one value per channel: shape[0] is {channels}, got {} values", v.len()),
+                    ));
+                }
+                if let Some(j) = v.iter().position(|x| !ok(*x)) {
+                    return Err(self.err(&at.index(j), format!("must be {need}, got {}", v[j])));
+                }
+                Ok(MomentPlan::PerChannel(v.clone()))
+            }
+            Moment::Npy(s) if s.ends_with(".npy") => Ok(MomentPlan::Npy(self.existing(at, self.resolve(s))?)),
+            Moment::Npy(s) => Err(self
+                .err(at, format!("expected a number, a list with one number per channel, or an .npy path, got `{s}`"))),
+        }
+    }
+
+    fn schedule(&self) -> Result<SchedulePlan> {
+        let at = YamlPath::root().key("schedule");
+        let none = spec::RawSchedule { kind: None, beta_start: None, beta_end: None, timesteps: None };
+        let s = self.spec.raw.schedule.as_ref().unwrap_or(&none);
+        let kind = s.kind.unwrap_or(ScheduleKind::Linear);
+        let t = s.timesteps.unwrap_or(1000);
+        if t < 2 {
+            return Err(self.err(&at.key("timesteps"), format!("must be ≥ 2, got {t}")));
+        }
+        let (beta_start, beta_end) = match kind {
+            ScheduleKind::Cosine => {
+                for (key, v) in [("beta_start", s.beta_start), ("beta_end", s.beta_end)] {
+                    if v.is_some() {
+                        return Err(self.err(&at.key(key), "has no effect with the cosine schedule; remove it"));
+                    }
+                }
+                (None, None)
+            }
+            ScheduleKind::Linear | ScheduleKind::ScaledLinear => {
+                let (d0, d1) = if kind == ScheduleKind::Linear { (1e-4, 0.02) } else { (0.00085, 0.012) };
+                let (b0, b1) = (s.beta_start.unwrap_or(d0), s.beta_end.unwrap_or(d1));
+                if !(0.0 < b0 && b0 <= b1 && b1 < 1.0) {
+                    let key = if 0.0 < b0 && b0 < 1.0 { "beta_end" } else { "beta_start" };
+                    return Err(self.err(
+                        &at.key(key),
+                        format!("need 0 < beta_start ≤ beta_end < 1, got beta_start={b0}, beta_end={b1}"),
+                    ));
+                }
+                (Some(b0), Some(b1))
+            }
+        };
+        Ok(SchedulePlan { kind, beta_start, beta_end, timesteps: t as usize })
+    }
+
+    /// Values of a sweep, or an error if the list is empty.
+    fn sweep<'s, T>(&self, at: &YamlPath, s: &'s Sweep<T>) -> Result<&'s [T]> {
+        match s.values() {
+            [] => Err(self.err(at, "empty list; give at least one value")),
+            v => Ok(v),
+        }
+    }
+
+    /// Path of value j of a sweep at `at` (`at[j]` for a list, `at` for a single value).
+    fn elem(at: &YamlPath, s: &Sweep<impl Sized>, j: usize) -> YamlPath {
+        if s.is_list() {
+            at.index(j)
+        } else {
+            at.clone()
+        }
+    }
+
+    fn steps(&self, at: &YamlPath, s: &Sweep<i64>, timesteps: usize) -> Result<Vec<usize>> {
+        let vals = self.sweep(at, s)?;
+        let mut out = Vec::with_capacity(vals.len());
+        for (j, &v) in vals.iter().enumerate() {
+            if v < 1 || v as usize > timesteps {
+                return Err(self.err(
+                    &Self::elem(at, s, j),
+                    format!("must be an integer from 1 to {timesteps} (schedule.timesteps), got {v}"),
+                ));
+            }
+            out.push(v as usize);
+        }
+        Ok(out)
+    }
+
+    fn expand(&self, catalog: &dyn SamplerCatalog, timesteps: usize) -> Result<Vec<Expanded>> {
+        let raw = &self.spec.raw;
+        let root = YamlPath::root();
+        if raw.samplers.is_empty() {
+            return Err(self.err(&root.key("samplers"), "empty list; give at least one sampler, e.g. `- {name: ddim}`"));
+        }
+        let global_steps = match &raw.steps {
+            Some(s) => Some(self.steps(&root.key("steps"), s, timesteps)?),
+            None => None,
+        };
+        let names = catalog.names();
+        let mut out = Vec::new();
+        for (i, e) in raw.samplers.iter().enumerate() {
+            let at = root.key("samplers").index(i);
+            let Some(specs) = catalog.params(&e.name) else {
+                let mut msg = format!("unknown sampler `{}`", e.name);
+                if let Some(s) = spec::suggest(&e.name, names.iter().copied()) {
+                    msg += &format!("; did you mean `{s}`?");
+                }
+                return Err(self.err(&at.key("name"), msg + &format!(" (known: {})", names.join(", "))));
+            };
+            // Axes of the product, in written order; then skip; then steps.
+            let mut axes: Vec<(String, Vec<ParamValue>)> = Vec::new();
+            for (key, sweep) in &e.params {
+                let kat = at.key(key);
+                let Some(ps) = specs.iter().find(|p| p.name == key) else {
+                    let allowed: Vec<&str> = specs.iter().map(|p| p.name).chain(["skip", "steps"]).collect();
+                    let mut msg = format!("`{key}` is not a parameter of `{}`", e.name);
+                    if let Some(s) = spec::suggest(key, allowed.iter().copied()) {
+                        msg += &format!("; did you mean `{s}`?");
+                    }
+                    return Err(self.err(&kat, msg + &format!(" (allowed: {})", allowed.join(", "))));
+                };
+                let vals = self.sweep(&kat, sweep)?;
+                let checked = (vals.iter().enumerate())
+                    .map(|(j, v)| self.param(&Self::elem(&kat, sweep, j), &e.name, ps, v))
+                    .collect::<Result<Vec<_>>>()?;
+                axes.push((key.clone(), checked));
+            }
+            let skips: Vec<Skip> = match &e.skip {
+                Some(s) => self.sweep(&at.key("skip"), s)?.to_vec(),
+                None => vec![catalog.default_skip(&e.name)],
+            };
+            let steps = match (&e.steps, &global_steps) {
+                (Some(s), _) => self.steps(&at.key("steps"), s, timesteps)?,
+                (None, Some(g)) => g.clone(),
+                (None, None) => {
+                    return Err(self.err(&at, "no `steps`: set `steps:` at the top level or in this entry"));
+                }
+            };
+            let defaults: BTreeMap<String, ParamValue> =
+                specs.iter().map(|p| (p.name.to_owned(), p.kind.default_value())).collect();
+            let mut combos: Vec<BTreeMap<String, ParamValue>> = vec![defaults];
+            for (key, vals) in &axes {
+                combos = combos
+                    .iter()
+                    .flat_map(|c| {
+                        vals.iter().map(move |v| {
+                            let mut c = c.clone();
+                            c.insert(key.clone(), v.clone());
+                            c
+                        })
+                    })
+                    .collect();
+            }
+            for params in &combos {
+                for &skip in &skips {
+                    for &n in &steps {
+                        out.push((i, e.name.clone(), params.clone(), skip, n));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks one parameter value against its spec; integers become floats for float params.
+    fn param(&self, at: &YamlPath, sampler: &str, ps: &ParamSpec, v: &ParamValue) -> Result<ParamValue> {
+        let bad = || self.err(at, format!("`{}` of `{sampler}` must be {}, got {v}", ps.name, ps.kind.describe()));
+        match (&ps.kind, v) {
+            (ParamKind::Float { min, max, .. }, ParamValue::Int(_) | ParamValue::Float(_)) => {
+                let x = if let ParamValue::Int(i) = v {
+                    *i as f64
+                } else if let ParamValue::Float(x) = v {
+                    *x
+                } else {
+                    f64::NAN
+                };
+                if x.is_finite() && x >= *min && x <= *max {
+                    Ok(ParamValue::Float(x))
+                } else {
+                    Err(bad())
+                }
+            }
+            (ParamKind::Int { min, max, .. }, ParamValue::Int(i)) if i >= min && i <= max => Ok(v.clone()),
+            (ParamKind::Choice { allowed, .. }, ParamValue::Str(s)) => {
+                if allowed.contains(&s.as_str()) {
+                    return Ok(v.clone());
+                }
+                let mut msg = format!("unknown value `{s}` for `{}` of `{sampler}`", ps.name);
+                if let Some(sug) = spec::suggest(s, allowed.iter().copied()) {
+                    msg += &format!("; did you mean `{sug}`?");
+                }
+                Err(self.err(at, msg + &format!(" (allowed: {})", allowed.join(", "))))
+            }
+            (ParamKind::Bool { .. }, ParamValue::Bool(_)) => Ok(v.clone()),
+            _ => Err(bad()),
+        }
+    }
+
+    fn device(&self, host: &Host) -> Result<DevicePlan> {
+        let at = YamlPath::root().key("device");
+        let written = self.spec.raw.device.as_deref().unwrap_or("auto");
+        let cuda = |n: usize| -> Result<DevicePlan> {
+            if host.cuda_devices == 0 {
+                Err(self.err(
+                    &at,
+                    format!("`{written}` requested but CUDA is not available on this machine (libtorch sees no GPU); use `cpu` or `auto`"),
+                ))
+            } else if n >= host.cuda_devices {
+                Err(self.err(
+                    &at,
+                    format!(
+                        "`{written}` does not exist: this machine has {} CUDA device(s), cuda:0 to cuda:{}",
+                        host.cuda_devices,
+                        host.cuda_devices - 1
+                    ),
+                ))
+            } else {
+                Ok(DevicePlan::Cuda(n))
+            }
+        };
+        match written {
+            "auto" => Ok(if host.cuda_devices > 0 { DevicePlan::Cuda(0) } else { DevicePlan::Cpu }),
+            "cpu" => Ok(DevicePlan::Cpu),
+            "cuda" => cuda(0),
+            other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) => cuda(n),
+                None => {
+                    let mut msg = format!("unknown device `{other}`");
+                    if let Some(s) = spec::suggest(other, ["auto", "cpu", "cuda"]) {
+                        msg += &format!("; did you mean `{s}`?");
+                    }
+                    Err(self.err(&at, msg + " (allowed: auto, cpu, cuda, cuda:N)"))
+                }
+            },
+        }
+    }
+
+    fn metrics(&self, model: &ModelPlan) -> Result<(MetricsPlan, MetricsIdentity)> {
+        let at = YamlPath::root().key("metrics");
+        let none = spec::RawMetrics { fid: None, fd_pixel: None, fd_exact: None };
+        let m = self.spec.raw.metrics.as_ref().unwrap_or(&none);
+        let gaussian = matches!(model, ModelPlan::Oracle(DataPlan::Gaussian { .. }));
+        let oracle = matches!(model, ModelPlan::Oracle(_));
+        let fid = match &m.fid {
+            None => None,
+            Some(f) => {
+                let fat = at.key("fid");
+                let reference =
+                    self.required(&fat, &f.reference, "reference", "`fid`", "an .npz of reference statistics")?;
+                let reference = self.existing(&fat.key("reference"), self.resolve(reference))?;
+                let weights = match &f.weights {
+                    Some(w) => self.resolve(w),
+                    None => registry::FID_INCEPTION.default_path(&registry::data_dir()),
+                };
+                let weights = self.existing(&fat.key("weights"), weights)?;
+                let dims = f.dims.unwrap_or(2048);
+                if ![64, 192, 768, 2048].contains(&dims) {
+                    return Err(self.err(
+                        &fat.key("dims"),
+                        format!("must be one of 64, 192, 768, 2048 (Inception feature blocks), got {dims}"),
+                    ));
+                }
+                Some(FidPlan {
+                    reference,
+                    weights,
+                    mode: f.mode.unwrap_or(ResizeMode::PytorchFid),
+                    dims: dims as usize,
+                })
+            }
+        };
+        let fd_pixel = match &m.fd_pixel {
+            None => None,
+            Some(p) => match &p.reference {
+                Some(r) => Some(FdPixelPlan {
+                    reference: Some(self.existing(&at.key("fd_pixel").key("reference"), self.resolve(r))?),
+                }),
+                None if oracle => Some(FdPixelPlan { reference: None }),
+                None => {
+                    return Err(self.err(
+                        &at.key("fd_pixel"),
+                        "needs `reference` (an .npz of pixel statistics) unless the model is an oracle",
+                    ))
+                }
+            },
+        };
+        if m.fd_exact.is_some() && !gaussian {
+            return Err(self.err(
+                &at.key("fd_exact"),
+                "needs a Gaussian oracle model (`model: {kind: oracle, data: {kind: gaussian, ...}}`)",
+            ));
+        }
+        let identity = MetricsIdentity {
+            fid: m.fid.as_ref().map(|f| FidIdentity {
+                reference: f.reference.clone().unwrap_or_default(),
+                weights: f.weights.clone().unwrap_or_else(|| format!("default:{}", registry::FID_INCEPTION.name)),
+                mode: f.mode.unwrap_or(ResizeMode::PytorchFid),
+                dims: f.dims.unwrap_or(2048),
+            }),
+            fd_pixel: m.fd_pixel.as_ref().map(|p| p.reference.clone()),
+            fd_exact: gaussian,
+        };
+        Ok((MetricsPlan { fid, fd_pixel, fd_exact: gaussian }, identity))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `--dry-run`.
+
+/// The cells as an aligned text table: cell, sampler, params, skip, steps, nfe and
+/// nfe×samples (the cost), with `nfe` from the caller (the sampler registry knows it; `-` if None).
+pub fn render_cells(plan: &Plan, nfe: &dyn Fn(&Cell) -> Option<usize>) -> String {
+    let header = ["cell", "sampler", "params", "skip", "steps", "nfe", "nfe×samples"];
+    let right = [true, false, false, false, true, true, true];
+    let mut rows: Vec<[String; 7]> = vec![header.map(str::to_owned)];
+    for c in &plan.cells {
+        let n = nfe(c);
+        rows.push([
+            c.index.to_string(),
+            c.sampler.clone(),
+            c.params_text(),
+            c.skip.as_str().to_owned(),
+            c.steps.to_string(),
+            n.map_or("-".into(), |n| n.to_string()),
+            n.map_or("-".into(), |n| (n as u64 * plan.samples).to_string()),
+        ]);
+    }
+    let mut width = [0usize; 7];
+    for r in &rows {
+        for (w, s) in width.iter_mut().zip(r) {
+            *w = (*w).max(s.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let mut line = String::new();
+        for (k, s) in r.iter().enumerate() {
+            let pad = " ".repeat(width[k] - s.chars().count());
+            if k > 0 {
+                line += "  ";
+            }
+            if right[k] {
+                line += &pad;
+                line += s;
+            } else {
+                line += s;
+                line += &pad;
+            }
+        }
+        out += line.trim_end();
+        out += "\n";
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CATALOG: StaticCatalog = StaticCatalog(&[
+        ("ddim", &[ParamSpec { name: "eta", kind: ParamKind::Float { min: 0.0, max: f64::INFINITY, default: 0.0 } }]),
+        ("ddpm_large", &[]),
+        (
+            "dpm_solver",
+            &[
+                ParamSpec { name: "order", kind: ParamKind::Int { min: 1, max: 3, default: 3 } },
+                ParamSpec {
+                    name: "method",
+                    kind: ParamKind::Choice { allowed: &["singlestep", "multistep", "fast"], default: "singlestep" },
+                },
+            ],
+        ),
+    ]);
+    const CPU: Host = Host { cuda_devices: 0 };
+
+    fn plan(text: &str) -> Result<Plan> {
+        build(&spec::parse(Path::new("t.yaml"), text)?, &CATALOG, &CPU)
+    }
+
+    const BASE: &str =
+        "name: t\nmodel: {kind: oracle, data: {kind: gaussian, shape: [3, 8, 8], std: [0.2, 0.5, 1.0]}}\n";
+
+    #[test]
+    fn sweep_expands_params_then_skip_then_steps() {
+        let p = plan(&format!(
+            "{BASE}samplers:\n  - {{name: dpm_solver, order: [2, 3], method: [singlestep, multistep], skip: [uniform, logsnr]}}\n  - {{name: ddpm_large, steps: 7}}\nsteps: [10, 20]\n"
+        ))
+        .unwrap();
+        assert_eq!(p.cells.len(), 2 * 2 * 2 * 2 + 1);
+        let key = |c: &Cell| format!("{} {} {} {}", c.sampler, c.params_text(), c.skip.as_str(), c.steps);
+        assert_eq!(key(&p.cells[0]), "dpm_solver method=singlestep order=2 uniform 10");
+        assert_eq!(key(&p.cells[1]), "dpm_solver method=singlestep order=2 uniform 20");
+        assert_eq!(key(&p.cells[2]), "dpm_solver method=singlestep order=2 logsnr 10");
+        assert_eq!(key(&p.cells[4]), "dpm_solver method=multistep order=2 uniform 10");
+        assert_eq!(key(&p.cells[8]), "dpm_solver method=singlestep order=3 uniform 10");
+        assert_eq!(key(&p.cells[16]), "ddpm_large - uniform 7");
+        assert_eq!(p.cells.iter().map(|c| c.index).collect::<Vec<_>>(), (0..17).collect::<Vec<_>>());
+        // Defaults fill unwritten parameters; integers given to float params become floats.
+        let p = plan(&format!("{BASE}samplers: [{{name: dpm_solver}}, {{name: ddim, eta: 1}}]\nsteps: 5\n")).unwrap();
+        assert_eq!(p.cells[0].params_text(), "method=singlestep order=3");
+        assert_eq!(p.cells[1].params["eta"], ParamValue::Float(1.0));
+    }
+
+    #[test]
+    fn cell_hash_depends_on_what_determines_samples_only() {
+        let text = format!("{BASE}samplers: [{{name: ddim, eta: [0.0, 0.5]}}]\nsteps: 10\nbatch_size: 100\n");
+        let a = plan(&text).unwrap();
+        assert_eq!(a.cells[0].hash.len(), 64);
+        assert_ne!(a.cells[0].hash, a.cells[1].hash);
+        // Formatting, comments, batch size, output and a written default leave hashes unchanged.
+        let same = format!(
+            "# comment\n{BASE}samplers:\n  - name: ddim\n    eta: [0, 0.5]\nsteps: [10]\nbatch_size: 7\noutput: elsewhere\nschedule: {{kind: linear}}\n"
+        );
+        let b = plan(&same).unwrap();
+        assert_eq!(
+            a.cells.iter().map(|c| &c.hash).collect::<Vec<_>>(),
+            b.cells.iter().map(|c| &c.hash).collect::<Vec<_>>()
+        );
+        // Seed, samples, precision-relevant and model changes do change them.
+        for changed in [
+            text.replace("steps: 10", "steps: 11"),
+            text.clone() + "seed: 1\n",
+            text.clone() + "samples: 10\n",
+            text.replace("0.2, 0.5", "0.25, 0.5"),
+            text.clone() + "schedule: {beta_end: 0.021}\n",
+        ] {
+            let c = plan(&changed).unwrap();
+            assert_ne!(a.cells[1].hash, c.cells[1].hash, "{changed}");
+        }
+        // The weights fingerprint is part of the hash.
+        let mut f = a.clone();
+        f.set_model_fingerprint("abc");
+        assert_ne!(f.cells[0].hash, a.cells[0].hash);
+        // Pinned: a changed hash scheme silently invalidates every finished cell of every run
+        // (resume recomputes them), so it must be a deliberate change (bump `scheme`).
+        assert_eq!(a.cells[0].hash, "e634c341523a1c59fbdc1274f45f2055ac481e657813cb989ba9ee564c269396");
+        assert_eq!(a.spec_hash.len(), 64);
+    }
+
+    #[test]
+    fn repeated_cells_are_rejected() {
+        let e = plan(&format!("{BASE}samplers: [{{name: ddim, eta: [0.5, 0.5]}}]\nsteps: 10\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.yaml:3:12: samplers[0]: repeats cell #0 of samplers[0] (ddim eta=0.5 skip=uniform steps=10); remove the repeated value"
+        );
+    }
+
+    #[test]
+    fn dry_run_table_is_aligned() {
+        let p = plan(&format!(
+            "{BASE}samplers: [{{name: ddim, eta: [0, 0.25]}}, {{name: ddpm_large}}]\nsteps: [10, 100]\nsamples: 1000\n"
+        ))
+        .unwrap();
+        let t = render_cells(&p, &|c| (c.sampler == "ddim").then_some(c.steps));
+        assert_eq!(
+            t,
+            "\
+cell  sampler     params    skip     steps  nfe  nfe×samples
+   0  ddim        eta=0     uniform     10   10        10000
+   1  ddim        eta=0     uniform    100  100       100000
+   2  ddim        eta=0.25  uniform     10   10        10000
+   3  ddim        eta=0.25  uniform    100  100       100000
+   4  ddpm_large  -         uniform     10    -            -
+   5  ddpm_large  -         uniform    100    -            -
+"
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        let p = plan(&format!("{BASE}samplers: [{{name: ddim}}]\nsteps: 10\n")).unwrap();
+        assert_eq!((p.samples, p.batch_size, p.seed), (50_000, 500, 0));
+        assert_eq!((p.device, p.precision), (DevicePlan::Cpu, Precision::Fp32));
+        assert_eq!(
+            p.schedule,
+            SchedulePlan { kind: ScheduleKind::Linear, beta_start: Some(1e-4), beta_end: Some(0.02), timesteps: 1000 }
+        );
+        assert_eq!(p.output, PathBuf::from("reports/t"));
+        assert_eq!(p.save_samples, SaveSamples::Count(64));
+        assert_eq!(p.metrics, MetricsPlan { fid: None, fd_pixel: None, fd_exact: true });
+        assert_eq!(
+            p.model,
+            ModelPlan::Oracle(DataPlan::Gaussian {
+                shape: [3, 8, 8],
+                mean: MomentPlan::Scalar(0.0),
+                std: MomentPlan::PerChannel(vec![0.2, 0.5, 1.0])
+            })
+        );
+        let auto_gpu = build(
+            &spec::parse(
+                Path::new("t.yaml"),
+                &format!("{BASE}samplers: [{{name: ddim}}]\nsteps: 10\nprecision: bf16\n"),
+            )
+            .unwrap(),
+            &CATALOG,
+            &Host { cuda_devices: 2 },
+        )
+        .unwrap();
+        assert_eq!((auto_gpu.device, auto_gpu.precision), (DevicePlan::Cuda(0), Precision::Bf16));
+    }
+}

@@ -1,0 +1,252 @@
+//! Published numbers (`data/published/*.csv`) and how a result row finds its published
+//! counterparts.
+//!
+//! The CSVs shipped in the repository are compiled into the binary, so every report can compare
+//! without a data folder; further `*.csv` files with other names in `$BENCH_DATA/published/` are
+//! read too. Columns (header names; empty = "any"/"not stated"): `source, table, dataset,
+//! model_checkpoint, fid_pipeline, sampler, variant, order, eta, skip, steps, nfe, samples,
+//! metric, value, notes`.
+//!
+//! ## Matching
+//!
+//! A published row P is the counterpart of result row R when all of these hold:
+//! 1. `P.dataset == dataset_of(R)`: R's `dataset` column, or, when empty, the dataset named in R's
+//!    `model` or `experiment` (case-insensitive: `cifar` → `cifar10`, `celeba` → `celeba64`,
+//!    `bedroom` → `lsun_bedroom`, `church` → `lsun_church`). Oracle models have none.
+//! 2. `P.metric` is the report's metric and `P.sampler == R.sampler`.
+//! 3. each of `variant, order, eta, skip, steps, nfe` that P states equals R's (η within 1e-9);
+//!    an empty field in P matches anything. So DDIM Table 1's CIFAR10 rows (skip `quadratic`)
+//!    match only quadratic-skip runs, while the solver headline numbers (NFE only) match by NFE.
+use crate::results::ResultRow;
+use crate::{BenchError, Result};
+use polars::prelude::*;
+use std::path::Path;
+
+/// (file name, contents) of the CSVs shipped in `data/published/`.
+pub const SHIPPED: &[(&str, &str)] = &[
+    ("ddim_table1.csv", include_str!("../../data/published/ddim_table1.csv")),
+    ("ddim_lsun_table3.csv", include_str!("../../data/published/ddim_lsun_table3.csv")),
+    ("solvers_headline.csv", include_str!("../../data/published/solvers_headline.csv")),
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub source: String,
+    pub table: String,
+    pub dataset: String,
+    pub model_checkpoint: String,
+    pub fid_pipeline: String,
+    pub sampler: String,
+    pub variant: Option<String>,
+    pub order: Option<u32>,
+    pub eta: Option<f64>,
+    pub skip: Option<String>,
+    pub steps: Option<u64>,
+    pub nfe: Option<u64>,
+    pub samples: Option<u64>,
+    pub metric: String,
+    pub value: f64,
+    pub notes: String,
+}
+
+/// Parse one published CSV (`name` is used in error messages).
+pub fn parse_csv(name: &str, text: &str) -> Result<Vec<Published>> {
+    let bad = |msg: String| BenchError::user(format!("published numbers {name}: {msg}"));
+    let df = CsvReadOptions::default()
+        .with_has_header(true)
+        // Every column as text: empty fields stay empty instead of changing a column's type.
+        .with_infer_schema_length(Some(0))
+        .into_reader_with_file_handle(std::io::Cursor::new(text.as_bytes().to_vec()))
+        .finish()
+        .map_err(|e| bad(format!("not a valid CSV: {e}")))?;
+    let column = |key: &str, required: bool| -> Result<Vec<String>> {
+        match df.column(key) {
+            Ok(c) => Ok(c
+                .str()
+                .map_err(|e| bad(format!("column {key}: {e}")))?
+                .iter()
+                .map(|v| v.unwrap_or("").trim().to_string())
+                .collect()),
+            Err(_) if !required => Ok(vec![String::new(); df.height()]),
+            Err(_) => Err(bad(format!("column {key} is missing"))),
+        }
+    };
+    let cols: Vec<Vec<String>> = [
+        ("source", true),
+        ("table", true),
+        ("dataset", true),
+        ("model_checkpoint", false),
+        ("fid_pipeline", false),
+        ("sampler", true),
+        ("variant", false),
+        ("order", false),
+        ("eta", false),
+        ("skip", false),
+        ("steps", false),
+        ("nfe", false),
+        ("samples", false),
+        ("metric", true),
+        ("value", true),
+        ("notes", false),
+    ]
+    .iter()
+    .map(|(k, req)| column(k, *req))
+    .collect::<Result<_>>()?;
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let mut out = Vec::with_capacity(df.height());
+    for i in 0..df.height() {
+        let c = |k: usize| cols[k][i].as_str();
+        let num = |k: usize, key: &str| -> Result<Option<f64>> {
+            match c(k) {
+                "" => Ok(None),
+                s => s.parse::<f64>().map(Some).map_err(|_| bad(format!("row {}: {key}={s:?} is not a number", i + 2))),
+            }
+        };
+        let int = |k: usize, key: &str| -> Result<Option<u64>> {
+            match c(k) {
+                "" => Ok(None),
+                s => s.parse::<u64>().map(Some).map_err(|_| bad(format!("row {}: {key}={s:?} is not a whole number", i + 2))),
+            }
+        };
+        out.push(Published {
+            source: c(0).into(),
+            table: c(1).into(),
+            dataset: c(2).into(),
+            model_checkpoint: opt(c(3)).unwrap_or_else(|| "unknown".into()),
+            fid_pipeline: opt(c(4)).unwrap_or_else(|| "unknown".into()),
+            sampler: c(5).into(),
+            variant: opt(c(6)),
+            order: int(7, "order")?.map(|o| o as u32),
+            eta: num(8, "eta")?,
+            skip: opt(c(9)),
+            steps: int(10, "steps")?,
+            nfe: int(11, "nfe")?,
+            samples: int(12, "samples")?,
+            metric: c(13).into(),
+            value: num(14, "value")?.ok_or_else(|| bad(format!("row {}: value is empty", i + 2)))?,
+            notes: c(15).into(),
+        });
+    }
+    Ok(out)
+}
+
+/// The shipped numbers plus `extra_dir/*.csv` (files whose names are not shipped ones).
+pub fn load(extra_dir: Option<&Path>) -> Result<Vec<Published>> {
+    let mut all = Vec::new();
+    for (name, text) in SHIPPED {
+        all.extend(parse_csv(name, text)?);
+    }
+    let Some(dir) = extra_dir else { return Ok(all) };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(all) };
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .filter(|p| !SHIPPED.iter().any(|(n, _)| p.file_name().is_some_and(|f| f == *n)))
+        .collect();
+    paths.sort();
+    for p in paths {
+        let text = std::fs::read_to_string(&p).map_err(|e| BenchError::io(format!("read {}", p.display()), e))?;
+        all.extend(parse_csv(&p.display().to_string(), &text)?);
+    }
+    Ok(all)
+}
+
+/// The dataset a result row's model was trained on, for matching (see the module docs).
+pub fn dataset_of(row: &ResultRow) -> Option<String> {
+    if let Some(d) = row.dataset.as_deref().filter(|d| !d.is_empty()) {
+        return Some(d.to_lowercase());
+    }
+    let text = format!("{} {}", row.model, row.experiment).to_lowercase();
+    [("cifar", "cifar10"), ("celeba", "celeba64"), ("bedroom", "lsun_bedroom"), ("church", "lsun_church")]
+        .iter()
+        .find(|(needle, _)| text.contains(needle))
+        .map(|(_, d)| d.to_string())
+}
+
+/// Whether `p` is a published counterpart of `row` for `metric` (see the module docs).
+pub fn matches(p: &Published, row: &ResultRow, metric: &str) -> bool {
+    fn same<T: PartialEq>(stated: &Option<T>, ours: Option<T>) -> bool {
+        stated.as_ref().is_none_or(|s| ours.as_ref() == Some(s))
+    }
+    p.metric == metric
+        && p.sampler == row.sampler
+        && dataset_of(row).as_deref() == Some(p.dataset.as_str())
+        && same(&p.variant, row.variant.clone())
+        && same(&p.order, row.order)
+        && same(&p.skip, row.skip.clone())
+        && same(&p.steps, Some(row.steps))
+        && same(&p.nfe, Some(row.nfe))
+        && p.eta.is_none_or(|e| row.eta.is_some_and(|r| (r - e).abs() < 1e-9))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(model: &str, sampler: &str, eta: Option<f64>, skip: &str, steps: u64) -> ResultRow {
+        ResultRow {
+            model: model.into(),
+            sampler: sampler.into(),
+            eta,
+            skip: Some(skip.into()),
+            steps,
+            nfe: steps,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn shipped_tables_are_complete() {
+        let all = load(None).unwrap();
+        // DDIM Table 1: 2 datasets × 5 rows (4 η + σ̂) × 5 S; Table 3: 2 × 2 × 4; headline: 8.
+        assert_eq!(all.iter().filter(|p| p.table == "Table 1").count(), 50);
+        assert_eq!(all.iter().filter(|p| p.table == "Table 3").count(), 16);
+        assert_eq!(all.len(), 50 + 16 + 8);
+        let v = |ds: &str, sampler: &str, eta: Option<f64>, s: u64| {
+            all.iter()
+                .find(|p| p.table == "Table 1" && p.dataset == ds && p.sampler == sampler && p.eta == eta && p.steps == Some(s))
+                .map(|p| p.value)
+        };
+        assert_eq!(v("cifar10", "ddim", Some(0.0), 10), Some(13.36));
+        assert_eq!(v("cifar10", "ddpm_large", None, 1000), Some(3.17));
+        assert_eq!(v("celeba64", "ddim", Some(1.0), 100), Some(13.93));
+        assert_eq!(v("celeba64", "ddpm_large", None, 10), Some(299.71));
+        assert!(all.iter().all(|p| !p.source.is_empty() && !p.fid_pipeline.is_empty() && !p.model_checkpoint.is_empty()));
+    }
+
+    #[test]
+    fn matching_respects_dataset_skip_eta_and_steps() {
+        let all = load(None).unwrap();
+        let found = |r: &ResultRow| all.iter().filter(|p| matches(p, r, "fid")).map(|p| p.value).collect::<Vec<_>>();
+        // CIFAR10 by model path, quadratic: Table 1 only (the CM 10-NFE DDIM row states no skip, so it matches too).
+        assert_eq!(found(&cell("diffusers:data/models/ddpm-cifar10-32", "ddim", Some(0.0), "quadratic", 10)), [13.36, 8.23]);
+        // Uniform skip on CIFAR10 is not the Table 1 setting.
+        assert_eq!(found(&cell("diffusers:data/models/ddpm-cifar10-32", "ddim", Some(0.0), "uniform", 10)), [8.23]);
+        assert_eq!(found(&cell("ddim:celeba", "ddim", Some(0.5), "uniform", 50)), [11.01]);
+        assert_eq!(found(&cell("ddim:celeba", "ddim", Some(0.3), "uniform", 50)), Vec::<f64>::new());
+        assert_eq!(found(&cell("ddim:celeba", "ddpm_large", None, "uniform", 20)), [183.83]);
+        assert_eq!(found(&cell("x", "ddim", Some(1.0), "uniform", 50)), Vec::<f64>::new());
+        let mut church = cell("x", "ddim", Some(1.0), "uniform", 100);
+        church.dataset = Some("LSUN_Church".into());
+        assert_eq!(found(&church), [8.27]);
+        assert_eq!(found(&cell("oracle:gaussian", "ddim", Some(0.0), "uniform", 10)), Vec::<f64>::new());
+        let mut fast = cell("cifar10", "dpm_solver", None, "logSNR", 7);
+        fast.variant = Some("singlestep".into());
+        fast.order = Some(3);
+        fast.nfe = 10;
+        assert_eq!(found(&fast), [4.70, 4.70]);
+        // DPM-Solver-2 (order 2) is not the order-3 run; any method of order 2 is.
+        fast.order = Some(2);
+        fast.variant = Some("multistep".into());
+        assert_eq!(found(&fast), [5.94]);
+        assert!(all.iter().all(|p| !matches(p, &fast, "fd_pixel")));
+    }
+
+    #[test]
+    fn bad_published_csv_names_file_row_and_value() {
+        let e = parse_csv("x.csv", "source,table,dataset,sampler,metric,value\ns,t,cifar10,ddim,fid,abc\n").unwrap_err();
+        assert_eq!(e.to_string(), "published numbers x.csv: row 2: value=\"abc\" is not a number");
+        let e = parse_csv("y.csv", "source,table,dataset,metric,value\ns,t,cifar10,fid,1\n").unwrap_err();
+        assert_eq!(e.to_string(), "published numbers y.csv: column sampler is missing");
+    }
+}

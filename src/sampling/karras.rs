@@ -1,0 +1,465 @@
+//! The Karras/k-diffusion family in diffusers' discrete form: Euler, Euler ancestral, Heun,
+//! DPM2 (KDPM2) and its ancestral variant, LMS, and the stochastic Karras VE sampler.
+//!
+//! They integrate the VE probability-flow ODE dx/dσ = ε̂ in x = x_vp·√(1+σ²), σ = σ̃ =
+//! √((1−ᾱ)/ᾱ) (Karras et al. 2022, eq. 1 with s = 1). The ε-model is called with
+//! x_vp = x/√(σ²+1) (diffusers `scale_model_input`) and the label of σ: on the grid the label
+//! diffusers computes, between grid levels `_sigma_to_t` (log σ̃ linear between integer labels).
+//!
+//! **`sample()` takes z ~ N(0, I)** like every sampler, and starts from x = σ_max·z, diffusers'
+//! `init_noise_sigma` for `timestep_spacing="linspace"` (not √(σ_max²+1)). The result at σ = 0 is
+//! in data space.
+use super::continuous::{f32r, interp_labels, karras_sigmas, sigma_to_t, ve_sigmas};
+use super::params::{check_steps, ParamMap, Params};
+use super::{Counted, EndPoint, NoiseSource, Sampler, SamplerInfo, Schedule};
+use crate::Result;
+use tch::Tensor;
+
+/// A σ grid: S levels σ_0 > … > σ_{S−1} > 0 then σ_S = 0, the model label at each level, and the
+/// schedule's log σ̃ table for labels of levels between grid points.
+#[derive(Debug, Clone)]
+pub struct SigmaGrid {
+    pub sigmas: Vec<f64>,
+    pub labels: Vec<f64>,
+    log_sigmas: Vec<f64>,
+    /// diffusers keeps labels in float32, except KDPM2's Karras grids (float64).
+    f32_labels: bool,
+}
+
+impl SigmaGrid {
+    /// diffusers (Euler/Heun/KDPM2/LMS) `set_timesteps`, float32 like the reference:
+    /// `linspace`: t = linspace(0, T−1, S)[::-1] (fractional), σ = np.interp(t, arange(T), σ̃);
+    /// `karras`: Karras levels between σ̃(label 0) and σ̃(label T−1), t = `_sigma_to_t(σ)`.
+    pub fn new(schedule: &Schedule, karras: bool, steps: usize) -> Self {
+        let sig = ve_sigmas(schedule);
+        let log_sigmas: Vec<f64> = sig.iter().map(|s| s.ln()).collect();
+        let last = (schedule.len() - 1) as f64;
+        let (levels, labels): (Vec<f64>, Vec<f64>) = if karras {
+            karras_sigmas(sig[0], sig[sig.len() - 1], steps).into_iter().map(|s| (s, sigma_to_t(&log_sigmas, s))).unzip()
+        } else {
+            (0..steps)
+                .rev()
+                .map(|i| {
+                    let t = f32r(if steps == 1 { 0.0 } else { last * i as f64 / (steps - 1) as f64 });
+                    (interp_labels(&sig, t), t)
+                })
+                .unzip()
+        };
+        let mut sigmas: Vec<f64> = levels.into_iter().map(f32r).collect();
+        sigmas.push(0.0);
+        SigmaGrid { sigmas, labels: labels.into_iter().map(f32r).collect(), log_sigmas, f32_labels: true }
+    }
+    /// KDPM2(-ancestral) with Karras levels: diffusers rounds the grid labels to integers and
+    /// keeps the midpoint labels unrounded in float64.
+    pub fn kdpm2_karras_labels(mut self, schedule: &Schedule) -> Self {
+        let sig = ve_sigmas(schedule);
+        let k = karras_sigmas(sig[0], sig[sig.len() - 1], self.labels.len());
+        self.labels = k.iter().map(|&s| sigma_to_t(&self.log_sigmas, s).round_ties_even()).collect();
+        self.f32_labels = false;
+        self
+    }
+    pub fn steps(&self) -> usize {
+        self.labels.len()
+    }
+    /// Label of a level off the grid (diffusers `_sigma_to_t`, stored as float32).
+    pub fn label_of(&self, sigma: f64) -> f64 {
+        let t = sigma_to_t(&self.log_sigmas, sigma);
+        if self.f32_labels {
+            f32r(t)
+        } else {
+            t
+        }
+    }
+    /// `init_noise_sigma` for timestep_spacing linspace: max σ.
+    pub fn init_sigma(&self) -> f64 {
+        self.sigmas[0]
+    }
+}
+
+/// ε̂ at level σ: the model sees x/√(σ²+1) (diffusers `scale_model_input`).
+fn eps_at(model: &Counted, x: &Tensor, sigma: f64, label: f64) -> Tensor {
+    model.eps(&(x / (sigma * sigma + 1.0).sqrt()), label)
+}
+
+/// Ancestral split of σ_from → σ_to (k-diffusion `get_ancestral_step`, η = 1):
+/// σ_up = √(σ_to²(σ_from² − σ_to²)/σ_from²), σ_down = √(σ_to² − σ_up²).
+pub fn ancestral_split(sigma_from: f64, sigma_to: f64) -> (f64, f64) {
+    let up = (sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to) / (sigma_from * sigma_from)).max(0.0).sqrt();
+    let down = (sigma_to * sigma_to - up * up).max(0.0).sqrt();
+    (down, up)
+}
+
+/// Euler step of dx/dσ = ε (Karras et al. 2022 Alg. 1 line 5; diffusers `EulerDiscreteScheduler.step`).
+fn euler_step(x: &Tensor, d: &Tensor, sigma: f64, sigma_next: f64) -> Tensor {
+    x + d * (sigma_next - sigma)
+}
+
+/// Heun's correction (Karras et al. 2022 Alg. 1 lines 7–8; diffusers `HeunDiscreteScheduler.step`):
+/// x_{i+1} = x_i + (σ_{i+1} − σ_i)·(d_i + d'_{i+1})/2.
+fn heun_step(x: &Tensor, d: &Tensor, d_next: &Tensor, sigma: f64, sigma_next: f64) -> Tensor {
+    x + (d + d_next) * (0.5 * (sigma_next - sigma))
+}
+
+/// ∫_{σ_i}^{σ_{i+1}} of the Lagrange basis polynomial k through σ_i, σ_{i−1}, … (diffusers
+/// `get_lms_coefficient`; 4-point Gauss–Legendre is exact for these degree-≤3 polynomials).
+pub fn lms_coefficient(sigmas: &[f64], order: usize, i: usize, k: usize) -> f64 {
+    const NODES: [(f64, f64); 4] = [
+        (-0.861_136_311_594_052_6, 0.347_854_845_137_453_85),
+        (-0.339_981_043_584_856_3, 0.652_145_154_862_546_2),
+        (0.339_981_043_584_856_3, 0.652_145_154_862_546_2),
+        (0.861_136_311_594_052_6, 0.347_854_845_137_453_85),
+    ];
+    let (a, b) = (sigmas[i], sigmas[i + 1]);
+    let basis = |tau: f64| -> f64 {
+        (0..order).filter(|&j| j != k).map(|j| (tau - sigmas[i - j]) / (sigmas[i - k] - sigmas[i - j])).product()
+    };
+    let (mid, half) = ((a + b) / 2.0, (b - a) / 2.0);
+    NODES.iter().map(|(x, w)| w * basis(mid + half * x)).sum::<f64>() * half
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Euler,
+    EulerAncestral,
+    Heun,
+    Kdpm2,
+    Kdpm2Ancestral,
+    Lms,
+    KarrasVe,
+}
+
+/// Karras et al. 2022 Alg. 2 churn: γ_i = min(S_churn/S, √2−1) on S_tmin ≤ σ_i ≤ S_tmax.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Churn {
+    pub s_churn: f64,
+    pub s_tmin: f64,
+    pub s_tmax: f64,
+    pub s_noise: f64,
+}
+
+pub struct KarrasSampler {
+    family: Family,
+    grid: SigmaGrid,
+    /// LMS order (diffusers default 4).
+    lms_order: usize,
+    churn: Churn,
+}
+
+impl KarrasSampler {
+    pub fn new(family: Family, grid: SigmaGrid) -> Self {
+        let churn = Churn { s_churn: 0.0, s_tmin: 0.0, s_tmax: f64::INFINITY, s_noise: 1.0 };
+        KarrasSampler { family, grid, lms_order: 4, churn }
+    }
+    pub fn with_lms_order(mut self, order: usize) -> Self {
+        self.lms_order = order;
+        self
+    }
+    pub fn with_churn(mut self, churn: Churn) -> Self {
+        self.churn = churn;
+        self
+    }
+    pub fn grid(&self) -> &SigmaGrid {
+        &self.grid
+    }
+
+    /// KDPM2's midpoint level: geometric mean of σ_i and σ_{i+1} (diffusers `sigmas_interpol`),
+    /// and for the ancestral variant of σ_i and σ_down.
+    fn dpm2_mid(&self, i: usize) -> f64 {
+        let (s, n) = (self.grid.sigmas[i], self.grid.sigmas[i + 1]);
+        let target = match self.family {
+            Family::Kdpm2Ancestral => ancestral_split(s, n).0,
+            _ => n,
+        };
+        if target == 0.0 {
+            0.0
+        } else {
+            f32r((0.5 * (s.ln() + target.ln())).exp())
+        }
+    }
+
+    /// γ-inflated level σ̂_i of Karras VE (Alg. 2 lines 4–5).
+    fn sigma_hat(&self, i: usize) -> f64 {
+        let s = self.grid.sigmas[i];
+        let c = &self.churn;
+        let gamma = if c.s_tmin <= s && s <= c.s_tmax { (c.s_churn / self.grid.steps() as f64).min(2f64.sqrt() - 1.0) } else { 0.0 };
+        s * (1.0 + gamma)
+    }
+}
+
+impl Sampler for KarrasSampler {
+    fn name(&self) -> &'static str {
+        match self.family {
+            Family::Euler => "euler",
+            Family::EulerAncestral => "euler_ancestral",
+            Family::Heun => "heun",
+            Family::Kdpm2 => "kdpm2",
+            Family::Kdpm2Ancestral => "kdpm2_ancestral",
+            Family::Lms => "lms",
+            Family::KarrasVe => "karras_ve",
+        }
+    }
+    fn nfe(&self) -> usize {
+        let s = self.grid.steps();
+        match self.family {
+            Family::Euler | Family::EulerAncestral | Family::Lms => s,
+            // Second-order families: one extra call per step except the last (an Euler step to σ=0).
+            Family::Heun | Family::Kdpm2 | Family::Kdpm2Ancestral | Family::KarrasVe => 2 * s - 1,
+        }
+    }
+    fn labels(&self) -> Vec<f64> {
+        let g = &self.grid;
+        let s = g.steps();
+        match self.family {
+            Family::Euler | Family::EulerAncestral | Family::Lms => g.labels.clone(),
+            Family::Heun => (0..s).flat_map(|i| if i + 1 < s { vec![g.labels[i], g.labels[i + 1]] } else { vec![g.labels[i]] }).collect(),
+            Family::Kdpm2 | Family::Kdpm2Ancestral => (0..s)
+                .flat_map(|i| if i + 1 < s { vec![g.labels[i], g.label_of(self.dpm2_mid(i))] } else { vec![g.labels[i]] })
+                .collect(),
+            Family::KarrasVe => (0..s)
+                .flat_map(|i| {
+                    let first = g.label_of(self.sigma_hat(i));
+                    if i + 1 < s {
+                        vec![first, g.labels[i + 1]]
+                    } else {
+                        vec![first]
+                    }
+                })
+                .collect(),
+        }
+    }
+    fn end_point(&self) -> EndPoint {
+        EndPoint::SigmaZero
+    }
+    fn sample(&self, model: &Counted, z: Tensor, noise: &mut dyn NoiseSource) -> Tensor {
+        let g = &self.grid;
+        let (sig, lab) = (&g.sigmas, &g.labels);
+        let s = g.steps();
+        let mut x = z * g.init_sigma();
+        let mut history: Vec<Tensor> = Vec::new();
+        for i in 0..s {
+            let (sigma, next) = (sig[i], sig[i + 1]);
+            x = match self.family {
+                Family::Euler => euler_step(&x, &eps_at(model, &x, sigma, lab[i]), sigma, next),
+                // Euler ancestral (k-diffusion `sample_euler_ancestral`): Euler to σ_down, then add σ_up noise.
+                Family::EulerAncestral => {
+                    let d = eps_at(model, &x, sigma, lab[i]);
+                    let (down, up) = ancestral_split(sigma, next);
+                    let x = euler_step(&x, &d, sigma, down);
+                    if up > 0.0 {
+                        x + noise.noise(i, &d) * up
+                    } else {
+                        x
+                    }
+                }
+                Family::Heun => {
+                    let d = eps_at(model, &x, sigma, lab[i]);
+                    let x_pred = euler_step(&x, &d, sigma, next);
+                    if next == 0.0 {
+                        x_pred
+                    } else {
+                        heun_step(&x, &d, &eps_at(model, &x_pred, next, lab[i + 1]), sigma, next)
+                    }
+                }
+                // DPM-Solver-2 in σ (Karras et al. 2022 App. / k-diffusion `sample_dpm_2`): Euler to the
+                // geometric midpoint, then the full step with the midpoint slope.
+                Family::Kdpm2 | Family::Kdpm2Ancestral => {
+                    let d = eps_at(model, &x, sigma, lab[i]);
+                    let mid = self.dpm2_mid(i);
+                    if mid == 0.0 {
+                        euler_step(&x, &d, sigma, 0.0)
+                    } else {
+                        let x_mid = euler_step(&x, &d, sigma, mid);
+                        let d_mid = eps_at(model, &x_mid, mid, g.label_of(mid));
+                        if self.family == Family::Kdpm2 {
+                            euler_step(&x, &d_mid, sigma, next)
+                        } else {
+                            let (down, up) = ancestral_split(sigma, next);
+                            euler_step(&x, &d_mid, sigma, down) + noise.noise(i, &d_mid) * up
+                        }
+                    }
+                }
+                // Linear multistep (k-diffusion `sample_lms`): x += Σ_k c_k d_{i−k}.
+                Family::Lms => {
+                    history.push(eps_at(model, &x, sigma, lab[i]));
+                    if history.len() > self.lms_order {
+                        drop(history.remove(0));
+                    }
+                    let order = (i + 1).min(self.lms_order);
+                    (0..order).fold(x.shallow_clone(), |acc, k| acc + &history[history.len() - 1 - k] * lms_coefficient(sig, order, i, k))
+                }
+                // Karras et al. 2022 Alg. 2: churn up to σ̂, Heun step σ̂ → σ_{i+1} (Euler for the last).
+                Family::KarrasVe => {
+                    let hat = self.sigma_hat(i);
+                    let x_hat = if hat > sigma {
+                        let z = noise.noise(i, &x);
+                        &x + z * (self.churn.s_noise * (hat * hat - sigma * sigma).sqrt())
+                    } else {
+                        x.shallow_clone()
+                    };
+                    let d = eps_at(model, &x_hat, hat, g.label_of(hat));
+                    let x_pred = euler_step(&x_hat, &d, hat, next);
+                    if next == 0.0 {
+                        x_pred
+                    } else {
+                        heun_step(&x_hat, &d, &eps_at(model, &x_pred, next, lab[i + 1]), hat, next)
+                    }
+                }
+            };
+        }
+        x
+    }
+}
+
+fn build(family: Family, name: &'static str, params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
+    let mut p = Params::new(name, params);
+    let default_skip = if family == Family::KarrasVe { "karras" } else { "linspace" };
+    let karras = p.choice("skip", default_skip, &["linspace", "karras"])? == "karras";
+    let lms_order = if family == Family::Lms { p.usize_in("order", 4, 1, 4)? } else { 4 };
+    let churn = if family == Family::KarrasVe {
+        Churn {
+            s_churn: p.f64_min("s_churn", 80.0, 0.0)?,
+            s_tmin: p.f64_min("s_tmin", 0.05, 0.0)?,
+            s_tmax: p.f64_min("s_tmax", 50.0, 0.0)?,
+            s_noise: p.f64_min("s_noise", 1.007, 0.0)?,
+        }
+    } else {
+        Churn { s_churn: 0.0, s_tmin: 0.0, s_tmax: f64::INFINITY, s_noise: 1.0 }
+    };
+    p.finish()?;
+    check_steps(name, steps, 1)?;
+    if steps < 2 && !karras {
+        // linspace(0, T−1, 1) is just [0]: no noise level to start from.
+        return Err(crate::BenchError::user(format!("sampler {name}: steps={steps} is too small for skip=linspace (need ≥ 2)")));
+    }
+    let mut grid = SigmaGrid::new(schedule, karras, steps);
+    if karras && matches!(family, Family::Kdpm2 | Family::Kdpm2Ancestral) {
+        grid = grid.kdpm2_karras_labels(schedule);
+    }
+    Ok(Box::new(KarrasSampler::new(family, grid).with_lms_order(lms_order).with_churn(churn)))
+}
+
+pub fn euler(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
+    build(Family::Euler, "euler", params, steps, schedule)
+}
+pub fn euler_ancestral(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
+    build(Family::EulerAncestral, "euler_ancestral", params, steps, schedule)
+}
+pub fn heun(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
+    build(Family::Heun, "heun", params, steps, schedule)
+}
+pub fn kdpm2(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
+    build(Family::Kdpm2, "kdpm2", params, steps, schedule)
+}
+pub fn kdpm2_ancestral(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
+    build(Family::Kdpm2Ancestral, "kdpm2_ancestral", params, steps, schedule)
+}
+pub fn lms(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
+    build(Family::Lms, "lms", params, steps, schedule)
+}
+pub fn karras_ve(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
+    build(Family::KarrasVe, "karras_ve", params, steps, schedule)
+}
+
+const SKIP: (&str, &str, &str) = ("skip", "linspace", "linspace (diffusers timestep_spacing=linspace, fractional labels) | karras (use_karras_sigmas, ρ=7)");
+
+pub const KARRAS_INFOS: &[SamplerInfo] = &[
+    SamplerInfo {
+        name: "euler",
+        params: &[SKIP],
+        default_skip: "linspace",
+        nfe: "S",
+        end_point: "σ=0",
+        reference: "Karras et al. 2022 Alg. 1 (Euler); diffusers EulerDiscreteScheduler",
+    },
+    SamplerInfo {
+        name: "euler_ancestral",
+        params: &[SKIP],
+        default_skip: "linspace",
+        nfe: "S",
+        end_point: "σ=0",
+        reference: "k-diffusion sample_euler_ancestral; diffusers EulerAncestralDiscreteScheduler",
+    },
+    SamplerInfo {
+        name: "heun",
+        params: &[SKIP],
+        default_skip: "linspace",
+        nfe: "2S−1 (last step Euler to σ=0)",
+        end_point: "σ=0",
+        reference: "Karras et al. 2022 Alg. 1; diffusers HeunDiscreteScheduler",
+    },
+    SamplerInfo {
+        name: "kdpm2",
+        params: &[SKIP],
+        default_skip: "linspace",
+        nfe: "2S−1 (last step Euler to σ=0)",
+        end_point: "σ=0",
+        reference: "k-diffusion sample_dpm_2; diffusers KDPM2DiscreteScheduler",
+    },
+    SamplerInfo {
+        name: "kdpm2_ancestral",
+        params: &[SKIP],
+        default_skip: "linspace",
+        nfe: "2S−1 (last step Euler to σ=0)",
+        end_point: "σ=0",
+        reference: "k-diffusion sample_dpm_2_ancestral; diffusers KDPM2AncestralDiscreteScheduler",
+    },
+    SamplerInfo {
+        name: "lms",
+        params: &[SKIP, ("order", "4", "1..4 (linear multistep order)")],
+        default_skip: "linspace",
+        nfe: "S",
+        end_point: "σ=0",
+        reference: "k-diffusion sample_lms; diffusers LMSDiscreteScheduler",
+    },
+    SamplerInfo {
+        name: "karras_ve",
+        params: &[
+            ("skip", "karras", "karras | linspace"),
+            ("s_churn", "80", "total churn S_churn (γ_i = min(S_churn/S, √2−1))"),
+            ("s_tmin", "0.05", "churn only for σ ≥ S_tmin"),
+            ("s_tmax", "50", "churn only for σ ≤ S_tmax"),
+            ("s_noise", "1.007", "noise inflation S_noise"),
+        ],
+        default_skip: "karras",
+        nfe: "2S−1 (last step Euler to σ=0)",
+        end_point: "σ=0",
+        reference: "Karras et al. 2022 Alg. 2 (stochastic sampler; defaults of diffusers KarrasVeScheduler), on the discrete VP model",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lms_coefficients_integrate_polynomials_exactly() {
+        // Σ_k c_k f(σ_{i−k}) = ∫ f for a cubic f when order = 4.
+        let s = [10.0, 6.0, 3.5, 2.0, 1.1, 0.0];
+        let f = |x: f64| 1.0 + 2.0 * x - 0.3 * x * x + 0.05 * x * x * x;
+        let prim = |x: f64| x + x * x - 0.1 * x.powi(3) + 0.0125 * x.powi(4);
+        let i = 3;
+        let approx: f64 = (0..4).map(|k| lms_coefficient(&s, 4, i, k) * f(s[i - k])).sum();
+        assert!((approx - (prim(s[i + 1]) - prim(s[i]))).abs() < 1e-12);
+        // Order 1 is Euler: c_0 = σ_{i+1} − σ_i.
+        assert!((lms_coefficient(&s, 1, 0, 0) - (6.0 - 10.0)).abs() < 1e-14);
+    }
+
+    #[test]
+    fn ancestral_split_preserves_variance() {
+        let (down, up) = ancestral_split(3.0, 1.2);
+        assert!((down * down + up * up - 1.44).abs() < 1e-12);
+        assert_eq!(ancestral_split(3.0, 0.0), (0.0, 0.0));
+    }
+
+    #[test]
+    fn linspace_grid_matches_diffusers() {
+        let s = crate::schedule::NoiseSchedule::ddpm_linear();
+        let g = SigmaGrid::new(&s, false, 7);
+        assert_eq!(g.labels[0], 999.0);
+        assert_eq!(g.labels[6], 0.0);
+        // 999·5/6 = 832.5 exactly; σ there is the mean of σ̃_832 and σ̃_833.
+        assert_eq!(g.labels[1], 832.5);
+        assert!((g.sigmas[1] - f32r(0.5 * (s.sigma(832) + s.sigma(833)))).abs() < 1e-12);
+        assert_eq!(g.sigmas[7], 0.0);
+    }
+}

@@ -1,0 +1,559 @@
+//! Sampler zoo part B: DPM-Solver(++), UniPC and the Karras/k-diffusion family against
+//! diffusers on the Gaussian oracle, the DPM-Solver repo's conventions, convergence orders on
+//! the exact probability-flow ODE, and NFE accounting.
+use crate::common::run_python;
+use ndarray::{ArrayD, IxDyn};
+use ndarray_npy::{read_npy, write_npy};
+use samplerbench::models::oracle::GaussianOracle;
+use samplerbench::models::EpsModel;
+use samplerbench::sampling::continuous::{ve_sigmas, VpContinuous};
+use samplerbench::sampling::params::ParamMap;
+use samplerbench::sampling::{deis, dpm_solver, karras, unipc, Counted, NoiseSource, Sampler};
+use samplerbench::schedule::{NoiseSchedule, ScheduleKind};
+use tch::{Device, Kind, Tensor};
+
+const REF_PY: &str = include_str!("samplers_b_ref.py");
+const SHAPE: [i64; 3] = [2, 3, 3];
+const BATCH: i64 = 4;
+
+fn f64_opts() -> (Kind, Device) {
+    (Kind::Double, Device::Cpu)
+}
+
+fn schedule(name: &str) -> NoiseSchedule {
+    match name {
+        "linear" => NoiseSchedule::ddpm_linear(),
+        _ => NoiseSchedule::new(ScheduleKind::Cosine, 0.0, 0.0, 1000).unwrap(),
+    }
+}
+
+fn to_array(t: &Tensor) -> ArrayD<f64> {
+    let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
+    let v = Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap();
+    ArrayD::from_shape_vec(IxDyn(&shape), v).unwrap()
+}
+
+fn from_array(a: &ArrayD<f64>) -> Tensor {
+    let shape: Vec<i64> = a.shape().iter().map(|&s| s as i64).collect();
+    Tensor::from_slice(a.as_slice().unwrap()).view(shape.as_slice())
+}
+
+fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).norm().double_value(&[]) / b.norm().double_value(&[])
+}
+
+/// Data N(μ, s²) with per-element μ, s (seeded).
+fn gaussian_data() -> (Tensor, Tensor) {
+    tch::manual_seed(7);
+    let mean = Tensor::randn(SHAPE, f64_opts()) * 0.5;
+    let std = Tensor::rand(SHAPE, f64_opts()) * 0.8 + 0.2;
+    (mean, std)
+}
+
+/// The injected noise of a stochastic sampler: a fixed tensor per step index.
+struct FixedNoise(Vec<Tensor>);
+impl NoiseSource for FixedNoise {
+    fn noise(&mut self, step: usize, _like: &Tensor) -> Tensor {
+        self.0[step].shallow_clone()
+    }
+}
+
+fn params(kv: &[(&str, &str)]) -> ParamMap {
+    kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+type Ctor = fn(&ParamMap, usize, &NoiseSchedule) -> samplerbench::Result<Box<dyn Sampler>>;
+type Kv = Vec<(&'static str, &'static str)>;
+type NfeFormula = fn(usize) -> usize;
+
+struct Case {
+    id: String,
+    ctor: Ctor,
+    params: ParamMap,
+    steps: usize,
+    schedule: &'static str,
+    cls: &'static str,
+    config: serde_json::Value,
+    stochastic: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn case(ctor: Ctor, p: &[(&str, &str)], steps: usize, schedule: &'static str, cls: &'static str, config: serde_json::Value, stochastic: bool) -> Case {
+    let id = format!("{cls}_{steps}_{schedule}_{}", p.iter().map(|(k, v)| format!("{k}{v}")).collect::<Vec<_>>().join("_"));
+    Case { id, ctor, params: params(p), steps, schedule, cls, config, stochastic }
+}
+
+/// Every diffusers scheduler of part B, configured to the same conventions as the Rust sampler,
+/// on both schedules and step counts that do and do not divide T.
+fn cases() -> Vec<Case> {
+    use serde_json::json;
+    let ms = "DPMSolverMultistepScheduler";
+    let ss = "DPMSolverSinglestepScheduler";
+    let up = "UniPCMultistepScheduler";
+    let pp: Ctor = dpm_solver::dpm_solver_pp;
+    let dn: Ctor = dpm_solver::dpm_solver;
+    let un: Ctor = unipc::unipc;
+    let lin = [("skip", "linspace")];
+    let mut v = vec![
+        // DPM-Solver++ 2M / 3M, σ=0 end (diffusers defaults).
+        case(pp, &lin, 10, "linear", ms, json!({}), false),
+        case(pp, &lin, 25, "linear", ms, json!({}), false),
+        case(pp, &lin, 17, "cosine", ms, json!({}), false),
+        case(pp, &[("skip", "linspace"), ("order", "3")], 7, "linear", ms, json!({"solver_order": 3}), false),
+        case(pp, &[("skip", "linspace"), ("order", "3")], 20, "cosine", ms, json!({"solver_order": 3}), false),
+        case(pp, &[("skip", "linspace"), ("final_sigmas", "sigma_min"), ("order", "3")], 12, "linear", ms, json!({"solver_order": 3, "final_sigmas_type": "sigma_min"}), false),
+        case(pp, &[("skip", "karras")], 12, "linear", ms, json!({"use_karras_sigmas": true}), false),
+        case(pp, &[("skip", "karras"), ("order", "3")], 9, "cosine", ms, json!({"use_karras_sigmas": true, "solver_order": 3}), false),
+        // DPM-Solver (noise prediction) multistep, σ_min end.
+        case(dn, &[("skip", "linspace"), ("method", "multistep"), ("order", "2")], 9, "linear", ms, json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"}), false),
+        case(dn, &[("skip", "linspace"), ("method", "multistep"), ("order", "3")], 16, "cosine", ms, json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "solver_order": 3}), false),
+        // Singlestep: 2S, 3S (++), and DPM-Solver-3 noise prediction.
+        case(pp, &[("skip", "linspace"), ("method", "singlestep")], 8, "linear", ss, json!({"lower_order_final": true}), false),
+        case(pp, &[("skip", "linspace"), ("method", "singlestep")], 11, "cosine", ss, json!({"lower_order_final": true}), false),
+        case(pp, &[("skip", "linspace"), ("method", "singlestep"), ("order", "3")], 10, "linear", ss, json!({"solver_order": 3, "lower_order_final": true}), false),
+        case(pp, &[("skip", "linspace"), ("method", "singlestep"), ("order", "3")], 12, "cosine", ss, json!({"solver_order": 3, "lower_order_final": true}), false),
+        case(dn, &[("skip", "linspace"), ("method", "singlestep"), ("order", "3")], 9, "linear", ss, json!({"algorithm_type": "dpmsolver", "solver_order": 3, "final_sigmas_type": "sigma_min", "lower_order_final": true}), false),
+        case(dn, &[("skip", "linspace"), ("method", "singlestep"), ("order", "2")], 13, "cosine", ss, json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "lower_order_final": true}), false),
+        // diffusers' singlestep default lower_order_final=False keeps order 3 to the end when 3 | S.
+        case(dn, &[("skip", "linspace"), ("method", "singlestep"), ("order", "3"), ("lower_order_final", "false")], 12, "linear", ss, json!({"algorithm_type": "dpmsolver", "solver_order": 3, "final_sigmas_type": "sigma_min"}), false),
+        // UniPC bh1/bh2, orders 1–3. diffusers' bh1 with a σ=0 end returns NaN (B(h) = −∞ times a
+        // zero residual in its last predictor), so bh1 cases end at σ_min.
+        case(un, &[("skip", "linspace"), ("variant", "bh1"), ("final_sigmas", "sigma_min")], 10, "linear", up, json!({"solver_type": "bh1", "final_sigmas_type": "sigma_min"}), false),
+        case(un, &[("skip", "linspace"), ("variant", "bh2"), ("order", "3")], 13, "cosine", up, json!({"solver_type": "bh2", "solver_order": 3}), false),
+        case(un, &[("skip", "linspace"), ("variant", "bh1"), ("order", "3"), ("final_sigmas", "sigma_min")], 6, "linear", up, json!({"solver_type": "bh1", "solver_order": 3, "final_sigmas_type": "sigma_min"}), false),
+        case(un, &[("skip", "linspace"), ("variant", "bh2"), ("order", "1")], 5, "linear", up, json!({"solver_type": "bh2", "solver_order": 1}), false),
+        case(un, &[("skip", "linspace"), ("variant", "bh2"), ("predict", "noise"), ("final_sigmas", "sigma_min")], 8, "cosine", up, json!({"solver_type": "bh2", "predict_x0": false, "final_sigmas_type": "sigma_min"}), false),
+        case(un, &[("skip", "karras"), ("variant", "bh2")], 11, "linear", up, json!({"solver_type": "bh2", "use_karras_sigmas": true}), false),
+    ];
+    let de = "DEISMultistepScheduler";
+    v.push(case(deis::deis, &[], 10, "linear", de, json!({}), false));
+    v.push(case(deis::deis, &[("order", "3")], 13, "cosine", de, json!({"solver_order": 3}), false));
+    v.push(case(deis::deis, &[("order", "3")], 20, "linear", de, json!({"solver_order": 3}), false));
+    v.push(case(deis::deis, &[("order", "1")], 5, "linear", de, json!({"solver_order": 1}), false));
+    v.push(case(deis::deis, &[("order", "2"), ("skip", "karras")], 9, "linear", de, json!({"use_karras_sigmas": true}), false));
+    for (ctor, cls, stoch) in [
+        (karras::euler as Ctor, "EulerDiscreteScheduler", false),
+        (karras::heun as Ctor, "HeunDiscreteScheduler", false),
+        (karras::kdpm2 as Ctor, "KDPM2DiscreteScheduler", false),
+        (karras::lms as Ctor, "LMSDiscreteScheduler", false),
+        (karras::euler_ancestral as Ctor, "EulerAncestralDiscreteScheduler", true),
+        (karras::kdpm2_ancestral as Ctor, "KDPM2AncestralDiscreteScheduler", true),
+    ] {
+        v.push(case(ctor, &[], 10, "linear", cls, json!({}), stoch));
+        v.push(case(ctor, &[], 13, "cosine", cls, json!({}), stoch));
+        if cls != "EulerAncestralDiscreteScheduler" {
+            v.push(case(ctor, &[("skip", "karras")], 7, "linear", cls, json!({"use_karras_sigmas": true}), stoch));
+        }
+    }
+    v.push(case(karras::euler, &[], 33, "linear", "EulerDiscreteScheduler", json!({}), false));
+    v
+}
+
+fn noise_for(steps: usize, seed: i64) -> Vec<Tensor> {
+    tch::manual_seed(seed);
+    (0..steps).map(|_| Tensor::randn([BATCH, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts())).collect()
+}
+
+#[test]
+fn parity_with_diffusers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mean, std) = gaussian_data();
+    tch::manual_seed(11);
+    let z = Tensor::randn([BATCH, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
+    write_npy(d.join("mean.npy"), &to_array(&mean)).unwrap();
+    write_npy(d.join("std.npy"), &to_array(&std)).unwrap();
+    write_npy(d.join("z.npy"), &to_array(&z)).unwrap();
+    for s in ["linear", "cosine"] {
+        let b = schedule(s).betas;
+        write_npy(d.join(format!("betas_{s}.npy")), &ndarray::Array1::from(b)).unwrap();
+    }
+    let cases = cases();
+    let mut json_cases = Vec::new();
+    for c in &cases {
+        let noise = if c.stochastic {
+            let name = format!("noise_{}.npy", c.id);
+            let n = Tensor::stack(&noise_for(c.steps, 100 + c.steps as i64), 0);
+            write_npy(d.join(&name), &to_array(&n)).unwrap();
+            serde_json::Value::String(name)
+        } else {
+            serde_json::Value::Null
+        };
+        json_cases.push(serde_json::json!({
+            "id": c.id, "cls": c.cls, "config": c.config, "steps": c.steps, "schedule": c.schedule,
+            "beta_schedule": if c.schedule == "linear" { "linear" } else { "squaredcos_cap_v2" },
+            "noise": noise,
+        }));
+    }
+    std::fs::write(d.join("cases.json"), serde_json::to_string(&json_cases).unwrap()).unwrap();
+    let out = run_python(REF_PY, &[d.to_str().unwrap()]);
+    let ref_labels: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+
+    let mut worst = (0.0f64, String::new());
+    let mut worst_label = 0.0f64;
+    let mut report = String::new();
+    for c in &cases {
+        let sch = schedule(c.schedule);
+        let oracle = GaussianOracle::new(sch.clone(), mean.shallow_clone(), std.shallow_clone());
+        let sampler = (c.ctor)(&c.params, c.steps, &sch).unwrap();
+        let counted = Counted::with_trace(&oracle);
+        let mut noise = FixedNoise(noise_for(c.steps, 100 + c.steps as i64));
+        let x = sampler.sample(&counted, z.shallow_clone(), &mut noise);
+        let trace: Vec<f64> = counted.take_trace().into_iter().map(|(t, _, _)| t).collect();
+        let want: Vec<f64> = ref_labels[&c.id].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        // NFE: counted = formula = diffusers' number of model calls; labels: called = declared = diffusers.
+        assert_eq!(counted.nfe(), sampler.nfe(), "{}", c.id);
+        assert_eq!(sampler.nfe(), want.len(), "{}", c.id);
+        assert_eq!(trace, sampler.labels(), "{}", c.id);
+        let dl = trace.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        worst_label = worst_label.max(dl);
+        assert!(dl <= 1e-4, "{}: labels differ by {dl}\n ours {trace:?}\n diffusers {want:?}", c.id);
+        let reference: ArrayD<f64> = read_npy(d.join(format!("out_{}.npy", c.id))).unwrap();
+        let err = rel_l2(&x, &from_array(&reference));
+        report.push_str(&format!("{:<90} nfe {:>3} rel_l2 {err:.2e} label_diff {dl:.1e}\n", c.id, sampler.nfe()));
+        if err > worst.0 {
+            worst = (err, c.id.clone());
+        }
+        assert!(err <= 1e-5, "{}: rel L2 {err:.3e} vs diffusers", c.id);
+    }
+    eprintln!("{report}worst rel L2 {:.3e} ({}), worst label diff {worst_label:.1e}", worst.0, worst.1);
+}
+
+/// DPM-Solver repo conventions where they differ from diffusers: continuous t from 1 to
+/// t_0 = 1/N = 1e-3, labels (t − 1/N)·N, lower_order_final only below 10 steps.
+#[test]
+fn dpm_solver_repo_conventions() {
+    let sch = NoiseSchedule::ddpm_linear();
+    // time_uniform, 4 steps: t = 1, 0.75025, 0.5005, 0.25075 → labels 999, 749.25, 499.5, 249.75.
+    let s = dpm_solver::dpm_solver_pp(&params(&[("skip", "time_uniform")]), 4, &sch).unwrap();
+    let l = s.labels();
+    for (a, b) in l.iter().zip([999.0, 749.25, 499.5, 249.75]) {
+        assert!((a - b).abs() < 1e-9, "{l:?}");
+    }
+    // time_quadratic: t_i = (1 − i/4·(1 − √1e-3))²; labels (t − 1e-3)·1000.
+    let q = dpm_solver::dpm_solver_pp(&params(&[("skip", "time_quadratic")]), 4, &sch).unwrap().labels();
+    let r = 1e-3f64.sqrt();
+    for (i, a) in q.iter().enumerate() {
+        let t = (1.0 - i as f64 / 4.0 * (1.0 - r)).powi(2);
+        assert!((a - (t - 1e-3) * 1000.0).abs() < 1e-9);
+    }
+    // The end point is t_0 = 1e-3, i.e. ᾱ_0: a 1-step DPM-Solver-1 lands exactly on the DDIM
+    // step from label 999 to ᾱ_0.
+    let (mean, std) = gaussian_data();
+    let oracle = GaussianOracle::new(sch.clone(), mean, std);
+    tch::manual_seed(3);
+    let z = Tensor::randn([2, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
+    let one = dpm_solver::dpm_solver(&params(&[("order", "1")]), 1, &sch).unwrap();
+    assert_eq!(one.end_point(), samplerbench::sampling::EndPoint::AlphaBarZero);
+    let x = one.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+    let eps = oracle.eps(&z, &Tensor::full([2], 999.0, f64_opts()));
+    let ddim = samplerbench::sampling::ddim_step(&z, &eps, sch.alpha_bar(999), sch.alpha_bar(0), 0.0, None);
+    assert!(rel_l2(&x, &ddim) < 1e-12, "{}", rel_l2(&x, &ddim));
+    // lower_order_final only below 10 steps (repo), below 15 on diffusers grids.
+    let run_orders = |steps: usize, skip: &str| -> usize {
+        // The last step's order is visible in the result: compare with forcing order ≤ 2 at the end.
+        let a = dpm_solver::dpm_solver_pp(&params(&[("order", "3"), ("skip", skip), ("final_sigmas", "sigma_min")]), steps, &sch).unwrap();
+        let b = dpm_solver::dpm_solver_pp(&params(&[("order", "3"), ("skip", skip), ("final_sigmas", "sigma_min"), ("lower_order_final", "false")]), steps, &sch).unwrap();
+        let xa = a.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+        let xb = b.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+        usize::from(rel_l2(&xa, &xb) > 1e-12)
+    };
+    assert_eq!(run_orders(9, "logsnr"), 1, "repo: 9 steps lowers the final order");
+    assert_eq!(run_orders(10, "logsnr"), 0, "repo: 10 steps keeps order 3 to the end");
+    assert_eq!(run_orders(14, "linspace"), 1, "diffusers: 14 steps lowers the final order");
+    assert_eq!(run_orders(15, "linspace"), 0, "diffusers: 15 steps keeps order 3");
+    // Repo DPM-Solver-fast singlestep: 10 steps of order 3 = blocks [3,3,3,1], 10 NFE, and the
+    // first inner point of a logSNR block sits a third of the block's λ-interval in.
+    let fast = dpm_solver::dpm_solver(&params(&[]), 10, &sch).unwrap();
+    assert_eq!(fast.nfe(), 10);
+    let vp = VpContinuous::new(&sch);
+    let t_of = |label: f64| label / 1000.0 + 1e-3;
+    let l = fast.labels();
+    let lam: Vec<f64> = l.iter().map(|&x| vp.lambda(t_of(x))).collect();
+    let block_h = vp.lambda(t_of(l[3])) - lam[0];
+    assert!(((lam[1] - lam[0]) - block_h / 3.0).abs() < 1e-9);
+    // Outer logSNR grid has K = 4 equal λ-steps from t=1 to t=1e-3.
+    let k_h = (vp.lambda(1e-3) - vp.lambda(1.0)) / 4.0;
+    assert!((block_h - k_h).abs() < 1e-9, "{block_h} vs {k_h}");
+}
+
+/// Exact probability-flow ODE end point for the Gaussian oracle, per coordinate, in
+/// x̄ = x/√ᾱ and σ̃: x̄(σ̃) = μ + (x̄(σ̃_T) − μ)·√((s² + σ̃²)/(s² + σ̃_T²)).
+fn exact_xbar(xbar_t: &Tensor, sig_t: f64, sig: f64, mean: &Tensor, std: &Tensor) -> Tensor {
+    let s2 = std.square();
+    let ratio = ((&s2 + sig * sig) / (&s2 + sig_t * sig_t)).sqrt();
+    mean + (xbar_t - mean) * ratio
+}
+
+fn fmt_errs(e: &[f64]) -> String {
+    e.iter().map(|v| format!("{v:.3e}")).collect::<Vec<_>>().join(" ")
+}
+
+/// Least-squares slope of log error against log steps.
+fn slope(steps: &[usize], errs: &[f64]) -> f64 {
+    let xs: Vec<f64> = steps.iter().map(|&s| (s as f64).ln()).collect();
+    let ys: Vec<f64> = errs.iter().map(|e| e.ln()).collect();
+    let (mx, my) = (xs.iter().sum::<f64>() / xs.len() as f64, ys.iter().sum::<f64>() / ys.len() as f64);
+    let num: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let den: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    -num / den
+}
+
+#[test]
+fn vp_solvers_converge_with_their_order() {
+    // On the repo's continuous grid the oracle's fractional labels are exactly consistent with
+    // the nodes, so the samplers integrate the exact ODE from t=1 (label 999) to t=1e-3 (label 0).
+    let sch = NoiseSchedule::ddpm_linear();
+    let (mean, std) = gaussian_data();
+    let oracle = GaussianOracle::new(sch.clone(), mean.shallow_clone(), std.shallow_clone());
+    tch::manual_seed(5);
+    let z = Tensor::randn([BATCH, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
+    let (ab_t, ab_0) = (sch.alpha_bar(999), sch.alpha_bar(0));
+    let exact = exact_xbar(&(&z / ab_t.sqrt()), sch.sigma(999), sch.sigma(0), &mean, &std) * ab_0.sqrt();
+    // (name, constructor, params, minimum slope, step counts)
+    let cases: Vec<(&str, Ctor, Kv, f64, Vec<usize>)> = vec![
+        ("dpm_solver-1", dpm_solver::dpm_solver, vec![("order", "1")], 0.9, vec![10, 20, 40, 80]),
+        ("dpm_solver-2 singlestep", dpm_solver::dpm_solver, vec![("order", "2")], 1.8, vec![10, 20, 40, 80]),
+        ("dpm_solver-3 singlestep", dpm_solver::dpm_solver, vec![("order", "3"), ("method", "singlestep_fixed")], 2.8, vec![12, 24, 48, 96]),
+        ("dpm_solver-3 fast", dpm_solver::dpm_solver, vec![("order", "3")], 2.8, vec![12, 24, 48, 96]),
+        ("dpm_solver++ 2S", dpm_solver::dpm_solver_pp, vec![("method", "singlestep")], 1.8, vec![20, 40, 80, 160]),
+        ("dpm_solver++ 2M", dpm_solver::dpm_solver_pp, vec![], 1.8, vec![20, 40, 80, 160]),
+        // The first (warm-up) step of a multistep method is first order, so its O(h²) local error
+        // eventually caps 3M's global order at 2; in this range it measures ≈2.5.
+        ("dpm_solver++ 3M", dpm_solver::dpm_solver_pp, vec![("order", "3")], 2.3, vec![10, 20, 40, 80]),
+        // UniC raises the predictor's order by one.
+        ("unipc bh1 order 2", unipc::unipc, vec![], 2.8, vec![10, 20, 40, 80]),
+        ("unipc bh2 order 3", unipc::unipc, vec![("order", "3"), ("variant", "bh2")], 3.0, vec![10, 20, 40, 80]),
+        ("deis order 2", deis::deis, vec![("skip", "logsnr")], 1.8, vec![20, 40, 80, 160]),
+        ("deis order 3", deis::deis, vec![("skip", "logsnr"), ("order", "3")], 2.3, vec![10, 20, 40, 80]),
+    ];
+    let mut report = String::new();
+    for (name, ctor, p, min_slope, steps) in cases {
+        let errs: Vec<f64> = steps
+            .iter()
+            .map(|&s| {
+                let sm = ctor(&params(&p), s, &sch).unwrap();
+                let counted = Counted::new(&oracle);
+                let x = sm.sample(&counted, z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+                assert_eq!(counted.nfe(), sm.nfe());
+                rel_l2(&x, &exact)
+            })
+            .collect();
+        let k = slope(&steps, &errs);
+        eprintln!("{name:<24} errors {} slope {k:.2}", fmt_errs(&errs));
+        report.push_str(&format!("{name:<24} errors {} slope {k:.2}\n", fmt_errs(&errs)));
+        assert!(k >= min_slope, "{name}: slope {k:.2} < {min_slope} (errors {errs:?})");
+    }
+    eprintln!("{report}");
+}
+
+/// ε at VE level σ for Gaussian data, with label → σ by log σ̃ interpolation (the inverse of
+/// diffusers `_sigma_to_t`), so the σ-grid samplers see an exactly consistent ODE.
+struct VeGaussian {
+    log_sigmas: Vec<f64>,
+    mean: Tensor,
+    std: Tensor,
+}
+impl EpsModel for VeGaussian {
+    fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
+        let labels = Vec::<f64>::try_from(t.to_kind(Kind::Double)).unwrap();
+        let ab: Vec<f64> = labels
+            .iter()
+            .map(|&l| {
+                let lo = (l.floor() as usize).min(self.log_sigmas.len() - 2);
+                let w = l - lo as f64;
+                let s = (self.log_sigmas[lo] * (1.0 - w) + self.log_sigmas[lo + 1] * w).exp();
+                1.0 / (1.0 + s * s)
+            })
+            .collect();
+        let ab = Tensor::from_slice(&ab).view([-1, 1, 1, 1]);
+        let num = (x - ab.sqrt() * self.mean.unsqueeze(0)) * (1f64 - &ab).sqrt();
+        num / (&ab * self.std.square().unsqueeze(0) + (1f64 - &ab))
+    }
+    fn describe(&self) -> String {
+        "ve-gaussian".into()
+    }
+}
+
+#[test]
+fn karras_solvers_converge_with_their_order() {
+    let sch = NoiseSchedule::ddpm_linear();
+    let (mean, std) = gaussian_data();
+    let model = VeGaussian { log_sigmas: ve_sigmas(&sch).iter().map(|s| s.ln()).collect(), mean: mean.shallow_clone(), std: std.shallow_clone() };
+    tch::manual_seed(5);
+    let z = Tensor::randn([BATCH, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
+    let s2 = std.square();
+    let cases: Vec<(&str, Ctor, f64, Vec<usize>)> = vec![
+        ("euler", karras::euler, 0.9, vec![25, 50, 100, 200]),
+        ("heun", karras::heun, 1.8, vec![25, 50, 100, 200]),
+        ("kdpm2", karras::kdpm2, 1.8, vec![25, 50, 100, 200]),
+        ("lms", karras::lms, 3.0, vec![25, 50, 100, 200]),
+    ];
+    let mut report = String::new();
+    for (name, ctor, min_slope, steps) in cases {
+        let errs: Vec<f64> = steps
+            .iter()
+            .map(|&s| {
+                let sm = ctor(&params(&[("skip", "karras")]), s, &sch).unwrap();
+                let g = karras::SigmaGrid::new(&sch, true, s);
+                let (smax, smin) = (g.sigmas[0], g.sigmas[s - 1]);
+                // Exact ODE from σ_max to σ_min, then the samplers' shared last Euler step to σ=0.
+                let xm = exact_xbar(&(&z * smax), smax, smin, &mean, &std);
+                // LMS integrates the last interval with its polynomial, not Euler: exact to σ=0.
+                let exact = if name == "lms" {
+                    exact_xbar(&(&z * smax), smax, 0.0, &mean, &std)
+                } else {
+                    &xm - (&xm - &mean) * (smin * smin) / (&s2 + smin * smin)
+                };
+                let counted = Counted::new(&model);
+                let x = sm.sample(&counted, z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+                assert_eq!(counted.nfe(), sm.nfe());
+                rel_l2(&x, &exact)
+            })
+            .collect();
+        let k = slope(&steps, &errs);
+        eprintln!("{name:<8} errors {} slope {k:.2}", fmt_errs(&errs));
+        report.push_str(&format!("{name:<8} errors {} slope {k:.2}\n", fmt_errs(&errs)));
+        assert!(k >= min_slope, "{name}: slope {k:.2} < {min_slope} (errors {errs:?})");
+    }
+    eprintln!("{report}");
+}
+
+/// Every sampler of part B: counted NFE = nfe() = number of declared labels, for several steps,
+/// including the stochastic Karras VE sampler.
+#[test]
+fn nfe_counts_match_formulas() {
+    let sch = NoiseSchedule::ddpm_linear();
+    let (mean, std) = gaussian_data();
+    let oracle = GaussianOracle::new(sch.clone(), mean, std);
+    let z = Tensor::randn([1, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
+    let all: Vec<(Ctor, Kv, NfeFormula)> = vec![
+        (dpm_solver::dpm_solver, vec![], |s| s),
+        (dpm_solver::dpm_solver, vec![("method", "singlestep_fixed")], |s| 3 * (s / 3)),
+        (dpm_solver::dpm_solver, vec![("method", "multistep"), ("skip", "time_quadratic")], |s| s),
+        (dpm_solver::dpm_solver_pp, vec![("method", "singlestep"), ("order", "2")], |s| s),
+        (dpm_solver::dpm_solver_pp, vec![("order", "3")], |s| s),
+        (unipc::unipc, vec![("order", "3")], |s| s),
+        (karras::euler, vec![], |s| s),
+        (karras::euler_ancestral, vec![], |s| s),
+        (karras::lms, vec![], |s| s),
+        (karras::heun, vec![], |s| 2 * s - 1),
+        (karras::kdpm2, vec![], |s| 2 * s - 1),
+        (karras::kdpm2_ancestral, vec![], |s| 2 * s - 1),
+        (karras::karras_ve, vec![], |s| 2 * s - 1),
+        (deis::deis, vec![("order", "3")], |s| s),
+    ];
+    for (ctor, p, formula) in all {
+        for steps in [3usize, 5, 10, 11, 20] {
+            let s = ctor(&params(&p), steps, &sch).unwrap();
+            let counted = Counted::with_trace(&oracle);
+            let x = s.sample(&counted, z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+            let labels: Vec<f64> = counted.take_trace().into_iter().map(|(t, _, _)| t).collect();
+            assert_eq!(counted.nfe(), formula(steps), "{} {p:?} {steps}", s.name());
+            assert_eq!(s.nfe(), formula(steps), "{} {p:?} {steps}", s.name());
+            assert_eq!(labels, s.labels(), "{} {p:?} {steps}", s.name());
+            assert!(bool::try_from(x.isfinite().all()).unwrap(), "{} {steps}", s.name());
+        }
+    }
+}
+
+#[test]
+fn bad_parameters_are_user_errors() {
+    let sch = NoiseSchedule::ddpm_linear();
+    for (ctor, p) in [
+        (dpm_solver::dpm_solver as Ctor, vec![("order", "4")]),
+        (dpm_solver::dpm_solver, vec![("skip", "quadratic")]),
+        (dpm_solver::dpm_solver, vec![("skip", "linspace"), ("final_sigmas", "zero")]),
+        (unipc::unipc, vec![("variant", "bh3")]),
+        (karras::lms, vec![("order", "5")]),
+        (karras::karras_ve, vec![("s_churn", "-1")]),
+        (karras::euler, vec![("eta", "1")]),
+    ] {
+        let e = ctor(&params(&p), 10, &sch).err().unwrap_or_else(|| panic!("{p:?} accepted"));
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().contains(p[p.len() - 1].0), "{e}");
+    }
+    let e = unipc::unipc(&params(&[("skip", "linspace")]), 1000, &sch).err().expect("1000 linspace steps of T=1000");
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("steps=1000"), "{e}");
+}
+
+#[test]
+fn karras_ve_without_churn_is_heun_on_the_karras_grid() {
+    let sch = NoiseSchedule::ddpm_linear();
+    let (mean, std) = gaussian_data();
+    let oracle = GaussianOracle::new(sch.clone(), mean, std);
+    let z = Tensor::randn([2, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
+    let ve = karras::karras_ve(&params(&[("s_churn", "0")]), 12, &sch).unwrap();
+    let heun = karras::heun(&params(&[("skip", "karras")]), 12, &sch).unwrap();
+    assert_eq!(ve.labels(), heun.labels());
+    let run = |s: &dyn Sampler| s.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+    assert!(rel_l2(&run(ve.as_ref()), &run(heun.as_ref())) < 1e-15);
+    // With churn (S_churn=80, S=12: γ = min(80/12, √2−1)) only levels in [S_tmin, S_tmax] = [0.05, 50]
+    // are inflated: the first level (σ_max ≈ 157) is not, so the first label stays 999.
+    let churned = karras::karras_ve(&params(&[]), 12, &sch).unwrap();
+    let (l, h) = (churned.labels(), heun.labels());
+    assert_eq!(l[0], 999.0);
+    let g = karras::SigmaGrid::new(&sch, true, 12);
+    let gamma = 2f64.sqrt() - 1.0;
+    for i in 1..12 {
+        let s = g.sigmas[i];
+        let inflated = (0.05..=50.0).contains(&s);
+        assert_eq!(l[2 * i] != h[2 * i], inflated, "level {i} σ={s}");
+        if inflated {
+            assert_eq!(l[2 * i], g.label_of(s * (1.0 + gamma)));
+        }
+    }
+}
+
+/// The stochastic samplers draw from the data distribution: on a 1-pixel Gaussian, 20k samples'
+/// mean and standard deviation approach μ and s as steps grow (ancestral samplers carry an
+/// O(step) bias in the variance: Euler-a's std measured 0.445 at 50 steps, 0.496 at 1000).
+#[test]
+fn stochastic_samplers_sample_the_data_distribution() {
+    let sch = NoiseSchedule::ddpm_linear();
+    let (mu, s) = (0.3, 0.5);
+    // 20k i.i.d. samples as the pixels of a 2×[1,100,100] batch (two labels per model call).
+    let oracle = GaussianOracle::new(sch.clone(), Tensor::full([1, 100, 100], mu, f64_opts()), Tensor::full([1, 100, 100], s, f64_opts()));
+    tch::manual_seed(21);
+    let z = Tensor::randn([2, 1, 100, 100], f64_opts());
+    for (name, ctor) in [("euler_ancestral", karras::euler_ancestral as Ctor), ("kdpm2_ancestral", karras::kdpm2_ancestral), ("karras_ve", karras::karras_ve)] {
+        let moments = |steps: usize| -> (f64, f64) {
+            let sm = ctor(&params(&[]), steps, &sch).unwrap();
+            tch::manual_seed(22);
+            let x = sm.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+            (x.mean(Kind::Double).double_value(&[]), x.std(true).double_value(&[]))
+        };
+        let (m50, sd50) = moments(50);
+        let (m, sd) = moments(1000);
+        eprintln!("{name}: 50 steps mean {m50:.4} std {sd50:.4}; 1000 steps mean {m:.4} std {sd:.4} (μ={mu}, s={s})");
+        // Standard errors: mean 0.5/√20000 = 0.0035, std 0.0025.
+        assert!((m - mu).abs() < 0.012, "{name}: mean {m}");
+        assert!((sd - s).abs() < 0.01, "{name}: std {sd}");
+        assert!((sd - s).abs() <= (sd50 - s).abs() + 0.005, "{name}: std {sd50} → {sd}");
+    }
+}
+
+/// Samplers follow the input's dtype (f64 for exact moments, f32 for speed).
+#[test]
+fn samplers_are_dtype_generic() {
+    let sch = NoiseSchedule::ddpm_linear();
+    let (mean, std) = gaussian_data();
+    let oracle = GaussianOracle::new(sch.clone(), mean, std);
+    let z = Tensor::randn([2, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
+    for info in samplerbench::sampling::zoo_b::infos() {
+        let ctor = samplerbench::sampling::zoo_b::constructor(info.name).unwrap();
+        let sm = ctor(&params(&[]), 10, &sch).unwrap();
+        tch::manual_seed(1);
+        let x64 = sm.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+        tch::manual_seed(1);
+        let x32 = sm.sample(&Counted::new(&oracle), z.to_kind(Kind::Float), &mut samplerbench::sampling::GlobalRng);
+        assert_eq!(x64.kind(), Kind::Double, "{}", info.name);
+        assert_eq!(x32.kind(), Kind::Float, "{}", info.name);
+        let stochastic = ["euler_ancestral", "kdpm2_ancestral", "karras_ve"].contains(&info.name);
+        if !stochastic {
+            let e = rel_l2(&x32.to_kind(Kind::Double), &x64);
+            assert!(e < 1e-4, "{}: f32 vs f64 {e}", info.name);
+        }
+    }
+}

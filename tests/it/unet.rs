@@ -1,0 +1,85 @@
+//! The native UNet against diffusers' UNet2DModel: same seeded random weights in every layout.
+use crate::common::*;
+use samplerbench::models::torchscript::TorchScriptModel;
+use samplerbench::models::unet::{load_ddim, load_diffusers, DdimModelConfig};
+use samplerbench::models::EpsModel;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    let num = (a - b).norm().double_value(&[]);
+    num / b.norm().double_value(&[])
+}
+
+fn reference(which: &str) -> (tempfile::TempDir, Tensor, Tensor, Tensor) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = include_str!("py/unet_ref.py");
+    run_python(script, &[dir.path().to_str().unwrap(), which]);
+    let load = |f: &str| Tensor::read_npy(dir.path().join(f)).unwrap();
+    let (x, t, eps) = (load("x.npy"), load("t.npy"), load("eps.npy"));
+    (dir, x, t, eps)
+}
+
+fn check_all_layouts(which: &str) {
+    let (dir, x, t, eps) = reference(which);
+    let p = |f: &str| dir.path().join(f);
+    let ddim_cfg: DdimModelConfig =
+        serde_json::from_str(&std::fs::read_to_string(p("ddim_config.json")).unwrap()).unwrap();
+    let mut errs = vec![];
+    let mut check = |name: &str, model: &dyn EpsModel| {
+        let e = rel_err(&model.eps(&x, &t), &eps);
+        errs.push(format!("{name}: {e:.2e}"));
+        assert!(e <= 1e-4, "{which} {name}: relative L2 error {e}");
+    };
+    check("diffusers safetensors", &load_diffusers(&p("diffusers_st"), Device::Cpu, Kind::Float).unwrap());
+    check("diffusers .bin (old attention names)", &load_diffusers(&p("diffusers_bin"), Device::Cpu, Kind::Float).unwrap());
+    check("ddim state dict (zip)", &load_ddim(&p("ddim_plain.ckpt"), &ddim_cfg, true, Device::Cpu, Kind::Float).unwrap());
+    check("ddim [model,...,ema] list (legacy)", &load_ddim(&p("ddim_list.pth"), &ddim_cfg, true, Device::Cpu, Kind::Float).unwrap());
+    check("torchscript", &TorchScriptModel::load(&p("traced.pt"), Device::Cpu, Kind::Float).unwrap());
+    // The non-EMA entry of the list holds other weights: selecting it must change ε.
+    let raw = load_ddim(&p("ddim_list.pth"), &ddim_cfg, false, Device::Cpu, Kind::Float).unwrap();
+    let raw_err = rel_err(&raw.eps(&x, &t), &eps);
+    assert!(raw_err > 1e-2, "non-EMA weights gave the EMA result: {raw_err}");
+    eprintln!("{which}: {}", errs.join(", "));
+}
+
+#[test]
+fn cifar10_unet_matches_diffusers_in_every_layout() {
+    check_all_layouts("cifar10");
+}
+
+#[test]
+fn unet_256px_layout_matches_diffusers() {
+    check_all_layouts("256");
+}
+
+#[test]
+fn bad_checkpoints_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = DdimModelConfig::preset("cifar10").unwrap();
+    // A state dict of the wrong architecture (the celeba preset's weights for the cifar10 config).
+    run_python(
+        "import torch,sys; torch.save({'conv_in.weight': torch.zeros(128,3,3,3), 'temb.dense.0.weight': torch.zeros(5,5)}, sys.argv[1])",
+        &[dir.path().join("wrong.ckpt").to_str().unwrap()],
+    );
+    let err = load_ddim(&dir.path().join("wrong.ckpt"), &cfg, true, Device::Cpu, Kind::Float).err().unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains("weights do not match the UNet config; missing keys: conv_in.bias, "), "{msg}");
+    assert!(msg.contains("wrong shapes: time_embedding.linear_1.weight (file [5, 5], expected [512, 128])"), "{msg}");
+    assert_eq!(err.exit_code(), 2);
+    // Truncated file.
+    let full = dir.path().join("full.ckpt");
+    run_python("import torch,sys; torch.save({'a': torch.ones(1000)}, sys.argv[1])", &[full.to_str().unwrap()]);
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = dir.path().join("cut.ckpt");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = load_ddim(&cut, &cfg, true, Device::Cpu, Kind::Float).err().unwrap();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    assert!(err.to_string().starts_with(&format!("{}: ", cut.display())), "{err}");
+    // Missing folder / file.
+    let err = load_diffusers(Path::new("/nonexistent/ddpm-cifar10-32"), Device::Cpu, Kind::Float).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "/nonexistent/ddpm-cifar10-32: diffusers model folder not found (expected config.json + diffusion_pytorch_model.safetensors)"
+    );
+}
