@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn fid_line_has_twelve_significant_digits() {
-        assert_eq!(format_fid(3.14159265358979), "FID: 3.14159265359");
+        assert_eq!(format_fid(1.23456789012345), "FID: 1.23456789012");
         assert_eq!(format_fid(123.456789012345), "FID: 123.456789012");
         assert_eq!(format_fid(0.00123456789012345), "FID: 0.00123456789012");
         assert_eq!(format_fid(0.0), "FID: 0");
