@@ -89,13 +89,21 @@ fn main() {
          Times are wall-clock seconds for one distance from (mu, sigma) in memory; ours is the median of 3.\n\n\
          | statistics | pytorch-fid (s) | samplerbench (s) | speedup | FID pytorch-fid | FID samplerbench | rel. diff | factor path |\n\
          |---|---|---|---|---|---|---|---|\n{}\n\n\
-         Feature-extraction throughput (images/s vs pytorch-fid, same weights and batch size) needs the\n\
-         FID Inception (`metrics::inception`); it is measured by a separate benchmark once that is merged.\n",
+         Machine load average at the end (other jobs shared the 2 cores): {}.\n\n\
+         Feature-extraction throughput: `cargo bench --bench fid_features` → reports/perf/fid_features.md.\n",
         samplerbench::VERSION,
-        samplerbench::GIT_COMMIT,
+        // Not GIT_COMMIT: build.rs only re-reads it when build.rs changes.
+        Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "unknown".into()),
         reference["scipy"].as_str().unwrap_or("?"),
         reference["numpy"].as_str().unwrap_or("?"),
-        rows.join("\n")
+        rows.join("\n"),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     let report = Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/perf/fid_frechet.md");
     std::fs::create_dir_all(report.parent().expect("parent")).expect("mkdir reports/perf");

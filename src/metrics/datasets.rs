@@ -4,8 +4,9 @@
 //! - an image folder (recursive; PNG/JPEG/WebP; sorted by path; converted to RGB like PIL's
 //!   `convert('RGB')`, which drops alpha);
 //! - a `.npz` of uint8 images under `arr_0`, NHWC (OpenAI's samples files);
-//! - `cifar10:train:DIR` / `cifar10:test:DIR`: the CIFAR-10 binary version
-//!   (`data_batch_1..5.bin` / `test_batch.bin` in DIR or DIR/cifar-10-batches-bin);
+//! - `cifar10:train:DIR` / `cifar10:test:DIR`: CIFAR-10, binary version (`data_batch_1..5.bin` /
+//!   `test_batch.bin` in DIR or DIR/cifar-10-batches-bin) or python version (`data_batch_1..5` /
+//!   `test_batch` pickles in DIR or DIR/cifar-10-batches-py);
 //! - `celeba:DIR`: `img_align_celeba` (DIR or DIR/img_align_celeba) with the DDIM repo's 64×64
 //!   transform: crop 128×128 at top 57, left 25, then torchvision `Resize(64)` on the PIL image;
 //! - a statistics `.npz` (`mu`, `sigma`): used as is, no images.
@@ -112,7 +113,8 @@ fn open_npz_input(path: &Path) -> Result<Input> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// CIFAR-10, binary version: records of 1 label byte + 3072 bytes (R, G, B planes of 32×32).
+// CIFAR-10. Binary version: records of 1 label byte + 3072 bytes (R, G, B planes of 32×32);
+// python version: pickled dicts whose 'data' is a uint8 [N, 3072] array in the same byte order.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cifar10Split {
@@ -130,35 +132,60 @@ pub struct Cifar10Binary {
 const CIFAR_RECORD: usize = 1 + 3 * 32 * 32;
 
 impl Cifar10Binary {
+    /// Opens the binary version (`data_batch_N.bin`, `test_batch.bin`) in `dir` or
+    /// `dir/cifar-10-batches-bin`; failing that, the python version (`data_batch_N`, `test_batch`
+    /// pickles, read by the data-only pickle reader) in `dir` or `dir/cifar-10-batches-py`.
     pub fn open(dir: &Path, split: Cifar10Split) -> Result<Self> {
-        let names: Vec<String> = match split {
-            Cifar10Split::Train => (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),
-            Cifar10Split::Test => vec!["test_batch.bin".to_string()],
+        let stems: Vec<String> = match split {
+            Cifar10Split::Train => (1..=5).map(|i| format!("data_batch_{i}")).collect(),
+            Cifar10Split::Test => vec!["test_batch".to_string()],
         };
-        let nested = dir.join("cifar-10-batches-bin");
-        let base = if !dir.join(&names[0]).is_file() && nested.join(&names[0]).is_file() { nested } else { dir.to_path_buf() };
-        let mut pixels = Vec::new();
-        for name in &names {
-            let file = base.join(name);
-            let bytes = std::fs::read(&file).map_err(|e| {
-                BenchError::file(
-                    &file,
-                    format!("cannot read CIFAR-10 binary batch ({e}); expected {} in {}", names.join(", "), base.display()),
-                )
-            })?;
-            if bytes.is_empty() || bytes.len() % CIFAR_RECORD != 0 {
-                return Err(BenchError::file(
-                    &file,
-                    format!("{} bytes is not a whole number of {CIFAR_RECORD}-byte CIFAR-10 records", bytes.len()),
-                ));
-            }
-            for record in bytes.chunks_exact(CIFAR_RECORD) {
-                pixels.extend_from_slice(&record[1..]);
-            }
-        }
+        let find = |sub: &str, suffix: &str| {
+            [dir.to_path_buf(), dir.join(sub)].into_iter().find(|d| d.join(format!("{}{suffix}", stems[0])).is_file())
+        };
         let split_name = if split == Cifar10Split::Train { "train" } else { "test" };
+        let describe = format!("cifar10:{split_name}:{}", dir.display());
+        let mut pixels = Vec::new();
+        if let Some(base) = find("cifar-10-batches-bin", ".bin") {
+            for stem in &stems {
+                let file = base.join(format!("{stem}.bin"));
+                let bytes = std::fs::read(&file)
+                    .map_err(|e| BenchError::file(&file, format!("cannot read CIFAR-10 binary batch ({e})")))?;
+                if bytes.is_empty() || bytes.len() % CIFAR_RECORD != 0 {
+                    return Err(BenchError::file(
+                        &file,
+                        format!("{} bytes is not a whole number of {CIFAR_RECORD}-byte CIFAR-10 records", bytes.len()),
+                    ));
+                }
+                for record in bytes.chunks_exact(CIFAR_RECORD) {
+                    pixels.extend_from_slice(&record[1..]);
+                }
+            }
+        } else if let Some(base) = find("cifar-10-batches-py", "") {
+            for stem in &stems {
+                let file = base.join(stem);
+                let batch = crate::checkpoint::load_pickle(&file)?;
+                let data = match batch.get("data") {
+                    Some(crate::checkpoint::Value::Tensor(t)) if t.kind() == tch::Kind::Uint8 && t.size().len() == 2 && t.size()[1] == 3072 => t,
+                    _ => return Err(BenchError::file(&file, "not a CIFAR-10 python batch: no uint8 'data' array of shape [N, 3072]")),
+                };
+                let n = data.numel();
+                let mut buf = vec![0u8; n];
+                data.f_contiguous()?.f_copy_data_u8(&mut buf, n)?;
+                pixels.extend_from_slice(&buf);
+            }
+        } else {
+            let names = stems.iter().map(|s| format!("{s}.bin")).collect::<Vec<_>>().join(", ");
+            return Err(BenchError::file(
+                dir,
+                format!(
+                    "no CIFAR-10 {split_name} batches: expected {names} (binary version) or {} (python version) here or in cifar-10-batches-bin / cifar-10-batches-py",
+                    stems.join(", ")
+                ),
+            ));
+        }
         let count = pixels.len() / (CIFAR_RECORD - 1);
-        Ok(Cifar10Binary { describe: format!("cifar10:{split_name}:{}", dir.display()), pixels, count })
+        Ok(Cifar10Binary { describe, pixels, count })
     }
 }
 

@@ -70,11 +70,9 @@ impl Default for FidOptions {
     }
 }
 
-/// The `--dims` values pytorch-fid offers (outputs of its four Inception blocks).
-pub const ALLOWED_DIMS: [usize; 4] = [64, 192, 768, 2048];
-
+/// `--dims` must be one of pytorch-fid's four Inception block outputs.
 pub fn check_dims(dims: usize) -> Result<usize> {
-    if ALLOWED_DIMS.contains(&dims) {
+    if crate::metrics::inception::FEATURE_DIMS.contains(&dims) {
         Ok(dims)
     } else {
         Err(BenchError::user(format!("--dims {dims} is not supported; allowed: 64, 192, 768, 2048")))
@@ -230,7 +228,7 @@ mod tests {
 
     #[test]
     fn fid_line_has_twelve_significant_digits() {
-        assert_eq!(format_fid(3.14159265358979), "FID: 3.14159265359");
+        assert_eq!(format_fid(1.23456789012345), "FID: 1.23456789012");
         assert_eq!(format_fid(123.456789012345), "FID: 123.456789012");
         assert_eq!(format_fid(0.00123456789012345), "FID: 0.00123456789012");
         assert_eq!(format_fid(0.0), "FID: 0");

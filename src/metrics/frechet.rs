@@ -8,6 +8,7 @@
 //!   `dsygst`, then symmetric eigenvalues only, `dsyev` without vectors);
 //! - if both are rank deficient (fewer samples than dimensions), F = V_r diag(√λ_r) from the
 //!   symmetric eigendecomposition of Σ1, keeping its numerically non-zero eigenvalues.
+//!
 //! Eigenvalues of the product at rounding-noise level (|λ| ≤ n·ε·λ_max) are true zeros and count
 //! as 0, so rank-deficient inputs give a finite result and never NaN.
 use crate::{BenchError, Result};
@@ -113,7 +114,7 @@ fn full_rank_cholesky(sigma: ArrayView2<f64>) -> Option<Array2<f64>> {
     let l = a.cholesky(UPLO::Lower).ok()?;
     let max_diag = sigma.diag().iter().cloned().fold(0.0_f64, f64::max);
     let min_pivot = l.diag().iter().map(|d| d * d).fold(f64::INFINITY, f64::min);
-    if !(min_pivot > 1e3 * n as f64 * f64::EPSILON * max_diag) {
+    if min_pivot.is_nan() || min_pivot <= 1e3 * n as f64 * f64::EPSILON * max_diag {
         return None;
     }
     let mut f = Array2::<f64>::zeros((n, n).f());
@@ -199,6 +200,7 @@ mod blas {
     }
 
     /// C(m×n) := op(A)·op(B) with op(A) m×k, op(B) k×n.
+    #[allow(clippy::too_many_arguments)] // mirrors BLAS dgemm
     pub fn gemm(ta: u8, tb: u8, m: usize, n: usize, k: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
         let (lda, ldb) = (if ta == b'N' { m } else { k }, if tb == b'N' { k } else { n });
         assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);

@@ -527,3 +527,33 @@ fs.main()
     let o = bench(&["fid", &p("s0.npz"), &p("s1.npz"), "--quiet"]);
     assert_eq!(stdout(&o).trim_end(), format!("FID: {}", fid_cli::format_fid(ours).trim_start_matches("FID: ")));
 }
+
+/// The CIFAR-10 python version (pickled dicts, numpy 'data') reads the same images as the binary
+/// version of the same bytes.
+#[test]
+fn cifar10_python_version_equals_binary_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let py = r#"
+import sys, os, pickle, numpy as np
+d = sys.argv[1]; rng = np.random.default_rng(4)
+os.makedirs(d + "/py/cifar-10-batches-py"); os.makedirs(d + "/bin")
+for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+    data = rng.integers(0, 256, (3, 3072), dtype=np.uint8); labels = [int(x) for x in rng.integers(0, 10, 3)]
+    pickle.dump({"batch_label": name, "labels": labels, "data": data, "filenames": ["a.png"] * 3},
+                open(f"{d}/py/cifar-10-batches-py/{name}", "wb"), protocol=2)
+    open(f"{d}/bin/{name}.bin", "wb").write(b"".join(bytes([l]) + r.tobytes() for l, r in zip(labels, data)))
+"#;
+    run_python(py, &[dir.path().to_str().unwrap()]);
+    for split in [Cifar10Split::Train, Cifar10Split::Test] {
+        let a = Cifar10Binary::open(&dir.path().join("py"), split).unwrap();
+        let b = Cifar10Binary::open(&dir.path().join("bin"), split).unwrap();
+        let n = if split == Cifar10Split::Train { 15 } else { 3 };
+        assert_eq!((a.len(), b.len()), (n, n));
+        assert!(a.read_batch(0, n).unwrap().equal(&b.read_batch(0, n).unwrap()));
+    }
+    let e = Cifar10Binary::open(dir.path(), Cifar10Split::Test).err().unwrap();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().ends_with(
+        "no CIFAR-10 test batches: expected test_batch.bin (binary version) or test_batch (python version) here or in cifar-10-batches-bin / cifar-10-batches-py"
+    ), "{e}");
+}
