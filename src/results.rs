@@ -16,7 +16,7 @@
 //! | `model` | str | model description (kind and path, or the oracle's distribution and shape) |
 //! | `dataset` | str? | dataset the model was trained on, used to find published numbers (`cifar10`, `celeba64`, `lsun_bedroom`, `lsun_church`); empty when not known |
 //! | `sampler` | str | sampler registry name (`ddim`, `ddpm_large` = DDIM Table 1's σ̂, `pndm`, `dpm_solver`, `dpm_solver++`, `unipc`, ...) |
-//! | `variant` | str? | the sampler's `variant` or `method` parameter where it has one (`s_pndm`, `f_pndm`, `fon`, `plms`; `singlestep`/`multistep` for `dpm_solver`; `bh1`/`bh2` for `unipc`) |
+//! | `variant` | str? | the sampler's `variant` or `method` parameter where the spec sets one (`singlestep`/`multistep` for `dpm_solver`; `bh1`/`bh2` for `unipc`) |
 //! | `order` | int? | solver order where the sampler has one |
 //! | `eta` | float? | DDIM η (0 deterministic, 1 DDPM-like); empty for samplers without η |
 //! | `skip` | str? | timestep selection (`uniform`, `quadratic`, `time_uniform`, `logSNR`, ...) |
@@ -25,7 +25,7 @@
 //! | `samples` | int | number of samples the metrics were computed on |
 //! | `seed` | int | base seed; sample i's noise depends only on (seed, i, step) |
 //! | `fid` | float? | FID against the reference statistics (`fid_mode` says which pipeline) |
-//! | `fd_pixel` | float? | Fréchet distance on raw pixels in [0,255] |
+//! | `fd_pixel` | float? | Fréchet distance on the raw (unquantised) samples, in the model's [−1, 1] units, against the oracle's exact moments or a reference `.npz` |
 //! | `fd_exact` | float? | Fréchet distance to the oracle's exact data moments (Gaussian oracle only) |
 //! | `nan_samples` | int | samples containing NaN/Inf (excluded from the metrics) |
 //! | `first_nan_index` | int? | index of the first such sample |
@@ -35,7 +35,7 @@
 //! | `seconds_overhead` | float? | `seconds_sampling − seconds_model`: the sampler's own arithmetic |
 //! | `seconds_per_step` | float | seconds per sampler step for one batch of `batch_size` (the PNDM paper's time column) |
 //! | `images_per_second` | float | `samples / seconds_sampling` |
-//! | `peak_memory_bytes` | int? | peak device memory during the cell |
+//! | `peak_memory_bytes` | int? | peak device memory during the cell (not measured yet: tch exposes no CUDA memory statistics; empty) |
 //! | `batch_size` | int | samples per batch |
 //! | `device` | str | device name (`cpu`, `cuda:0 (NVIDIA H100 …)`) |
 //! | `precision` | str | `fp32`, `tf32`, `bf16` or `fp16` |

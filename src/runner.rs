@@ -761,7 +761,7 @@ fn finish_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, partition: Shard) 
         model: ctx.model.model.describe(),
         dataset: plan.dataset.clone(),
         sampler: cell.sampler.clone(),
-        variant: Some(cell.params_text()).filter(|s| s != "-"),
+        variant: cell.params.get("variant").or_else(|| cell.params.get("method")).map(|v| v.to_string()),
         order: param_f64("order").map(|o| o as u32),
         eta: param_f64("eta"),
         skip: Some(cell.skip.to_string()),
