@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use tch::{Kind, Tensor};
 
 /// SplitMix64 finaliser: decorrelates nearby (seed, sample, stream) triples.
-fn mix(mut z: u64) -> u64 {
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

@@ -241,6 +241,10 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
 
     let model = load_model(plan)?;
     let device = plan.device.to_tch();
+    if device.is_cuda() {
+        // Fixed shapes for a whole run: let cuDNN pick the fastest convolution algorithms once.
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
     if let crate::spec::Precision::Tf32 = plan.precision {
         // tch exposes no global TF32 switch; TF32 applies where libtorch enables it by default
         // (cuDNN convolutions). Recorded as requested.
