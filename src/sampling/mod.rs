@@ -1,9 +1,16 @@
 //! Samplers: one trait, the shared pieces (ε↔x0, the DDIM step φ, NFE counting, noise), and one
 //! file per family next to the equations it implements.
+pub mod continuous;
 pub mod ddim;
+pub mod deis;
+pub mod dpm_solver;
 pub mod exact;
+pub mod karras;
 pub mod multistep;
+pub mod params;
 pub mod pndm;
+pub mod solver_registry;
+pub mod unipc;
 
 use crate::models::EpsModel;
 use crate::schedule::NoiseSchedule;
@@ -113,13 +120,6 @@ pub fn ddim_sigma(alpha_bar: f64, alpha_bar_prev: f64, eta: f64) -> f64 {
 /// Keeps the schedule available to every sampler in one form.
 pub type Schedule = NoiseSchedule;
 
-pub mod continuous;
-pub mod params;
-pub mod dpm_solver;
-pub mod unipc;
-pub mod karras;
-pub mod deis;
-pub mod zoo_b;
 
 /// What `bench samplers` prints for one sampler.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -137,7 +137,7 @@ pub struct SamplerInfo {
 pub fn sampler_info() -> Vec<SamplerInfo> {
     let mut v = ddim::INFOS.to_vec();
     v.extend_from_slice(pndm::INFOS);
-    v.extend(zoo_b::infos());
+    v.extend(solver_registry::infos());
     v
 }
 
@@ -152,7 +152,7 @@ pub fn build_sampler(name: &str, params: &SamplerParams, steps: usize, schedule:
     if let Some(s) = pndm::build(name, params, steps, schedule)? {
         return Ok(s);
     }
-    if let Some(c) = zoo_b::constructor(name) {
+    if let Some(c) = solver_registry::constructor(name) {
         return c(params, steps, schedule);
     }
     let names: Vec<_> = sampler_info().iter().map(|i| i.name).collect();

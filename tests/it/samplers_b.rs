@@ -541,8 +541,8 @@ fn samplers_are_dtype_generic() {
     let (mean, std) = gaussian_data();
     let oracle = GaussianOracle::new(sch.clone(), mean, std);
     let z = Tensor::randn([2, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
-    for info in samplerbench::sampling::zoo_b::infos() {
-        let ctor = samplerbench::sampling::zoo_b::constructor(info.name).unwrap();
+    for info in samplerbench::sampling::solver_registry::infos() {
+        let ctor = samplerbench::sampling::solver_registry::constructor(info.name).unwrap();
         let sm = ctor(&params(&[]), 10, &sch).unwrap();
         tch::manual_seed(1);
         let x64 = sm.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);

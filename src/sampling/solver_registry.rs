@@ -1,5 +1,5 @@
-//! Part B of the sampler zoo in one place for `bench samplers` and spec parsing: the info
-//! entries and constructors of the DPM-Solver/UniPC and Karras families.
+//! Registry entries (info and constructor) of the solver families: DPM-Solver(++), UniPC,
+//! DEIS and the Karras family, for `bench samplers`, spec validation and the runner.
 use super::params::ParamMap;
 use super::{deis, dpm_solver, karras, unipc, Sampler, SamplerInfo, Schedule};
 use crate::Result;
