@@ -17,6 +17,7 @@ pub mod noise;
 pub mod checkpoint;
 pub mod metrics;
 pub mod runner;
+pub mod check;
 
 // Links the system OpenBLAS that ndarray-linalg's LAPACK calls resolve to.
 use openblas_src as _;

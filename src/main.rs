@@ -67,6 +67,30 @@ enum Command {
     },
     /// List every sampler: parameters, default timestep rule, NFE, end point, reference.
     Samplers,
+    /// Regression gate: run the spec (reusing finished cells) and compare with a baseline.
+    /// Exit 1 when a metric worsens beyond tolerance, NFE changes or a baseline cell is missing.
+    Check {
+        spec: PathBuf,
+        /// Baseline JSON (cells keyed by cell_hash, per hardware/precision class).
+        #[arg(long, value_name = "FILE")]
+        baseline: PathBuf,
+        /// Allowed worsening, absolute (overrides the baseline's per-metric tolerances).
+        #[arg(long)]
+        tolerance_abs: Option<f64>,
+        /// Allowed worsening, relative to the baseline value.
+        #[arg(long)]
+        tolerance_rel: Option<f64>,
+        /// Rewrite this class's cells in the baseline from this run (sorted, stable formatting).
+        #[arg(long)]
+        update_baseline: bool,
+        /// Also fail on improvements beyond tolerance (forces baseline updates).
+        #[arg(long)]
+        fail_on_improvement: bool,
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Fréchet Inception Distance between two image sets or statistics files (like `python -m pytorch_fid`).
     Fid {
         /// Image folder, images .npz (arr_0), statistics .npz, cifar10:train:DIR, cifar10:test:DIR or celeba:DIR.
@@ -259,6 +283,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("wrote {} ({nfe} model evaluations)", out.display());
         }
         Command::Samplers => print!("{}", samplerbench::sampling::render_sampler_table()),
+        Command::Check { spec, baseline, tolerance_abs, tolerance_rel, update_baseline, fail_on_improvement, out, quiet } => {
+            use samplerbench::check;
+            let mut plan = samplerbench::plan::load(&spec, &samplerbench::plan::Registry)?;
+            if let Some(out) = out {
+                plan.output = out;
+            }
+            // Load (and validate) the baseline before spending time on the run.
+            let existing = if update_baseline && !baseline.exists() { None } else { Some(check::Baseline::load(&baseline)?) };
+            runner::run(&plan, &runner::RunOptions { force: false, shard: None, quiet })?;
+            let rows = samplerbench::results::read_results(&plan.output)?;
+            let class = check::class_of(&plan);
+            if update_baseline {
+                let mut b = existing.unwrap_or_default();
+                b.classes.insert(class.clone(), check::cells_from_rows(&plan, &rows));
+                b.save(&baseline)?;
+                eprintln!("wrote {} ({} cells for class {class})", baseline.display(), b.classes[&class].len());
+                return Ok(());
+            }
+            let b = existing.expect("loaded above");
+            let tol = match (tolerance_abs, tolerance_rel) {
+                (None, None) => None,
+                (a, r) => Some(check::Tolerance { abs: a.unwrap_or(0.0), rel: r.unwrap_or(0.0) }),
+            };
+            let outcome = check::compare(&b, &class, &plan, &rows, tol, fail_on_improvement);
+            print!("{}", check::render(&outcome, &class));
+            if outcome.failed {
+                return Err(anyhow::anyhow!("regression gate failed against {}", baseline.display()));
+            }
+        }
         Command::Fid { path1, path2, feat, save_stats, save_ref_stats } => {
             let opts = feat.options()?;
             let fid = fid_cli::run_fid(

@@ -3,6 +3,7 @@
 mod common;
 mod cli;
 mod runner;
+mod check;
 mod unet;
 mod samplers_b;
 mod spec;
