@@ -509,6 +509,8 @@ fn every_shipped_spec_parses_and_real_model_specs_name_missing_files() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        // The regression-gate specs (ci*.yaml) run with the real registry in `./dev test`.
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ci")))
         .collect();
     names.sort();
     let listed: Vec<String> = names.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
