@@ -54,6 +54,9 @@ pub(crate) struct GroupNorm {
 }
 impl GroupNorm {
     pub(crate) fn new(wt: &mut WeightTaker, name: &str, c: i64, groups: i64, eps: f64) -> Self {
+        if groups <= 0 || c % groups != 0 {
+            wt.inconsistent(format!("{name}: {groups} groups do not divide {c} channels (norm_num_groups)"));
+        }
         GroupNorm { w: wt.take(&format!("{name}.weight"), &[c]), b: wt.take(&format!("{name}.bias"), &[c]), groups, eps }
     }
     pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
@@ -247,7 +250,7 @@ impl SpatialAttention {
             Some(n) => n.forward(x),
             None => x.shallow_clone(),
         };
-        let seq = normed.view([b, c, h * w]).transpose(1, 2);
+        let seq = normed.reshape([b, c, h * w]).transpose(1, 2);
         let a = self.attn.forward(&seq, None);
         let out = a.transpose(1, 2).reshape([b, c, h, w]) + x;
         if self.out_scale == 1.0 {

@@ -492,12 +492,6 @@ impl UNet {
             )));
         }
         let g = cfg.norm_num_groups;
-        if let Some(c) = ch.iter().find(|c| *c % g != 0) {
-            return Err(bad(format!("block channels {c} are not divisible by norm_num_groups {g}")));
-        }
-        if let Some(ag) = cfg.mid_attn_norm_groups.filter(|ag| *ag <= 0 || ch[n - 1] % ag != 0) {
-            return Err(bad(format!("{} channels are not divisible by attn_norm_num_groups {ag}", ch[n - 1])));
-        }
         if cfg.time_embed_dim <= 0 || ch[0] % 2 == 1 {
             return Err(bad(format!("time embedding width {} / first block width {} are not usable", cfg.time_embed_dim, ch[0])));
         }
@@ -643,7 +637,7 @@ impl UNet {
     pub fn forward(&self, x: &Tensor, t: &Tensor, class_labels: Option<&Tensor>) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
         let n = self.config.block_out_channels.len();
-        let b = check_sample(x, self.config.in_channels, 1 << (n - 1), &self.source)?;
+        let b = check_sample(x, self.config.in_channels, 1 << (n - 1), 1 << (n - 1), &self.source)?;
         let t = batch_timesteps(t, b, &self.source)?.to_device(self.device);
         let labels = class_labels.map(|l| l.to_device(self.device));
         self.class_embedding.check(labels.as_ref(), b).map_err(|m| BenchError::user(format!("{}: {m}", self.source)))?;
@@ -714,13 +708,13 @@ impl UNet {
     }
 }
 
-/// Checks a network input x [B, C, H, W] (C = `channels`, H and W multiples of `multiple`) and
-/// returns B.
-pub(crate) fn check_sample(x: &Tensor, channels: i64, multiple: i64, source: &str) -> Result<i64> {
+/// Checks a network input x [B, C, H, W] (B ≥ 1, C = `channels`, H and W multiples of
+/// `multiple` and at least `min`) and returns B.
+pub(crate) fn check_sample(x: &Tensor, channels: i64, multiple: i64, min: i64, source: &str) -> Result<i64> {
     match x.size().as_slice() {
-        &[b, c, h, w] if c == channels && h > 0 && w > 0 && h % multiple == 0 && w % multiple == 0 => Ok(b),
+        &[b, c, h, w] if b > 0 && c == channels && h >= min && w >= min && h % multiple == 0 && w % multiple == 0 => Ok(b),
         s => Err(BenchError::user(format!(
-            "{source}: input of shape {s:?}; expected [batch, {channels}, H, W] with H and W positive multiples of {multiple}"
+            "{source}: input of shape {s:?}; expected [batch, {channels}, H, W] with H and W multiples of {multiple}, at least {min}"
         ))),
     }
 }
@@ -831,6 +825,23 @@ mod tests {
             err.to_string(),
             "x.ckpt: weights do not match the UNet config; missing keys: conv_in.bias; \
              wrong shapes: conv_out.bias (file [4], expected [3]); unexpected keys: extra.weight"
+        );
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn group_counts_that_do_not_divide_a_layer_are_refused_at_load() {
+        // diffusers' GroupNorm refuses such a layer at construction; libtorch would fail mid-forward.
+        let mut cfg = UNetConfig::from_ddim(&DdimModelConfig::preset("cifar10").unwrap());
+        cfg.block_out_channels = vec![128, 144, 256, 256];
+        let sd = random_state_dict(&cfg);
+        let err = UNet::from_state_dict(cfg, sd, Device::Cpu, Kind::Float, "x.ckpt").err().unwrap();
+        assert!(
+            err.to_string().starts_with(
+                "x.ckpt: the UNet config is inconsistent: down_blocks.1.resnets.0.norm2: 32 groups do not divide 144 channels \
+                 (norm_num_groups); "
+            ),
+            "{err}"
         );
         assert_eq!(err.exit_code(), 2);
     }

@@ -445,9 +445,6 @@ impl UNet2DCondition {
             return Err(bad(format!("per-block options must have one entry per block ({n})")));
         }
         let g = cfg.norm_num_groups;
-        if let Some(c) = ch.iter().find(|c| *c % g != 0) {
-            return Err(bad(format!("block channels {c} are not divisible by norm_num_groups {g}")));
-        }
         let heads_ok = |c: i64, h: i64| -> Result<()> {
             if h <= 0 || c % h != 0 {
                 return Err(bad(format!("{h} attention heads (attention_head_dim) do not divide {c} channels")));
@@ -607,11 +604,13 @@ impl UNet2DCondition {
     ) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
         let cfg = &self.config;
-        let b = check_sample(x, cfg.in_channels, 1, &self.source)?;
-        let used_dims: Vec<i64> = (0..cfg.block_out_channels.len())
-            .filter(|&i| cfg.down_cross_attention[i] || cfg.up_cross_attention[cfg.block_out_channels.len() - 1 - i])
+        // Any size works (the up path meets each skip's size), down to one pixel at the deepest level.
+        let n = cfg.block_out_channels.len();
+        let b = check_sample(x, cfg.in_channels, 1, 1 << (n - 1), &self.source)?;
+        let used_dims: Vec<i64> = (0..n)
+            .filter(|&i| cfg.down_cross_attention[i] || cfg.up_cross_attention[n - 1 - i])
             .map(|i| cfg.cross_attention_dim[i])
-            .chain((cfg.mid_block == CondMidBlock::CrossAttn).then(|| cfg.cross_attention_dim[cfg.block_out_channels.len() - 1]))
+            .chain((cfg.mid_block == CondMidBlock::CrossAttn).then(|| cfg.cross_attention_dim[n - 1]))
             .collect();
         match encoder_hidden_states.size().as_slice() {
             &[eb, l, d] if eb == b && l > 0 && used_dims.iter().all(|u| *u == d) => {}

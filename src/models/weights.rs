@@ -204,6 +204,8 @@ pub(crate) struct WeightTaker {
     missing: Vec<String>,
     misshaped: Vec<String>,
     unreadable: Vec<String>,
+    /// Layers the config makes impossible (e.g. a GroupNorm whose groups do not divide its channels).
+    inconsistent: Vec<String>,
     pub(crate) device: Device,
     pub(crate) kind: Kind,
     parameters: i64,
@@ -219,6 +221,7 @@ impl WeightTaker {
             missing: vec![],
             misshaped: vec![],
             unreadable: vec![],
+            inconsistent: vec![],
             device,
             kind,
             parameters: 0,
@@ -270,10 +273,25 @@ impl WeightTaker {
         }
     }
 
+    /// Records that the config asks for an impossible layer; `finish` then fails with `msg`.
+    pub(crate) fn inconsistent(&mut self, msg: String) {
+        self.inconsistent.push(msg);
+    }
+
     /// Fails unless every requested tensor was present with its shape and every stored tensor
     /// was used; stored tensors under `ignored` prefixes (parts of a checkpoint this network
     /// does not run, e.g. a VAE's encoder) are neither read nor reported.
     pub(crate) fn finish(self, what: &str, ignored: &[&str]) -> Result<WeightStats> {
+        if !self.inconsistent.is_empty() {
+            let n = self.inconsistent.len();
+            let first: Vec<String> = self.inconsistent.into_iter().take(3).collect();
+            return Err(BenchError::user(format!(
+                "{}: the {what} is inconsistent: {}{}",
+                self.source.origin,
+                first.join("; "),
+                if n > 3 { format!(" (and {} more)", n - 3) } else { String::new() }
+            )));
+        }
         let unexpected: Vec<String> =
             self.source.names().filter(|k| !ignored.iter().any(|p| k.starts_with(p))).cloned().collect();
         if self.missing.is_empty() && self.misshaped.is_empty() && unexpected.is_empty() && self.unreadable.is_empty() {
