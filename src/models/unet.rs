@@ -21,7 +21,7 @@ use super::layers::{
     GroupNorm, ResBlock, ResBlockSpec, ResnetResample, SpatialAttention, TimestepEmbedding,
 };
 use super::weights::{diffusers_attention_rename, DiffusersFolder, WeightSource, WeightStats, WeightTaker};
-use super::EpsModel;
+use super::{Condition, Denoiser};
 use crate::checkpoint::{self, Select};
 use crate::{BenchError, Result};
 use std::collections::BTreeMap;
@@ -728,6 +728,12 @@ pub(crate) fn batch_timesteps(t: &Tensor, b: i64, source: &str) -> Result<Tensor
     }
 }
 
+/// The weights file a full-precision load of a diffusers model folder reads (see
+/// [`super::weights::pick_weights`]), or None when the folder has none.
+pub fn diffusers_weights_file(dir: &Path) -> Option<std::path::PathBuf> {
+    super::weights::pick_weights(dir, Kind::Float).ok()
+}
+
 /// Load a diffusers `UNet2DModel` folder: `config.json` plus `diffusion_pytorch_model.safetensors`
 /// (preferred; or its fp16 variant, sharded, or `.bin`; see [`super::weights::pick_weights`]).
 /// Every layout this module implements loads, class-conditional and learned-variance ones too.
@@ -738,14 +744,14 @@ pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<UNet> {
     UNet::from_source(config, source, device, kind, &folder.weights.display().to_string())
 }
 
-/// [`load`] for the ε-model path ([`EpsModel`]), which passes no class labels: a
+/// [`load`] for a plan's `model: diffusers` path, whose runs supply no class labels yet: a
 /// class-conditional model is refused here rather than failing at its first evaluation.
 pub fn load_diffusers(dir: &Path, device: Device, kind: Kind) -> Result<UNet> {
     let unet = load(dir, device, kind)?;
     if unet.config.class_embedding != ClassEmbedding::None {
         return Err(BenchError::file(
             dir.join("config.json"),
-            "the UNet is class-conditional (num_class_embeds / class_embed_type): it needs class labels, which an unconditional ε-model run does not supply",
+            "the UNet is class-conditional (num_class_embeds / class_embed_type): it needs class labels, which a run does not supply yet",
         ));
     }
     Ok(unet)
@@ -770,18 +776,30 @@ pub fn load_ddim(path: &Path, ddim: &DdimModelConfig, ema: bool, device: Device,
     UNet::from_state_dict(config.clone(), ddim_to_canonical(&config, sd), device, kind, &path.display().to_string())
 }
 
-impl EpsModel for UNet {
-    /// ε̂ for an unconditional model (a learned-variance output contributes its ε half).
-    fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
-        // The ε path is only reached with inputs shaped from this model's own config, and
-        // `load_diffusers` refuses class-conditional models, so an error here is a broken
-        // invariant of the caller, not bad input.
-        let out = match self.forward(x, t, None) {
-            Ok(out) => out,
-            Err(e) => panic!("UNet ε evaluation: {e}"),
+impl Denoiser for UNet {
+    /// The raw output for x [B, in_channels, H, W]: ε (or whatever [`super::Prediction`] the
+    /// plan declares) with x's shape, dtype and device. A class-conditional model takes
+    /// `Condition::Labels` (what its class embedding reads: integer classes [B], numbers [B]
+    /// for `timestep`, [B, time_embed_dim] for `identity`). A learned-variance model returns
+    /// only its first `in_channels` channels, the ε half (diffusers' schedulers split
+    /// `model_output` the same way); the variance half is for samplers that use it, through
+    /// the inherent [`UNet::forward`].
+    fn forward(&self, x: &Tensor, t: &Tensor, cond: Option<&Condition>) -> Result<Tensor> {
+        let labels = match cond {
+            None => None,
+            Some(Condition::Labels(l)) => Some(l),
+            Some(Condition::Embeddings(_)) => {
+                return Err(BenchError::user(format!(
+                    "{}: a UNet2DModel takes class labels, not text embeddings (those are for a UNet2DConditionModel)",
+                    self.source
+                )))
+            }
         };
-        let out = if self.config.learned_variance() { out.narrow(1, 0, self.config.in_channels) } else { out };
-        out.to_device(x.device()).to_kind(x.kind())
+        // Shapes and labels are checked by the forward; what can still fail inside (out of
+        // memory, a device error) is a libtorch exception, reported as one error line.
+        let out = super::catch_torch("UNet forward", || UNet::forward(self, x, t, labels))??;
+        let out = if self.config.learned_variance() { out.f_narrow(1, 0, self.config.in_channels)? } else { out };
+        Ok(out.f_to_device(x.device())?.f_to_kind(x.kind())?)
     }
     fn describe(&self) -> String {
         format!("unet:{}", self.source)

@@ -22,6 +22,7 @@ use super::layers::{
 };
 use super::unet::{batch_timesteps, check_sample};
 use super::weights::{diffusers_attention_rename, DiffusersFolder, WeightSource, WeightStats, WeightTaker};
+use super::{Condition, Denoiser};
 use crate::{BenchError, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -677,6 +678,42 @@ impl UNet2DCondition {
             }
         }
         Ok(self.conv_out.forward(&self.norm_out.forward(&h).silu()))
+    }
+}
+
+impl Denoiser for UNet2DCondition {
+    /// The raw output for latents x [B, in_channels, H, W] attending to `Condition::Embeddings`
+    /// (the text encoder's hidden states [B, L, cross_attention_dim]), with x's shape, dtype and
+    /// device. A model whose `out_channels` is 2 × `in_channels` (learned variance) gives its
+    /// first `in_channels` channels, as for [`super::unet::UNet`]. Class-conditional variants
+    /// (class labels besides the text) need the inherent [`UNet2DCondition::forward`].
+    fn forward(&self, x: &Tensor, t: &Tensor, cond: Option<&Condition>) -> Result<Tensor> {
+        let context = match cond {
+            Some(Condition::Embeddings(e)) => e,
+            Some(Condition::Labels(_)) | None => {
+                return Err(BenchError::user(format!(
+                    "{}: a UNet2DConditionModel needs text embeddings [batch, tokens, {}] as its condition{}",
+                    self.source,
+                    self.config.cross_attention_dim.first().copied().unwrap_or(0),
+                    if cond.is_none() { "; none was given" } else { ", not class labels" }
+                )))
+            }
+        };
+        let (cin, cout) = (self.config.in_channels, self.config.out_channels);
+        if cout != cin && cout != 2 * cin {
+            return Err(BenchError::user(format!(
+                "{}: out_channels {cout} with in_channels {cin}: a denoiser's output must have the input's channels (or twice them, ε then variance)",
+                self.source
+            )));
+        }
+        // Shapes are checked by the forward; what can still fail inside (out of memory, a
+        // device error) is a libtorch exception, reported as one error line.
+        let out = super::catch_torch("UNet2DConditionModel forward", || UNet2DCondition::forward(self, x, t, context, None))??;
+        let out = if cout != cin { out.f_narrow(1, 0, cin)? } else { out };
+        Ok(out.f_to_device(x.device())?.f_to_kind(x.kind())?)
+    }
+    fn describe(&self) -> String {
+        format!("unet_cond:{}", self.source)
     }
 }
 

@@ -360,6 +360,20 @@ impl LatentDecoder {
     }
 }
 
+impl super::Decoder for LatentDecoder {
+    /// Images [B, C, H, W] in [-1, 1] (unclamped), f32 on the latents' device, from sampler
+    /// latents (the config's scaling_factor / shift_factor applied; see the module docs).
+    fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        // Shapes are checked by `decode`; what can still fail inside (out of memory, a device
+        // error) is a libtorch exception, reported as one error line.
+        let images = super::catch_torch("latent decoder", || LatentDecoder::decode(self, latents))??;
+        Ok(images.f_to_device(latents.device())?.f_to_kind(Kind::Float)?)
+    }
+    fn describe(&self) -> String {
+        LatentDecoder::describe(self)
+    }
+}
+
 /// Weights of the encoding half, present in the files but never read.
 const ENCODER_PARTS: &[&str] = &["encoder.", "quant_conv."];
 

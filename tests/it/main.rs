@@ -12,3 +12,4 @@ mod fid_net;
 mod samplers_a;
 mod fid_stats;
 mod report;
+mod prediction;

@@ -13,7 +13,7 @@ use crate::common::*;
 use samplerbench::models::unet;
 use samplerbench::models::unet_cond;
 use samplerbench::models::vae::{self, LatentDecoder};
-use samplerbench::models::EpsModel;
+use samplerbench::models::{Condition, Decoder, Denoiser};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -63,6 +63,17 @@ fn sd1_unet_matches_diffusers_in_every_layout_and_precision() {
         check(&format!("SD1 {folder} fp32"), &cond_forward(&m, d, "sd1"), &reference, FP32);
         assert_eq!(m.weight_stats().kinds, ["Float"]);
     }
+    // As a Denoiser the text embeddings are the condition, and the output comes back in x's dtype.
+    let m = load("sd1", Kind::Float);
+    let (x, t, ehs) = (npy(d, "sd1_x"), npy(d, "sd1_t"), npy(d, "sd1_ehs"));
+    let out = Denoiser::forward(&m, &x, &t, Some(&Condition::Embeddings(ehs.shallow_clone()))).unwrap();
+    check("SD1 as a Denoiser", &out, &reference, FP32);
+    for (cond, says) in [(None, "; none was given"), (Some(Condition::Labels(Tensor::from_slice(&[1i64, 2]))), ", not class labels")] {
+        let err = Denoiser::forward(&m, &x, &t, cond.as_ref()).err().unwrap();
+        assert!(err.to_string().contains("a UNet2DConditionModel needs text embeddings [batch, tokens, "), "{err}");
+        assert!(err.to_string().ends_with(says), "{err}");
+        assert_eq!(err.exit_code(), 2);
+    }
     // The fp16 file loaded for fp32 is exactly diffusers' fp16 weights upcast.
     let m = load("sd1_fp16", Kind::Float);
     check("SD1 fp16 file → fp32", &cond_forward(&m, d, "sd1"), &npy(d, "sd1_fp16weights"), FP32);
@@ -78,6 +89,8 @@ fn sd1_unet_matches_diffusers_in_every_layout_and_precision() {
     // ... and the fp16 forward on CPU is as accurate as diffusers' fp16 forward.
     let theirs = rel_err(&npy(d, "sd1_fp16"), &reference);
     check("SD1 fp16 forward vs fp32 reference", &ours16, &reference, LOW_PRECISION_FACTOR * theirs);
+    let out16 = Denoiser::forward(&half, &x, &t, Some(&Condition::Embeddings(ehs))).unwrap();
+    assert_eq!((out16.kind(), out16.to_kind(Kind::Half)), (x.kind(), ours16), "the fp16 Denoiser output, upcast to x's dtype");
     let bf16 = load("sd1", Kind::BFloat16);
     assert_eq!(bf16.weight_stats().kinds, ["BFloat16"]);
     let theirs = rel_err(&npy(d, "sd1_bf16"), &reference);
@@ -127,6 +140,11 @@ fn autoencoder_kl_and_vq_decoders_match_diffusers_pipelines() {
     let kls = vae::load(&d.join("kls"), Device::Cpu, Kind::Float).unwrap();
     check("AutoencoderKL decode with shift_factor", &kls.decode(&npy(d, "kls_latents")).unwrap(), &npy(d, "kls_out"), FP32);
 
+    // As a Decoder (the runner's interface): the same images, f32.
+    let images = Decoder::decode(&kls, &npy(d, "kls_latents")).unwrap();
+    assert_eq!(images.kind(), Kind::Float);
+    check("AutoencoderKL as a Decoder", &images, &npy(d, "kls_out"), FP32);
+
     let vq = vae::load(&d.join("vq"), Device::Cpu, Kind::Float).unwrap();
     assert!(matches!(vq, LatentDecoder::Vq(_)));
     // The quantisation picks many different codebook entries, so the lookup is exercised.
@@ -134,6 +152,7 @@ fn autoencoder_kl_and_vq_decoders_match_diffusers_pipelines() {
     let distinct = codes.unique_dim(0, true, false, false).0.size()[0];
     assert!(distinct >= 20, "only {distinct} codebook entries used");
     check("VQModel decode (LDMPipeline)", &vq.decode(&npy(d, "vq_latents")).unwrap(), &npy(d, "vq_out"), FP32);
+    check("VQModel as a Decoder", &Decoder::decode(&vq, &npy(d, "vq_latents")).unwrap(), &npy(d, "vq_out"), FP32);
     let unet = unet::load(&d.join("ldm_unet"), Device::Cpu, Kind::Float).unwrap();
     let out = unet.forward(&npy(d, "ldm_unet_x"), &npy(d, "ldm_unet_t"), None).unwrap();
     check("LDM UNet2DModel", &out, &npy(d, "ldm_unet_out"), FP32);
@@ -166,6 +185,18 @@ fn class_conditional_and_learned_variance_unets_match_diffusers() {
     let theirs = rel_err(&npy(d, "cm64_bf16"), &reference);
     check("CM ImageNet-64 bf16", &pixel_forward(&load("cm64", Kind::BFloat16), d, "cm64"), &reference, LOW_PRECISION_FACTOR * theirs);
 
+    // As a Denoiser, the class labels are the condition; text embeddings are refused.
+    let cm = load("cm64", Kind::Float);
+    let (x, t) = (npy(d, "cm64_x"), npy(d, "cm64_t"));
+    let out = Denoiser::forward(&cm, &x, &t, Some(&Condition::Labels(npy(d, "cm64_labels")))).unwrap();
+    check("CM ImageNet-64 as a Denoiser", &out, &reference, FP32);
+    let err = Denoiser::forward(&cm, &x, &t, Some(&Condition::Embeddings(Tensor::zeros([2, 4, 8], (Kind::Float, Device::Cpu)))))
+        .err()
+        .unwrap();
+    assert!(err.to_string().ends_with("a UNet2DModel takes class labels, not text embeddings (those are for a UNet2DConditionModel)"), "{err}");
+    let err = Denoiser::forward(&cm, &x, &t, None).err().unwrap();
+    assert!(err.to_string().ends_with("the model is class-conditional: class labels are required"), "{err}");
+
     check("CM LSUN-256 layout", &pixel_forward(&load("cmlsun", Kind::Float), d, "cmlsun"), &npy(d, "cmlsun_out"), FP32);
     check("Fourier features + timestep class labels", &pixel_forward(&load("fourier", Kind::Float), d, "fourier"), &npy(d, "fourier_out"), FP32);
     check("identity class embeddings, one level", &pixel_forward(&load("ident", Kind::Float), d, "ident"), &npy(d, "ident_out"), FP32);
@@ -176,12 +207,13 @@ fn class_conditional_and_learned_variance_unets_match_diffusers() {
     let raw = pixel_forward(&var, d, "var");
     assert_eq!(raw.size(), [2, 6, 16, 16]);
     check("learned-variance UNet raw output", &raw, &npy(d, "var_out"), FP32);
-    // ... of which the ε-model path passes on the ε half.
+    // ... of which the Denoiser passes on the ε half, shaped like x.
     let var = unet::load_diffusers(&d.join("var"), Device::Cpu, Kind::Float).unwrap();
-    let eps = var.eps(&npy(d, "var_x"), &npy(d, "var_t"));
+    let eps = Denoiser::forward(&var, &npy(d, "var_x"), &npy(d, "var_t"), None).unwrap();
+    assert_eq!(eps.size(), npy(d, "var_x").size());
     check("learned-variance ε half", &eps, &npy(d, "var_out").narrow(1, 0, 3), FP32);
 
-    // The ε-model path has no class labels: class-conditional models are refused at load.
+    // A plan's diffusers model gets no class labels yet: class-conditional models are refused at load.
     let err = unet::load_diffusers(&d.join("cm64"), Device::Cpu, Kind::Float).err().unwrap();
     assert!(err.to_string().contains("the UNet is class-conditional"), "{err}");
     assert_eq!(err.exit_code(), 2);
