@@ -203,6 +203,13 @@ pub fn select_state_dict(root: &Value, select: &Select) -> std::result::Result<B
 
 /// Reads every tensor of a `.safetensors` file onto the CPU.
 pub fn load_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    load_safetensors_as(path, None)
+}
+
+/// Reads every tensor of a `.safetensors` file onto the CPU; with `float_kind`, each floating-point
+/// tensor is converted to it as soon as it is read, so the file's precision is never held for
+/// all tensors at once (an fp32 file loaded as bf16 peaks at the file bytes plus the bf16 tensors).
+pub fn load_safetensors_as(path: &Path, float_kind: Option<Kind>) -> Result<BTreeMap<String, Tensor>> {
     let bytes = std::fs::read(path).map_err(|e| BenchError::io(format!("reading weights {}", path.display()), e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| BenchError::file(path, format!("not a valid safetensors file: {e}")))?;
@@ -230,6 +237,10 @@ pub fn load_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, kind)
             .map_err(|e| BenchError::file(path, format!("tensor `{name}`: {e}")))?;
+        let t = match float_kind {
+            Some(k) if matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) && k != kind => t.to_kind(k),
+            _ => t,
+        };
         out.insert(name, t);
     }
     Ok(out)

@@ -1,5 +1,6 @@
 //! Sample quality: images → FID Inception features (preprocessing, network) → statistics →
 //! Fréchet distance; image sources and the `bench fid` / `bench stats` pipeline.
+pub mod clip_score;
 pub mod datasets;
 pub mod fid_cli;
 pub mod frechet;

@@ -2,6 +2,8 @@
 pub mod oracle;
 pub mod unet;
 pub mod torchscript;
+pub mod clip;
+pub mod weights;
 
 use tch::Tensor;
 
