@@ -14,7 +14,7 @@
 pub mod pickle;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::Path;
 
 use tch::{Kind, Tensor};
@@ -159,12 +159,17 @@ pub enum Select {
     Path(String),
 }
 
-/// Reads a `torch.save` file (zip or legacy) into a [`Value`].
+/// Reads a `torch.save` file (zip or legacy) into a [`Value`]. Zip checkpoints are read entry by
+/// entry from the file, so only the tensors are held in memory, not also the file's bytes.
 pub fn load(path: &Path) -> Result<Value> {
-    let bytes = std::fs::read(path).map_err(|e| BenchError::io(format!("reading checkpoint {}", path.display()), e))?;
-    let res = if bytes.starts_with(b"PK\x03\x04") {
-        load_zip(&bytes)
+    let io = |e| BenchError::io(format!("reading checkpoint {}", path.display()), e);
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut magic = [0u8; 4];
+    let res = if file.read_exact(&mut magic).is_ok() && &magic == b"PK\x03\x04" {
+        file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+        load_zip(std::io::BufReader::new(file))
     } else {
+        let bytes = std::fs::read(path).map_err(io)?;
         load_legacy(&bytes)
     };
     res.map_err(|m| BenchError::file(path, m))
@@ -203,13 +208,6 @@ pub fn select_state_dict(root: &Value, select: &Select) -> std::result::Result<B
 
 /// Reads every tensor of a `.safetensors` file onto the CPU.
 pub fn load_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    load_safetensors_as(path, None)
-}
-
-/// Reads every tensor of a `.safetensors` file onto the CPU; with `float_kind`, each floating-point
-/// tensor is converted to it as soon as it is read, so the file's precision is never held for
-/// all tensors at once (an fp32 file loaded as bf16 peaks at the file bytes plus the bf16 tensors).
-pub fn load_safetensors_as(path: &Path, float_kind: Option<Kind>) -> Result<BTreeMap<String, Tensor>> {
     let bytes = std::fs::read(path).map_err(|e| BenchError::io(format!("reading weights {}", path.display()), e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| BenchError::file(path, format!("not a valid safetensors file: {e}")))?;
@@ -237,10 +235,6 @@ pub fn load_safetensors_as(path: &Path, float_kind: Option<Kind>) -> Result<BTre
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, kind)
             .map_err(|e| BenchError::file(path, format!("tensor `{name}`: {e}")))?;
-        let t = match float_kind {
-            Some(k) if matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) && k != kind => t.to_kind(k),
-            _ => t,
-        };
         out.insert(name, t);
     }
     Ok(out)
@@ -384,25 +378,20 @@ fn materialise(
     })
 }
 
-fn load_zip(bytes: &[u8]) -> std::result::Result<Value, String> {
-    let mut zip =
-        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("not a valid zip checkpoint: {e}"))?;
+fn load_zip<R: Read + Seek>(reader: R) -> std::result::Result<Value, String> {
+    let mut zip = zip::ZipArchive::new(reader).map_err(|e| format!("not a valid zip checkpoint: {e}"))?;
     let pkl_name = zip
         .file_names()
         .find(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
         .map(str::to_string)
         .ok_or("zip checkpoint has no data.pkl (not written by torch.save?)")?;
     let prefix = pkl_name.strip_suffix("data.pkl").unwrap_or("").to_string();
-    let read =
-        |zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str| -> std::result::Result<Vec<u8>, String> {
-            let mut f = zip
-                .by_name(name)
-                .map_err(|e| format!("zip checkpoint entry `{name}`: {e}"))?;
-            let mut buf = Vec::with_capacity(f.size() as usize);
-            f.read_to_end(&mut buf)
-                .map_err(|e| format!("reading zip entry `{name}`: {e}"))?;
-            Ok(buf)
-        };
+    let read = |zip: &mut zip::ZipArchive<R>, name: &str| -> std::result::Result<Vec<u8>, String> {
+        let mut f = zip.by_name(name).map_err(|e| format!("zip checkpoint entry `{name}`: {e}"))?;
+        let mut buf = Vec::with_capacity((f.size() as usize).min(1 << 30));
+        f.read_to_end(&mut buf).map_err(|e| format!("reading zip entry `{name}`: {e}"))?;
+        Ok(buf)
+    };
     if let Ok(order) = read(&mut zip, &format!("{prefix}byteorder")) {
         if order != b"little" {
             return Err(format!(

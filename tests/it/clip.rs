@@ -258,5 +258,5 @@ fn bad_clip_folders_are_refused_clearly() {
     // No weights at all.
     std::fs::remove_file(d.join("model.safetensors")).unwrap();
     let err = ClipTextModel::load(d, Device::Cpu, Kind::Float).err().unwrap();
-    assert!(err.to_string().contains("no weights in the folder (looked for model.safetensors, model.safetensors.index.json, pytorch_model.bin"), "{err}");
+    assert!(err.to_string().ends_with("no model[.fp16].safetensors (or pytorch_model.bin, or a sharded .safetensors.index.json) in the folder"), "{err}");
 }

@@ -4,8 +4,9 @@
 //! ViT-H/14 one converted to this layout), and the vision transformer with both projections (the
 //! network behind CLIP score).
 //!
-//! Weights are plain tensors and the forward passes are functional, as in `models::unet`; every
-//! key of the file is checked against the config in both directions.
+//! Weights are plain tensors read one at a time into the target precision (`models::weights`),
+//! the layers are the shared ones of `models::layers`, and every key of the file is checked
+//! against the config in both directions.
 pub mod image_processor;
 pub mod text_model;
 pub mod tokenizer;
@@ -16,7 +17,8 @@ pub use text_model::{ClipTextModel, ClipTextOutput};
 pub use tokenizer::ClipTokenizer;
 pub use vision_model::ClipVisionModel;
 
-use super::weights::{find_weight_files, load_weight_files, WeightTaker};
+use super::layers::{Attention, LayerNorm, Linear};
+use super::weights::{pick_weight_file, WeightSource, WeightTaker};
 use crate::{BenchError, Result};
 use serde_json::Value;
 use std::path::Path;
@@ -226,16 +228,18 @@ impl ClipConfig {
     }
 }
 
-/// The weights of a CLIP folder as a taker for `kind`/`device`, buffers that old transformers
-/// versions saved (`*.embeddings.position_ids`) set aside; plus the file list for messages.
-fn folder_weights(dir: &Path, device: Device, kind: Kind) -> Result<(WeightTaker, String)> {
-    let files = find_weight_files(dir, "model", "pytorch_model", kind)?;
-    let source = files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ");
-    tracing::info!("loading CLIP weights from {source} as {kind:?}");
-    let mut wt = WeightTaker::new(load_weight_files(&files, kind)?, device, kind);
-    wt.discard(|k| k.ends_with("embeddings.position_ids"));
-    Ok((wt, source))
+/// The weights of a transformers CLIP folder (`model.safetensors`, `pytorch_model.bin`, their
+/// fp16 variants or shards; see [`pick_weight_file`]), read lazily into the run's precision.
+fn folder_weights(dir: &Path, kind: Kind) -> Result<WeightSource> {
+    let file = pick_weight_file(dir, "model", "pytorch_model", kind)?;
+    tracing::info!("loading CLIP weights from {} as {kind:?}", file.display());
+    WeightSource::open(&file)
 }
+
+/// Buffers that older transformers versions saved with the weights and the model recomputes:
+/// neither used nor unexpected.
+const POSITION_IDS: [&str; 3] =
+    ["text_model.embeddings.position_ids", "vision_model.embeddings.position_ids", "embeddings.position_ids"];
 
 /// A full CLIP model (`CLIPModel`): both towers, each with its projection.
 pub struct ClipModel {
@@ -255,51 +259,16 @@ impl ClipModel {
                 "this is a text-only CLIP model; CLIP score needs a full CLIPModel folder (model_type \"clip\", e.g. openai/clip-vit-large-patch14)",
             ));
         };
-        let (mut wt, source) = folder_weights(dir, device, kind)?;
-        let text = ClipTextModel::build(&mut wt, "text_model.", text, Some(("text_projection.weight", projection_dim)), &source);
+        let source = folder_weights(dir, kind)?;
+        let origin = source.origin.clone();
+        let mut wt = WeightTaker::new(source, device, kind);
+        let text = ClipTextModel::build(&mut wt, "text_model.", text, Some(("text_projection.weight", projection_dim)), &origin);
         let vision = ClipVisionModel::build(&mut wt, "vision_model.", vision, Some(("visual_projection.weight", projection_dim)));
-        let logit_scale = wt.take("logit_scale", &[]).to_kind(Kind::Double).exp();
-        wt.finish(&source, "CLIP")?;
-        let logit_scale = logit_scale.f_double_value(&[])?;
+        let logit_scale = wt.take("logit_scale", &[]);
+        wt.finish("CLIP config", &POSITION_IDS)?;
+        let logit_scale = logit_scale.to_kind(Kind::Double).exp().f_double_value(&[])?;
         Ok(ClipModel { text, vision, logit_scale })
     }
-}
-
-struct Linear {
-    w: Tensor,
-    b: Tensor,
-}
-impl Linear {
-    fn new(wt: &mut WeightTaker, name: &str, cin: i64, cout: i64) -> Self {
-        Linear { w: wt.take(&format!("{name}.weight"), &[cout, cin]), b: wt.take(&format!("{name}.bias"), &[cout]) }
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.w, Some(&self.b))
-    }
-}
-
-struct LayerNorm {
-    w: Tensor,
-    b: Tensor,
-    eps: f64,
-}
-impl LayerNorm {
-    fn new(wt: &mut WeightTaker, name: &str, c: i64, eps: f64) -> Self {
-        LayerNorm { w: wt.take(&format!("{name}.weight"), &[c]), b: wt.take(&format!("{name}.bias"), &[c]), eps }
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.layer_norm([self.w.size()[0]], Some(&self.w), Some(&self.b), self.eps, true)
-    }
-}
-
-/// Multi-head self-attention (transformers `CLIPAttention`).
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    heads: i64,
-    scale: f64,
 }
 
 /// One pre-LN transformer block (transformers `CLIPEncoderLayer`):
@@ -320,20 +289,22 @@ struct Encoder {
 
 impl Encoder {
     fn new(wt: &mut WeightTaker, prefix: &str, cfg: &EncoderConfig) -> Self {
-        let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let (d, i, heads) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads);
         let layers = (0..cfg.num_hidden_layers)
             .map(|n| {
                 let p = format!("{prefix}encoder.layers.{n}");
                 EncoderLayer {
                     ln1: LayerNorm::new(wt, &format!("{p}.layer_norm1"), d, cfg.layer_norm_eps),
-                    attn: Attention {
-                        q: Linear::new(wt, &format!("{p}.self_attn.q_proj"), d, d),
-                        k: Linear::new(wt, &format!("{p}.self_attn.k_proj"), d, d),
-                        v: Linear::new(wt, &format!("{p}.self_attn.v_proj"), d, d),
-                        out: Linear::new(wt, &format!("{p}.self_attn.out_proj"), d, d),
-                        heads: cfg.num_attention_heads,
-                        scale: ((d / cfg.num_attention_heads) as f64).powf(-0.5),
-                    },
+                    // transformers `CLIPAttention`; its scale head_dim^-0.5 is SDPA's default.
+                    attn: Attention::named(
+                        wt,
+                        ["q_proj", "k_proj", "v_proj", "out_proj"].map(|n| format!("{p}.self_attn.{n}")),
+                        d,
+                        d,
+                        heads,
+                        d / heads,
+                        true,
+                    ),
                     ln2: LayerNorm::new(wt, &format!("{p}.layer_norm2"), d, cfg.layer_norm_eps),
                     fc1: Linear::new(wt, &format!("{p}.mlp.fc1"), d, i),
                     fc2: Linear::new(wt, &format!("{p}.mlp.fc2"), i, d),
@@ -350,22 +321,10 @@ impl Encoder {
         let mut h = x.shallow_clone();
         for layer in self.layers.iter().take(depth) {
             // Out of place: `h` may share storage with the caller's `x`.
-            h = &h + layer.attn.forward(&layer.ln1.forward(&h), causal);
+            h = &h + layer.attn.forward_masked(&layer.ln1.forward(&h), None, causal);
             h = &h + layer.fc2.forward(&layer.act.forward(&layer.fc1.forward(&layer.ln2.forward(&h))));
         }
         h
-    }
-}
-
-impl Attention {
-    fn forward(&self, x: &Tensor, causal: bool) -> Tensor {
-        let s = x.size();
-        let (b, t, d) = (s[0], s[1], s[2]);
-        let split = |y: Tensor| y.view([b, t, self.heads, d / self.heads]).transpose(1, 2);
-        let (q, k, v) = (split(self.q.forward(x)), split(self.k.forward(x)), split(self.v.forward(x)));
-        // softmax(q·kᵀ·scale [+ causal mask])·v, transformers' SDPA path with scaling = head_dim^-0.5.
-        let a = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, causal, Some(self.scale), false);
-        self.out.forward(&a.transpose(1, 2).reshape([b, t, d]))
     }
 }
 

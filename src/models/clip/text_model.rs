@@ -2,7 +2,8 @@
 //! learned position embeddings, causal pre-LN blocks, a final LayerNorm. Stable Diffusion
 //! conditions its UNet on `last_hidden_state` [B,77,D]; CLIP score uses the state at the
 //! end-of-text token, projected.
-use super::{ClipConfig, ClipTextConfig, Encoder, LayerNorm};
+use super::{ClipConfig, ClipTextConfig, Encoder, POSITION_IDS};
+use crate::models::layers::LayerNorm;
 use crate::models::weights::WeightTaker;
 use crate::{BenchError, Result};
 use std::path::Path;
@@ -36,19 +37,24 @@ impl ClipTextModel {
     /// (its vision tower is left unread). Tensors are converted to `kind` as they are read.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
         let config = ClipConfig::load(dir)?;
-        let (mut wt, source) = super::folder_weights(dir, device, kind)?;
+        let source = super::folder_weights(dir, kind)?;
+        let origin = source.origin.clone();
+        // transformers 4 saved `text_model.`-prefixed keys; transformers 5 saves them bare.
+        let prefixed = source.names().any(|k| k.starts_with("text_model."));
+        let mut wt = WeightTaker::new(source, device, kind);
+        let mut ignored = POSITION_IDS.to_vec();
         let model = match config {
             ClipConfig::Text { text, projection_dim } => {
-                // transformers 4 saved `text_model.`-prefixed keys; transformers 5 saves them bare.
-                let prefix = if wt.has_prefix("text_model.") { "text_model." } else { "" };
-                Self::build(&mut wt, prefix, text, projection_dim.map(|p| ("text_projection.weight", p)), &source)
+                let prefix = if prefixed { "text_model." } else { "" };
+                Self::build(&mut wt, prefix, text, projection_dim.map(|p| ("text_projection.weight", p)), &origin)
             }
             ClipConfig::Full { text, projection_dim, .. } => {
-                wt.discard(|k| k.starts_with("vision_model.") || k == "visual_projection.weight" || k == "logit_scale");
-                Self::build(&mut wt, "text_model.", text, Some(("text_projection.weight", projection_dim)), &source)
+                // A CLIPModel's vision side is left unread.
+                ignored.extend(["vision_model.", "visual_projection.", "logit_scale"]);
+                Self::build(&mut wt, "text_model.", text, Some(("text_projection.weight", projection_dim)), &origin)
             }
         };
-        wt.finish(&source, "CLIP text model")?;
+        wt.finish("CLIP text model config", &ignored)?;
         Ok(model)
     }
 
@@ -74,8 +80,8 @@ impl ClipTextModel {
             encoder,
             final_layer_norm,
             projection,
-            device: wt.device(),
-            kind: wt.kind(),
+            device: wt.device,
+            kind: wt.kind,
             source: source.to_string(),
         }
     }

@@ -2,7 +2,8 @@
 //! `VisionTransformer`): non-overlapping patches by a strided convolution, a learned class token
 //! and position embeddings, LayerNorm before the blocks (`pre_layrnorm`, transformers' spelling),
 //! the class token's final state through `post_layernorm`, then the projection.
-use super::{ClipVisionConfig, Encoder, LayerNorm};
+use super::{ClipVisionConfig, Encoder};
+use crate::models::layers::LayerNorm;
 use crate::models::weights::WeightTaker;
 use crate::{BenchError, Result};
 use tch::{Device, Kind, Tensor};
@@ -44,8 +45,8 @@ impl ClipVisionModel {
             encoder,
             post_layernorm,
             projection,
-            device: wt.device(),
-            kind: wt.kind(),
+            device: wt.device,
+            kind: wt.kind,
         }
     }
 
