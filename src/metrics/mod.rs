@@ -6,7 +6,8 @@
 //! (closed form on the Gaussian oracle). Their machinery: images → FID Inception features
 //! (`preprocess.rs`, `inception.rs`) → streaming statistics (`stats.rs`) → Fréchet distance
 //! (`frechet.rs`); image sources and the `bench fid` / `bench stats` pipeline (`datasets.rs`,
-//! `fid_cli.rs`).
+//! `fid_cli.rs`); CLIP score (`clip_score.rs`).
+pub mod clip_score;
 pub mod datasets;
 pub mod fd_exact;
 pub mod fd_pixel;

@@ -234,6 +234,83 @@ pub fn resize_bicubic_pil(images: &Tensor, out_h: usize, out_w: usize) -> Result
     Ok(Tensor::from_slice(&flat).view([b as i64, c as i64, out_h as i64, out_w as i64]))
 }
 
+/// Fractional bits of PIL's fixed-point coefficients for 8-bit images
+/// (libImaging/Resample.c `PRECISION_BITS = 32 - 8 - 2`).
+const PIL_PRECISION_BITS: u32 = 22;
+
+/// PIL's `normalize_coeffs_8bpc`: each f64 weight scaled by 2²² and rounded half away from zero
+/// (C's `(int)(±0.5 + w·2²²)`).
+fn pil_coeffs_8bpc(coeffs: &[(usize, Vec<f64>)]) -> Vec<(usize, Vec<i64>)> {
+    let one = (1i64 << PIL_PRECISION_BITS) as f64;
+    coeffs
+        .iter()
+        .map(|(start, k)| {
+            let k = k
+                .iter()
+                .map(|&w| if w < 0.0 { (-0.5 + w * one) as i64 } else { (0.5 + w * one) as i64 })
+                .collect();
+            (*start, k)
+        })
+        .collect()
+}
+
+/// One tap sum of PIL's 8-bit passes: rounding bias 2²¹, arithmetic shift, clip to 0..255
+/// (`clip8`).
+fn pil_tap_8bpc(pixels: impl Iterator<Item = u8>, k: &[i64]) -> u8 {
+    let mut ss: i64 = 1 << (PIL_PRECISION_BITS - 1);
+    // k first: zip polls its left side first, so the pixel iterator is never advanced past the taps.
+    for (&w, p) in k.iter().zip(pixels) {
+        ss += p as i64 * w;
+    }
+    (ss >> PIL_PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Pillow's `Image.resize((out_w, out_h), BICUBIC)` of 8-bit images, as transformers' PIL image
+/// processors run it on each RGB image (`ImagingResampleHorizontal_8bpc` then
+/// `ImagingResampleVertical_8bpc`, skipping an axis whose size is unchanged): the same
+/// antialiased coefficients as [`resize_bicubic_pil`], in fixed point, with an 8-bit
+/// intermediate. uint8 `[B,C,H,W]` (any device) → uint8 `[B,C,out_h,out_w]` on the CPU.
+pub fn resize_bicubic_pil_u8(images: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
+    let size = images.size();
+    if images.kind() != Kind::Uint8 || size.len() != 4 || size.iter().any(|&d| d < 1) || out_h < 1 || out_w < 1 {
+        return Err(BenchError::Internal(format!(
+            "resize_bicubic_pil_u8 expects uint8 images [B,C,H,W], got {:?} {size:?}",
+            images.kind()
+        )));
+    }
+    let (b, c, h, w) = (size[0] as usize, size[1] as usize, size[2] as usize, size[3] as usize);
+    let data: Vec<u8> = Vec::<u8>::try_from(images.to_device(Device::Cpu).contiguous().view([-1]))
+        .map_err(|e| BenchError::Internal(format!("reading images: {e}")))?;
+    let cx = pil_coeffs_8bpc(&pil_coeffs(w, out_w));
+    let cy = pil_coeffs_8bpc(&pil_coeffs(h, out_h));
+    let planes: Vec<Vec<u8>> = data
+        .par_chunks(h * w)
+        .map(|plane| {
+            let rows: Vec<u8> = if out_w != w {
+                (0..h)
+                    .flat_map(|y| {
+                        let row = &plane[y * w..(y + 1) * w];
+                        cx.iter().map(move |(x0, k)| pil_tap_8bpc(row[*x0..].iter().copied(), k))
+                    })
+                    .collect()
+            } else {
+                plane.to_vec()
+            };
+            if out_h != h {
+                cy.iter()
+                    .flat_map(|(y0, k)| {
+                        let rows = &rows;
+                        (0..out_w).map(move |x| pil_tap_8bpc((*y0..).map(|y| rows[y * out_w + x]), k))
+                    })
+                    .collect()
+            } else {
+                rows
+            }
+        })
+        .collect();
+    Ok(Tensor::from_slice(&planes.concat()).view([b as i64, c as i64, out_h as i64, out_w as i64]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

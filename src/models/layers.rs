@@ -185,8 +185,8 @@ impl ResBlock {
 }
 
 /// Multi-head attention of a sequence [B, L, C] over itself or a context [B, S, D]
-/// (diffusers `Attention` with `AttnProcessor2_0`: softmax(QKᵀ/√d)V through libtorch's
-/// scaled_dot_product_attention, which is what diffusers calls).
+/// (diffusers `Attention` with `AttnProcessor2_0`, transformers `CLIPAttention`:
+/// softmax(QKᵀ/√d)V through libtorch's scaled_dot_product_attention, which both call).
 pub(crate) struct Attention {
     q: Linear,
     k: Linear,
@@ -195,6 +195,7 @@ pub(crate) struct Attention {
     heads: i64,
 }
 impl Attention {
+    /// The projections under diffusers' names `{name}.to_q`, `.to_k`, `.to_v`, `.to_out.0`.
     pub(crate) fn new(
         wt: &mut WeightTaker,
         name: &str,
@@ -204,17 +205,38 @@ impl Attention {
         dim_head: i64,
         qkv_bias: bool,
     ) -> Self {
+        let names = ["to_q", "to_k", "to_v", "to_out.0"].map(|p| format!("{name}.{p}"));
+        Self::named(wt, names, query_dim, context_dim, heads, dim_head, qkv_bias)
+    }
+
+    /// The projections under the given names, q, k, v, output (transformers' CLIP:
+    /// `q_proj`, `k_proj`, `v_proj`, `out_proj`).
+    pub(crate) fn named(
+        wt: &mut WeightTaker,
+        names: [String; 4],
+        query_dim: i64,
+        context_dim: i64,
+        heads: i64,
+        dim_head: i64,
+        qkv_bias: bool,
+    ) -> Self {
         let inner = heads * dim_head;
+        let [q, k, v, out] = names;
         Attention {
-            q: Linear::with_bias(wt, &format!("{name}.to_q"), query_dim, inner, qkv_bias),
-            k: Linear::with_bias(wt, &format!("{name}.to_k"), context_dim, inner, qkv_bias),
-            v: Linear::with_bias(wt, &format!("{name}.to_v"), context_dim, inner, qkv_bias),
-            out: Linear::new(wt, &format!("{name}.to_out.0"), inner, query_dim),
+            q: Linear::with_bias(wt, &q, query_dim, inner, qkv_bias),
+            k: Linear::with_bias(wt, &k, context_dim, inner, qkv_bias),
+            v: Linear::with_bias(wt, &v, context_dim, inner, qkv_bias),
+            out: Linear::new(wt, &out, inner, query_dim),
             heads,
         }
     }
 
     pub(crate) fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Tensor {
+        self.forward_masked(x, context, false)
+    }
+
+    /// `causal`: each position attends only to itself and earlier ones (CLIP's text tower).
+    pub(crate) fn forward_masked(&self, x: &Tensor, context: Option<&Tensor>, causal: bool) -> Tensor {
         let context = context.unwrap_or(x);
         let q = self.q.forward(x);
         let k = self.k.forward(context);
@@ -222,7 +244,7 @@ impl Attention {
         let (b, inner) = (q.size()[0], q.size()[2]);
         let d = inner / self.heads;
         let split = |t: Tensor| t.view([b, -1, self.heads, d]).transpose(1, 2);
-        let a = Tensor::scaled_dot_product_attention(&split(q), &split(k), &split(v), None::<Tensor>, 0.0, false, None, false);
+        let a = Tensor::scaled_dot_product_attention(&split(q), &split(k), &split(v), None::<Tensor>, 0.0, causal, None, false);
         self.out.forward(&a.transpose(1, 2).reshape([b, -1, inner]))
     }
 }

@@ -6,11 +6,13 @@
 //!   diffusers `UNet2DModel` and DDIM-repo layouts);
 //! - `unet_cond`: the text-conditioned latent UNet of Stable Diffusion 1.x/2.x (diffusers
 //!   `UNet2DConditionModel`);
+//! - `clip`: CLIP tokenizer, text and vision towers (text conditions, CLIP score);
 //! - `vae`: latent decoders (diffusers `AutoencoderKL`, `VQModel`);
 //! - `torchscript`: any exported model `(x, t[, cond]) → output`, and TorchScript decoders;
 //! - `layers`, `weights`, `diffusers_config`: the shared blocks, weight loading and config
 //!   reading behind the diffusers networks;
 //! - `load`: a plan's `model:` section → a [`LoadedModel`].
+pub mod clip;
 pub(crate) mod diffusers_config;
 pub(crate) mod layers;
 pub mod load;

@@ -328,17 +328,24 @@ impl WeightTaker {
 /// fp16 variant comes first (half the bytes, and exactly what fp16 would round to), otherwise
 /// the full-precision file does (an fp16 file would have rounded the weights already).
 pub fn pick_weights(dir: &Path, kind: Kind) -> Result<PathBuf> {
-    const FULL: [&str; 2] = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"];
-    const HALF: [&str; 2] =
-        ["diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.safetensors.index.fp16.json"];
-    const BIN: [&str; 2] = ["diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.bin"];
-    let order: Vec<&str> = if kind == Kind::Half {
-        HALF.iter().chain(FULL.iter()).chain(BIN.iter().rev()).copied().collect()
+    pick_weight_file(dir, "diffusion_pytorch_model", "diffusion_pytorch_model", kind)
+}
+
+/// [`pick_weights`] for any file stems: transformers names its weights `model.safetensors` and
+/// `pytorch_model.bin` (`st` = "model", `bin` = "pytorch_model"), diffusers both
+/// `diffusion_pytorch_model`; the variants and the preference order are the same.
+pub fn pick_weight_file(dir: &Path, st: &str, bin: &str, kind: Kind) -> Result<PathBuf> {
+    let full = [format!("{st}.safetensors"), format!("{st}.safetensors.index.json")];
+    let half = [format!("{st}.fp16.safetensors"), format!("{st}.safetensors.index.fp16.json")];
+    let bins = [format!("{bin}.bin"), format!("{bin}.fp16.bin")];
+    let order: Vec<&String> = if kind == Kind::Half {
+        half.iter().chain(full.iter()).chain(bins.iter().rev()).collect()
     } else {
-        FULL.iter().chain(HALF.iter()).chain(BIN.iter()).copied().collect()
+        full.iter().chain(half.iter()).chain(bins.iter()).collect()
     };
     order.iter().map(|f| dir.join(f)).find(|p| p.is_file()).ok_or_else(|| {
-        BenchError::file(dir, "no diffusion_pytorch_model[.fp16].safetensors (or .bin, or a sharded .safetensors.index.json) in the folder")
+        let alt = if bin == st { "" } else { bin };
+        BenchError::file(dir, format!("no {st}[.fp16].safetensors (or {alt}.bin, or a sharded .safetensors.index.json) in the folder"))
     })
 }
 

@@ -13,3 +13,4 @@ mod samplers_a;
 mod fid_stats;
 mod report;
 mod prediction;
+mod clip;
