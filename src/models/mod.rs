@@ -2,6 +2,9 @@
 pub mod oracle;
 pub mod unet;
 pub mod torchscript;
+pub mod edm;
+pub mod consistency;
+mod weights;
 
 use tch::Tensor;
 

@@ -5,6 +5,7 @@
 //! and plain tensors make precision changes a `to_kind` away. Both layouts are renamed to one
 //! canonical key space (diffusers' current names) before the network is built, and every key is
 //! checked in both directions (tch's `VarStore::load` would silently ignore extra keys).
+use super::weights::WeightTaker;
 use super::EpsModel;
 use crate::checkpoint::{self, Select};
 use crate::{BenchError, Result};
@@ -278,62 +279,6 @@ pub fn diffusers_to_canonical(sd: BTreeMap<String, Tensor>) -> BTreeMap<String, 
         .collect()
 }
 
-/// Pulls tensors out of a state dict by name with shape checks, and reports every problem
-/// (missing, mis-shaped, unexpected) at the end instead of stopping at the first.
-struct WeightTaker {
-    map: BTreeMap<String, Tensor>,
-    requested: Vec<(String, Vec<i64>)>,
-    missing: Vec<String>,
-    misshaped: Vec<String>,
-    device: Device,
-    kind: Kind,
-}
-
-impl WeightTaker {
-    fn new(map: BTreeMap<String, Tensor>, device: Device, kind: Kind) -> Self {
-        WeightTaker { map, requested: vec![], missing: vec![], misshaped: vec![], device, kind }
-    }
-    fn take(&mut self, name: &str, shape: &[i64]) -> Tensor {
-        self.requested.push((name.to_string(), shape.to_vec()));
-        match self.map.remove(name) {
-            Some(t) if t.size() == shape => t.to_device(self.device).to_kind(self.kind),
-            Some(t) => {
-                self.misshaped.push(format!("{name} (file {:?}, expected {shape:?})", t.size()));
-                Tensor::zeros(shape, (self.kind, self.device))
-            }
-            None => {
-                self.missing.push(name.to_string());
-                Tensor::zeros(shape, (self.kind, self.device))
-            }
-        }
-    }
-    fn finish(self, source: &str) -> Result<()> {
-        let unexpected: Vec<&String> = self.map.keys().collect();
-        if self.missing.is_empty() && self.misshaped.is_empty() && unexpected.is_empty() {
-            return Ok(());
-        }
-        let few = |v: Vec<String>| {
-            let n = v.len();
-            let mut s = v.into_iter().take(5).collect::<Vec<_>>().join(", ");
-            if n > 5 {
-                s.push_str(&format!(", ... ({n} in all)"));
-            }
-            s
-        };
-        let mut parts = vec![];
-        if !self.missing.is_empty() {
-            parts.push(format!("missing keys: {}", few(self.missing)));
-        }
-        if !self.misshaped.is_empty() {
-            parts.push(format!("wrong shapes: {}", few(self.misshaped)));
-        }
-        if !unexpected.is_empty() {
-            parts.push(format!("unexpected keys: {}", few(unexpected.into_iter().cloned().collect())));
-        }
-        Err(BenchError::user(format!("{source}: weights do not match the UNet config; {}", parts.join("; "))))
-    }
-}
-
 struct Conv {
     w: Tensor,
     b: Tensor,
@@ -503,7 +448,7 @@ impl UNet {
     ) -> Result<Self> {
         let mut wt = WeightTaker::new(sd, device, kind);
         let unet = Self::build(config, &mut wt, source)?;
-        wt.finish(source)?;
+        wt.finish(source, "the UNet config")?;
         Ok(unet)
     }
 
