@@ -17,7 +17,7 @@ pub mod persistence;
 pub mod pickle;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::Path;
 
 use tch::{Kind, Tensor};
@@ -234,12 +234,17 @@ pub enum Select {
     Path(String),
 }
 
-/// Reads a `torch.save` file (zip or legacy) into a [`Value`].
+/// Reads a `torch.save` file (zip or legacy) into a [`Value`]. Zip checkpoints are read entry by
+/// entry from the file, so only the tensors are held in memory, not also the file's bytes.
 pub fn load(path: &Path) -> Result<Value> {
-    let bytes = std::fs::read(path).map_err(|e| BenchError::io(format!("reading checkpoint {}", path.display()), e))?;
-    let res = if bytes.starts_with(b"PK\x03\x04") {
-        load_zip(&bytes)
+    let io = |e| BenchError::io(format!("reading checkpoint {}", path.display()), e);
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut magic = [0u8; 4];
+    let res = if file.read_exact(&mut magic).is_ok() && &magic == b"PK\x03\x04" {
+        file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+        load_zip(std::io::BufReader::new(file))
     } else {
+        let bytes = std::fs::read(path).map_err(io)?;
         load_legacy(&bytes)
     };
     res.map_err(|m| BenchError::file(path, m))
@@ -512,25 +517,20 @@ fn inert_object(
     })
 }
 
-fn load_zip(bytes: &[u8]) -> std::result::Result<Value, String> {
-    let mut zip =
-        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("not a valid zip checkpoint: {e}"))?;
+fn load_zip<R: Read + Seek>(reader: R) -> std::result::Result<Value, String> {
+    let mut zip = zip::ZipArchive::new(reader).map_err(|e| format!("not a valid zip checkpoint: {e}"))?;
     let pkl_name = zip
         .file_names()
         .find(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
         .map(str::to_string)
         .ok_or("zip checkpoint has no data.pkl (not written by torch.save?)")?;
     let prefix = pkl_name.strip_suffix("data.pkl").unwrap_or("").to_string();
-    let read =
-        |zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str| -> std::result::Result<Vec<u8>, String> {
-            let mut f = zip
-                .by_name(name)
-                .map_err(|e| format!("zip checkpoint entry `{name}`: {e}"))?;
-            let mut buf = Vec::with_capacity(f.size() as usize);
-            f.read_to_end(&mut buf)
-                .map_err(|e| format!("reading zip entry `{name}`: {e}"))?;
-            Ok(buf)
-        };
+    let read = |zip: &mut zip::ZipArchive<R>, name: &str| -> std::result::Result<Vec<u8>, String> {
+        let mut f = zip.by_name(name).map_err(|e| format!("zip checkpoint entry `{name}`: {e}"))?;
+        let mut buf = Vec::with_capacity((f.size() as usize).min(1 << 30));
+        f.read_to_end(&mut buf).map_err(|e| format!("reading zip entry `{name}`: {e}"))?;
+        Ok(buf)
+    };
     if let Ok(order) = read(&mut zip, &format!("{prefix}byteorder")) {
         if order != b"little" {
             return Err(format!(

@@ -1,11 +1,26 @@
-//! The DDPM UNet (Ho et al. 2020) in tch, configured from a diffusers `UNet2DModel` config or a
-//! DDIM-repo (ermongroup/ddim `Model`) config, with weights from either layout.
+//! The pixel-space UNet of DDPM (Ho et al. 2020) and its descendants in tch, configured from a
+//! diffusers `UNet2DModel` config or a DDIM-repo (ermongroup/ddim `Model`) config, with weights
+//! from either layout.
+//!
+//! Beyond the DDPM layout this covers what diffusers' `UNet2DModel` expresses for ADM-style
+//! networks (Dhariwal & Nichol 2021) such as the consistency-model checkpoints
+//! (openai/diffusers-cd_imagenet64_*, *_lsun_256): class conditioning (`num_class_embeds`,
+//! `class_embed_type`), AdaGN (`resnet_time_scale_shift: scale_shift`), ResNet blocks that
+//! resample (`ResnetDownsampleBlock2D`, `ResnetUpsampleBlock2D`, `down/upsample_type: resnet`),
+//! multi-head attention (`attention_head_dim`), `attn_norm_num_groups`, `add_attention`, Fourier
+//! time features, and learned-variance outputs (`out_channels` = 2 × `in_channels`: ε, then the
+//! variance interpolation v of Nichol & Dhariwal 2021 eq. 15), which `forward` returns raw.
 //!
 //! Weights are held as plain tensors and the forward pass is functional: nothing here trains,
 //! and plain tensors make precision changes a `to_kind` away. Both layouts are renamed to one
 //! canonical key space (diffusers' current names) before the network is built, and every key is
 //! checked in both directions (tch's `VarStore::load` would silently ignore extra keys).
-use super::weights::WeightTaker;
+use super::diffusers_config::{square_sample_size, ConfigReader};
+use super::layers::{
+    fourier_embedding, sinusoidal_embedding, spatial_heads, upsample_nearest, ClassEmbedder, ClassEmbedding, Conv,
+    GroupNorm, ResBlock, ResBlockSpec, ResnetResample, SpatialAttention, TimestepEmbedding,
+};
+use super::weights::{diffusers_attention_rename, DiffusersFolder, WeightSource, WeightStats, WeightTaker};
 use super::EpsModel;
 use crate::checkpoint::{self, Select};
 use crate::{BenchError, Result};
@@ -13,53 +28,131 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
+/// A level of the contracting path (diffusers `down_block_types` entries).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub enum DownBlock {
+    /// ResNet blocks, then a strided-conv downsampler (`DownBlock2D`).
+    Plain,
+    /// ResNet blocks each followed by self-attention; downsampler per `downsample_type` (`AttnDownBlock2D`).
+    Attn,
+    /// ResNet blocks, then a downsampling ResNet block (`ResnetDownsampleBlock2D`).
+    Resnet,
+}
+
+/// A level of the expanding path (diffusers `up_block_types` entries).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub enum UpBlock {
+    /// `UpBlock2D`: nearest 2× and a conv.
+    Plain,
+    /// `AttnUpBlock2D`: upsampler per `upsample_type`.
+    Attn,
+    /// `ResnetUpsampleBlock2D`: an upsampling ResNet block.
+    Resnet,
+}
+
+/// How `AttnDownBlock2D`/`AttnUpBlock2D` resample (diffusers `downsample_type`/`upsample_type`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub enum Resampler {
+    Conv,
+    Resnet,
+}
+
+/// The time features fed to the time-embedding MLP (diffusers `time_embedding_type`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub enum TimeFeatures {
+    /// Sinusoids of the timestep label (DDPM; `flip_sin_to_cos`, `freq_shift` apply).
+    Positional,
+    /// Random Fourier features of log σ, output divided by σ (NCSN++ style, `fourier`).
+    Fourier,
+}
+
 /// The architecture, independent of the file layout it came from.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct UNetConfig {
     pub in_channels: i64,
+    /// Equal to `in_channels` for ε-prediction; twice it for learned variance (ε, then v).
     pub out_channels: i64,
     pub block_out_channels: Vec<i64>,
-    /// Self-attention after each ResNet block of down block i.
-    pub down_attention: Vec<bool>,
-    /// Self-attention after each ResNet block of up block i (up blocks run deepest first).
-    pub up_attention: Vec<bool>,
+    pub down_blocks: Vec<DownBlock>,
+    /// Deepest first, as diffusers runs them.
+    pub up_blocks: Vec<UpBlock>,
     pub layers_per_block: usize,
     pub norm_num_groups: i64,
     pub norm_eps: f64,
+    pub time_features: TimeFeatures,
     pub freq_shift: f64,
     pub flip_sin_to_cos: bool,
+    /// Width of the time embedding (diffusers `time_embedding_dim`, default 4 × first block).
+    pub time_embed_dim: i64,
+    pub class_embedding: ClassEmbedding,
+    /// AdaGN: the time embedding scales and shifts after the second GroupNorm of each block.
+    pub scale_shift: bool,
     /// 0: pad right/bottom by one then stride-2 conv without padding (DDPM/DDIM); 1: conv padding 1.
     pub downsample_padding: i64,
+    pub downsample_type: Resampler,
+    pub upsample_type: Resampler,
     /// Channels per attention head; None = one head over all channels.
     pub attention_head_dim: Option<i64>,
-    /// Conv after nearest upsampling / strided conv for downsampling (else avg-pool down, no conv up).
+    /// Conv after nearest upsampling / strided conv for downsampling (else avg-pool down, no conv
+    /// up; DDIM-repo `resamp_with_conv: false`).
     pub resamp_with_conv: bool,
+    /// Whether there is a middle block (diffusers `mid_block_type: null` removes it).
+    pub mid_block: bool,
+    /// Self-attention in the middle block (diffusers `add_attention`).
+    pub mid_attention: bool,
+    /// GroupNorm groups of the middle block's attention; None = no GroupNorm there.
+    pub mid_attn_norm_groups: Option<i64>,
     pub center_input_sample: bool,
     pub mid_block_scale_factor: f64,
     /// Training resolution, when the config states it (diffusers `sample_size`, DDIM `resolution`).
     pub sample_size: Option<i64>,
 }
 
+/// Every `UNet2DModel.__init__` parameter of diffusers 0.42 (others are ignored with a warning).
+const UNET2D_KEYS: &[&str] = &[
+    "sample_size", "in_channels", "out_channels", "center_input_sample", "time_embedding_type",
+    "time_embedding_dim", "freq_shift", "flip_sin_to_cos", "down_block_types", "mid_block_type",
+    "up_block_types", "block_out_channels", "layers_per_block", "mid_block_scale_factor",
+    "downsample_padding", "downsample_type", "upsample_type", "dropout", "act_fn", "attention_head_dim",
+    "norm_num_groups", "attn_norm_num_groups", "norm_eps", "resnet_time_scale_shift", "add_attention",
+    "class_embed_type", "num_class_embeds", "num_train_timesteps",
+];
+
 impl UNetConfig {
     /// DDIM-repo `Model` config: `ch`, `ch_mult`, `num_res_blocks`, `attn_resolutions`, `resolution`.
     pub fn from_ddim(ddim: &DdimModelConfig) -> Self {
         let levels = ddim.ch_mult.len();
-        let down_attention: Vec<bool> =
-            (0..levels).map(|i| ddim.attn_resolutions.contains(&(ddim.resolution >> i))).collect();
+        let down_blocks: Vec<DownBlock> = (0..levels)
+            .map(|i| if ddim.attn_resolutions.contains(&(ddim.resolution >> i)) { DownBlock::Attn } else { DownBlock::Plain })
+            .collect();
+        let ch0 = ddim.ch_mult.first().copied().unwrap_or(1) * ddim.ch;
         UNetConfig {
             in_channels: ddim.in_channels,
             out_channels: ddim.out_ch,
             block_out_channels: ddim.ch_mult.iter().map(|m| m * ddim.ch).collect(),
-            up_attention: down_attention.iter().rev().copied().collect(),
-            down_attention,
+            up_blocks: down_blocks
+                .iter()
+                .rev()
+                .map(|b| if *b == DownBlock::Attn { UpBlock::Attn } else { UpBlock::Plain })
+                .collect(),
+            down_blocks,
             layers_per_block: ddim.num_res_blocks,
             norm_num_groups: 32,
             norm_eps: 1e-6,
+            time_features: TimeFeatures::Positional,
             freq_shift: 1.0,
             flip_sin_to_cos: false,
+            time_embed_dim: 4 * ch0,
+            class_embedding: ClassEmbedding::None,
+            scale_shift: false,
             downsample_padding: 0,
+            downsample_type: Resampler::Conv,
+            upsample_type: Resampler::Conv,
             attention_head_dim: None,
             resamp_with_conv: ddim.resamp_with_conv,
+            mid_block: true,
+            mid_attention: true,
+            mid_attn_norm_groups: Some(32),
             center_input_sample: false,
             mid_block_scale_factor: 1.0,
             sample_size: Some(ddim.resolution),
@@ -68,93 +161,124 @@ impl UNetConfig {
 
     /// Parse a diffusers `UNet2DModel` `config.json`. Options this UNet does not implement are
     /// refused by name rather than silently ignored.
-    pub fn from_diffusers_json(path: &std::path::Path, text: &str) -> Result<Self> {
-        let v: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| BenchError::file(path, format!("not valid JSON: {e}")))?;
-        let err = |msg: String| BenchError::file(path, msg);
-        if let Some(class) = v.get("_class_name").and_then(|c| c.as_str()) {
-            if class != "UNet2DModel" {
-                return Err(err(format!("_class_name is {class:?}; only \"UNet2DModel\" is supported")));
-            }
-        }
-        let int = |k: &str, d: i64| v.get(k).and_then(|x| x.as_i64()).unwrap_or(d);
-        let float = |k: &str, d: f64| v.get(k).and_then(|x| x.as_f64()).unwrap_or(d);
-        let boolean = |k: &str, d: bool| v.get(k).and_then(|x| x.as_bool()).unwrap_or(d);
-        let strings = |k: &str| -> Result<Vec<String>> {
-            v.get(k)
-                .and_then(|x| x.as_array())
-                .ok_or_else(|| err(format!("missing list {k:?}")))?
-                .iter()
-                .map(|s| s.as_str().map(str::to_string).ok_or_else(|| err(format!("{k:?} must list strings"))))
-                .collect()
+    pub fn from_diffusers_json(path: &Path, text: &str) -> Result<Self> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| BenchError::file(path, format!("not valid JSON: {e}")))?;
+        Self::from_diffusers_value(path, &v)
+    }
+
+    pub(crate) fn from_diffusers_value(path: &Path, v: &serde_json::Value) -> Result<Self> {
+        let r = ConfigReader::new(
+            path,
+            v,
+            "UNet2DModel",
+            " (text-conditioned UNets load with models::unet_cond::load)",
+        )?;
+        r.warn_unknown(UNET2D_KEYS);
+        let time_features = match r.choice("time_embedding_type", &["positional", "fourier"], "positional")?.as_str() {
+            "fourier" => TimeFeatures::Fourier,
+            _ => TimeFeatures::Positional,
         };
-        let require = |k: &str, allowed: &[&str], default: &str| -> Result<()> {
-            let got = v.get(k).and_then(|x| x.as_str()).unwrap_or(default);
-            if allowed.contains(&got) {
-                Ok(())
-            } else {
-                Err(err(format!("{k} = {got:?} is not supported (supported: {allowed:?})")))
+        let scale_shift = r.choice("resnet_time_scale_shift", &["default", "scale_shift"], "default")? == "scale_shift";
+        r.choice("act_fn", &["silu", "swish"], "silu")?;
+        let resampler = |k: &str| -> Result<Resampler> {
+            Ok(if r.choice(k, &["conv", "resnet"], "conv")? == "resnet" { Resampler::Resnet } else { Resampler::Conv })
+        };
+        let downsample_type = resampler("downsample_type")?;
+        let upsample_type = resampler("upsample_type")?;
+        // An explicit null removes the middle block.
+        let mid_block = match v.get("mid_block_type") {
+            Some(serde_json::Value::Null) => false,
+            _ => r.choice("mid_block_type", &["UNetMidBlock2D"], "UNetMidBlock2D").map(|_| true)?,
+        };
+        let block_out_channels = r.ints("block_out_channels")?;
+        let norm_num_groups = r.positive("norm_num_groups", 32)?;
+        let class_embedding = match (r.opt_str("class_embed_type")?, r.opt_int("num_class_embeds")?) {
+            (None, None) => ClassEmbedding::None,
+            (None, Some(n)) if n > 0 => ClassEmbedding::Table(n),
+            (None, Some(n)) => return Err(r.err(format!("num_class_embeds = {n} must be positive"))),
+            (Some("timestep"), _) => ClassEmbedding::Timestep,
+            (Some("identity"), _) => ClassEmbedding::Identity,
+            (Some(other), _) => {
+                return Err(r.err(format!(
+                    "class_embed_type = {other:?} is not supported (supported: null with num_class_embeds, \"timestep\", \"identity\")"
+                )))
             }
         };
-        require("time_embedding_type", &["positional"], "positional")?;
-        require("resnet_time_scale_shift", &["default"], "default")?;
-        require("act_fn", &["silu", "swish"], "silu")?;
-        require("downsample_type", &["conv"], "conv")?;
-        require("upsample_type", &["conv"], "conv")?;
-        require("mid_block_type", &["UNetMidBlock2D"], "UNetMidBlock2D")?;
-        for k in ["class_embed_type", "num_class_embeds", "attn_norm_num_groups", "time_embedding_dim"] {
-            if v.get(k).is_some_and(|x| !x.is_null()) {
-                return Err(err(format!("{k} is set; class conditioning and custom embeddings are not supported")));
-            }
-        }
-        let block_out_channels: Vec<i64> = v
-            .get("block_out_channels")
-            .and_then(|x| x.as_array())
-            .ok_or_else(|| err("missing list \"block_out_channels\"".into()))?
+        let strip = |t: &str| t.strip_prefix("UNetRes").unwrap_or(t).to_string();
+        let down_blocks = r
+            .strings("down_block_types")?
             .iter()
-            .map(|c| c.as_i64().ok_or_else(|| err("block_out_channels must list integers".into())))
-            .collect::<Result<_>>()?;
-        let attn = |types: Vec<String>, key: &str, plain: &str, with_attn: &str| -> Result<Vec<bool>> {
-            types
-                .iter()
-                .map(|t| match t.as_str() {
-                    x if x == plain => Ok(false),
-                    x if x == with_attn => Ok(true),
-                    other => Err(err(format!("{key} contains {other:?}; supported: {plain:?}, {with_attn:?}"))),
-                })
-                .collect()
-        };
-        let down_attention = attn(strings("down_block_types")?, "down_block_types", "DownBlock2D", "AttnDownBlock2D")?;
-        let up_attention = attn(strings("up_block_types")?, "up_block_types", "UpBlock2D", "AttnUpBlock2D")?;
-        if down_attention.len() != block_out_channels.len() || up_attention.len() != block_out_channels.len() {
-            return Err(err(format!(
+            .map(|t| match strip(t).as_str() {
+                "DownBlock2D" => Ok(DownBlock::Plain),
+                "AttnDownBlock2D" => Ok(DownBlock::Attn),
+                "ResnetDownsampleBlock2D" => Ok(DownBlock::Resnet),
+                other => Err(r.err(format!(
+                    "down_block_types contains {other:?}; supported: \"DownBlock2D\", \"AttnDownBlock2D\", \"ResnetDownsampleBlock2D\""
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let up_blocks = r
+            .strings("up_block_types")?
+            .iter()
+            .map(|t| match strip(t).as_str() {
+                "UpBlock2D" => Ok(UpBlock::Plain),
+                "AttnUpBlock2D" => Ok(UpBlock::Attn),
+                "ResnetUpsampleBlock2D" => Ok(UpBlock::Resnet),
+                other => Err(r.err(format!(
+                    "up_block_types contains {other:?}; supported: \"UpBlock2D\", \"AttnUpBlock2D\", \"ResnetUpsampleBlock2D\""
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if down_blocks.len() != block_out_channels.len() || up_blocks.len() != block_out_channels.len() {
+            return Err(r.err(format!(
                 "down_block_types ({}), up_block_types ({}) and block_out_channels ({}) must have equal lengths",
-                down_attention.len(),
-                up_attention.len(),
+                down_blocks.len(),
+                up_blocks.len(),
                 block_out_channels.len()
             )));
         }
+        // diffusers: an explicit null means one head over all channels; absent means 8 per head.
+        let attention_head_dim = match v.get("attention_head_dim") {
+            Some(serde_json::Value::Null) => None,
+            _ => Some(r.positive("attention_head_dim", 8)?),
+        };
+        let attn_norm_num_groups = r.opt_int("attn_norm_num_groups")?;
+        let ch0 = block_out_channels[0];
         Ok(UNetConfig {
-            in_channels: int("in_channels", 3),
-            out_channels: int("out_channels", 3),
+            in_channels: r.positive("in_channels", 3)?,
+            out_channels: r.positive("out_channels", 3)?,
             block_out_channels,
-            down_attention,
-            up_attention,
-            layers_per_block: int("layers_per_block", 2) as usize,
-            norm_num_groups: int("norm_num_groups", 32),
-            norm_eps: float("norm_eps", 1e-5),
-            freq_shift: float("freq_shift", 0.0),
-            flip_sin_to_cos: boolean("flip_sin_to_cos", true),
-            downsample_padding: int("downsample_padding", 1),
-            attention_head_dim: v.get("attention_head_dim").and_then(|x| x.as_i64()).or(Some(8)).filter(|_| {
-                // diffusers treats an explicit null as "one head over all channels".
-                !v.get("attention_head_dim").is_some_and(|x| x.is_null())
-            }),
+            down_blocks,
+            up_blocks,
+            layers_per_block: r.positive("layers_per_block", 2)? as usize,
+            norm_num_groups,
+            norm_eps: r.float("norm_eps", 1e-5)?,
+            time_features,
+            freq_shift: r.float("freq_shift", 0.0)?,
+            flip_sin_to_cos: r.boolean("flip_sin_to_cos", true)?,
+            time_embed_dim: r.opt_int("time_embedding_dim")?.unwrap_or(4 * ch0),
+            class_embedding,
+            scale_shift,
+            downsample_padding: r.int("downsample_padding", 1)?,
+            downsample_type,
+            upsample_type,
+            attention_head_dim,
             resamp_with_conv: true,
-            center_input_sample: boolean("center_input_sample", false),
-            mid_block_scale_factor: float("mid_block_scale_factor", 1.0),
-            sample_size: v.get("sample_size").and_then(|x| x.as_i64()),
+            mid_block,
+            mid_attention: r.boolean("add_attention", true)?,
+            // diffusers UNetMidBlock2D: without attn_norm_num_groups, the attention has a GroupNorm
+            // only in the default (non-AdaGN) layout.
+            mid_attn_norm_groups: attn_norm_num_groups.or((!scale_shift).then_some(norm_num_groups)),
+            center_input_sample: r.boolean("center_input_sample", false)?,
+            mid_block_scale_factor: r.float("mid_block_scale_factor", 1.0)?,
+            sample_size: square_sample_size(&r)?,
         })
+    }
+
+    /// Whether the output carries a learned variance after ε (`out_channels` = 2 × `in_channels`).
+    pub fn learned_variance(&self) -> bool {
+        self.out_channels == 2 * self.in_channels
     }
 }
 
@@ -265,160 +389,34 @@ pub fn ddim_to_canonical(cfg: &UNetConfig, sd: BTreeMap<String, Tensor>) -> BTre
         .collect()
 }
 
-/// Older diffusers checkpoints name attention weights `query/key/value/proj_attn`.
-pub fn diffusers_to_canonical(sd: BTreeMap<String, Tensor>) -> BTreeMap<String, Tensor> {
-    sd.into_iter()
-        .map(|(k, v)| {
-            let k = k
-                .replace(".query.", ".to_q.")
-                .replace(".key.", ".to_k.")
-                .replace(".value.", ".to_v.")
-                .replace(".proj_attn.", ".to_out.0.");
-            (k, v)
-        })
-        .collect()
+
+/// How a level changes resolution between its blocks and the next level.
+enum Downsampler {
+    /// Strided 3×3 conv; `pad_right` = DDPM's asymmetric (0, 1, 0, 1) padding.
+    Conv { conv: Conv, pad_right: bool },
+    AvgPool,
+    Resnet(ResBlock),
+}
+enum Upsampler {
+    /// Nearest 2×, then the conv if any.
+    Nearest(Option<Conv>),
+    Resnet(ResBlock),
 }
 
-struct Conv {
-    w: Tensor,
-    b: Tensor,
-    stride: i64,
-    padding: i64,
-}
-impl Conv {
-    fn new(wt: &mut WeightTaker, name: &str, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> Self {
-        Conv {
-            w: wt.take(&format!("{name}.weight"), &[cout, cin, k, k]),
-            b: wt.take(&format!("{name}.bias"), &[cout]),
-            stride,
-            padding,
-        }
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(&self.w, Some(&self.b), [self.stride], [self.padding], [1], 1)
-    }
-}
-
-struct Linear {
-    w: Tensor,
-    b: Tensor,
-}
-impl Linear {
-    fn new(wt: &mut WeightTaker, name: &str, cin: i64, cout: i64) -> Self {
-        Linear { w: wt.take(&format!("{name}.weight"), &[cout, cin]), b: wt.take(&format!("{name}.bias"), &[cout]) }
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.w, Some(&self.b))
-    }
-}
-
-struct GroupNorm {
-    w: Tensor,
-    b: Tensor,
-    groups: i64,
-    eps: f64,
-}
-impl GroupNorm {
-    fn new(wt: &mut WeightTaker, name: &str, c: i64, cfg: &UNetConfig) -> Self {
-        GroupNorm {
-            w: wt.take(&format!("{name}.weight"), &[c]),
-            b: wt.take(&format!("{name}.bias"), &[c]),
-            groups: cfg.norm_num_groups,
-            eps: cfg.norm_eps,
-        }
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.group_norm(self.groups, Some(&self.w), Some(&self.b), self.eps, true)
-    }
-}
-
-/// DDPM ResNet block (Ho et al. App. B; diffusers `ResnetBlock2D`, DDIM repo `ResnetBlock`).
-struct ResBlock {
-    norm1: GroupNorm,
-    conv1: Conv,
-    temb: Linear,
-    norm2: GroupNorm,
-    conv2: Conv,
-    shortcut: Option<Conv>,
-    out_scale: f64,
-}
-impl ResBlock {
-    fn new(wt: &mut WeightTaker, name: &str, cin: i64, cout: i64, temb: i64, cfg: &UNetConfig, out_scale: f64) -> Self {
-        ResBlock {
-            norm1: GroupNorm::new(wt, &format!("{name}.norm1"), cin, cfg),
-            conv1: Conv::new(wt, &format!("{name}.conv1"), cin, cout, 3, 1, 1),
-            temb: Linear::new(wt, &format!("{name}.time_emb_proj"), temb, cout),
-            norm2: GroupNorm::new(wt, &format!("{name}.norm2"), cout, cfg),
-            conv2: Conv::new(wt, &format!("{name}.conv2"), cout, cout, 3, 1, 1),
-            shortcut: (cin != cout).then(|| Conv::new(wt, &format!("{name}.conv_shortcut"), cin, cout, 1, 1, 0)),
-            out_scale,
-        }
-    }
-    fn forward(&self, x: &Tensor, emb_act: &Tensor) -> Tensor {
-        let h = self.conv1.forward(&self.norm1.forward(x).silu());
-        let h = h + self.temb.forward(emb_act).unsqueeze(-1).unsqueeze(-1);
-        // Dropout is identity at inference.
-        let h = self.conv2.forward(&self.norm2.forward(&h).silu());
-        let skip = match &self.shortcut {
-            Some(c) => c.forward(x),
-            None => x.shallow_clone(),
-        };
-        let out = skip + h;
-        if self.out_scale == 1.0 {
-            out
-        } else {
-            out / self.out_scale
-        }
-    }
-}
-
-/// Spatial self-attention with a residual (diffusers `Attention` with `residual_connection`,
-/// DDIM repo `AttnBlock`: softmax(qᵀk/√d) over the H·W positions).
-struct AttnBlock {
-    norm: GroupNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    heads: i64,
-    out_scale: f64,
-}
-impl AttnBlock {
-    fn new(wt: &mut WeightTaker, name: &str, c: i64, cfg: &UNetConfig, out_scale: f64) -> Self {
-        let heads = cfg.attention_head_dim.map_or(1, |d| (c / d).max(1));
-        AttnBlock {
-            norm: GroupNorm::new(wt, &format!("{name}.group_norm"), c, cfg),
-            q: Linear::new(wt, &format!("{name}.to_q"), c, c),
-            k: Linear::new(wt, &format!("{name}.to_k"), c, c),
-            v: Linear::new(wt, &format!("{name}.to_v"), c, c),
-            out: Linear::new(wt, &format!("{name}.to_out.0"), c, c),
-            heads,
-            out_scale,
-        }
-    }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let (b, c, h, w) = x.size4().expect("4-d activations");
-        let d = c / self.heads;
-        let seq = self.norm.forward(x).view([b, c, h * w]).transpose(1, 2);
-        let split = |t: Tensor| t.view([b, h * w, self.heads, d]).transpose(1, 2);
-        let q = split(self.q.forward(&seq));
-        let k = split(self.k.forward(&seq));
-        let v = split(self.v.forward(&seq));
-        let a = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, false);
-        let a = self.out.forward(&a.transpose(1, 2).reshape([b, h * w, c]));
-        let out = a.transpose(1, 2).reshape([b, c, h, w]) + x;
-        if self.out_scale == 1.0 {
-            out
-        } else {
-            out / self.out_scale
-        }
-    }
-}
-
-struct Level {
+struct DownLevel {
     resnets: Vec<ResBlock>,
-    attentions: Vec<AttnBlock>,
-    resample: Option<Conv>,
+    attentions: Vec<SpatialAttention>,
+    down: Option<Downsampler>,
+}
+struct UpLevel {
+    resnets: Vec<ResBlock>,
+    attentions: Vec<SpatialAttention>,
+    up: Option<Upsampler>,
+}
+struct Mid {
+    first: ResBlock,
+    attention: Option<SpatialAttention>,
+    second: ResBlock,
 }
 
 pub struct UNet {
@@ -426,15 +424,17 @@ pub struct UNet {
     kind: Kind,
     device: Device,
     conv_in: Conv,
-    temb1: Linear,
-    temb2: Linear,
-    down: Vec<Level>,
-    mid: (ResBlock, AttnBlock, ResBlock),
-    up: Vec<Level>,
+    /// GaussianFourierProjection weights when the time features are Fourier.
+    fourier: Option<Tensor>,
+    time_embedding: TimestepEmbedding,
+    class_embedding: ClassEmbedder,
+    down: Vec<DownLevel>,
+    mid: Option<Mid>,
+    up: Vec<UpLevel>,
     norm_out: GroupNorm,
     conv_out: Conv,
     source: String,
-    parameters: i64,
+    stats: WeightStats,
 }
 
 impl UNet {
@@ -446,187 +446,309 @@ impl UNet {
         kind: Kind,
         source: &str,
     ) -> Result<Self> {
-        let mut wt = WeightTaker::new(sd, device, kind);
-        let unet = Self::build(config, &mut wt, source)?;
-        wt.finish(source, "the UNet config")?;
+        Self::from_source(config, WeightSource::from_state_dict(sd, source), device, kind, source)
+    }
+
+    fn from_source(config: UNetConfig, source: WeightSource, device: Device, kind: Kind, name: &str) -> Result<Self> {
+        let mut wt = WeightTaker::new(source, device, kind);
+        let mut unet = Self::build(config, &mut wt, name)?;
+        unet.stats = wt.finish("UNet config", &[])?;
         Ok(unet)
     }
 
     /// The canonical weight names and shapes a config needs, in construction order.
     pub fn expected_weights(config: &UNetConfig) -> Result<Vec<(String, Vec<i64>)>> {
-        let mut wt = WeightTaker::new(BTreeMap::new(), Device::Cpu, Kind::Float);
+        let mut wt = WeightTaker::dry_run();
         Self::build(config.clone(), &mut wt, "config")?;
         Ok(wt.requested)
     }
 
     pub fn parameter_count(&self) -> i64 {
-        self.parameters
+        self.stats.parameters
+    }
+
+    /// Parameter count, bytes and element types of the loaded weights.
+    pub fn weight_stats(&self) -> &WeightStats {
+        &self.stats
+    }
+
+    /// The precision the network computes in.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     fn build(config: UNetConfig, wt: &mut WeightTaker, source: &str) -> Result<Self> {
         let cfg = &config;
+        let bad = |m: String| BenchError::user(format!("{source}: {m}"));
         let ch = &cfg.block_out_channels;
         let n = ch.len();
-        if n == 0 {
-            return Err(BenchError::user(format!("{source}: the UNet config has no blocks")));
-        }
-        if let Some(c) = ch.iter().find(|c| *c % cfg.norm_num_groups != 0) {
-            return Err(BenchError::user(format!(
-                "{source}: block channels {c} are not divisible by norm_num_groups {}",
-                cfg.norm_num_groups
+        if n == 0 || cfg.down_blocks.len() != n || cfg.up_blocks.len() != n {
+            return Err(bad(format!(
+                "the UNet config needs one down and one up block per entry of block_out_channels ({n})"
             )));
         }
-        let temb = ch[0] * 4;
+        let g = cfg.norm_num_groups;
+        if cfg.time_embed_dim <= 0 || ch[0] % 2 == 1 {
+            return Err(bad(format!("time embedding width {} / first block width {} are not usable", cfg.time_embed_dim, ch[0])));
+        }
+        let temb = cfg.time_embed_dim;
+        let res = |cin: i64, cout: i64, out_scale: f64, resample: Option<ResnetResample>| ResBlockSpec {
+            cin,
+            cout,
+            temb: Some(temb),
+            groups: g,
+            eps: cfg.norm_eps,
+            scale_shift: cfg.scale_shift,
+            out_scale,
+            resample,
+        };
+        let heads = |c: i64| spatial_heads(c, cfg.attention_head_dim).map_err(bad);
+        let attn_norm = Some((g, cfg.norm_eps));
+
         let conv_in = Conv::new(wt, "conv_in", cfg.in_channels, ch[0], 3, 1, 1);
-        let temb1 = Linear::new(wt, "time_embedding.linear_1", ch[0], temb);
-        let temb2 = Linear::new(wt, "time_embedding.linear_2", temb, temb);
+        let (fourier, time_input) = match cfg.time_features {
+            TimeFeatures::Positional => (None, ch[0]),
+            TimeFeatures::Fourier => (Some(wt.take("time_proj.weight", &[ch[0]])), 2 * ch[0]),
+        };
+        let time_embedding = TimestepEmbedding::new(wt, "time_embedding", time_input, temb);
+        let class_embedding = ClassEmbedder::new(wt, &cfg.class_embedding, time_input, temb);
+
         let mut down = vec![];
         let mut skip_channels = vec![ch[0]];
         let mut cin = ch[0];
-        for i in 0..n {
+        for (i, &block) in cfg.down_blocks.iter().enumerate() {
             let cout = ch[i];
-            let mut level = Level { resnets: vec![], attentions: vec![], resample: None };
+            let name = |part: &str| format!("down_blocks.{i}.{part}");
+            let mut level = DownLevel { resnets: vec![], attentions: vec![], down: None };
             for j in 0..cfg.layers_per_block {
-                let name = format!("down_blocks.{i}.resnets.{j}");
-                level.resnets.push(ResBlock::new(wt, &name, if j == 0 { cin } else { cout }, cout, temb, cfg, 1.0));
-                if cfg.down_attention[i] {
-                    level.attentions.push(AttnBlock::new(wt, &format!("down_blocks.{i}.attentions.{j}"), cout, cfg, 1.0));
+                let rin = if j == 0 { cin } else { cout };
+                level.resnets.push(ResBlock::new(wt, &name(&format!("resnets.{j}")), res(rin, cout, 1.0, None)));
+                if block == DownBlock::Attn {
+                    let a = SpatialAttention::new(wt, &name(&format!("attentions.{j}")), cout, heads(cout)?, attn_norm, 1.0);
+                    level.attentions.push(a);
                 }
                 skip_channels.push(cout);
             }
             if i + 1 < n {
-                if cfg.resamp_with_conv {
+                let resnet = block == DownBlock::Resnet || (block == DownBlock::Attn && cfg.downsample_type == Resampler::Resnet);
+                level.down = Some(if resnet {
+                    let spec = res(cout, cout, 1.0, Some(ResnetResample::Down));
+                    Downsampler::Resnet(ResBlock::new(wt, &name("downsamplers.0"), spec))
+                } else if cfg.resamp_with_conv {
                     let pad = cfg.downsample_padding;
-                    level.resample = Some(Conv::new(wt, &format!("down_blocks.{i}.downsamplers.0.conv"), cout, cout, 3, 2, pad));
-                }
+                    let conv = Conv::new(wt, &name("downsamplers.0.conv"), cout, cout, 3, 2, pad);
+                    Downsampler::Conv { conv, pad_right: pad == 0 }
+                } else {
+                    Downsampler::AvgPool
+                });
                 skip_channels.push(cout);
             }
             down.push(level);
             cin = cout;
         }
+
         let c = ch[n - 1];
         let s = cfg.mid_block_scale_factor;
-        let mid = (
-            ResBlock::new(wt, "mid_block.resnets.0", c, c, temb, cfg, s),
-            AttnBlock::new(wt, "mid_block.attentions.0", c, cfg, s),
-            ResBlock::new(wt, "mid_block.resnets.1", c, c, temb, cfg, s),
-        );
+        let mid = if cfg.mid_block {
+            let attention = if cfg.mid_attention {
+                let norm = cfg.mid_attn_norm_groups.map(|ag| (ag, cfg.norm_eps));
+                Some(SpatialAttention::new(wt, "mid_block.attentions.0", c, heads(c)?, norm, s))
+            } else {
+                None
+            };
+            Some(Mid {
+                first: ResBlock::new(wt, "mid_block.resnets.0", res(c, c, s, None)),
+                attention,
+                second: ResBlock::new(wt, "mid_block.resnets.1", res(c, c, s, None)),
+            })
+        } else {
+            None
+        };
+
         let mut up = vec![];
         let mut prev = c;
-        for i in 0..n {
+        for (i, &block) in cfg.up_blocks.iter().enumerate() {
             let cout = ch[n - 1 - i];
-            let mut level = Level { resnets: vec![], attentions: vec![], resample: None };
+            let name = |part: &str| format!("up_blocks.{i}.{part}");
+            let mut level = UpLevel { resnets: vec![], attentions: vec![], up: None };
             for j in 0..=cfg.layers_per_block {
-                let skip = skip_channels.pop().expect("skip channel bookkeeping");
-                let name = format!("up_blocks.{i}.resnets.{j}");
+                let skip = skip_channels.pop().ok_or_else(|| BenchError::Internal("skip channel bookkeeping".into()))?;
                 let rin = if j == 0 { prev } else { cout } + skip;
-                level.resnets.push(ResBlock::new(wt, &name, rin, cout, temb, cfg, 1.0));
-                if cfg.up_attention[i] {
-                    level.attentions.push(AttnBlock::new(wt, &format!("up_blocks.{i}.attentions.{j}"), cout, cfg, 1.0));
+                level.resnets.push(ResBlock::new(wt, &name(&format!("resnets.{j}")), res(rin, cout, 1.0, None)));
+                if block == UpBlock::Attn {
+                    let a = SpatialAttention::new(wt, &name(&format!("attentions.{j}")), cout, heads(cout)?, attn_norm, 1.0);
+                    level.attentions.push(a);
                 }
             }
-            if i + 1 < n && cfg.resamp_with_conv {
-                level.resample = Some(Conv::new(wt, &format!("up_blocks.{i}.upsamplers.0.conv"), cout, cout, 3, 1, 1));
+            if i + 1 < n {
+                let resnet = block == UpBlock::Resnet || (block == UpBlock::Attn && cfg.upsample_type == Resampler::Resnet);
+                level.up = Some(if resnet {
+                    let spec = res(cout, cout, 1.0, Some(ResnetResample::Up));
+                    Upsampler::Resnet(ResBlock::new(wt, &name("upsamplers.0"), spec))
+                } else {
+                    Upsampler::Nearest(
+                        cfg.resamp_with_conv.then(|| Conv::new(wt, &name("upsamplers.0.conv"), cout, cout, 3, 1, 1)),
+                    )
+                });
             }
             up.push(level);
             prev = cout;
         }
-        let norm_out = GroupNorm::new(wt, "conv_norm_out", ch[0], cfg);
+        let norm_out = GroupNorm::new(wt, "conv_norm_out", ch[0], g, cfg.norm_eps);
         let conv_out = Conv::new(wt, "conv_out", ch[0], cfg.out_channels, 3, 1, 1);
-        let parameters = wt.requested.iter().map(|(_, s)| s.iter().product::<i64>()).sum();
         let (kind, device) = (wt.kind, wt.device);
-        Ok(UNet { config, kind, device, parameters, conv_in, temb1, temb2, down, mid, up, norm_out, conv_out, source: source.into() })
+        let stats = WeightStats { parameters: 0, bytes: 0, kinds: vec![] };
+        Ok(UNet {
+            config,
+            kind,
+            device,
+            conv_in,
+            fourier,
+            time_embedding,
+            class_embedding,
+            down,
+            mid,
+            up,
+            norm_out,
+            conv_out,
+            source: source.into(),
+            stats,
+        })
     }
 
-    /// Sinusoidal embedding of (possibly fractional) labels, in f32 as both references compute it
-    /// (DDPM `get_timestep_embedding`; diffusers `get_timestep_embedding` with `downscale_freq_shift`).
-    fn timestep_embedding(&self, t: &Tensor) -> Tensor {
-        let dim = self.config.block_out_channels[0];
-        let half = dim / 2;
-        let freqs = (Tensor::arange(half, (Kind::Float, t.device())) * (-(10000f64.ln()))
-            / (half as f64 - self.config.freq_shift))
-            .exp();
-        let args = t.to_kind(Kind::Float).unsqueeze(1) * freqs.unsqueeze(0);
-        let (sin, cos) = (args.sin(), args.cos());
-        if self.config.flip_sin_to_cos {
-            Tensor::cat(&[cos, sin], 1)
-        } else {
-            Tensor::cat(&[sin, cos], 1)
+    /// The time features of labels t [B] (f32, before the MLP).
+    fn time_features(&self, t: &Tensor) -> Tensor {
+        match &self.fourier {
+            Some(w) => fourier_embedding(t, w),
+            None => sinusoidal_embedding(t, self.config.block_out_channels[0], self.config.flip_sin_to_cos, self.config.freq_shift),
         }
     }
 
-    pub fn forward(&self, x: &Tensor, t: &Tensor) -> Tensor {
+    /// The raw network output for x [B, in_channels, H, W] at labels t ([B] or one for all; f64
+    /// or any numeric kind, may be fractional) with class labels when the model is
+    /// class-conditional ([B] integers for `num_class_embeds`, [B] numbers for `timestep`,
+    /// [B, time_embed_dim] for `identity`). Returns [B, out_channels, H, W] in the model's
+    /// precision on its device: ε, or ε then the variance values for a learned-variance model.
+    /// H and W must be multiples of 2^(levels − 1).
+    pub fn forward(&self, x: &Tensor, t: &Tensor, class_labels: Option<&Tensor>) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
+        let n = self.config.block_out_channels.len();
+        let b = check_sample(x, self.config.in_channels, 1 << (n - 1), 1 << (n - 1), &self.source)?;
+        let t = batch_timesteps(t, b, &self.source)?.to_device(self.device);
+        let labels = class_labels.map(|l| l.to_device(self.device));
+        self.class_embedding.check(labels.as_ref(), b).map_err(|m| BenchError::user(format!("{}: {m}", self.source)))?;
+
         let x = x.to_device(self.device).to_kind(self.kind);
         let x = if self.config.center_input_sample { x * 2.0 - 1.0 } else { x };
-        let emb = self.timestep_embedding(&t.to_device(self.device)).to_kind(self.kind);
-        let emb = self.temb2.forward(&self.temb1.forward(&emb).silu());
+        let mut emb = self.time_embedding.forward(&self.time_features(&t).to_kind(self.kind));
+        if let Some(c) = self.class_embedding.forward(labels.as_ref(), self.kind, |l| self.time_features(l)) {
+            emb += c;
+        }
         // Every ResNet block applies SiLU to the embedding before its projection: do it once.
         let emb_act = emb.silu();
+        let emb_act = Some(&emb_act);
         let mut h = self.conv_in.forward(&x);
         let mut skips = vec![h.shallow_clone()];
-        let n = self.down.len();
-        for (i, level) in self.down.iter().enumerate() {
+        for level in &self.down {
             for (j, r) in level.resnets.iter().enumerate() {
-                h = r.forward(&h, &emb_act);
+                h = r.forward(&h, emb_act);
                 if let Some(a) = level.attentions.get(j) {
                     h = a.forward(&h);
                 }
                 skips.push(h.shallow_clone());
             }
-            if i + 1 < n {
-                h = match &level.resample {
-                    Some(conv) if self.config.downsample_padding == 0 => {
-                        conv.forward(&h.constant_pad_nd([0, 1, 0, 1]))
-                    }
-                    Some(conv) => conv.forward(&h),
-                    None => h.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>),
+            if let Some(d) = &level.down {
+                h = match d {
+                    Downsampler::Conv { conv, pad_right: true } => conv.forward(&h.constant_pad_nd([0, 1, 0, 1])),
+                    Downsampler::Conv { conv, pad_right: false } => conv.forward(&h),
+                    Downsampler::AvgPool => h.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>),
+                    Downsampler::Resnet(r) => r.forward(&h, emb_act),
                 };
                 skips.push(h.shallow_clone());
             }
         }
-        h = self.mid.0.forward(&h, &emb_act);
-        h = self.mid.1.forward(&h);
-        h = self.mid.2.forward(&h, &emb_act);
-        for (i, level) in self.up.iter().enumerate() {
+        if let Some(mid) = &self.mid {
+            h = mid.first.forward(&h, emb_act);
+            if let Some(a) = &mid.attention {
+                h = a.forward(&h);
+            }
+            h = mid.second.forward(&h, emb_act);
+        }
+        for level in &self.up {
             for (j, r) in level.resnets.iter().enumerate() {
-                let skip = skips.pop().expect("one skip per up ResNet block");
-                h = r.forward(&Tensor::cat(&[h, skip], 1), &emb_act);
+                let skip = skips.pop().ok_or_else(|| BenchError::Internal("one skip per up ResNet block".into()))?;
+                h = r.forward(&Tensor::cat(&[h, skip], 1), emb_act);
                 if let Some(a) = level.attentions.get(j) {
                     h = a.forward(&h);
                 }
             }
-            if i + 1 < n {
-                let (_, _, hh, ww) = h.size4().expect("4-d activations");
-                h = h.upsample_nearest2d([hh * 2, ww * 2], 2.0, 2.0);
-                if let Some(conv) = &level.resample {
-                    h = conv.forward(&h);
+            h = match &level.up {
+                None => h,
+                Some(Upsampler::Resnet(r)) => r.forward(&h, emb_act),
+                Some(Upsampler::Nearest(conv)) => {
+                    let (hh, ww) = (h.size()[2], h.size()[3]);
+                    let u = upsample_nearest(&h, [2 * hh, 2 * ww]);
+                    match conv {
+                        Some(c) => c.forward(&u),
+                        None => u,
+                    }
                 }
-            }
+            };
         }
-        self.conv_out.forward(&self.norm_out.forward(&h).silu())
+        let out = self.conv_out.forward(&self.norm_out.forward(&h).silu());
+        Ok(match self.config.time_features {
+            // NCSN++ parameterisation: the network output is divided by σ.
+            TimeFeatures::Fourier => out / t.to_kind(self.kind).reshape([b, 1, 1, 1]),
+            TimeFeatures::Positional => out,
+        })
+    }
+}
+
+/// Checks a network input x [B, C, H, W] (B ≥ 1, C = `channels`, H and W multiples of
+/// `multiple` and at least `min`) and returns B.
+pub(crate) fn check_sample(x: &Tensor, channels: i64, multiple: i64, min: i64, source: &str) -> Result<i64> {
+    match x.size().as_slice() {
+        &[b, c, h, w] if b > 0 && c == channels && h >= min && w >= min && h % multiple == 0 && w % multiple == 0 => Ok(b),
+        s => Err(BenchError::user(format!(
+            "{source}: input of shape {s:?}; expected [batch, {channels}, H, W] with H and W multiples of {multiple}, at least {min}"
+        ))),
+    }
+}
+
+/// Labels t as [B]: one label for the whole batch is repeated.
+pub(crate) fn batch_timesteps(t: &Tensor, b: i64, source: &str) -> Result<Tensor> {
+    match t.numel() as i64 {
+        n if n == b => Ok(t.reshape([b])),
+        1 => Ok(t.reshape([1]).expand([b], false)),
+        n => Err(BenchError::user(format!("{source}: {n} timestep labels for a batch of {b}"))),
     }
 }
 
 /// Load a diffusers `UNet2DModel` folder: `config.json` plus `diffusion_pytorch_model.safetensors`
-/// (preferred) or `diffusion_pytorch_model.bin` (a torch.save state dict).
+/// (preferred; or its fp16 variant, sharded, or `.bin`; see [`super::weights::pick_weights`]).
+/// Every layout this module implements loads, class-conditional and learned-variance ones too.
+pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<UNet> {
+    let folder = DiffusersFolder::open(dir, kind, "UNet")?;
+    let config = UNetConfig::from_diffusers_value(&folder.config_path, &folder.config)?;
+    let source = WeightSource::open(&folder.weights)?.rename(diffusers_attention_rename);
+    UNet::from_source(config, source, device, kind, &folder.weights.display().to_string())
+}
+
+/// [`load`] for the ε-model path ([`EpsModel`]), which passes no class labels: a
+/// class-conditional model is refused here rather than failing at its first evaluation.
 pub fn load_diffusers(dir: &Path, device: Device, kind: Kind) -> Result<UNet> {
-    if !dir.is_dir() {
-        return Err(BenchError::file(dir, "diffusers model folder not found (expected config.json + diffusion_pytorch_model.safetensors)"));
+    let unet = load(dir, device, kind)?;
+    if unet.config.class_embedding != ClassEmbedding::None {
+        return Err(BenchError::file(
+            dir.join("config.json"),
+            "the UNet is class-conditional (num_class_embeds / class_embed_type): it needs class labels, which an unconditional ε-model run does not supply",
+        ));
     }
-    let config_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path)
-        .map_err(|e| BenchError::file(&config_path, format!("cannot read the UNet config: {e}")))?;
-    let config = UNetConfig::from_diffusers_json(&config_path, &text)?;
-    let weights = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"]
-        .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            BenchError::file(dir, "no diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin in the folder")
-        })?;
-    let sd = checkpoint::load_state_dict(&weights, &Select::Auto)?;
-    UNet::from_state_dict(config, diffusers_to_canonical(sd), device, kind, &weights.display().to_string())
+    Ok(unet)
 }
 
 /// Load a DDIM-repo checkpoint: a plain state dict (pesser's `model-790000.ckpt`) or the DDIM
@@ -649,8 +771,17 @@ pub fn load_ddim(path: &Path, ddim: &DdimModelConfig, ema: bool, device: Device,
 }
 
 impl EpsModel for UNet {
+    /// ε̂ for an unconditional model (a learned-variance output contributes its ε half).
     fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
-        self.forward(x, t).to_device(x.device()).to_kind(x.kind())
+        // The ε path is only reached with inputs shaped from this model's own config, and
+        // `load_diffusers` refuses class-conditional models, so an error here is a broken
+        // invariant of the caller, not bad input.
+        let out = match self.forward(x, t, None) {
+            Ok(out) => out,
+            Err(e) => panic!("UNet ε evaluation: {e}"),
+        };
+        let out = if self.config.learned_variance() { out.narrow(1, 0, self.config.in_channels) } else { out };
+        out.to_device(x.device()).to_kind(x.kind())
     }
     fn describe(&self) -> String {
         format!("unet:{}", self.source)
@@ -694,6 +825,23 @@ mod tests {
             err.to_string(),
             "x.ckpt: weights do not match the UNet config; missing keys: conv_in.bias; \
              wrong shapes: conv_out.bias (file [4], expected [3]); unexpected keys: extra.weight"
+        );
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn group_counts_that_do_not_divide_a_layer_are_refused_at_load() {
+        // diffusers' GroupNorm refuses such a layer at construction; libtorch would fail mid-forward.
+        let mut cfg = UNetConfig::from_ddim(&DdimModelConfig::preset("cifar10").unwrap());
+        cfg.block_out_channels = vec![128, 144, 256, 256];
+        let sd = random_state_dict(&cfg);
+        let err = UNet::from_state_dict(cfg, sd, Device::Cpu, Kind::Float, "x.ckpt").err().unwrap();
+        assert!(
+            err.to_string().starts_with(
+                "x.ckpt: the UNet config is inconsistent: down_blocks.1.resnets.0.norm2: 32 groups do not divide 144 channels \
+                 (norm_num_groups); "
+            ),
+            "{err}"
         );
         assert_eq!(err.exit_code(), 2);
     }

@@ -5,6 +5,7 @@ mod cli;
 mod runner;
 mod check;
 mod unet;
+mod sd_unet;
 mod samplers_b;
 mod spec;
 mod fid_net;

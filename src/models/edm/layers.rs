@@ -1,7 +1,9 @@
 //! The layers of NVlabs/edm `training/networks.py` in functional tch. Weights are plain fp32
 //! tensors taken by their state-dict names and cast to the activations' dtype at each use, as
 //! EDM does (so fp16 activations still get an fp32 embedding MLP); each forward pass uses EDM's
-//! ops in EDM's order, so the results agree with EDM's to rounding.
+//! ops in EDM's order, so the results agree with EDM's to rounding. This mixed precision (fp32
+//! weights, fp16 activations) is why these are not [`crate::models::layers`]' diffusers layers,
+//! whose weights are stored in the activations' dtype.
 use crate::models::weights::WeightTaker;
 use crate::{BenchError, Result};
 use tch::{Kind, Tensor};

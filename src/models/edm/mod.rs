@@ -19,7 +19,7 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, persistence, Object, Value};
-use crate::models::weights::WeightTaker;
+use crate::models::weights::{WeightSource, WeightTaker};
 use crate::{BenchError, Result};
 use config::Kwargs;
 use dhariwal_unet::{DhariwalUNet, DhariwalUNetConfig};
@@ -154,7 +154,7 @@ impl EdmNetwork {
         };
         let kwargs_value = model.attr("_init_kwargs").unwrap_or(&Value::None);
         let mut kw = Kwargs::new(format!("{source}: {} arguments (ema.model._init_kwargs)", model.class), kwargs_value)?;
-        let mut wt = WeightTaker::new(tensors, device, Kind::Float);
+        let mut wt = WeightTaker::new(WeightSource::from_state_dict(tensors, source), device, Kind::Float);
         let backbone = match model.class.as_str() {
             "SongUNet" => Backbone::Song(SongUNet::new(SongUNetConfig::from_kwargs(&mut kw)?, &mut wt, "model.")?),
             "DhariwalUNet" => Backbone::Dhariwal(DhariwalUNet::new(DhariwalUNetConfig::from_kwargs(&mut kw)?, &mut wt, "model.")?),
@@ -167,7 +167,7 @@ impl EdmNetwork {
             .filter(|(name, _)| !name.ends_with(".resample_filter") && !name.ends_with(".freqs"))
             .map(|(_, s)| s.iter().product::<i64>())
             .sum();
-        wt.finish(source, &format!("the {} {} configuration", net.class, model.class))?;
+        wt.finish(&format!("{} {} configuration", net.class, model.class), &[])?;
 
         // The preconditioner built its model from its own arguments: they must agree.
         let (res, cin, cout, ldim) = match &backbone {
