@@ -8,9 +8,12 @@
 //! Containers, as `torch/serialization.py` writes them:
 //! - zip: `<prefix>/data.pkl` (main pickle; storages are persistent ids
 //!   `('storage', <Kind>Storage, key, location, numel)`) and `<prefix>/data/<key>` (raw bytes).
-//! - legacy: pickles of the magic number 0x1950a86a20f9469cfc6c, the protocol version 1001 and a
-//!   sys_info dict; the main pickle (persistent ids with a 6th `view_metadata` entry); a pickle of
-//!   the storage keys; then per key an int64 element count followed by the raw elements.
+//! - legacy: see [`legacy`].
+//!
+//! Plain pickles of Python objects (NVlabs `persistence` network snapshots, [`persistence`]) are
+//! read with unknown classes kept as inert [`Object`]s that were never constructed.
+pub mod legacy;
+pub mod persistence;
 pub mod pickle;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +39,49 @@ pub enum Value {
     /// Insertion-ordered, like the `OrderedDict`s torch saves. Keys are usually strings.
     Dict(Vec<(Value, Value)>),
     Tensor(Tensor),
+    /// A Python object the pickle describes but that was never constructed (see [`Object`]).
+    Object(Box<Object>),
+    /// A class or function the pickle names as a value (never imported): `module.name`.
+    Global(String),
+}
+
+/// An object of a class this reader does not know, as data: what would have been called, with
+/// which arguments, and the state the pickle then gave it. Nothing was ever called.
+#[derive(Debug)]
+pub struct Object {
+    /// `module.name` of the callee the pickle names; for NVlabs persistence objects the pickled
+    /// class name (e.g. `EDMPrecond`), whose module exists only as source text in the file.
+    pub class: String,
+    /// Made by `torch_utils.persistence._reconstruct_persistent_obj` (see [`persistence`]).
+    pub persistent: bool,
+    pub args: Vec<Value>,
+    pub kwargs: Vec<(Value, Value)>,
+    /// BUILD state, or a persistent object's `meta.state`: for a `torch.nn.Module` the instance
+    /// `__dict__` (`_parameters`, `_buffers`, `_modules`, attributes). `None` when absent.
+    pub state: Value,
+    /// Items set on a dict subclass (SETITEMS), e.g. a `dnnlib.EasyDict`.
+    pub items: Vec<(Value, Value)>,
+    /// Items appended to a list subclass (APPENDS).
+    pub list: Vec<Value>,
+}
+
+impl Object {
+    /// Attribute lookup as Python does it for a `torch.nn.Module`: the instance `__dict__` first,
+    /// then `_parameters`, `_buffers`, `_modules`; for dict subclasses, their items.
+    pub fn attr(&self, name: &str) -> Option<&Value> {
+        if let Some(v) = self.state.get(name) {
+            return Some(v);
+        }
+        for table in ["_parameters", "_buffers", "_modules"] {
+            if let Some(v) = self.state.get(table).and_then(|t| t.get(name)) {
+                return Some(v);
+            }
+        }
+        self.items
+            .iter()
+            .find(|(k, _)| matches!(k, Value::Str(s) if s == name))
+            .map(|(_, v)| v)
+    }
 }
 
 impl Value {
@@ -51,6 +97,8 @@ impl Value {
             Value::Tuple(_) => "tuple",
             Value::Dict(_) => "dict",
             Value::Tensor(_) => "tensor",
+            Value::Object(_) => "object",
+            Value::Global(_) => "class or function",
         }
     }
 
@@ -65,9 +113,10 @@ impl Value {
         }
     }
 
-    /// Follows a dot-separated path: names index dicts, numbers index lists/tuples (and int-keyed
-    /// dicts). The empty path is the value itself. E.g. `"state_dict"`, `"4"` (the EMA weights in
-    /// the DDIM authors' `[model, optimizer, epoch, step, ema]` list), `"model.ema"`.
+    /// Follows a dot-separated path: names index dicts and object attributes ([`Object::attr`]),
+    /// numbers index lists/tuples (and int-keyed dicts). The empty path is the value itself.
+    /// E.g. `"state_dict"`, `"4"` (the EMA weights in the DDIM authors' `[model, optimizer,
+    /// epoch, step, ema]` list), `"model.ema"`, `"ema.model.enc.16x16_conv.weight"`.
     pub fn at(&self, path: &str) -> std::result::Result<&Value, String> {
         let mut v = self;
         if path.is_empty() {
@@ -75,6 +124,7 @@ impl Value {
         }
         for step in path.split('.') {
             let next = match v {
+                Value::Object(o) => o.attr(step),
                 Value::List(items) | Value::Tuple(items) => step.parse::<usize>().ok().and_then(|i| items.get(i)),
                 Value::Dict(items) => items
                     .iter()
@@ -86,7 +136,10 @@ impl Value {
                     .map(|(_, v)| v),
                 _ => None,
             };
-            v = next.ok_or_else(|| format!("no entry `{step}` in a {} ({})", v.kind(), describe_entries(v)))?;
+            v = next.ok_or_else(|| match v {
+                Value::Object(o) => format!("no attribute `{step}` in {} ({})", o.class, describe_entries(v)),
+                _ => format!("no entry `{step}` in a {} ({})", v.kind(), describe_entries(v)),
+            })?;
         }
         Ok(v)
     }
@@ -129,6 +182,28 @@ impl Value {
 
 fn describe_entries(v: &Value) -> String {
     match v {
+        Value::Object(o) => {
+            let mut names: Vec<String> = vec![];
+            if let Value::Dict(items) = &o.state {
+                for (k, v) in items {
+                    let Value::Str(k) = k else { continue };
+                    match (k.as_str(), v) {
+                        ("_parameters" | "_buffers" | "_modules", Value::Dict(inner)) => names.extend(
+                            inner.iter().filter_map(|(k, _)| if let Value::Str(s) = k { Some(s.clone()) } else { None }),
+                        ),
+                        (k, _) if !k.starts_with('_') && k != "training" => names.push(k.to_string()),
+                        _ => {}
+                    }
+                }
+            }
+            names.extend(o.items.iter().filter_map(|(k, _)| if let Value::Str(s) = k { Some(s.clone()) } else { None }));
+            let n = names.len();
+            format!(
+                "attributes: {}{}",
+                names.into_iter().take(8).collect::<Vec<_>>().join(", "),
+                if n > 8 { ", ..." } else { "" }
+            )
+        }
         Value::List(items) | Value::Tuple(items) => format!("{} entries", items.len()),
         Value::Dict(items) => {
             let keys: Vec<String> = items
@@ -289,6 +364,20 @@ pub fn load_pickle(path: &Path) -> Result<Value> {
     materialise(&root, &mut storages, &mut fetch, 0).map_err(|m| BenchError::file(path, m))
 }
 
+/// Reads a plain pickle of Python objects (e.g. an NVlabs/edm network snapshot) without running
+/// any of it: unknown classes and functions become inert [`Object`]s / [`Value::Global`]s, while
+/// globals that run code or reach the system are refused with an error naming them. Tensors
+/// (pickled with their storages inline) become CPU tensors.
+pub fn load_object_pickle(path: &Path) -> Result<Value> {
+    let bytes = std::fs::read(path).map_err(|e| BenchError::io(format!("reading pickle {}", path.display()), e))?;
+    let (root, _) = pickle::unpickle_with(&bytes, pickle::Globals::Inert).map_err(|m| BenchError::file(path, m))?;
+    // The tree holds its own copies of the storage blobs: free the file before making tensors.
+    drop(bytes);
+    let mut storages = HashMap::new();
+    let mut fetch = |s: &StorageRef| Err(format!("storage `{}` has no data in a plain pickle", s.key));
+    materialise(&root, &mut storages, &mut fetch, 0).map_err(|m| BenchError::file(path, m))
+}
+
 fn kind_of(d: StorageDtype) -> Kind {
     match d {
         StorageDtype::F32 => Kind::Float,
@@ -339,7 +428,7 @@ fn materialise(
         Obj::Int(i) => Value::Int(i64::try_from(*i).map_err(|_| format!("integer {i} does not fit in 64 bits"))?),
         Obj::Float(f) => Value::Float(*f),
         Obj::Str(s) => Value::Str(s.clone()),
-        Obj::Bytes(b) => Value::Bytes(b.clone()),
+        Obj::Bytes(b) => Value::Bytes(b.to_vec()),
         Obj::Tuple(items) => Value::Tuple(items.iter().map(&mut rec).collect::<std::result::Result<_, _>>()?),
         Obj::List(items) => Value::List(
             items
@@ -359,7 +448,10 @@ fn materialise(
             let base = match storages.get(&spec.storage.key) {
                 Some(t) => t.shallow_clone(),
                 None => {
-                    let t = fetch(&spec.storage)?;
+                    let t = match &spec.storage.inline {
+                        Some(inline) => storage_tensor(&spec.storage, inline.bytes())?,
+                        None => fetch(&spec.storage)?,
+                    };
                     storages.insert(spec.storage.key.clone(), t.shallow_clone());
                     t
                 }
@@ -374,7 +466,54 @@ fn materialise(
         Obj::Storage(s) => return Err(format!("bare storage `{}` outside a tensor is not supported", s.key)),
         Obj::NdArray(a) => Value::Tensor(ndarray_tensor(&a.borrow())?),
         Obj::NpDtype(d) => return Err(format!("bare numpy dtype `{}` is not supported as data", d.code)),
+        Obj::Name(n) => Value::Global(n.to_string()),
+        Obj::Inert(o) => {
+            let o = o.borrow();
+            match persistence::reconstruct(&o, &mut rec)? {
+                Some(obj) => Value::Object(Box::new(obj)),
+                None => Value::Object(Box::new(inert_object(&o, &mut rec)?)),
+            }
+        }
         Obj::Global(_) | Obj::Mark => return Err("pickle left a callable/mark as data".into()),
+    })
+}
+
+/// An inert object as data. `copyreg._reconstructor(cls, base, state)` (protocols 0–1 objects)
+/// is named by its class.
+fn inert_object(
+    o: &pickle::InertObj,
+    rec: &mut dyn FnMut(&Obj) -> std::result::Result<Value, String>,
+) -> std::result::Result<Object, String> {
+    let mut args: &[Obj] = &o.args;
+    let mut class = o.callee.to_string();
+    if class == "copyreg._reconstructor" {
+        if let Some(Obj::Name(cls)) = args.first() {
+            class = cls.to_string();
+            args = &args[1..];
+        }
+    }
+    let kwargs = match &o.kwargs {
+        Some(k) => match rec(k)? {
+            Value::Dict(items) => items,
+            other => return Err(format!("keyword arguments of `{class}` are a {}, not a dict", other.kind())),
+        },
+        None => vec![],
+    };
+    Ok(Object {
+        class,
+        persistent: false,
+        args: args.iter().map(&mut *rec).collect::<std::result::Result<_, _>>()?,
+        kwargs,
+        state: match &o.state {
+            Some(s) => rec(s)?,
+            None => Value::None,
+        },
+        items: o
+            .items
+            .iter()
+            .map(|(k, v)| Ok((rec(k)?, rec(v)?)))
+            .collect::<std::result::Result<_, String>>()?,
+        list: o.list.iter().map(&mut *rec).collect::<std::result::Result<_, _>>()?,
     })
 }
 
@@ -410,72 +549,8 @@ fn load_zip<R: Read + Seek>(reader: R) -> std::result::Result<Value, String> {
     materialise(&root, &mut storages, &mut fetch, 0)
 }
 
-const LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;
-const LEGACY_PROTOCOL: i128 = 1001;
-
 fn load_legacy(bytes: &[u8]) -> std::result::Result<Value, String> {
-    let mut pos = 0usize;
-    let mut next = |what: &str| -> std::result::Result<Obj, String> {
-        let (o, used) = pickle::unpickle(&bytes[pos..]).map_err(|m| format!("{what}: {m}"))?;
-        pos += used;
-        Ok(o)
-    };
-    let not_torch = "not a PyTorch checkpoint (neither a zip archive nor the legacy format's magic number)";
-    match next("magic number") {
-        Ok(Obj::Int(m)) if m == LEGACY_MAGIC => {}
-        _ => return Err(not_torch.into()),
-    }
-    match next("protocol version")? {
-        Obj::Int(p) if p == LEGACY_PROTOCOL => {}
-        other => return Err(format!("unsupported legacy protocol version {other:?} (expected 1001)")),
-    }
-    if let Obj::Dict(info) = next("sys_info")? {
-        let little = info.borrow().iter().find_map(|(k, v)| match (k, v) {
-            (Obj::Str(k), Obj::Bool(b)) if k == "little_endian" => Some(*b),
-            _ => None,
-        });
-        if little == Some(false) {
-            return Err("big-endian checkpoint is not supported".into());
-        }
-    }
-    let root = next("main pickle")?;
-    let keys = match next("storage keys")? {
-        Obj::List(l) => l
-            .borrow()
-            .iter()
-            .map(|k| match k {
-                Obj::Str(s) => Ok(s.clone()),
-                o => Err(format!("storage key of type {o:?}")),
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?,
-        _ => return Err("storage key list is not a list".into()),
-    };
-    // Element types come from the main pickle's persistent ids; the raw section stores counts only.
-    let mut dtypes: HashMap<String, StorageDtype> = HashMap::new();
-    collect_storages(&root, &mut dtypes, 0);
-    let mut raw: HashMap<String, (usize, usize)> = HashMap::new();
-    for key in keys {
-        let dtype = *dtypes
-            .get(&key)
-            .ok_or_else(|| format!("storage `{key}` is listed but no tensor uses it"))?;
-        let head = bytes
-            .get(pos..pos + 8)
-            .ok_or_else(|| format!("file truncated at the header of storage `{key}`"))?;
-        let count = i64::from_le_bytes(head.try_into().expect("8 bytes"));
-        let n = usize::try_from(count)
-            .ok()
-            .and_then(|c| c.checked_mul(dtype.element_size()))
-            .ok_or_else(|| format!("storage `{key}` has invalid element count {count}"))?;
-        pos += 8;
-        if pos + n > bytes.len() {
-            return Err(format!(
-                "file truncated inside storage `{key}`: {n} bytes needed, {} left",
-                bytes.len() - pos
-            ));
-        }
-        raw.insert(key, (pos, n));
-        pos += n;
-    }
+    let legacy::Legacy { root, raw } = legacy::parse(bytes)?;
     let mut storages = HashMap::new();
     let mut fetch = |s: &StorageRef| {
         let &(start, n) = raw
@@ -484,25 +559,4 @@ fn load_legacy(bytes: &[u8]) -> std::result::Result<Value, String> {
         storage_tensor(s, &bytes[start..start + n])
     };
     materialise(&root, &mut storages, &mut fetch, 0)
-}
-
-fn collect_storages(o: &Obj, out: &mut HashMap<String, StorageDtype>, depth: usize) {
-    if depth > 256 {
-        return;
-    }
-    match o {
-        Obj::Tensor(t) => {
-            out.insert(t.storage.key.clone(), t.storage.dtype);
-        }
-        Obj::Storage(s) => {
-            out.insert(s.key.clone(), s.dtype);
-        }
-        Obj::Tuple(v) => v.iter().for_each(|x| collect_storages(x, out, depth + 1)),
-        Obj::List(v) => v.borrow().iter().for_each(|x| collect_storages(x, out, depth + 1)),
-        Obj::Dict(v) => v.borrow().iter().for_each(|(k, x)| {
-            collect_storages(k, out, depth + 1);
-            collect_storages(x, out, depth + 1)
-        }),
-        _ => {}
-    }
 }

@@ -1,8 +1,17 @@
-//! A data-only pickle virtual machine: the subset of opcodes `torch.save` emits (protocols 2–5),
-//! building plain values. It never imports or calls anything: `GLOBAL` resolves only the
-//! whitelisted names below to inert markers, and `REDUCE` only "calls" those markers by
-//! rebuilding data (tensor specs, storages, empty ordered dicts). Any other global is an error
-//! naming it, so a checkpoint that would run `os.system` or `builtins.eval` is refused.
+//! A data-only pickle virtual machine: the opcodes `pickle` emits for data and objects
+//! (protocols 2–5), building plain values. It never imports or calls anything: `GLOBAL` resolves
+//! the whitelisted names below to inert markers, and `REDUCE` only "calls" those markers by
+//! rebuilding data (tensor specs, storages, empty ordered dicts, NumPy scalars).
+//!
+//! What happens to any other global depends on [`Globals`]:
+//! - [`Globals::DataOnly`] (torch.save checkpoints): it is an error naming it, so a checkpoint that
+//!   would run `os.system` or `builtins.eval` is refused.
+//! - [`Globals::Inert`] (plain pickles of Python objects, e.g. NVlabs `persistence` network
+//!   snapshots): it becomes an inert [`Obj::Name`]; calling or instantiating it (REDUCE, NEWOBJ,
+//!   INST, OBJ) builds an [`InertObj`] that records the arguments, and BUILD / SETITEMS / APPENDS
+//!   on it record state and items, all as data. Nothing is ever called. Globals whose only use in
+//!   a pickle is to run code or reach the system (`os`, `subprocess`, `builtins.eval`, ...) are
+//!   still refused outright (see [`runs_code`]): such a file is not a model.
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -48,12 +57,49 @@ impl StorageDtype {
     }
 }
 
-/// A storage referenced by a persistent id: `('storage', <Kind>Storage, key, location, numel[, view])`.
+/// A storage referenced by a persistent id: `('storage', <Kind>Storage, key, location, numel[, view])`,
+/// or carried inside the pickle itself (`inline`, see [`InlineBytes`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StorageRef {
     pub key: String,
     pub dtype: StorageDtype,
     pub numel: u64,
+    pub inline: Option<InlineBytes>,
+}
+
+/// A storage's bytes inside the pickle: plain `pickle.dump` of a tensor writes its storage as
+/// `torch.storage._load_from_bytes(<legacy torch.save of the storage>)`. A window into that
+/// shared blob, not a copy.
+#[derive(Clone)]
+pub struct InlineBytes {
+    blob: Rc<Vec<u8>>,
+    start: usize,
+    len: usize,
+}
+
+impl InlineBytes {
+    /// `start..start + len` must lie inside `blob` (the legacy parser checks it).
+    pub(super) fn new(blob: Rc<Vec<u8>>, start: usize, len: usize) -> Result<Self, String> {
+        if start.checked_add(len).is_none_or(|end| end > blob.len()) {
+            return Err(format!("inline storage {start}+{len} outside its {}-byte blob", blob.len()));
+        }
+        Ok(InlineBytes { blob, start, len })
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.blob[self.start..self.start + self.len]
+    }
+}
+
+impl PartialEq for InlineBytes {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl std::fmt::Debug for InlineBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InlineBytes({} bytes)", self.len)
+    }
 }
 
 /// `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)` as data.
@@ -65,6 +111,15 @@ pub struct TensorSpec {
     pub stride: Vec<i64>,
 }
 
+/// What the VM does with globals outside the data whitelist (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Globals {
+    /// Refuse them: torch.save checkpoints hold only tensors and containers.
+    DataOnly,
+    /// Keep them as inert names, never called; refuse only those that run code.
+    Inert,
+}
+
 /// The whitelisted callables. Each is a data constructor, none has side effects.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Global {
@@ -72,6 +127,16 @@ enum Global {
     RebuildTensor,
     RebuildTensorV2,
     RebuildParameter,
+    /// `_rebuild_parameter_with_state(data, requires_grad, hooks, state)`: a Parameter with
+    /// Python attributes; the data is all we keep.
+    RebuildParameterWithState,
+    /// `torch.storage._load_from_bytes(blob)`: a storage pickled inline as a legacy torch.save
+    /// (read by our own legacy parser, never by torch.load). Only in [`Globals::Inert`] pickles.
+    LoadFromBytes,
+    /// `numpy.core.multiarray.scalar(dtype, raw)`: a NumPy scalar (e.g. `np.float64`) as a number.
+    NumpyScalar,
+    /// `builtins.set` / `builtins.frozenset` (protocol 2 writes sets this way): kept as a list.
+    Set,
     OrderedDict,
     Storage(StorageDtype),
     /// `numpy.core.multiarray._reconstruct(ndarray, (0,), b'b')`: an empty array that BUILD fills.
@@ -82,23 +147,100 @@ enum Global {
     CodecsEncode,
 }
 
-fn resolve_global(module: &str, name: &str) -> Result<Global, String> {
-    let g = match (module, name) {
-        ("torch._utils", "_rebuild_tensor_v2") => Some(Global::RebuildTensorV2),
-        ("torch._utils", "_rebuild_tensor") => Some(Global::RebuildTensor),
-        ("torch._utils", "_rebuild_parameter") => Some(Global::RebuildParameter),
-        ("collections", "OrderedDict") => Some(Global::OrderedDict),
-        ("torch", n) | ("torch.storage", n) => StorageDtype::from_storage_class(n).map(Global::Storage),
+fn data_global(module: &str, name: &str, policy: Globals) -> Option<Global> {
+    Some(match (module, name) {
+        ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensorV2,
+        ("torch._utils", "_rebuild_tensor") => Global::RebuildTensor,
+        ("torch._utils", "_rebuild_parameter") => Global::RebuildParameter,
+        ("torch._utils", "_rebuild_parameter_with_state") => Global::RebuildParameterWithState,
+        ("torch.storage", "_load_from_bytes") if policy == Globals::Inert => Global::LoadFromBytes,
+        ("collections", "OrderedDict") => Global::OrderedDict,
+        ("torch", n) | ("torch.storage", n) => return StorageDtype::from_storage_class(n).map(Global::Storage),
         // NumPy arrays (the CIFAR-10 python batches): data, rebuilt from (shape, dtype, bytes).
-        ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => Some(Global::NumpyReconstruct),
-        ("numpy", "ndarray") => Some(Global::NumpyNdarray),
-        ("numpy", "dtype") => Some(Global::NumpyDtype),
-        ("_codecs", "encode") => Some(Global::CodecsEncode),
-        _ => None,
-    };
-    g.ok_or_else(|| {
-        format!("refusing to load: the pickle references `{module}.{name}`, which is not a tensor, storage or container (only data is loaded, no code is run)")
+        ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => Global::NumpyReconstruct,
+        ("numpy.core.multiarray" | "numpy._core.multiarray", "scalar") => Global::NumpyScalar,
+        ("numpy", "ndarray") => Global::NumpyNdarray,
+        ("numpy", "dtype") => Global::NumpyDtype,
+        ("_codecs", "encode") => Global::CodecsEncode,
+        ("builtins" | "__builtin__", "set" | "frozenset") => Global::Set,
+        _ => return None,
     })
+}
+
+/// Globals whose only use in a pickle is to run code, import it, or reach the file system,
+/// processes or network (the gadgets of pickle exploits). An inert placeholder would be harmless
+/// here since nothing is called, but such a file is not a model: it is refused, naming the global.
+pub fn runs_code(module: &str, name: &str) -> bool {
+    const MODULES: &[&str] = &[
+        "os", "posix", "nt", "sys", "subprocess", "shutil", "socket", "importlib", "runpy", "ctypes",
+        "pty", "multiprocessing", "pickle", "_pickle", "marshal", "code", "codeop", "types", "io", "_io",
+        "pathlib", "tempfile", "signal", "threading", "_thread", "urllib", "http", "webbrowser",
+        "operator", "_operator", "functools", "inspect", "pdb", "timeit", "zipimport", "pkgutil", "site",
+        "dill", "cloudpickle", "joblib",
+    ];
+    // Data types are the only builtins a model pickle names; everything else (eval, exec,
+    // compile, __import__, open, getattr, setattr, globals, breakpoint, ...) can run code.
+    const BUILTIN_DATA: &[&str] = &[
+        "set", "frozenset", "bytearray", "bytes", "complex", "slice", "range", "list", "dict", "tuple",
+        "int", "float", "str", "bool", "object",
+    ];
+    const NAMES: &[(&str, &str)] = &[
+        ("torch", "load"),
+        ("torch.serialization", "load"),
+        ("torch.jit", "load"),
+        ("torch._C", "import_ir_module"),
+        ("torch_utils.persistence", "_src_to_module"),
+        ("dnnlib.util", "call_func_by_name"),
+        ("dnnlib.util", "construct_class_by_name"),
+        ("dnnlib.util", "get_obj_by_name"),
+        ("numpy.testing._private.utils", "runstring"),
+    ];
+    let under = |m: &str| module == m || module.strip_prefix(m).is_some_and(|rest| rest.starts_with('.'));
+    if under("builtins") || under("__builtin__") {
+        return !BUILTIN_DATA.contains(&name);
+    }
+    MODULES.iter().any(|m| under(m)) || NAMES.contains(&(module, name))
+}
+
+fn resolve_global(module: &str, name: &str, policy: Globals) -> Result<Obj, String> {
+    if let Some(g) = data_global(module, name, policy) {
+        return Ok(Obj::Global(GlobalMarker(g)));
+    }
+    match policy {
+        Globals::DataOnly => Err(format!(
+            "refusing to load: the pickle references `{module}.{name}`, which is not a tensor, storage or container (only data is loaded, no code is run)"
+        )),
+        Globals::Inert if runs_code(module, name) => Err(format!(
+            "refusing to load: the pickle references `{module}.{name}`, which would run code or reach the system when unpickled; this is not a model file (nothing was executed)"
+        )),
+        Globals::Inert => Ok(Obj::Name(Rc::new(QualName { module: module.to_string(), name: name.to_string() }))),
+    }
+}
+
+/// A global's `module.name`, as the pickle spells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QualName {
+    pub module: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for QualName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.module, self.name)
+    }
+}
+
+/// What calling / instantiating an inert global would have produced, as data: the callee, its
+/// arguments, and whatever the pickle then set on the result (BUILD state, SETITEMS, APPENDS).
+#[derive(Debug)]
+pub struct InertObj {
+    pub callee: Rc<QualName>,
+    pub args: Vec<Obj>,
+    /// NEWOBJ_EX keyword arguments.
+    pub kwargs: Option<Obj>,
+    pub state: Option<Obj>,
+    pub items: Vec<(Obj, Obj)>,
+    pub list: Vec<Obj>,
 }
 
 /// A value on the VM's stack. Lists and dicts are shared so that mutations after memoisation
@@ -110,7 +252,8 @@ pub enum Obj {
     Int(i128),
     Float(f64),
     Str(String),
-    Bytes(Vec<u8>),
+    /// Shared: a blob can be memoised and referenced many times without copying.
+    Bytes(Rc<Vec<u8>>),
     Tuple(Vec<Obj>),
     List(Rc<RefCell<Vec<Obj>>>),
     Dict(Rc<RefCell<Vec<(Obj, Obj)>>>),
@@ -120,6 +263,10 @@ pub enum Obj {
     /// A NumPy array; shared because BUILD fills it after it was memoised.
     NdArray(Rc<RefCell<NdArray>>),
     NpDtype(NpDtype),
+    /// An unknown global, kept by name ([`Globals::Inert`] only).
+    Name(Rc<QualName>),
+    /// An object an inert global would have built ([`Globals::Inert`] only).
+    Inert(Rc<RefCell<InertObj>>),
     Mark,
 }
 
@@ -159,6 +306,8 @@ impl Obj {
             Obj::Global(_) => "global",
             Obj::NdArray(_) => "ndarray",
             Obj::NpDtype(_) => "dtype",
+            Obj::Name(_) => "class or function",
+            Obj::Inert(_) => "object",
             Obj::Mark => "mark",
         }
     }
@@ -197,13 +346,21 @@ fn persistent_load(pid: Obj) -> Result<Obj, String> {
                 key,
                 dtype: *dtype,
                 numel,
+                inline: None,
             }))
         }
         _ => Err("unsupported persistent id (expected ('storage', <Kind>Storage, key, location, numel))".into()),
     }
 }
 
-fn call(g: Global, args: Obj) -> Result<Obj, String> {
+/// Per-run state of the VM.
+struct Ctx {
+    policy: Globals,
+    /// Inline storages get unique keys (`inline:N`) so views of one storage share it, and only them.
+    inline_storages: usize,
+}
+
+fn call(g: Global, args: Obj, ctx: &mut Ctx) -> Result<Obj, String> {
     let Obj::Tuple(args) = args else {
         return Err(format!("REDUCE arguments must be a tuple, found {}", args.kind()));
     };
@@ -236,10 +393,37 @@ fn call(g: Global, args: Obj) -> Result<Obj, String> {
             check_spec(&spec)?;
             Ok(Obj::Tensor(spec))
         }
-        Global::RebuildParameter => match args.first() {
-            // (data, requires_grad, backward_hooks): a Parameter is its data for our purposes.
+        Global::RebuildParameter | Global::RebuildParameterWithState => match args.first() {
+            // (data, requires_grad, backward_hooks[, state]): a Parameter is its data for our purposes.
             Some(t @ Obj::Tensor(_)) => Ok(t.clone()),
             _ => Err("_rebuild_parameter: first argument must be a tensor".into()),
+        },
+        Global::LoadFromBytes => match args.as_slice() {
+            [Obj::Bytes(blob)] => {
+                let key = format!("inline:{}", ctx.inline_storages);
+                ctx.inline_storages += 1;
+                let storage = super::legacy::inline_storage(blob.clone(), key)
+                    .map_err(|m| format!("tensor storage pickled inline (torch.storage._load_from_bytes): {m}"))?;
+                Ok(Obj::Storage(storage))
+            }
+            _ => Err("torch.storage._load_from_bytes needs one bytes argument".into()),
+        },
+        Global::NumpyScalar => match args.as_slice() {
+            [Obj::NpDtype(d), raw] => {
+                let raw = match raw {
+                    Obj::Bytes(b) => b.to_vec(),
+                    Obj::Str(s) => latin1_bytes(s)?,
+                    o => return Err(format!("numpy scalar data of type {}", o.kind())),
+                };
+                numpy_scalar(d, &raw)
+            }
+            _ => Err("numpy scalar needs (dtype, data)".into()),
+        },
+        Global::Set => match args.as_slice() {
+            [] => Ok(Obj::List(Rc::new(RefCell::new(Vec::new())))),
+            [Obj::List(l)] => Ok(Obj::List(Rc::new(RefCell::new(l.borrow().clone())))),
+            [Obj::Tuple(t)] => Ok(Obj::List(Rc::new(RefCell::new(t.clone())))),
+            _ => Err("set() of something other than a list".into()),
         },
         Global::Storage(_) => Err("storage classes cannot be called".into()),
         Global::NumpyReconstruct => match args.first() {
@@ -258,11 +442,42 @@ fn call(g: Global, args: Obj) -> Result<Obj, String> {
         },
         Global::CodecsEncode => match args.as_slice() {
             [Obj::Str(text), Obj::Str(enc)] if enc == "latin1" || enc == "latin-1" => {
-                Ok(Obj::Bytes(latin1_bytes(text)?))
+                Ok(Obj::Bytes(Rc::new(latin1_bytes(text)?)))
             }
             _ => Err("_codecs.encode is only allowed as (text, 'latin1')".into()),
         },
     }
+}
+
+/// A NumPy scalar's raw bytes as a number (little-endian or byte-sized dtypes).
+fn numpy_scalar(d: &NpDtype, raw: &[u8]) -> Result<Obj, String> {
+    if d.byte_order == '>' && !matches!(d.code.as_str(), "u1" | "i1" | "b1") {
+        return Err(format!("big-endian numpy scalar `>{}` is not supported", d.code));
+    }
+    let want = match d.code.as_str() {
+        "f8" | "i8" | "u8" => 8,
+        "f4" | "i4" | "u4" => 4,
+        "f2" | "i2" | "u2" => 2,
+        "i1" | "u1" | "b1" => 1,
+        other => return Err(format!("numpy scalar of dtype `{other}` is not supported")),
+    };
+    if raw.len() != want {
+        return Err(format!("numpy scalar `{}` with {} data bytes", d.code, raw.len()));
+    }
+    let mut b8 = [0u8; 8];
+    b8[..want].copy_from_slice(raw);
+    let u = u64::from_le_bytes(b8);
+    Ok(match d.code.as_str() {
+        "f8" => Obj::Float(f64::from_bits(u)),
+        "f4" => Obj::Float(f32::from_bits(u as u32) as f64),
+        "f2" => Obj::Float(half::f16::from_bits(u as u16).to_f64()),
+        "b1" => Obj::Bool(u != 0),
+        "i8" => Obj::Int(u as i64 as i128),
+        "i4" => Obj::Int(u as u32 as i32 as i128),
+        "i2" => Obj::Int(u as u16 as i16 as i128),
+        "i1" => Obj::Int(u as u8 as i8 as i128),
+        _ => Obj::Int(u as i128),
+    })
 }
 
 /// Python 2 `str` / protocol-2 `bytes` arrive as latin-1 text; every char is one byte.
@@ -290,7 +505,7 @@ fn build_numpy(target: &mut Obj, state: Obj) -> Result<(), String> {
                 return Err("numpy array state must be (version, shape, dtype, is_fortran, data)".into());
             };
             let data = match raw {
-                Obj::Bytes(b) => b.clone(),
+                Obj::Bytes(b) => b.to_vec(),
                 Obj::Str(s) => latin1_bytes(s)?,
                 other => {
                     return Err(format!(
@@ -411,9 +626,15 @@ fn decode_long(bytes: &[u8]) -> Result<i128, String> {
     Ok(i128::from_le_bytes(buf))
 }
 
-/// Runs one pickle from the start of `data`; returns the value and the number of bytes consumed
-/// (the legacy format concatenates several pickles and raw storages in one file).
+/// Runs one pickle from the start of `data` with [`Globals::DataOnly`]; returns the value and the
+/// number of bytes consumed (the legacy format concatenates several pickles and raw storages).
 pub fn unpickle(data: &[u8]) -> Result<(Obj, usize), String> {
+    unpickle_with(data, Globals::DataOnly)
+}
+
+/// [`unpickle`] with a choice of what unknown globals become (see [`Globals`]).
+pub fn unpickle_with(data: &[u8], policy: Globals) -> Result<(Obj, usize), String> {
+    let mut ctx = Ctx { policy, inline_storages: 0 };
     let mut r = Reader { data, pos: 0 };
     let mut stack: Vec<Obj> = Vec::new();
     let mut memo: HashMap<u64, Obj> = HashMap::new();
@@ -437,12 +658,22 @@ pub fn unpickle(data: &[u8]) -> Result<(Obj, usize), String> {
         stack.last_mut().ok_or_else(|| "pickle stack underflow".to_string())
     }
     fn set_items(target: &Obj, kv: Vec<Obj>) -> Result<(), String> {
-        let Obj::Dict(d) = target else {
-            return Err(format!("SETITEM on a {}", target.kind()));
-        };
         if kv.len() % 2 != 0 {
             return Err("SETITEMS with an odd number of items".into());
         }
+        let d = match target {
+            Obj::Dict(d) => d,
+            // A dict subclass (e.g. an EasyDict) built by an inert global: its items, as data.
+            Obj::Inert(o) => {
+                let mut it = kv.into_iter();
+                let mut o = o.borrow_mut();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    o.items.push((k, v));
+                }
+                return Ok(());
+            }
+            _ => return Err(format!("SETITEM on a {}", target.kind())),
+        };
         let mut d = d.borrow_mut();
         let mut it = kv.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -455,11 +686,27 @@ pub fn unpickle(data: &[u8]) -> Result<(Obj, usize), String> {
         Ok(())
     }
     fn append(target: &Obj, items: Vec<Obj>) -> Result<(), String> {
-        let Obj::List(l) = target else {
-            return Err(format!("APPEND on a {}", target.kind()));
-        };
-        l.borrow_mut().extend(items);
+        match target {
+            Obj::List(l) => l.borrow_mut().extend(items),
+            Obj::Inert(o) => o.borrow_mut().list.extend(items),
+            _ => return Err(format!("APPEND on a {}", target.kind())),
+        }
         Ok(())
+    }
+    /// What instantiating `cls` builds: an inert object for an inert name; anything else would
+    /// need a real class and is refused.
+    fn instantiate(cls: Obj, args: Vec<Obj>, kwargs: Option<Obj>) -> Result<Obj, String> {
+        match cls {
+            Obj::Name(callee) => Ok(Obj::Inert(Rc::new(RefCell::new(InertObj {
+                callee,
+                args,
+                kwargs,
+                state: None,
+                items: vec![],
+                list: vec![],
+            })))),
+            _ => Err("refusing to load: the pickle instantiates a class (NEWOBJ/INST/OBJ); only data is loaded".into()),
+        }
     }
 
     loop {
@@ -534,17 +781,20 @@ pub fn unpickle(data: &[u8]) -> Result<(Obj, usize), String> {
             }
             b'B' => {
                 let n = len(r.u32()? as u64)?;
-                stack.push(Obj::Bytes(r.take(n)?.to_vec()));
+                stack.push(Obj::Bytes(Rc::new(r.take(n)?.to_vec())));
             }
             b'C' => {
                 let n = r.u8()? as usize;
-                stack.push(Obj::Bytes(r.take(n)?.to_vec()));
+                stack.push(Obj::Bytes(Rc::new(r.take(n)?.to_vec())));
             }
             0x8e => {
                 let n = len(r.u64()?)?;
-                stack.push(Obj::Bytes(r.take(n)?.to_vec()));
+                stack.push(Obj::Bytes(Rc::new(r.take(n)?.to_vec())));
             }
             b'Q' => {
+                if ctx.policy == Globals::Inert {
+                    return Err("persistent id in a plain pickle (only torch.save containers resolve them)".into());
+                }
                 let pid = pop(&mut stack)?;
                 stack.push(persistent_load(pid)?);
             }
@@ -594,33 +844,88 @@ pub fn unpickle(data: &[u8]) -> Result<(Obj, usize), String> {
             b'c' => {
                 let module = r.line()?.to_string();
                 let name = r.line()?.to_string();
-                stack.push(Obj::Global(GlobalMarker(resolve_global(&module, &name)?)));
+                stack.push(resolve_global(&module, &name, ctx.policy)?);
             }
             0x93 => {
                 let name = pop(&mut stack)?;
                 let module = pop(&mut stack)?;
                 match (module, name) {
-                    (Obj::Str(m), Obj::Str(n)) => stack.push(Obj::Global(GlobalMarker(resolve_global(&m, &n)?))),
+                    (Obj::Str(m), Obj::Str(n)) => stack.push(resolve_global(&m, &n, ctx.policy)?),
                     _ => return Err("STACK_GLOBAL needs two strings".into()),
                 }
             }
             b'R' => {
                 let args = pop(&mut stack)?;
                 let f = pop(&mut stack)?;
-                let Obj::Global(GlobalMarker(g)) = f else {
-                    return Err(format!("REDUCE on a {}, not a callable", f.kind()));
-                };
-                stack.push(call(g, args)?);
+                match f {
+                    Obj::Global(GlobalMarker(g)) => stack.push(call(g, args, &mut ctx)?),
+                    // Never called: the call is recorded.
+                    Obj::Name(_) => {
+                        let Obj::Tuple(args) = args else {
+                            return Err(format!("REDUCE arguments must be a tuple, found {}", args.kind()));
+                        };
+                        stack.push(instantiate(f, args, None)?);
+                    }
+                    f => return Err(format!("REDUCE on a {}, not a callable", f.kind())),
+                }
             }
             b'b' => {
                 // BUILD sets object state; for OrderedDict that is `_metadata` (module versions),
                 // for tensors the (unused) Python attributes. Data carries no such state: drop it.
+                // Inert objects keep it: for a torch.nn.Module it is the instance `__dict__`.
                 let state = pop(&mut stack)?;
                 match top(&mut stack)? {
                     Obj::Dict(_) | Obj::Tensor(_) => {}
+                    Obj::Inert(o) => o.borrow_mut().state = Some(state),
                     t @ (Obj::NpDtype(_) | Obj::NdArray(_)) => build_numpy(t, state)?,
                     o => return Err(format!("BUILD on a {}", o.kind())),
                 }
+            }
+            // NEWOBJ: cls.__new__(cls, *args).
+            0x81 => {
+                let args = pop(&mut stack)?;
+                let cls = pop(&mut stack)?;
+                let Obj::Tuple(args) = args else {
+                    return Err(format!("NEWOBJ arguments must be a tuple, found {}", args.kind()));
+                };
+                stack.push(instantiate(cls, args, None)?);
+            }
+            // NEWOBJ_EX: cls.__new__(cls, *args, **kwargs).
+            0x92 => {
+                let kwargs = pop(&mut stack)?;
+                let args = pop(&mut stack)?;
+                let cls = pop(&mut stack)?;
+                let Obj::Tuple(args) = args else {
+                    return Err(format!("NEWOBJ_EX arguments must be a tuple, found {}", args.kind()));
+                };
+                stack.push(instantiate(cls, args, Some(kwargs))?);
+            }
+            // INST (protocol 0): module and name as text lines, arguments since the mark.
+            b'i' => {
+                let module = r.line()?.to_string();
+                let name = r.line()?.to_string();
+                let args = pop_mark(&mut stack)?;
+                let cls = resolve_global(&module, &name, ctx.policy)?;
+                stack.push(instantiate(cls, args, None)?);
+            }
+            // OBJ (protocol 1): class and arguments since the mark.
+            b'o' => {
+                let mut items = pop_mark(&mut stack)?;
+                if items.is_empty() {
+                    return Err("OBJ without a class".into());
+                }
+                let cls = items.remove(0);
+                stack.push(instantiate(cls, items, None)?);
+            }
+            // EMPTY_SET / ADDITEMS / FROZENSET: sets are kept as lists.
+            0x8f => stack.push(Obj::List(Rc::new(RefCell::new(Vec::new())))),
+            0x90 => {
+                let items = pop_mark(&mut stack)?;
+                append(top(&mut stack)?, items)?;
+            }
+            0x91 => {
+                let items = pop_mark(&mut stack)?;
+                stack.push(Obj::List(Rc::new(RefCell::new(items))));
             }
             b'0' => {
                 pop(&mut stack)?;
@@ -631,11 +936,6 @@ pub fn unpickle(data: &[u8]) -> Result<(Obj, usize), String> {
             b'2' => {
                 let t = top(&mut stack)?.clone();
                 stack.push(t);
-            }
-            0x81 | 0x92 | b'i' | b'o' => {
-                return Err(
-                    "refusing to load: the pickle instantiates a class (NEWOBJ/INST/OBJ); only data is loaded".into(),
-                )
             }
             other => {
                 return Err(format!(
@@ -752,7 +1052,8 @@ mod tests {
             StorageRef {
                 key: "0".into(),
                 dtype: StorageDtype::F32,
-                numel: 6
+                numel: 6,
+                inline: None,
             }
         );
         assert_eq!(
@@ -804,6 +1105,69 @@ mod tests {
             })
         );
         assert_eq!(a.data, vec![0, 1, 2, 3, 4, 255]);
+    }
+
+    /// `mylib.Thing.__new__(Thing, 5)`, then BUILD {'a': 1}, then SETITEMS {'k': 2} (protocol 2).
+    fn newobj_build_setitems() -> Vec<u8> {
+        let mut p = vec![0x80, 2, b'c'];
+        p.extend(b"mylib\nThing\n");
+        p.extend([b'K', 5, 0x85, 0x81, b'}', b'X', 1, 0, 0, 0, b'a', b'K', 1, b's', b'b']);
+        p.extend([b'(', b'X', 1, 0, 0, 0, b'k', b'K', 2, b'u', b'.']);
+        p
+    }
+
+    #[test]
+    fn inert_mode_records_what_unknown_classes_would_build() {
+        let (v, _) = unpickle_with(&newobj_build_setitems(), Globals::Inert).unwrap();
+        let Obj::Inert(o) = v else { panic!("{v:?}") };
+        let o = o.borrow();
+        assert_eq!(o.callee.to_string(), "mylib.Thing");
+        assert!(matches!(o.args.as_slice(), [Obj::Int(5)]));
+        let Some(Obj::Dict(state)) = &o.state else { panic!() };
+        assert!(matches!(state.borrow().as_slice(), [(Obj::Str(k), Obj::Int(1))] if k == "a"));
+        assert!(matches!(o.items.as_slice(), [(Obj::Str(k), Obj::Int(2))] if k == "k"));
+        // The same bytes in a torch checkpoint are refused.
+        let err = unpickle(&newobj_build_setitems()).unwrap_err();
+        assert!(err.contains("`mylib.Thing`, which is not a tensor"), "{err}");
+    }
+
+    #[test]
+    fn inert_mode_still_refuses_code() {
+        let mut p = vec![0x80, 2, b'c'];
+        p.extend(b"posix\nsystem\n");
+        p.extend([b'X', 7, 0, 0, 0]);
+        p.extend(b"echo hi");
+        p.extend([0x85, b'R', b'.']);
+        let err = unpickle_with(&p, Globals::Inert).unwrap_err();
+        assert_eq!(err, "refusing to load: the pickle references `posix.system`, which would run code or reach the system when unpickled; this is not a model file (nothing was executed)");
+        for (m, n) in [("os", "system"), ("subprocess", "Popen"), ("builtins", "getattr"), ("builtins", "__import__"), ("importlib.util", "x"), ("shutil", "rmtree"), ("socket", "socket"), ("sys", "modules")] {
+            assert!(runs_code(m, n), "{m}.{n}");
+        }
+        for (m, n) in [("builtins", "set"), ("torch_utils.persistence", "_reconstruct_persistent_obj"), ("ossify", "x"), ("torch.nn.modules.container", "ModuleDict")] {
+            assert!(!runs_code(m, n), "{m}.{n}");
+        }
+        // Plain pickles have no container to resolve persistent ids.
+        let err = unpickle_with(&[0x80, 2, b'K', 1, b'Q', b'.'], Globals::Inert).unwrap_err();
+        assert!(err.contains("persistent id"), "{err}");
+    }
+
+    #[test]
+    fn numpy_scalars_and_sets_are_data() {
+        // numpy.core.multiarray.scalar(numpy.dtype('f8', False, True) + BUILD, b'<1.5 as f8>')
+        let mut p = vec![0x80, 2, b'c'];
+        p.extend(b"numpy.core.multiarray\nscalar\n");
+        p.push(b'c');
+        p.extend(b"numpy\ndtype\n");
+        p.extend([b'X', 2, 0, 0, 0, b'f', b'8', 0x89, 0x88, 0x87, b'R']);
+        p.extend([b'(', b'K', 3, b'X', 1, 0, 0, 0, b'<', b'N', b'N', b'N']);
+        p.extend([b'J', 0xff, 0xff, 0xff, 0xff, b'J', 0xff, 0xff, 0xff, 0xff, b'K', 0, b't', b'b', b'C', 8]);
+        p.extend(1.5f64.to_le_bytes());
+        p.extend([0x86, b'R', b'.']);
+        assert!(matches!(unpickle(&p).unwrap().0, Obj::Float(f) if f == 1.5));
+        // EMPTY_SET, MARK, 1, 2, ADDITEMS
+        let (v, _) = unpickle(&[0x80, 4, 0x8f, b'(', b'K', 1, b'K', 2, 0x90, b'.']).unwrap();
+        let Obj::List(l) = v else { panic!() };
+        assert_eq!(l.borrow().len(), 2);
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! - `torchscript`: any exported model `(x, t[, cond]) → output`, and TorchScript decoders;
 //! - `layers`, `weights`, `diffusers_config`: the shared blocks, weight loading and config
 //!   reading behind the diffusers networks;
+//! - `edm`: the NVlabs EDM networks (SongUNet, DhariwalUNet) and their preconditionings;
+//!   `consistency`: consistency-model denoisers;
 //! - `load`: a plan's `model:` section → a [`LoadedModel`].
 pub mod clip;
 pub(crate) mod diffusers_config;
@@ -21,6 +23,8 @@ pub mod torchscript;
 pub mod unet;
 pub mod unet_cond;
 pub mod vae;
+pub mod edm;
+pub mod consistency;
 pub mod weights;
 
 pub use layers::ClassEmbedding;

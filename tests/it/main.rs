@@ -14,3 +14,4 @@ mod fid_stats;
 mod report;
 mod prediction;
 mod clip;
+mod edm;

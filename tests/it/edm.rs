@@ -1,0 +1,358 @@
+//! EDM networks from NVlabs/edm snapshot pickles: the data-only reader, the native SongUNet /
+//! DhariwalUNet / preconditionings / edm_sampler against EDM's own numbers, and refusal of
+//! pickles that would run code.
+//!
+//! The pickles are written at test time by `py/edm_pickles.py` (EDM's layout, seeded random
+//! weights, no EDM code). `golden/edm.npz` holds what EDM's own code computed on exactly these
+//! files once (NVlabs/edm at 008a4e5, CPU fp32): D(x; σ), the raw network F, three sampler
+//! trajectories, and fingerprints of the weights and inputs so a change in torch's seeded RNG
+//! shows up as such rather than as a parity failure.
+use crate::common::*;
+use samplerbench::checkpoint::{self, persistence, Value};
+use samplerbench::models::edm::sampler::EdmSamplerOptions;
+use samplerbench::models::edm::EdmNetwork;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use tch::{Device, Kind, Tensor};
+
+const PY_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/py");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/golden/edm.npz");
+const CONFIGS: [&str; 5] = ["vp_ddpmpp", "ve_ncsnpp", "edm_song_skip_cond", "iddpm_adm_cond", "edm_adm"];
+
+/// The fixture pickles, written once per test run (about 15 s of Python).
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("edm_fixtures");
+        let script = std::fs::read_to_string(Path::new(PY_DIR).join("edm_pickles.py")).unwrap();
+        run_python(&script, &[dir.to_str().unwrap()]);
+        dir
+    })
+}
+
+fn npz(path: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_npz(path).unwrap().into_iter().collect()
+}
+
+fn golden() -> HashMap<String, Tensor> {
+    npz(Path::new(GOLDEN))
+}
+
+fn inputs() -> HashMap<String, Tensor> {
+    npz(&fixtures().join("inputs.npz"))
+}
+
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
+    (&a - &b).norm().double_value(&[]) / b.norm().double_value(&[])
+}
+
+fn load(name: &str) -> EdmNetwork {
+    EdmNetwork::load_pickle(&fixtures().join(format!("{name}.pkl")), Device::Cpu, Kind::Float).unwrap()
+}
+
+/// The fixture weights and inputs are the ones EDM's numbers were computed from: equal sums of
+/// all weights and of their squares. Sums of ≤ 4M fp32 values in f64 in another order agree to
+/// n·2⁻⁵³·Σ|w| ≤ 1e-9·√(n·Σw²) (Cauchy–Schwarz); squares are positive, so 1e-9 relative.
+#[test]
+fn fixtures_reproduce_the_weights_edm_saw() {
+    let g = golden();
+    for name in CONFIGS {
+        let root = checkpoint::load_object_pickle(&fixtures().join(format!("{name}.pkl"))).unwrap();
+        let sd = persistence::module_tensors(root.at("ema").unwrap()).unwrap();
+        let n: i64 = sd.values().map(|t| t.numel() as i64).sum();
+        let sum: f64 = sd.values().map(|t| t.to_kind(Kind::Double).sum(Kind::Double).double_value(&[])).sum();
+        let sumsq: f64 = sd.values().map(|t| t.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[])).sum();
+        let (gsum, gsq) = (g[&format!("{name}__wsum")].double_value(&[]), g[&format!("{name}__wsumsq")].double_value(&[]));
+        assert!((sumsq - gsq).abs() <= 1e-9 * gsq, "{name}: Σw² {sumsq} vs EDM's {gsq}");
+        assert!((sum - gsum).abs() <= 1e-9 * (n as f64 * gsq).sqrt(), "{name}: Σw {sum} vs EDM's {gsum}");
+    }
+    let inp = inputs();
+    for k in ["x", "latents", "churn_noise"] {
+        let s = inp[k].to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
+        let want = g[&format!("inputs__{k}_sum")].double_value(&[]);
+        assert!((s - want).abs() <= 1e-9 * (inp[k].numel() as f64), "input {k}: Σ {s} vs {want}");
+    }
+}
+
+#[test]
+fn snapshot_objects_are_walked_by_attribute_path() {
+    let root = checkpoint::load_object_pickle(&fixtures().join("edm_song_skip_cond.pkl")).unwrap();
+    let Value::Object(ema) = root.at("ema").unwrap() else { panic!("ema is not an object") };
+    assert_eq!((ema.class.as_str(), ema.persistent), ("EDMPrecond", true));
+    // Attributes, hyperparameters, submodules through `_modules`, ModuleDict entries, tensors.
+    assert!(matches!(root.at("ema.img_resolution").unwrap(), Value::Int(16)));
+    assert!(matches!(root.at("ema.sigma_max").unwrap(), Value::Float(f) if f.is_infinite()));
+    assert!(matches!(root.at("ema._init_kwargs.model_type").unwrap(), Value::Str(s) if s == "SongUNet"));
+    assert!(matches!(root.at("ema.model._init_kwargs.encoder_type").unwrap(), Value::Str(s) if s == "skip"));
+    let Value::Object(enc) = root.at("ema.model.enc").unwrap() else { panic!() };
+    assert_eq!((enc.class.as_str(), enc.persistent), ("torch.nn.modules.container.ModuleDict", false));
+    let Value::Tensor(w) = root.at("ema.model.enc.16x16_conv.weight").unwrap() else { panic!() };
+    assert_eq!(w.size(), [16, 3, 3, 3]);
+    let Value::Tensor(f) = root.at("ema.model.enc.8x8_aux_down.resample_filter").unwrap() else { panic!() };
+    assert_eq!(Vec::<f32>::try_from(f.flatten(0, -1)).unwrap(), vec![0.25; 4]);
+    // NumPy float64 attributes are numbers; None-valued parameters stay None.
+    assert!(matches!(root.at("ema.model.enc.16x16_block0.skip_scale").unwrap(), Value::Float(f) if *f == 0.5f64.sqrt()));
+    assert!(matches!(root.at("ema.model.map_augment.bias").unwrap(), Value::None));
+    let Value::Object(loss) = root.at("loss_fn").unwrap() else { panic!() };
+    assert_eq!(loss.class, "EDMLoss");
+    assert!(matches!(root.at("loss_fn.sigma_data").unwrap(), Value::Float(f) if *f == 0.5));
+    assert!(matches!(root.at("dataset_kwargs.resolution").unwrap(), Value::Int(16)));
+    let err = root.at("ema.model.enc.99x99_conv").unwrap_err();
+    assert!(err.starts_with("no attribute `99x99_conv` in torch.nn.modules.container.ModuleDict (attributes: 16x16_conv, "), "{err}");
+
+    let net = load("edm_song_skip_cond");
+    assert_eq!((net.resolution(), net.channels(), net.label_dim(), net.augment_dim()), (16, 3, 10, 9));
+    assert_eq!((net.sigma_min(), net.sigma_max()), (0.0, f64::INFINITY));
+    assert_eq!(net.parameter_count(), 313_737); // EDM's sum(p.numel() for p in net.parameters())
+    let vp = load("vp_ddpmpp");
+    // VPPrecond's σ(ε_t) and σ(1) as EDM computes and stores them (fp32; the one-time run
+    // checked the fixture's values against a VPPrecond built by EDM's code).
+    assert_eq!((vp.sigma_min(), vp.sigma_max()), (0.0009765625, 152.16697692871094));
+}
+
+/// D(x; σ) and the raw network F against EDM's, fp32 on the CPU. The same libtorch kernels run in
+/// the same order, so on one machine the difference is a few fp32 ulps (~1e-7); another CPU may
+/// pick other convolution / GEMM blockings, changing sums of ≤ 1.2k products per output by
+/// ~√k·2⁻²⁴ each through ~20 layers: 1e-5 relative L2 bounds that with margin.
+#[test]
+fn native_networks_match_edm() {
+    let (g, inp) = (golden(), inputs());
+    let mut report = vec![];
+    for name in CONFIGS {
+        let net = load(name);
+        let labels = (net.label_dim() > 0).then(|| &inp["labels"]);
+        let d = net.denoise(&inp["x"], &inp["sigma"], labels).unwrap();
+        let e = rel_err(&d, &g[&format!("{name}__D")]);
+        report.push(format!("{name} D {e:.1e}"));
+        assert!(e <= 1e-5, "{name}: D relative L2 error {e}");
+        let kind = name.split('_').next().unwrap();
+        let augment = (net.augment_dim() > 0).then(|| &inp["augment"]);
+        let f = net.network_forward(&inp["x"], &inp[&format!("noise_labels_{kind}")], labels, augment).unwrap();
+        let e = rel_err(&f, &g[&format!("{name}__F")]);
+        report.push(format!("F {e:.1e}"));
+        assert!(e <= 1e-5, "{name}: F relative L2 error {e}");
+        if let Some(a) = augment {
+            let d = net.denoise_with_augment(&inp["x"], &inp["sigma"], labels, Some(a)).unwrap();
+            let e = rel_err(&d, &g[&format!("{name}__D_aug")]);
+            report.push(format!("D(aug) {e:.1e}"));
+            assert!(e <= 1e-5, "{name}: D with augment labels, relative L2 error {e}");
+        }
+        // The output keeps the input's dtype: fp64 in, the fp32 result widened.
+        let d64 = net.denoise(&inp["x"].to_kind(Kind::Double), &inp["sigma"], labels).unwrap();
+        assert_eq!(d64.kind(), Kind::Double);
+        assert!(rel_err(&d64, &d) <= 1e-7);
+    }
+    eprintln!("native vs EDM: {}", report.join(", "));
+}
+
+/// `edm_sampler` (5 steps: 9 evaluations) against EDM's `generate.py::edm_sampler` with the
+/// same latents and injected noise: deterministic Heun on an EDM and a VP network, and the
+/// stochastic variant (S_churn = 40, S_min = 0.05, S_max = 50, S_noise = 1.003) on iDDPM's
+/// discrete levels. The fp64 state only adds rounding; the fp32 network's ≤1e-6 differences
+/// pass through 9 evaluations with gains of order one, so 1e-5 bounds them.
+#[test]
+fn edm_sampler_matches_edm() {
+    let (g, inp) = (golden(), inputs());
+    let cases = [
+        ("traj_heun__edm_song_skip_cond", EdmSamplerOptions { num_steps: 5, ..Default::default() }),
+        ("traj_heun__vp_ddpmpp", EdmSamplerOptions { num_steps: 5, ..Default::default() }),
+        (
+            "traj_churn__iddpm_adm_cond",
+            EdmSamplerOptions { num_steps: 5, s_churn: 40.0, s_min: 0.05, s_max: 50.0, s_noise: 1.003, ..Default::default() },
+        ),
+    ];
+    let mut report = vec![];
+    for (key, opts) in cases {
+        let name = key.split("__").nth(1).unwrap();
+        let net = load(name);
+        let labels = (net.label_dim() > 0).then(|| &inp["labels"]);
+        let stream = &inp["churn_noise"];
+        let mut noise = |i: usize, _: &Tensor| Ok(stream.get(i as i64));
+        let (x, evals) = net.sample(&inp["latents"], labels, &opts, &mut noise).unwrap();
+        assert_eq!(evals, 9);
+        assert_eq!(x.kind(), Kind::Double);
+        let e = rel_err(&x, &g[key]);
+        report.push(format!("{key} {e:.1e}"));
+        assert!(e <= 1e-5, "{key}: relative L2 error {e}");
+    }
+    eprintln!("edm_sampler vs EDM: {}", report.join(", "));
+}
+
+#[test]
+fn iddpm_rounds_sigma_to_its_levels() {
+    let net = load("iddpm_adm_cond");
+    let top = Tensor::from_slice(&[net.sigma_max(), net.sigma_min(), 1e6, 0.0]);
+    let r = Vec::<f64>::try_from(net.round_sigma(&top)).unwrap();
+    // σ_max = u_0 and σ_min = u_{M−1} are levels; far outside, the nearest end level; 0 = u_M.
+    assert_eq!(r, vec![net.sigma_max(), net.sigma_min(), net.sigma_max(), 0.0]);
+    let c = net.coefficients(&Tensor::from_slice(&[net.sigma_max(), net.sigma_min()]));
+    assert_eq!(Vec::<f32>::try_from(c.c_noise).unwrap(), vec![999.0, 0.0]);
+}
+
+/// Runs Python `code` with the fixture module importable (as `E`, its stand-in for EDM's
+/// persistence registered) and `args` as sys.argv[1:].
+fn with_fixture_module(code: &str, args: &[&str]) {
+    run_python(
+        &format!(
+            "import sys; sys.path.insert(0, {PY_DIR:?})\nimport edm_pickles as E\n\
+             E.RECONSTRUCT = E.stand_in('torch_utils.persistence', '_reconstruct_persistent_obj')\n\
+             E.SOURCES.update({{'training.networks': '', 'training.loss': ''}})\n{code}"
+        ),
+        args,
+    );
+}
+
+/// A file that would run code when unpickled is refused before anything is built from it,
+/// whatever the gadget; the marker file the payload would create never appears. The same file
+/// does create it under Python's `pickle.load`, so the payload is live.
+#[test]
+fn pickles_that_would_run_code_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    // EDM snapshots whose payload sits after the network, deep inside `dataset_kwargs`.
+    with_fixture_module(
+        r#"
+import os, builtins, subprocess, pickle
+out, m = sys.argv[1], sys.argv[2]
+gadgets = {
+    "os_system": (os.system, (f"touch {m}",)),
+    "exec": (builtins.exec, (f"open({m!r}, 'w').write('x')",)),
+    "popen": (subprocess.Popen, (["touch", m],)),
+    "eval": (builtins.eval, (f"open({m!r}, 'w')",)),
+}
+class Payload:
+    def __init__(self, reduce): self.reduce = reduce
+    def __reduce__(self): return self.reduce
+for name, reduce in gadgets.items():
+    snap = E.snapshot("vp_ddpmpp", 0)
+    snap["dataset_kwargs"]["hook"] = [Payload(reduce)]
+    pickle.dump(snap, open(os.path.join(out, name + ".pkl"), "wb"))
+"#,
+        &[dir.path().to_str().unwrap(), marker.to_str().unwrap()],
+    );
+    for (file, global) in [("os_system", "posix.system"), ("exec", "builtins.exec"), ("popen", "subprocess.Popen"), ("eval", "builtins.eval")] {
+        let path = dir.path().join(format!("{file}.pkl"));
+        let err = EdmNetwork::load_pickle(&path, Device::Cpu, Kind::Float).err().expect("refused");
+        let msg = err.to_string();
+        assert_eq!(err.exit_code(), 2, "{msg}");
+        assert_eq!(
+            msg,
+            format!(
+                "{}: refusing to load: the pickle references `{global}`, which would run code or reach the system when unpickled; this is not a model file (nothing was executed)",
+                path.display()
+            )
+        );
+        assert!(!marker.exists(), "{file}: the payload ran");
+        // The generic reader refuses it the same way.
+        assert!(checkpoint::load_object_pickle(&path).is_err());
+    }
+    // The os.system file is a live exploit for Python's own unpickler (given EDM's module, here
+    // a stand-in that returns the meta dict).
+    run_python(
+        r#"
+import pickle, sys, types
+sys.modules["torch_utils"] = types.ModuleType("torch_utils")
+sys.modules["torch_utils.persistence"] = m = types.ModuleType("torch_utils.persistence")
+m._reconstruct_persistent_obj = lambda meta: meta
+pickle.load(open(sys.argv[1], "rb"))
+"#,
+        &[dir.path().join("os_system.pkl").to_str().unwrap()],
+    );
+    assert!(marker.exists(), "Python's pickle.load should have run the payload");
+}
+
+/// Unknown classes are never imported or called: they stay inert objects recording their
+/// arguments, so a snapshot from a different codebase reads as data and fails as "not EDM".
+#[test]
+fn unknown_classes_stay_inert() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.pkl");
+    run_python(
+        r#"
+import pickle, sys, types
+mod = types.ModuleType("somelab.nets"); sys.modules["somelab"] = types.ModuleType("somelab"); sys.modules["somelab.nets"] = mod
+def build(*a): raise RuntimeError("must not be called")
+build.__module__ = "somelab.nets"; mod.build = build
+class Net:
+    def __reduce__(self):
+        return (build, (3, "wide"), {"depth": 7})
+pickle.dump({"ema": Net()}, open(sys.argv[1], "wb"))
+"#,
+        &[path.to_str().unwrap()],
+    );
+    let root = checkpoint::load_object_pickle(&path).unwrap();
+    let Value::Object(o) = root.at("ema").unwrap() else { panic!() };
+    assert_eq!((o.class.as_str(), o.persistent), ("somelab.nets.build", false));
+    assert!(matches!(o.args.as_slice(), [Value::Int(3), Value::Str(s)] if s == "wide"));
+    assert!(matches!(root.at("ema.depth").unwrap(), Value::Int(7)));
+    let err = EdmNetwork::load_pickle(&path, Device::Cpu, Kind::Float).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: `ema` is a somelab.nets.build; supported preconditioners: EDMPrecond, VPPrecond, VEPrecond, iDDPMPrecond",
+            path.display()
+        )
+    );
+    assert_eq!(err.exit_code(), 2);
+}
+
+/// A snapshot whose weights or arguments do not fit is a user error naming the key, and bad
+/// inputs to `denoise` are user errors too, never panics.
+#[test]
+fn malformed_snapshots_and_inputs_are_user_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each variant edits a fresh VP DDPM++ snapshot: `snap`, its model's `__dict__` `model`.
+    let variants = [
+        ("shape", "model['_modules']['map_layer0'].state['_parameters']['bias'] = torch.zeros(5)",
+         "weights do not match the VPPrecond SongUNet configuration; wrong shapes: model.map_layer0.bias (file [5], expected [64])"),
+        ("missing", "del model['_modules']['enc'].__dict__['_modules']['16x16_block0'].state['_modules']['conv1'].state['_parameters']['weight']",
+         "missing keys: model.enc.16x16_block0.conv1.weight"),
+        ("kwarg", "model['_init_kwargs']['frobnicate'] = 1", "SongUNet arguments (ema.model._init_kwargs): unsupported argument(s) `frobnicate`"),
+        ("enc", "model['_init_kwargs']['encoder_type'] = 'fancy'", "`encoder_type` is \"fancy\", expected one of [\"standard\", \"skip\", \"residual\"]"),
+        ("res", "model['_init_kwargs']['img_resolution'] = 18", "img_resolution 18 is not divisible by 2^2"),
+        ("precond", "snap['ema'].class_name = 'FancyPrecond'", "`ema` is a FancyPrecond; supported preconditioners"),
+    ];
+    let edits: Vec<String> = variants.iter().map(|(f, e, _)| format!("({f:?}, {e:?})")).collect();
+    with_fixture_module(
+        &format!(
+            r#"
+import os, pickle, torch
+for name, edit in [{}]:
+    snap = E.snapshot("vp_ddpmpp", 0)
+    model = snap["ema"].state["_modules"]["model"].state
+    exec(edit)
+    pickle.dump(snap, open(os.path.join(sys.argv[1], name + ".pkl"), "wb"))
+"#,
+            edits.join(", ")
+        ),
+        &[dir.path().to_str().unwrap()],
+    );
+    for (file, _, want) in &variants {
+        let path = dir.path().join(format!("{file}.pkl"));
+        let err = EdmNetwork::load_pickle(&path, Device::Cpu, Kind::Float).err().unwrap_or_else(|| panic!("{} loaded", path.display()));
+        let msg = err.to_string();
+        assert!(msg.starts_with(&format!("{}: ", path.display())) && msg.contains(want), "{msg}\nwanted: {want}");
+        assert_eq!(err.exit_code(), 2, "{msg}");
+    }
+    let err = EdmNetwork::load_pickle(&dir.path().join("absent.pkl"), Device::Cpu, Kind::Float).err().unwrap();
+    assert_eq!(err.to_string(), format!("{}: EDM network pickle not found", dir.path().join("absent.pkl").display()));
+
+    let net = load("vp_ddpmpp");
+    let x = Tensor::zeros([2, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let s = Tensor::from_slice(&[1.0f32, 2.0]);
+    let bad = [
+        net.denoise(&Tensor::zeros([2, 4, 16, 16], (Kind::Float, Device::Cpu)), &s, None).err(),
+        net.denoise(&Tensor::zeros([2, 3, 18, 16], (Kind::Float, Device::Cpu)), &s, None).err(),
+        net.denoise(&x, &Tensor::from_slice(&[1.0f32, 2.0, 3.0]), None).err(),
+        net.denoise(&x, &s, Some(&Tensor::zeros([2, 10], (Kind::Float, Device::Cpu)))).err(),
+        net.denoise_with_augment(&x, &s, None, Some(&Tensor::zeros([2, 9], (Kind::Float, Device::Cpu)))).err(),
+        load("edm_song_skip_cond").denoise(&x, &s, Some(&Tensor::zeros([2, 7], (Kind::Float, Device::Cpu)))).err(),
+    ];
+    for (i, e) in bad.iter().enumerate() {
+        let e = e.as_ref().unwrap_or_else(|| panic!("bad input {i} accepted"));
+        assert_eq!(e.exit_code(), 2, "{e}");
+    }
+    assert!(bad[1].as_ref().unwrap().to_string().contains("expected a floating-point [B, 3, H, W] with H and W divisible by 4"));
+}
