@@ -52,7 +52,7 @@ impl Shard {
         let k = self.index as u64 - 1;
         (samples * k / n, samples * (k + 1) / n)
     }
-    fn tag(&self) -> String {
+    pub fn tag(&self) -> String {
         format!("part-{}-of-{}", self.index, self.count)
     }
 }
@@ -195,20 +195,20 @@ fn sync(device: Device) {
 
 /// Progress of one part of one cell, checkpointed as JSON next to its statistics files.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
-struct PartState {
-    first: u64,
-    end: u64,
-    next: u64,
-    done: bool,
-    nan_samples: u64,
-    first_nan_index: Option<u64>,
-    seconds_sampling: f64,
-    seconds_model: f64,
-    seconds_metrics: f64,
-    batches: u64,
-    nfe_per_sample: u64,
+pub struct PartState {
+    pub first: u64,
+    pub end: u64,
+    pub next: u64,
+    pub done: bool,
+    pub nan_samples: u64,
+    pub first_nan_index: Option<u64>,
+    pub seconds_sampling: f64,
+    pub seconds_model: f64,
+    pub seconds_metrics: f64,
+    pub batches: u64,
+    pub nfe_per_sample: u64,
     /// Suffix of the statistics files that belong to this state (`next` at the time of writing).
-    stats_tag: Option<String>,
+    pub stats_tag: Option<String>,
 }
 
 /// Everything a cell run needs besides the cell itself.
@@ -432,41 +432,7 @@ fn sample_shape(ctx: &Ctx) -> Vec<i64> {
 
 enum PartOutcome {
     Done,
-    Locked(u32),
-}
-
-/// A lock file holding the owner's pid; a lock whose process is gone is taken over.
-struct PartLock(PathBuf);
-impl PartLock {
-    fn acquire(path: PathBuf) -> Result<std::result::Result<PartLock, u32>> {
-        use std::io::Write;
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    let _ = write!(f, "{}", std::process::id());
-                    return Ok(Ok(PartLock(path)));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid: Option<u32> = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
-                    match pid {
-                        Some(p) if p != std::process::id() && Path::new(&format!("/proc/{p}")).exists() => {
-                            return Ok(Err(p))
-                        }
-                        _ => {
-                            let _ = std::fs::remove_file(&path);
-                        }
-                    }
-                }
-                Err(e) => return Err(BenchError::io(format!("creating lock {}", path.display()), e)),
-            }
-        }
-        Err(BenchError::Internal(format!("could not take lock {}", path.display())))
-    }
-}
-impl Drop for PartLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+    Locked(crate::lease::Holder),
 }
 
 /// Streaming statistics of one part, for every metric the plan asks for.
@@ -557,7 +523,7 @@ fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard) -> Resul
     let dir = ctx.cell_dir(cell);
     std::fs::create_dir_all(&dir).map_err(|e| BenchError::io(format!("creating {}", dir.display()), e))?;
     let tag = part.tag();
-    let lock = match PartLock::acquire(dir.join(format!("{tag}.lock")))? {
+    let lock = match crate::lease::Lease::acquire(dir.join(format!("{tag}.lock")))? {
         Ok(l) => l,
         Err(pid) => return Ok(PartOutcome::Locked(pid)),
     };
@@ -573,6 +539,9 @@ fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard) -> Resul
         }
         _ => (PartState { first, end, next: first, ..Default::default() }, PartStats::new(ctx)),
     };
+    if state.next > first && !state.done {
+        tracing::info!("cell {} {tag}: resuming at sample {} from its checkpoint", cell.index, state.next);
+    }
     if state.done {
         drop(lock);
         return Ok(PartOutcome::Done);
@@ -609,10 +578,12 @@ fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard) -> Resul
         bar.set_position(state.next - first);
         ctx.overall.inc(count * state.nfe_per_sample);
         since_checkpoint += 1;
-        if since_checkpoint >= CHECKPOINT_EVERY || state.next >= end {
+        if since_checkpoint >= CHECKPOINT_EVERY || state.next >= end || crate::interrupt::requested() {
             since_checkpoint = 0;
             state.done = state.next >= end;
+            lock.check()?;
             checkpoint(&dir, &tag, &mut state, &stats, &state_path)?;
+            crate::interrupt::check()?;
         }
     }
     bar.finish_and_clear();
