@@ -358,7 +358,10 @@ fn submit(
         println!("array job {a}: shards {} as tasks {}", shards.join(","), tasks.join(" "));
     }
     if let Some(m) = &report.merge_job {
-        println!("merge job {m}: after {}", report.merge_dependency.as_deref().unwrap_or("nothing (every shard is finished)"));
+        match &report.merge_dependency {
+            Some(d) => println!("merge job {m}: --dependency={d}"),
+            None => println!("merge job {m}: no dependency (every shard is finished)"),
+        }
     }
     Ok(())
 }

@@ -166,7 +166,7 @@ impl Submission {
              {directives}\
              set -eu\n\
              shard=\"$((SLURM_ARRAY_TASK_ID + 1))/{n}\"\n\
-             echo \"bench shard $shard: job $SLURM_JOB_ID on $(hostname), restart ${{SLURM_RESTART_COUNT:-0}}, CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-none}}\" >&2\n\
+             echo \"bench shard $shard: task ${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}} (job $SLURM_JOB_ID) on $(hostname), restart ${{SLURM_RESTART_COUNT:-0}}, CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-none}}\" >&2\n\
              {common}\
              {run}",
             name = self.name,
@@ -318,6 +318,9 @@ pub fn submit(sub: &Submission, dry_run: bool) -> Result<SubmitReport> {
             sub.out.display(),
             slurm_dir(&sub.out).display()
         )));
+    }
+    if !on_path("sbatch") {
+        return Err(missing_tool("sbatch"));
     }
     let logs = slurm_dir(&sub.out).join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| BenchError::io(format!("creating {}", logs.display()), e))?;
@@ -518,11 +521,19 @@ pub fn parse_scontrol(text: &str) -> Option<JobState> {
     Some(JobState { state: field("JobState=")?, reason: field("Reason=").unwrap_or_default() })
 }
 
+fn missing_tool(name: &str) -> BenchError {
+    BenchError::user(format!(
+        "{name}: not found on PATH: the Slurm client tools are missing (Debian/Ubuntu: apt-get install slurm-client; on a cluster: module load slurm)"
+    ))
+}
+
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
 fn tool(name: &str, args: &[String]) -> Result<std::process::Output> {
     Command::new(name).args(args).output().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => BenchError::user(format!(
-            "{name}: not found on PATH: the Slurm client tools are missing (Debian/Ubuntu: apt-get install slurm-client; on a cluster: module load slurm)"
-        )),
+        std::io::ErrorKind::NotFound => missing_tool(name),
         _ => BenchError::io(format!("running {name}"), e),
     })
 }
@@ -597,7 +608,7 @@ mod tests {
 #SBATCH --qos=high
 set -eu
 shard="$((SLURM_ARRAY_TASK_ID + 1))/4"
-echo "bench shard $shard: job $SLURM_JOB_ID on $(hostname), restart ${SLURM_RESTART_COUNT:-0}, CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-none}" >&2
+echo "bench shard $shard: task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} (job $SLURM_JOB_ID) on $(hostname), restart ${SLURM_RESTART_COUNT:-0}, CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-none}" >&2
 if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then export OMP_NUM_THREADS="$SLURM_CPUS_PER_TASK"; fi
 export BENCH_LOG="${BENCH_LOG:-info}"
 exec /opt/bench/bin/bench run /home/u/exp/ddim.yaml --shard "$shard" --out /scratch/u/ddim --quiet --wait-for-locks

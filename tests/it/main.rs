@@ -11,3 +11,5 @@ mod fid_net;
 mod samplers_a;
 mod fid_stats;
 mod report;
+mod slurm_cluster;
+mod slurm;
