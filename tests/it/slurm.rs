@@ -59,7 +59,8 @@ fn bench1_ok(args: &[&str]) {
 
 /// The spec run locally with one thread: `shards` parts, then the merging plain run. Cached.
 fn reference(body: &'static str, shards: usize) -> Vec<ResultRow> {
-    static CACHE: OnceLock<Mutex<HashMap<(&'static str, usize), Vec<ResultRow>>>> = OnceLock::new();
+    type Rows = HashMap<(&'static str, usize), Vec<ResultRow>>;
+    static CACHE: OnceLock<Mutex<Rows>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(r) = cache.lock().unwrap().get(&(body, shards)) {
         return r.clone();
@@ -314,7 +315,7 @@ fn a_live_lease_is_never_taken_over_and_an_expired_one_is() {
             }
         })
     };
-    let (array, merge) = submit(&cluster, &spec, &out, 2, &["--lease-timeout", "3"]);
+    let (array, merge) = submit(&cluster, &spec, &out, 2, &["--lease-timeout", "30"]);
     let task = format!("{array}_0");
     cluster.wait_until("shard 1 to wait for the lease", JOB_TIMEOUT, || {
         log(&out, &format!("task-{task}.out")).contains("held by 4242 on node-elsewhere; waiting until it is released or expires")

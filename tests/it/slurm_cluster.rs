@@ -22,6 +22,8 @@ pub struct Cluster {
     pub conf: PathBuf,
     /// slurmd, slurmctld, munged: stopped in this order.
     daemons: Vec<Daemon>,
+    test: String,
+    started: Instant,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -74,6 +76,31 @@ fn install() -> Result<(), String> {
     }
 }
 
+/// Stops the daemons of clusters whose test process died without its Drop running (killed
+/// test run): by their recorded PIDs, each checked to still be that daemon.
+fn reap_stale_clusters() {
+    let Ok(dir) = std::fs::read_dir("/tmp") else { return };
+    for entry in dir.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(owner) = name.strip_prefix("sb-slurm-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if owner == std::process::id() || Path::new(&format!("/proc/{owner}")).exists() {
+            continue;
+        }
+        for (pidfile, comm) in [("run/slurmd.pid", "slurmd"), ("run/slurmctld.pid", "slurmctld"), ("munge/munged.pid", "munged")] {
+            let pid = std::fs::read_to_string(entry.path().join(pidfile)).ok().and_then(|s| s.trim().parse::<u32>().ok());
+            if let Some(pid) = pid {
+                if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm) {
+                    eprintln!("slurm tests: stopping {comm} (pid {pid}) left by dead test process {owner}");
+                    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(entry.path());
+    }
+}
+
 /// A free TCP port on localhost (released at once; the daemons bind it a moment later).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -102,6 +129,7 @@ impl Cluster {
             return None;
         }
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        reap_stale_clusters();
         let t0 = Instant::now();
         static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -111,7 +139,7 @@ impl Cluster {
         for d in ["munge", "state", "spool", "log", "run", "dev"] {
             std::fs::create_dir_all(prefix.join(d)).unwrap();
         }
-        let mut cluster = Cluster { conf: prefix.join("slurm.conf"), prefix: prefix.clone(), daemons: Vec::new(), _serial: serial };
+        let mut cluster = Cluster { conf: prefix.join("slurm.conf"), prefix: prefix.clone(), daemons: Vec::new(), test: test.into(), started: t0, _serial: serial };
         let p = |s: &str| prefix.join(s).display().to_string();
 
         // munge: its own daemon, socket directory owned by munge with mode 0755, key mode 0600.
@@ -285,6 +313,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        let stopping = Instant::now();
         // Cancel every job first: stopping slurmd leaves running job steps alive.
         if let Ok(o) = self.command("squeue").args(["--noheader", "--format=%A"]).output() {
             let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect();
@@ -320,5 +349,11 @@ impl Drop for Cluster {
             }
         }
         let _ = std::fs::remove_dir_all(&self.prefix);
+        eprintln!(
+            "slurm cluster for {}: {:.1} s from start to stopped (stopping {:.1} s)",
+            self.test,
+            self.started.elapsed().as_secs_f64(),
+            stopping.elapsed().as_secs_f64()
+        );
     }
 }
