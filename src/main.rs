@@ -61,21 +61,26 @@ enum Command {
         /// Submit to Slurm (sbatch): the launcher.
         #[arg(long)]
         slurm: bool,
-        /// Resubmit the unfinished shards of the submission recorded in DIR/slurm/jobs.json, and a new merge job.
+        /// Resubmit the unfinished shards of the submission recorded in DIR/slurm/jobs.json, and a
+        /// new merge job. Resource options given with it override the scripts' #SBATCH lines.
         #[arg(long, value_name = "DIR")]
         resume: Option<PathBuf>,
         /// Number of shard tasks (each runs 1/N of every cell's samples).
         #[arg(long, default_value_t = 1, conflicts_with = "resume")]
         shards: usize,
+        /// Slurm partition.
         #[arg(long, value_name = "P")]
         partition: Option<String>,
+        /// Slurm account to charge.
         #[arg(long, value_name = "A")]
         account: Option<String>,
         /// Time limit per task, HH:MM:SS.
         #[arg(long, value_name = "HH:MM:SS")]
         time: Option<String>,
+        /// GPUs per task (Slurm sets each task's CUDA_VISIBLE_DEVICES).
         #[arg(long, value_name = "G")]
         gpus_per_task: Option<u32>,
+        /// CPUs per task (also the task's OMP_NUM_THREADS).
         #[arg(long, value_name = "C")]
         cpus_per_task: Option<u32>,
         /// Memory per node, e.g. 32G.
