@@ -14,12 +14,16 @@ pub enum BenchError {
     Torch(#[from] tch::TchError),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
+    /// The model failed while running (a TorchScript exception, out of memory): the cell's
+    /// last checkpoint is kept and a rerun resumes it once the cause is fixed.
+    #[error("model failed: {0}")]
+    Model(String),
     #[error("internal error: {0}")]
     Internal(String),
     /// SIGTERM/SIGINT stopped a run at a batch boundary, after a checkpoint.
     #[error("interrupted ({}); rerun the same command to resume", signal_name(*signal))]
     Interrupted { signal: i32 },
-    /// A part's lease was lost to another process (see `crate::lease`).
+    /// A part's lease was lost to another process (see `crate::runner::lease`).
     #[error("{0}")]
     Lease(String),
 }

@@ -244,18 +244,16 @@ impl Jobs {
     /// `Ok(None)` when `out` has no recorded submission.
     pub fn load(out: &Path) -> Result<Option<Jobs>> {
         let path = Jobs::path(out);
-        match std::fs::read_to_string(&path) {
+        match fs_err::read_to_string(&path) {
             Ok(s) => serde_json::from_str(&s).map(Some).map_err(|e| BenchError::file(&path, format!("invalid jobs.json: {e}"))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(BenchError::io(format!("reading {}", path.display()), e)),
+            Err(e) => Err(BenchError::file(&path, format!("cannot read: {e}"))),
         }
     }
     fn save(&self) -> Result<()> {
         let path = Jobs::path(&self.out);
         let text = serde_json::to_string_pretty(self).map_err(|e| BenchError::Internal(e.to_string()))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text + "\n").map_err(|e| BenchError::io(format!("writing {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| BenchError::io(format!("writing {}", path.display()), e))
+        crate::fsutil::write_atomic(&path, (text + "\n").as_bytes())
     }
     fn record(&mut self, job_id: &str, kind: &str, args: &[String]) {
         let unix_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -289,8 +287,10 @@ pub struct SubmitReport {
 /// spec's validity matters here (CUDA devices are assumed to exist there).
 pub fn load_plan(spec: &Path, out: &Path, gpus: Option<u32>) -> Result<Plan> {
     let host = plan::Host { cuda_devices: gpus.map_or(64, |g| g as usize) };
-    let mut plan = plan::load_with(spec, &plan::Registry, &host)?;
+    let mut plan = plan::load_with(spec, &host)?;
     plan.output = out.to_path_buf();
+    // Cell folders are named by hashes over the input files' contents.
+    plan.hash_inputs_cached()?;
     Ok(plan)
 }
 
@@ -323,9 +323,9 @@ pub fn submit(sub: &Submission, dry_run: bool) -> Result<SubmitReport> {
         return Err(missing_tool("sbatch"));
     }
     let logs = slurm_dir(&sub.out).join("logs");
-    std::fs::create_dir_all(&logs).map_err(|e| BenchError::io(format!("creating {}", logs.display()), e))?;
+    fs_err::create_dir_all(&logs).map_err(|e| BenchError::file(&logs, format!("cannot create: {e}")))?;
     for (path, text) in [(sub.array_script(), sub.render_array()), (sub.merge_script(), sub.render_merge())] {
-        std::fs::write(&path, text).map_err(|e| BenchError::io(format!("writing {}", path.display()), e))?;
+        crate::fsutil::write_atomic(&path, text.as_bytes())?;
     }
     let array = sbatch(&array_args)?;
     report.commands.push(array_args.clone());

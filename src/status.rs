@@ -1,14 +1,15 @@
 //! `bench status OUT`: how far a run is, for any output folder (local, sharded or Slurm).
 //!
 //! Reads only what runs write: each cell's part checkpoints (`OUT/cells/<hash>/part-K-of-N.json`,
-//! [`PartState`]) and the results table (a row = a finished cell). The ETA divides each shard's
+//! [`crate::runner::PartState`]) and the results table (a row = a finished cell). The ETA divides each shard's
 //! remaining work by its measured speed: images/s of its parts so far (sampling and metric time),
 //! weighted by each cell's NFE per sample, since a 1000-step cell costs 100 times a 10-step one;
 //! shards are assumed to run in parallel (the largest shard ETA is the run's). With a Slurm
 //! submission recorded (`OUT/slurm/jobs.json`), each shard's task and the merge job show their
 //! state from `squeue`/`scontrol`.
 use crate::plan::Plan;
-use crate::runner::{estimate_nfe, PartState, Shard};
+use crate::runner::parts::{existing_partition, read_state};
+use crate::runner::{estimate_nfe, Shard};
 use crate::slurm::{self, JobState, Jobs};
 use crate::Result;
 use serde::Serialize;
@@ -77,7 +78,7 @@ pub fn shard_completion(plan: &Plan, shards: usize) -> ShardCompletion {
     let shard_finished = (1..=shards)
         .map(|k| {
             plan.cells.iter().all(|c| {
-                finished.contains(&c.hash) || read_part(&part_path(&plan.output, &c.hash, Shard { index: k, count: shards })).is_some_and(|s| s.done)
+                finished.contains(&c.hash) || read_state(&part_path(&plan.output, &c.hash, Shard { index: k, count: shards })).is_some_and(|s| s.done)
             })
         })
         .collect();
@@ -97,7 +98,7 @@ pub fn status(out: &Path, spec: Option<&Path>) -> Result<Status> {
         return Err(crate::BenchError::file(&spec, "no spec here: is this an output folder of `bench run`/`bench submit`? (or pass --spec)"));
     }
     let plan = slurm::load_plan(&spec, out, None)?;
-    let shards = jobs.as_ref().map(|j| j.shards).or_else(|| largest_partition(out, &plan)).unwrap_or(1);
+    let shards = jobs.as_ref().map(|j| j.shards).or_else(|| plan.cells.iter().filter_map(|c| existing_partition(&out.join("cells").join(&c.hash))).map(|p| p.count).max()).unwrap_or(1);
     let finished = finished_cells(out);
 
     struct Measured {
@@ -116,7 +117,7 @@ pub fn status(out: &Path, spec: Option<&Path>) -> Result<Status> {
         for (k, acc) in per_shard.iter_mut().enumerate() {
             let part = Shard { index: k + 1, count: shards };
             let (first, end) = part.range(plan.samples);
-            let state = read_part(&part_path(out, &c.hash, part));
+            let state = read_state(&part_path(out, &c.hash, part));
             let done = if is_finished { end - first } else { state.as_ref().map_or(0, |s| s.next.saturating_sub(first).min(end - first)) };
             if let Some(s) = &state {
                 acc.4.samples += s.next.saturating_sub(s.first);
@@ -275,20 +276,6 @@ fn finished_cells(out: &Path) -> HashSet<String> {
 
 fn part_path(out: &Path, hash: &str, part: Shard) -> PathBuf {
     out.join("cells").join(hash).join(format!("{}.json", part.tag()))
-}
-
-fn read_part(path: &Path) -> Option<PartState> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
-
-/// The largest N of any `part-K-of-N.json` of the plan's cells.
-fn largest_partition(out: &Path, plan: &Plan) -> Option<usize> {
-    plan.cells
-        .iter()
-        .filter_map(|c| std::fs::read_dir(out.join("cells").join(&c.hash)).ok())
-        .flat_map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()))
-        .filter_map(|n| n.strip_prefix("part-")?.strip_suffix(".json")?.split_once("-of-")?.1.parse::<usize>().ok())
-        .max()
 }
 
 #[cfg(test)]

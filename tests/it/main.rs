@@ -13,3 +13,4 @@ mod fid_stats;
 mod report;
 mod slurm_cluster;
 mod slurm;
+mod prediction;

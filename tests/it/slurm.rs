@@ -6,8 +6,9 @@
 //! many sittings it ran.
 use crate::common::*;
 use crate::slurm_cluster::Cluster;
-use samplerbench::lease::LeaseRecord;
-use samplerbench::plan::{self, Registry};
+use samplerbench::runner::lease::LeaseRecord;
+use samplerbench::hashing::HashCache;
+use samplerbench::plan;
 use samplerbench::results::{read_results, ResultRow};
 use samplerbench::runner::{PartState, Shard};
 use std::collections::HashMap;
@@ -81,19 +82,22 @@ fn assert_same_rows(got: &[ResultRow], want: &[ResultRow]) {
     assert_eq!(got.len(), want.len());
     for (a, b) in got.iter().zip(want) {
         assert_eq!(a.cell_hash, b.cell_hash);
-        let (x, y) = (a.fd_pixel.unwrap(), b.fd_pixel.unwrap());
+        let (x, y) = (a.metric("fd_pixel").unwrap(), b.metric("fd_pixel").unwrap());
         assert_eq!(x.to_bits(), y.to_bits(), "cell {}: fd_pixel {x} vs local {y}", a.cell_hash);
-        assert_eq!(a.fd_exact, b.fd_exact);
+        assert_eq!(a.metric("fd_exact"), b.metric("fd_exact"));
         assert_eq!((a.samples, a.nfe, a.nan_samples), (b.samples, b.nfe, b.nan_samples));
     }
 }
 
 fn cell_hashes(spec: &Path) -> Vec<String> {
-    plan::load(spec, &Registry).unwrap().cells.into_iter().map(|c| c.hash).collect()
+    let mut plan = plan::load(spec).unwrap();
+    // Cell hashes cover the input files' contents; an in-memory cache writes nothing.
+    plan.hash_inputs(&mut HashCache::default()).unwrap();
+    plan.cells.into_iter().map(|c| c.hash).collect()
 }
 
 fn part_state(out: &Path, hash: &str, part: Shard) -> Option<PartState> {
-    serde_json::from_str(&std::fs::read_to_string(out.join("cells").join(hash).join(format!("{}.json", part.tag()))).ok()?).ok()
+    samplerbench::runner::parts::read_state(&out.join("cells").join(hash).join(format!("{}.json", part.tag())))
 }
 
 fn lock_path(out: &Path, hash: &str, part: Shard) -> PathBuf {
