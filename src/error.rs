@@ -20,6 +20,20 @@ pub enum BenchError {
     Model(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// SIGTERM/SIGINT stopped a run at a batch boundary, after a checkpoint.
+    #[error("interrupted ({}); rerun the same command to resume", signal_name(*signal))]
+    Interrupted { signal: i32 },
+    /// A part's lease was lost to another process (see `crate::runner::lease`).
+    #[error("{0}")]
+    Lease(String),
+}
+
+fn signal_name(signal: i32) -> String {
+    match signal {
+        2 => "SIGINT".into(),
+        15 => "SIGTERM".into(),
+        s => format!("signal {s}"),
+    }
 }
 
 impl BenchError {
@@ -32,9 +46,11 @@ impl BenchError {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         BenchError::Io { context: context.into(), source }
     }
-    /// Exit code contract shared by every subcommand: 2 user error, 1 internal failure.
+    /// Exit code contract shared by every subcommand: 2 user error, 1 internal failure,
+    /// 128 + signal number when interrupted (the shell's convention: 130 Ctrl-C, 143 SIGTERM).
     pub fn exit_code(&self) -> i32 {
         match self {
+            BenchError::Interrupted { signal } => 128 + signal,
             BenchError::User(_) | BenchError::File { .. } => 2,
             BenchError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 2,
             _ => 1,

@@ -20,6 +20,9 @@ pub mod noise;
 pub mod checkpoint;
 pub mod metrics;
 pub mod runner;
+pub mod interrupt;
+pub mod slurm;
+pub mod status;
 pub mod check;
 
 // Links the system OpenBLAS that ndarray-linalg's LAPACK calls resolve to.

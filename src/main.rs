@@ -44,6 +44,72 @@ enum Command {
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
+        /// Seconds after which a part's lease that was not renewed counts as stale
+        /// [default: $BENCH_LEASE_TIMEOUT, else 120].
+        #[arg(long, value_name = "SECS", value_parser = samplerbench::runner::lease::parse_timeout)]
+        lease_timeout: Option<std::time::Duration>,
+        /// Wait for parts another live process holds instead of skipping them.
+        #[arg(long)]
+        wait_for_locks: bool,
+    },
+    /// Run a sweep on a cluster: `bench submit SPEC --slurm --shards N` submits a job array of N
+    /// `bench run --shard K/N` tasks and a merge job; `bench submit --resume OUT` continues one.
+    Submit {
+        /// Experiment spec (YAML).
+        #[arg(required_unless_present = "resume", conflicts_with = "resume")]
+        spec: Option<PathBuf>,
+        /// Submit to Slurm (sbatch): the launcher.
+        #[arg(long)]
+        slurm: bool,
+        /// Resubmit the unfinished shards of the submission recorded in DIR/slurm/jobs.json, and a
+        /// new merge job. Resource options given with it override the scripts' #SBATCH lines.
+        #[arg(long, value_name = "DIR")]
+        resume: Option<PathBuf>,
+        /// Number of shard tasks (each runs 1/N of every cell's samples).
+        #[arg(long, default_value_t = 1, conflicts_with = "resume")]
+        shards: usize,
+        /// Slurm partition.
+        #[arg(long, value_name = "P")]
+        partition: Option<String>,
+        /// Slurm account to charge.
+        #[arg(long, value_name = "A")]
+        account: Option<String>,
+        /// Time limit per task, HH:MM:SS.
+        #[arg(long, value_name = "HH:MM:SS")]
+        time: Option<String>,
+        /// GPUs per task (Slurm sets each task's CUDA_VISIBLE_DEVICES).
+        #[arg(long, value_name = "G")]
+        gpus_per_task: Option<u32>,
+        /// CPUs per task (also the task's OMP_NUM_THREADS).
+        #[arg(long, value_name = "C")]
+        cpus_per_task: Option<u32>,
+        /// Memory per node, e.g. 32G.
+        #[arg(long, value_name = "M")]
+        mem: Option<String>,
+        /// Any other sbatch option, repeatable: --sbatch-arg=--qos=high.
+        #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+        sbatch_arg: Vec<String>,
+        /// Output folder (default: the spec's `output`).
+        #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+        out: Option<PathBuf>,
+        /// Lease timeout the tasks use (see `bench run --lease-timeout`).
+        #[arg(long, value_name = "SECS", value_parser = samplerbench::runner::lease::parse_timeout, conflicts_with = "resume")]
+        lease_timeout: Option<std::time::Duration>,
+        /// Print the scripts and sbatch commands; write and submit nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Progress of an output folder: samples done per cell and shard, finished cells, ETA, and
+    /// the Slurm tasks' states when it was submitted with `bench submit`.
+    Status {
+        /// Output folder of `bench run` or `bench submit`.
+        out: PathBuf,
+        /// The spec (default: the submitted one, else OUT/spec.yaml).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Run one sampler from given initial noise and write the final samples (unquantised .npy).
     Sample {
@@ -229,6 +295,7 @@ fn run_on_devices(spec: &std::path::Path, plan: &samplerbench::plan::Plan, list:
             let mut cmd = std::process::Command::new(&exe);
             cmd.arg("run").arg(spec).arg("--shard").arg(format!("{}/{n}", k + 1)).arg("--device").arg(format!("cuda:{d}"));
             cmd.arg("--out").arg(&plan.output).arg("--quiet");
+            cmd.arg("--lease-timeout").arg(samplerbench::runner::lease::config().timeout.as_secs_f64().to_string());
             if force {
                 cmd.arg("--force");
             }
@@ -241,6 +308,7 @@ fn run_on_devices(spec: &std::path::Path, plan: &samplerbench::plan::Plan, list:
             failed += 1;
         }
     }
+    samplerbench::interrupt::check()?;
     if failed > 0 {
         return Err(BenchError::Internal(format!("{failed} of {n} device workers failed")).into());
     }
@@ -249,12 +317,82 @@ fn run_on_devices(spec: &std::path::Path, plan: &samplerbench::plan::Plan, list:
     report_to_stdout(&plan.output)
 }
 
+/// `bench submit`: a fresh Slurm submission, or `--resume`.
+#[allow(clippy::too_many_arguments)]
+fn submit(
+    spec: Option<PathBuf>,
+    slurm: bool,
+    resume: Option<PathBuf>,
+    shards: usize,
+    resources: samplerbench::slurm::Resources,
+    out: Option<PathBuf>,
+    lease_timeout: Option<std::time::Duration>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    use samplerbench::slurm;
+    let cwd = std::env::current_dir()?;
+    let report = if let Some(dir) = resume {
+        slurm::resume(&cwd.join(dir), &resources, dry_run)?
+    } else {
+        let spec = spec.ok_or_else(|| BenchError::user("bench submit: expected SPEC or --resume OUT"))?;
+        if !slurm {
+            return Err(BenchError::user("bench submit: choose a launcher: --slurm (the one there is)").into());
+        }
+        if shards == 0 {
+            return Err(BenchError::user("--shards 0: expected at least 1").into());
+        }
+        let spec = cwd.join(spec);
+        let plan = slurm::load_plan(&spec, &cwd, resources.gpus_per_task)?;
+        let sub = slurm::Submission {
+            name: plan.name.clone(),
+            out: cwd.join(out.unwrap_or(plan.output.clone())),
+            spec,
+            bench: std::env::current_exe()?,
+            workdir: cwd,
+            shards,
+            resources,
+            lease_timeout,
+        };
+        if dry_run {
+            print!("# {}\n{}\n# {}\n{}", sub.array_script().display(), sub.render_array(), sub.merge_script().display(), sub.render_merge());
+        }
+        slurm::submit(&sub, dry_run)?
+    };
+    for args in &report.commands {
+        eprintln!("{}sbatch {}", if dry_run { "would run: " } else { "" }, args.join(" "));
+    }
+    if let Some(why) = &report.nothing {
+        eprintln!("{why}");
+        return Ok(());
+    }
+    for (k, task, state) in &report.shards_kept {
+        println!("shard {k}: task {task} is {state}; kept");
+    }
+    if let Some(m) = &report.cancelled_merge {
+        println!("cancelled merge job {m} (it waited on the failed tasks)");
+    }
+    if let Some(a) = &report.array_job {
+        let tasks: Vec<String> = report.shards_submitted.iter().map(|&k| slurm::task_id(a, k)).collect();
+        let shards: Vec<String> = report.shards_submitted.iter().map(|k| k.to_string()).collect();
+        println!("array job {a}: shards {} as tasks {}", shards.join(","), tasks.join(" "));
+    }
+    if let Some(m) = &report.merge_job {
+        match &report.merge_dependency {
+            Some(d) => println!("merge job {m}: --dependency={d}"),
+            None => println!("merge job {m}: no dependency (every shard is finished)"),
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Doctor => {
             print!("{}", samplerbench::doctor::report(&samplerbench::registry::data_dir()));
         }
-        Command::Run { spec, dry_run, force, shard, devices, device, out, quiet } => {
+        Command::Run { spec, dry_run, force, shard, devices, device, out, quiet, lease_timeout, wait_for_locks } => {
+            samplerbench::runner::lease::configure(samplerbench::runner::lease::LeaseConfig::resolve(lease_timeout, wait_for_locks)?);
+            samplerbench::interrupt::install()?;
             let mut plan = samplerbench::plan::load(&spec)?;
             if let Some(out) = out {
                 plan.output = out;
@@ -278,6 +416,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             if shard.is_none() {
                 report_to_stdout(&plan.output)?;
+            }
+        }
+        Command::Submit {
+            spec,
+            slurm,
+            resume,
+            shards,
+            partition,
+            account,
+            time,
+            gpus_per_task,
+            cpus_per_task,
+            mem,
+            sbatch_arg,
+            out,
+            lease_timeout,
+            dry_run,
+        } => {
+            let resources = samplerbench::slurm::Resources {
+                partition,
+                account,
+                time,
+                gpus_per_task,
+                cpus_per_task,
+                mem,
+                sbatch_args: sbatch_arg,
+            };
+            submit(spec, slurm, resume, shards, resources, out, lease_timeout, dry_run)?;
+        }
+        Command::Status { out, spec, json } => {
+            let s = samplerbench::status::status(&out, spec.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", samplerbench::status::render(&s));
             }
         }
         Command::Sample { spec, noise, out, sampler, steps, set, trace } => {

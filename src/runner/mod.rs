@@ -4,6 +4,7 @@
 //! Work is split into parts (see [`parts`]): a cell's row is written only after all its parts
 //! are done and their statistics merged (sums, not averages), so a crash never leaves a row that
 //! claims work that was not done, and any interruption resumes exactly.
+pub mod lease;
 pub mod parts;
 pub mod sample_cmd;
 
@@ -23,7 +24,8 @@ use crate::results::{self, ResultRow, RunInfo};
 use crate::sampling::{Counted, Sampler};
 use crate::{BenchError, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use parts::{checkpoint, existing_partition, read_state, stats_path, NamedAccumulator, PartLock};
+use lease::{Holder, Lease};
+use parts::{checkpoint, existing_partition, read_state, stats_path, NamedAccumulator};
 use std::cell::Cell as StdCell;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -209,8 +211,8 @@ fn run_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, shard: Shard, force: 
     if force && dir.exists() && shard == Shard::WHOLE {
         fs_err::remove_dir_all(&dir).map_err(|e| BenchError::file(&dir, format!("cannot clear: {e}")))?;
     }
-    if let PartOutcome::Locked(pid) = run_part(ctx, cell, sampler, shard)? {
-        tracing::warn!("cell {} part {}: locked by process {pid}; skipped", cell.index, shard.tag());
+    if let PartOutcome::Locked(holder) = run_part(ctx, cell, sampler, shard)? {
+        tracing::warn!("cell {} part {}: locked by process {holder}; skipped", cell.index, shard.tag());
         summary.cells_locked += 1;
         return Ok(());
     }
@@ -219,9 +221,9 @@ fn run_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, shard: Shard, force: 
     if partition != Shard::WHOLE && shard == Shard::WHOLE {
         for k in 1..=partition.count {
             let part = Shard { index: k, count: partition.count };
-            if let PartOutcome::Locked(pid) = run_part(ctx, cell, sampler, part)? {
+            if let PartOutcome::Locked(holder) = run_part(ctx, cell, sampler, part)? {
                 return Err(BenchError::user(format!(
-                    "cell {} {}: locked by running process {pid}; wait for it or stop it",
+                    "cell {} {}: locked by running process {holder}; wait for it or stop it",
                     cell.index,
                     part.tag()
                 )));
@@ -326,7 +328,7 @@ fn sync(device: Device) {
 
 enum PartOutcome {
     Done,
-    Locked(u32),
+    Locked(Holder),
 }
 
 /// Run (or resume) one part of one cell to completion.
@@ -335,9 +337,9 @@ fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard) -> Resul
     let dir = ctx.cell_dir(cell);
     fs_err::create_dir_all(&dir).map_err(|e| BenchError::file(&dir, format!("cannot create: {e}")))?;
     let tag = part.tag();
-    let lock = match PartLock::acquire(dir.join(format!("{tag}.lock")))? {
+    let lock = match Lease::acquire(dir.join(format!("{tag}.lock")))? {
         Ok(l) => l,
-        Err(pid) => return Ok(PartOutcome::Locked(pid)),
+        Err(holder) => return Ok(PartOutcome::Locked(holder)),
     };
     let state_path = dir.join(format!("{tag}.json"));
     let (first, end) = part.range(plan.samples);
@@ -351,6 +353,9 @@ fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard) -> Resul
         }
         _ => (PartState { first, end, next: first, ..Default::default() }, ctx.accumulators()),
     };
+    if state.next > first && !state.done {
+        tracing::info!("cell {} {tag}: resuming at sample {} from its checkpoint", cell.index, state.next);
+    }
     if state.done {
         drop(lock);
         return Ok(PartOutcome::Done);
@@ -385,10 +390,12 @@ fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard) -> Resul
         bar.set_position(state.next - first);
         ctx.overall.inc(count * state.nfe_per_sample);
         since_checkpoint += 1;
-        if since_checkpoint >= CHECKPOINT_EVERY || state.next >= end {
+        if since_checkpoint >= CHECKPOINT_EVERY || state.next >= end || crate::interrupt::requested() {
             since_checkpoint = 0;
             state.done = state.next >= end;
+            lock.check()?;
             checkpoint(&dir, &tag, &mut state, &stats, &state_path)?;
+            crate::interrupt::check()?;
         }
     }
     bar.finish_and_clear();

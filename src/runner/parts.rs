@@ -5,7 +5,7 @@
 //! - `part-K-of-N.json` ([`PartState`]): the next sample index, timings, NaN counts, and which
 //!   statistics files belong to it;
 //! - `part-K-of-N.next-I.<metric>.npz`: each metric's running statistics after sample I−1;
-//! - `part-K-of-N.lock` while a process works on it.
+//! - `part-K-of-N.lock` while a process works on it: its lease (see [`super::lease`]).
 //!
 //! A checkpoint writes the statistics under a new name first, then the JSON that points at them,
 //! then removes the old statistics: a crash at any point leaves a consistent pair.
@@ -114,39 +114,4 @@ pub fn existing_partition(dir: &Path) -> Option<Shard> {
         })
         .map(|s| Shard { index: 1, count: s.count })
         .max_by_key(|s| s.count)
-}
-
-/// A lock file holding the owner's pid; a lock whose process is gone is taken over.
-pub struct PartLock(PathBuf);
-
-impl PartLock {
-    /// Ok(Err(pid)) when another live process holds it.
-    pub fn acquire(path: PathBuf) -> Result<std::result::Result<PartLock, u32>> {
-        use std::io::Write;
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    let _ = write!(f, "{}", std::process::id());
-                    return Ok(Ok(PartLock(path)));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid: Option<u32> = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
-                    match pid {
-                        Some(p) if p != std::process::id() && Path::new(&format!("/proc/{p}")).exists() => return Ok(Err(p)),
-                        _ => {
-                            let _ = std::fs::remove_file(&path);
-                        }
-                    }
-                }
-                Err(e) => return Err(BenchError::file(&path, format!("cannot create the lock: {e}"))),
-            }
-        }
-        Err(BenchError::Internal(format!("could not take lock {}", path.display())))
-    }
-}
-
-impl Drop for PartLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }

@@ -12,6 +12,8 @@ mod fid_net;
 mod samplers_a;
 mod fid_stats;
 mod report;
+mod slurm_cluster;
+mod slurm;
 mod prediction;
 mod clip;
 mod edm;
