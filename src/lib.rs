@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod registry;
 pub mod schedule;
 pub mod timesteps;
+pub mod respacing;
 pub mod models;
 pub mod sampling;
 pub mod spec;
