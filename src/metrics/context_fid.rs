@@ -72,9 +72,10 @@ impl TsScaling {
     }
 }
 
-/// A TS2Vec encoder with the scaling of its inputs.
+/// A TS2Vec encoder, with the scaling that takes generated windows to the real data's [0, 1].
 pub struct ContextFid {
     encoder: TorchScriptEncoder,
+    /// Applied to generated windows; reference windows are taken as already in [0, 1].
     pub scaling: TsScaling,
 }
 
@@ -83,16 +84,25 @@ impl ContextFid {
         Ok(ContextFid { encoder: TorchScriptEncoder::load(encoder, device)?, scaling })
     }
 
-    /// Windows [B, T, C] → representations [B, D]: encoder output [B, T, D] max-pooled over T
-    /// (TS2Vec `_eval_with_pooling`, `F.max_pool1d(kernel_size=T)`).
+    /// Generated windows [B, T, C] → representations [B, D]: scaled, encoded to [B, T, D],
+    /// max-pooled over T (TS2Vec `_eval_with_pooling`, `F.max_pool1d(kernel_size=T)`).
     pub fn features(&self, windows: &Tensor) -> Result<Tensor> {
+        self.features_scaled(windows, &self.scaling)
+    }
+
+    /// Representations of real windows already in [0, 1] (Diffusion-TS's "norm_truth").
+    pub fn reference_features(&self, windows: &Tensor) -> Result<Tensor> {
+        self.features_scaled(windows, &TsScaling::Unit)
+    }
+
+    fn features_scaled(&self, windows: &Tensor, scaling: &TsScaling) -> Result<Tensor> {
         if windows.dim() != 3 {
             return Err(BenchError::user(format!(
                 "Context-FID needs windows [B, T, C]; got {:?}",
                 windows.size()
             )));
         }
-        let x = self.scaling.apply(windows)?;
+        let x = scaling.apply(windows)?;
         let y = self.encoder.encode(&x)?;
         if y.dim() != 3 || y.size()[1] != windows.size()[1] {
             return Err(BenchError::user(format!(
@@ -104,12 +114,22 @@ impl ContextFid {
         Ok(y.f_amax(&[1i64][..], false)?)
     }
 
-    /// Statistics of all windows [N, T, C], `batch_size` windows per encoder call.
+    /// Statistics of generated windows [N, T, C], `batch_size` windows per encoder call.
     pub fn stats(&self, windows: &Tensor, batch_size: usize) -> Result<FeatureStats> {
+        self.stats_scaled(windows, batch_size, &self.scaling)
+    }
+
+    /// Statistics of real windows [N, T, C] in [0, 1].
+    pub fn reference_stats(&self, windows: &Tensor, batch_size: usize) -> Result<FeatureStats> {
+        self.stats_scaled(windows, batch_size, &TsScaling::Unit)
+    }
+
+    fn stats_scaled(&self, windows: &Tensor, batch_size: usize, scaling: &TsScaling) -> Result<FeatureStats> {
         let n = windows.size().first().copied().unwrap_or(0);
         let mut stats: Option<FeatureStats> = None;
         for start in (0..n).step_by(batch_size.max(1)) {
-            let f = self.features(&windows.f_narrow(0, start, (batch_size as i64).min(n - start))?)?;
+            let chunk = windows.f_narrow(0, start, (batch_size as i64).min(n - start))?;
+            let f = self.features_scaled(&chunk, scaling)?;
             let s = stats.get_or_insert_with(|| FeatureStats::new(f.size()[1] as usize, f.device()));
             s.add_batch(&f)?;
         }

@@ -269,6 +269,11 @@ fn input_stats(
     extractor: &mut dyn FnMut() -> Result<Box<dyn FeatureExtractor>>,
     cache: &mut Option<Box<dyn FeatureExtractor>>,
 ) -> Result<InputStats> {
+    if opts.ref_features > 0 && !matches!(input, Input::Images(_)) {
+        return Err(BenchError::user(
+            "--ref-features keeps features of images; this input is a statistics file without them",
+        ));
+    }
     match input {
         Input::Stats(moments) => Ok(InputStats { moments, sums: None, features: None }),
         Input::Sums(sums) => Ok(InputStats { moments: sums.moments()?, sums: Some(sums), features: None }),

@@ -14,9 +14,12 @@
 //! - density = (1/k) · mean over generated samples of the number of real balls containing it,
 //! - coverage = fraction of real samples whose nearest generated sample lies inside their ball.
 //!
-//! The same blocks as torch-fidelity's give the same float32 distances, so the ≤ comparisons,
-//! and with them precision and recall, are identical. Only block-sized distance matrices exist at
-//! a time (and the k+1 smallest distances per row), not the n × n matrix.
+//! The same blocks as torch-fidelity's give the same float32 distances up to the GEMM library's
+//! rounding (`cdist` is a matrix product for more than 25 rows: PyTorch's wheel uses MKL, `bench`
+//! resolves BLAS to the system OpenBLAS), so the ≤ comparisons, and with them precision and
+//! recall, are identical unless a distance lies within ~1e-6 relative of a radius. Only
+//! block-sized distance matrices exist at a time (and the k+1 smallest distances per row), not
+//! the n × n matrix.
 use crate::{BenchError, Result};
 use tch::{Kind, Tensor};
 
@@ -54,6 +57,30 @@ pub struct Prdc {
 
 fn blocks(n: i64, size: i64) -> Vec<(i64, i64)> {
     (0..n).step_by(size as usize).map(|s| (s, size.min(n - s))).collect()
+}
+
+/// torch-fidelity's `calc_cdist_full(a, b, batch_size)`: float32 `cdist` over blocks of
+/// `batch_size` rows × `batch_size` columns, as one [n_a, n_b] matrix (for tests and small sets;
+/// [`prdc`] never holds it).
+pub fn distance_matrix(a: &Tensor, b: &Tensor, batch_size: usize) -> Result<Tensor> {
+    let size = batch_size.max(1) as i64;
+    let (a, b) = (a.f_to_kind(Kind::Float)?, b.f_to_kind(Kind::Float)?);
+    let mut rows = Vec::new();
+    for (r0, rn) in blocks(a.size()[0], size) {
+        let ra = a.f_narrow(0, r0, rn)?;
+        let cols = blocks(b.size()[0], size)
+            .into_iter()
+            .map(|(c0, cn)| Tensor::f_cdist(&ra, &b.f_narrow(0, c0, cn)?, 2.0, None::<i64>))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        rows.push(Tensor::f_cat(&cols, 1)?);
+    }
+    Ok(Tensor::f_cat(&rows, 0)?)
+}
+
+/// k-th neighbour radius of every row of `x` [n, d] (float32), `cdist(x, x).kthvalue(k + 1)`
+/// over the full row in torch-fidelity's blocks.
+pub fn knn_radii(x: &Tensor, k: usize, batch_size: usize) -> Result<Tensor> {
+    radii(&x.f_to_kind(Kind::Float)?, k as i64, batch_size.max(1) as i64)
 }
 
 /// k-th neighbour radius of every row of `x` [n, d] (f32): `cdist(x, x).kthvalue(k + 1)` over

@@ -11,3 +11,4 @@ mod fid_net;
 mod samplers_a;
 mod fid_stats;
 mod report;
+mod metrics_more;
