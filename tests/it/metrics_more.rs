@@ -298,6 +298,13 @@ fn mixed_size_folders_match_clean_fid_and_stats_keep_reference_features() {
             assert!(err < 1e-12, "{err}");
         }
     }
+    // A statistics file has no images to keep features of.
+    let out = bench(&["stats", &p("s10.npz"), "--out", &p("x.npz"), "--ref-features", "5", "--device", "cpu"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        "error: --ref-features keeps features of images; this input is a statistics file without them"
+    );
 }
 
 /// FD in a TorchScript feature space with EDM2's DINOv2 preprocessing equals numpy/scipy's FD of
