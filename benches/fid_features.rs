@@ -18,33 +18,17 @@ const REFERENCE_PY: &str = r#"
 import sys, os, json, time, warnings, numpy as np, torch
 warnings.filterwarnings("ignore")
 from PIL import Image
-import pytorch_fid.inception as inc, pytorch_fid.fid_score as fs
+import pytorch_fid.fid_score as fs
+sys.path.insert(0, sys.argv[5])
+from bench_fixtures import random_fid_inception, pytorch_fid_model
 d, n, batch, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-torch.manual_seed(0)
-net = inc._inception_v3(num_classes=1008, aux_logits=False, weights=None)
-net.Mixed_5b = inc.FIDInceptionA(192, pool_features=32); net.Mixed_5c = inc.FIDInceptionA(256, pool_features=64)
-net.Mixed_5d = inc.FIDInceptionA(288, pool_features=64); net.Mixed_6b = inc.FIDInceptionC(768, channels_7x7=128)
-net.Mixed_6c = inc.FIDInceptionC(768, channels_7x7=160); net.Mixed_6d = inc.FIDInceptionC(768, channels_7x7=160)
-net.Mixed_6e = inc.FIDInceptionC(768, channels_7x7=192); net.Mixed_7b = inc.FIDInceptionE_1(1280)
-net.Mixed_7c = inc.FIDInceptionE_2(2048)
-# BatchNorm statistics from a calibration batch so activations stay O(1) (as in tests/it/fid_net.rs).
-import torch.nn as nn
-for m in net.modules():
-    if isinstance(m, nn.BatchNorm2d):
-        m.momentum = None; m.reset_running_stats()
-        with torch.no_grad():
-            m.weight.uniform_(0.5, 1.5); m.bias.normal_(0.0, 0.2)
-net.train()
-with torch.no_grad():
-    net(torch.rand(4, 3, 299, 299) * 2 - 1)
-sd = net.eval().state_dict()
-torch.save(sd, d + "/w.pth", _use_new_zipfile_serialization=False)
-inc.load_state_dict_from_url = lambda *a, **k: sd
+net = random_fid_inception(seed=0)
+torch.save(net.state_dict(), d + "/w.pth", _use_new_zipfile_serialization=False)
 os.makedirs(d + "/imgs", exist_ok=True)
 rng = np.random.default_rng(0)
 for i in range(n):
     Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(f"{d}/imgs/{i:05d}.png")
-model = inc.InceptionV3([3]).to(device).eval()
+model = pytorch_fid_model(net, [3]).to(device).eval()
 files = sorted(f"{d}/imgs/{f}" for f in os.listdir(d + "/imgs"))
 workers = min(len(os.sched_getaffinity(0)), 8)
 fs.calculate_activation_statistics(files[:batch], model, batch, 2048, device, workers)  # warm-up
@@ -71,7 +55,7 @@ fn main() {
         let dev_name = if device.is_cuda() { "cuda" } else { "cpu" };
         eprintln!("pytorch-fid on {dev_name}: {n} images, batch {batch} ...");
         let out = Command::new(&python)
-            .args(["-c", REFERENCE_PY, d.to_str().expect("utf8"), &n.to_string(), &batch.to_string(), dev_name])
+            .args(["-c", REFERENCE_PY, d.to_str().expect("utf8"), &n.to_string(), &batch.to_string(), dev_name, concat!(env!("CARGO_MANIFEST_DIR"), "/python")])
             .output()
             .expect("spawn python");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -8,7 +8,7 @@
 //! Both sides: inference mode, fp32, libtorch's own thread count; the median of several timed
 //! forwards after a warm-up forward.
 use samplerbench::models::unet::load_diffusers;
-use samplerbench::models::EpsModel;
+use samplerbench::models::Denoiser;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -53,11 +53,11 @@ fn main() {
     for &b in &batches {
         let x = Tensor::randn([b as i64, 3, 32, 32], (Kind::Float, Device::Cpu));
         let t = Tensor::full([b as i64], 500.0, (Kind::Double, Device::Cpu));
-        let _ = unet.eps(&x, &t);
+        let _ = Denoiser::forward(&unet, &x, &t, None);
         let mut times: Vec<f64> = (0..3)
             .map(|_| {
                 let s = Instant::now();
-                let _ = unet.eps(&x, &t);
+                let _ = Denoiser::forward(&unet, &x, &t, None);
                 s.elapsed().as_secs_f64()
             })
             .collect();

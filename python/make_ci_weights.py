@@ -3,9 +3,11 @@
 # Usage: python python/make_ci_weights.py OUT_DIR
 import os, sys
 import numpy as np
-import torch, torch.nn as nn
-import pytorch_fid.inception as inc
+import torch
 from diffusers import UNet2DModel
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_fixtures import random_fid_inception
 
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
@@ -16,29 +18,8 @@ unet = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_blo
                    downsample_padding=0, flip_sin_to_cos=False, freq_shift=1).eval()
 unet.save_pretrained(os.path.join(out, "unet"))
 
-torch.manual_seed(0)
-net = inc._inception_v3(num_classes=1008, aux_logits=False, weights=None)
-net.Mixed_5b = inc.FIDInceptionA(192, pool_features=32)
-net.Mixed_5c = inc.FIDInceptionA(256, pool_features=64)
-net.Mixed_5d = inc.FIDInceptionA(288, pool_features=64)
-net.Mixed_6b = inc.FIDInceptionC(768, channels_7x7=128)
-net.Mixed_6c = inc.FIDInceptionC(768, channels_7x7=160)
-net.Mixed_6d = inc.FIDInceptionC(768, channels_7x7=160)
-net.Mixed_6e = inc.FIDInceptionC(768, channels_7x7=192)
-net.Mixed_7b = inc.FIDInceptionE_1(1280)
-net.Mixed_7c = inc.FIDInceptionE_2(2048)
-# BatchNorm statistics from one calibration batch so activations stay O(1).
-for m in net.modules():
-    if isinstance(m, nn.BatchNorm2d):
-        m.momentum = None
-        m.reset_running_stats()
-        with torch.no_grad():
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.normal_(0.0, 0.2)
-net.train()
-with torch.no_grad():
-    net(torch.rand(2, 3, 160, 160) * 2 - 1)
-torch.save(net.eval().state_dict(), os.path.join(out, "inception.pth"), _use_new_zipfile_serialization=False)
+net = random_fid_inception(seed=0)
+torch.save(net.state_dict(), os.path.join(out, "inception.pth"), _use_new_zipfile_serialization=False)
 
 # Reference "dataset": smooth random images (NHWC uint8, OpenAI samples-file layout).
 rng = np.random.default_rng(0)

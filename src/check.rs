@@ -2,6 +2,7 @@
 //! baseline, cell by cell (keyed by `cell_hash`, shown by a readable label) and per
 //! hardware/precision class (`cpu-fp32`, `cuda-bf16`, ...), since numbers legitimately differ
 //! across hardware but must not drift within a class.
+pub use crate::metrics::Tolerance;
 use crate::plan::{Cell, Plan};
 use crate::results::ResultRow;
 use crate::{BenchError, Result};
@@ -9,20 +10,17 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// The metrics the gate compares (lower is better for all of them).
-pub const METRICS: [&str; 3] = ["fid", "fd_pixel", "fd_exact"];
-
-/// A metric may worsen by at most max(abs, rel·|baseline|).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tolerance {
-    pub abs: f64,
-    pub rel: f64,
+/// The tolerance of a metric column: the baseline's, else the metric's default (each metric's
+/// module derives it from its arithmetic; see `crate::metrics`), else exact equality for a
+/// column no metric defines.
+pub fn tolerance_of(baseline: &Baseline, metric: &str) -> Tolerance {
+    baseline
+        .tolerances
+        .get(metric)
+        .copied()
+        .or_else(|| crate::metrics::column(metric).map(|c| c.tolerance))
+        .unwrap_or(Tolerance { abs: 0.0, rel: 0.0 })
 }
-
-/// Default: the CPU path with fixed seeds is deterministic (run-to-run spread measured as 0),
-/// so only floating-point reassociation across thread counts is allowed for.
-pub const DEFAULT_TOLERANCE: Tolerance = Tolerance { abs: 0.0, rel: 1e-6 };
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,7 +34,8 @@ pub struct BaselineCell {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Baseline {
-    /// Per-metric tolerances; metrics not listed use [`DEFAULT_TOLERANCE`].
+    /// Per-metric tolerances, written with the baseline from each metric's default (edit to
+    /// taste); metrics not listed use their default.
     #[serde(default)]
     pub tolerances: BTreeMap<String, Tolerance>,
     /// Hardware/precision class → cells, sorted by label.
@@ -54,7 +53,7 @@ impl Baseline {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut text = serde_json::to_string_pretty(self).map_err(|e| BenchError::Internal(e.to_string()))?;
         text.push('\n');
-        std::fs::write(path, text).map_err(|e| BenchError::io(format!("writing {}", path.display()), e))
+        crate::fsutil::write_atomic(path, text.as_bytes())
     }
 }
 
@@ -72,10 +71,22 @@ pub fn label(cell: &Cell) -> String {
 }
 
 fn metrics_of(row: &ResultRow) -> BTreeMap<String, f64> {
-    [("fid", row.fid), ("fd_pixel", row.fd_pixel), ("fd_exact", row.fd_exact)]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
-        .collect()
+    row.metrics.clone()
+}
+
+impl Baseline {
+    /// Replaces one class's cells and records the default tolerance of every metric they hold
+    /// that has none yet (existing tolerances are kept: they may have been edited on purpose).
+    pub fn set_class(&mut self, class: &str, cells: Vec<BaselineCell>) {
+        for c in &cells {
+            for m in c.metrics.keys() {
+                if let Some(col) = crate::metrics::column(m) {
+                    self.tolerances.entry(m.clone()).or_insert(col.tolerance);
+                }
+            }
+        }
+        self.classes.insert(class.to_owned(), cells);
+    }
 }
 
 /// The baseline cells a plan's finished rows give (for `--update-baseline`).
@@ -159,7 +170,7 @@ pub fn compare(
         }
         let now = metrics_of(row);
         for (metric, &base) in &b.metrics {
-            let tol = tolerance_override.or_else(|| baseline.tolerances.get(metric).copied()).unwrap_or(DEFAULT_TOLERANCE);
+            let tol = tolerance_override.unwrap_or_else(|| tolerance_of(baseline, metric));
             let allowed = tol.abs.max(tol.rel * base.abs());
             let value = now.get(metric).copied();
             let status = match value {

@@ -14,6 +14,10 @@ pub enum BenchError {
     Torch(#[from] tch::TchError),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
+    /// The model failed while running (a TorchScript exception, out of memory): the cell's
+    /// last checkpoint is kept and a rerun resumes it once the cause is fixed.
+    #[error("model failed: {0}")]
+    Model(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

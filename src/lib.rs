@@ -1,9 +1,12 @@
 //! samplerbench: measures diffusion samplers' speed against their sample quality.
 //!
 //! Data flow, one module per stage:
-//! spec → cells → sampling(model) → quantised samples → metrics (features → statistics) → results → report.
+//! spec → plan (cells) → models (denoiser, decoder) → sampling → runner (quantised samples →
+//! metrics: features → mergeable statistics) → results → report; check gates results.
 pub mod error;
 pub mod doctor;
+pub mod fsutil;
+pub mod hashing;
 pub mod registry;
 pub mod schedule;
 pub mod timesteps;

@@ -65,8 +65,14 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         trace: Option<PathBuf>,
     },
-    /// List every sampler: parameters, default timestep rule, NFE, end point, reference.
-    Samplers,
+    /// List every sampler: parameters, timestep rules, NFE, end point, reference.
+    Samplers {
+        /// Only samplers whose name contains this text.
+        filter: Option<String>,
+        /// Print the definitions as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Regression gate: run the spec (reusing finished cells) and compare with a baseline.
     /// Exit 1 when a metric worsens beyond tolerance, NFE changes or a baseline cell is missing.
     Check {
@@ -173,6 +179,7 @@ impl FeatureArgs {
 }
 
 fn main() -> ExitCode {
+    samplerbench::models::install_quiet_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -185,12 +192,18 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BENCH_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    // A panic anywhere (a bug, or a libtorch exception outside a guarded call) is one line, not
+    // a backtrace: the quiet hook prints nothing and this guard reports it.
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             let code = e.downcast_ref::<BenchError>().map_or(1, BenchError::exit_code);
             eprintln!("error: {e:#}");
             ExitCode::from(code as u8)
+        }
+        Err(payload) => {
+            eprintln!("internal error: {}", samplerbench::models::panic_text(payload.as_ref()));
+            ExitCode::from(1)
         }
     }
 }
@@ -250,16 +263,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", samplerbench::doctor::report(&samplerbench::registry::data_dir()));
         }
         Command::Run { spec, dry_run, force, shard, devices, device, out, quiet } => {
-            let catalog = samplerbench::plan::Registry;
-            let mut plan = samplerbench::plan::load(&spec, &catalog)?;
+            let mut plan = samplerbench::plan::load(&spec)?;
             if let Some(out) = out {
                 plan.output = out;
             }
             if let Some(d) = device {
                 plan.device = samplerbench::plan::parse_device_override(&d)?;
             }
+            plan.hash_inputs_cached()?;
             if dry_run {
-                print!("{}", samplerbench::plan::render_cells(&plan, &|c| Some(runner::estimate_nfe(&plan, c) as usize)));
+                print!("{}", samplerbench::plan::render_dry_run(&plan));
                 return Ok(());
             }
             if let Some(list) = devices {
@@ -276,8 +289,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Sample { spec, noise, out, sampler, steps, set, trace } => {
-            let catalog = samplerbench::plan::Registry;
-            let plan = samplerbench::plan::load(&spec, &catalog)?;
+            let plan = samplerbench::plan::load(&spec)?;
             let set = set
                 .iter()
                 .map(|kv| {
@@ -290,13 +302,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let nfe = runner::sample_trajectory(&plan, &req)?;
             eprintln!("wrote {} ({nfe} model evaluations)", out.display());
         }
-        Command::Samplers => print!("{}", samplerbench::sampling::render_sampler_table()),
+        Command::Samplers { filter, json } => {
+            let f = filter.as_deref();
+            let text = if json { samplerbench::sampling::def::render_json(f) } else { samplerbench::sampling::def::render_text(f) };
+            if text.trim().is_empty() || text.trim() == "[]" {
+                return Err(BenchError::user(format!("no sampler name contains {:?}", f.unwrap_or(""))).into());
+            }
+            print!("{text}");
+        }
         Command::Check { spec, baseline, tolerance_abs, tolerance_rel, update_baseline, fail_on_improvement, out, quiet } => {
             use samplerbench::check;
-            let mut plan = samplerbench::plan::load(&spec, &samplerbench::plan::Registry)?;
+            let mut plan = samplerbench::plan::load(&spec)?;
             if let Some(out) = out {
                 plan.output = out;
             }
+            plan.hash_inputs_cached()?;
             // Load (and validate) the baseline before spending time on the run.
             let existing = if update_baseline && !baseline.exists() { None } else { Some(check::Baseline::load(&baseline)?) };
             runner::run(&plan, &runner::RunOptions { force: false, shard: None, quiet })?;
@@ -304,7 +324,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let class = check::class_of(&plan);
             if update_baseline {
                 let mut b = existing.unwrap_or_default();
-                b.classes.insert(class.clone(), check::cells_from_rows(&plan, &rows));
+                b.set_class(&class, check::cells_from_rows(&plan, &rows));
                 b.save(&baseline)?;
                 eprintln!("wrote {} ({} cells for class {class})", baseline.display(), b.classes[&class].len());
                 return Ok(());
@@ -339,9 +359,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Report { output_dir, metric } => {
             use samplerbench::report::Metric;
+            let rows = samplerbench::results::read_results(&output_dir)?;
             let metric = match metric {
-                Some(m) => m.parse::<Metric>()?,
-                None => Metric::preferred(&samplerbench::results::read_results(&output_dir)?),
+                Some(m) => Metric::choose(&m, &rows)?,
+                None => Metric::preferred(&rows),
             };
             let summary = samplerbench::report::write_report(&output_dir, metric)?;
             println!("{}", summary.markdown.display());

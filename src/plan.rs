@@ -59,8 +59,11 @@
 //! sampler, its parameters, skip, steps, samples, seed, precision and the metric configuration.
 //! Not in it: device, batch size, output, save_samples (they must not change any number).
 //! `spec_hash` = SHA-256 of the JSON of the whole parsed spec (comments and formatting excluded).
+use crate::hashing::HashCache;
 use crate::models::unet::DdimModelConfig;
+use crate::models::Prediction;
 use crate::registry;
+use crate::sampling::{self, SamplerDef};
 use crate::schedule::{NoiseSchedule, ScheduleKind};
 use crate::spec::{self, DataKind, DdimConfigSpec, ModelKind, Moment, RawData, RawModel, SpecFile, Sweep, YamlPath};
 pub use crate::spec::{ParamValue, Precision, ResizeMode, SaveSamples, Skip};
@@ -70,152 +73,6 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-
-// ---------------------------------------------------------------------------------------------
-// The sampler catalog the plan is checked against (implemented from the sampler registry).
-
-/// What the plan needs to know about samplers. `skip` and `steps` are accepted by every sampler
-/// and are not listed in `params`.
-pub trait SamplerCatalog {
-    /// All sampler names, in the order to list them in messages.
-    fn names(&self) -> Vec<&'static str>;
-    /// The sampler's parameters, or None if there is no such sampler.
-    fn params(&self, sampler: &str) -> Option<Vec<ParamSpec>>;
-    /// The skip used when an entry does not set one.
-    fn default_skip(&self, _sampler: &str) -> Skip {
-        Skip::Uniform
-    }
-    /// The skips the sampler supports (None: all).
-    fn skips(&self, _sampler: &str) -> Option<Vec<Skip>> {
-        None
-    }
-    /// A full check of one cell (e.g. constructing the sampler: combinations such as steps vs
-    /// grid that per-parameter ranges cannot express). Runs for every cell before anything
-    /// runs; Err is a one-line message saying what is wrong and what is allowed.
-    fn check(
-        &self,
-        _sampler: &str,
-        _params: &BTreeMap<String, ParamValue>,
-        _skip: Skip,
-        _steps: usize,
-        _schedule: &NoiseSchedule,
-    ) -> std::result::Result<(), String> {
-        Ok(())
-    }
-}
-
-/// The crate's sampler registry (`crate::sampling`) as a catalog: parameters are text (the
-/// registry parses and range-checks them; its defaults are not filled into cells), and every
-/// cell is checked by constructing its sampler.
-pub struct Registry;
-
-impl Registry {
-    fn info(sampler: &str) -> Option<crate::sampling::SamplerInfo> {
-        crate::sampling::sampler_info().into_iter().find(|i| i.name == sampler)
-    }
-}
-
-impl SamplerCatalog for Registry {
-    fn names(&self) -> Vec<&'static str> {
-        crate::sampling::sampler_info().iter().map(|i| i.name).collect()
-    }
-    fn params(&self, sampler: &str) -> Option<Vec<ParamSpec>> {
-        let info = Self::info(sampler)?;
-        Some(
-            (info.params.iter())
-                .filter(|(k, _, _)| *k != "skip" && *k != "steps")
-                .map(|(k, _, _)| ParamSpec { name: k, kind: ParamKind::Any })
-                .collect(),
-        )
-    }
-    fn default_skip(&self, sampler: &str) -> Skip {
-        // The registry's text may go on after the name ("logsnr (DPM-Solver README: ...)").
-        (Self::info(sampler))
-            .and_then(|i| Skip::parse(i.default_skip.split_whitespace().next().unwrap_or("")).ok())
-            .unwrap_or(Skip::Uniform)
-    }
-    fn check(
-        &self,
-        sampler: &str,
-        params: &BTreeMap<String, ParamValue>,
-        skip: Skip,
-        steps: usize,
-        schedule: &NoiseSchedule,
-    ) -> std::result::Result<(), String> {
-        let mut map: crate::sampling::SamplerParams = params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
-        map.insert("skip".into(), skip.name().into());
-        crate::sampling::build_sampler(sampler, &map, steps, schedule).map(|_| ()).map_err(|e| e.to_string())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParamSpec {
-    pub name: &'static str,
-    pub kind: ParamKind,
-}
-
-/// A parameter's type, range and default (the default lives with its type so it cannot disagree).
-#[derive(Debug, Clone, PartialEq)]
-pub enum ParamKind {
-    /// A real number in [min, max] (max may be infinite); integers in the spec are accepted.
-    Float {
-        min: f64,
-        max: f64,
-        default: f64,
-    },
-    /// An integer in min..=max.
-    Int {
-        min: i64,
-        max: i64,
-        default: i64,
-    },
-    Choice {
-        allowed: &'static [&'static str],
-        default: &'static str,
-    },
-    Bool {
-        default: bool,
-    },
-    /// Any scalar, kept as its text and left to [`SamplerCatalog::check`] (for registries that
-    /// describe parameters as text); no default is filled in.
-    Any,
-}
-
-impl ParamKind {
-    pub fn default_value(&self) -> Option<ParamValue> {
-        Some(match self {
-            ParamKind::Float { default, .. } => ParamValue::Float(*default),
-            ParamKind::Int { default, .. } => ParamValue::Int(*default),
-            ParamKind::Choice { default, .. } => ParamValue::Str((*default).to_owned()),
-            ParamKind::Bool { default } => ParamValue::Bool(*default),
-            ParamKind::Any => return None,
-        })
-    }
-    /// "a number ≥ 0", "an integer from 1 to 3", ... (used in error messages).
-    pub fn describe(&self) -> String {
-        match self {
-            ParamKind::Float { min, max, .. } if max.is_infinite() && min.is_infinite() => "a number".into(),
-            ParamKind::Float { min, max, .. } if max.is_infinite() => format!("a number ≥ {min}"),
-            ParamKind::Float { min, max, .. } => format!("a number in [{min}, {max}]"),
-            ParamKind::Int { min, max, .. } => format!("an integer from {min} to {max}"),
-            ParamKind::Choice { allowed, .. } => format!("one of {}", allowed.join(", ")),
-            ParamKind::Bool { .. } => "true or false".into(),
-            ParamKind::Any => "a number, a name or true/false".into(),
-        }
-    }
-}
-
-/// A catalog from a static table: `&[(sampler, &[ParamSpec])]`, in listing order.
-pub struct StaticCatalog(pub &'static [(&'static str, &'static [ParamSpec])]);
-
-impl SamplerCatalog for StaticCatalog {
-    fn names(&self) -> Vec<&'static str> {
-        self.0.iter().map(|(n, _)| *n).collect()
-    }
-    fn params(&self, sampler: &str) -> Option<Vec<ParamSpec>> {
-        self.0.iter().find(|(n, _)| *n == sampler).map(|(_, p)| p.to_vec())
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The plan.
@@ -269,10 +126,12 @@ pub enum ModelPlan {
         config: DdimModelConfig,
         ema: bool,
     },
-    /// A TorchScript ε-model taking (x [B,C,H,W], t [B]).
+    /// A TorchScript model taking (x [B, ...shape], t [B][, cond]), optionally with a TorchScript
+    /// decoder from its samples (latents) to images.
     Torchscript {
         path: PathBuf,
-        shape: [i64; 3],
+        shape: Vec<i64>,
+        decoder: Option<PathBuf>,
     },
     Oracle(DataPlan),
 }
@@ -343,7 +202,10 @@ pub struct Cell {
     /// Which `samplers:` entry it came from.
     pub entry: usize,
     pub sampler: String,
-    /// Every parameter of the sampler, written or default (not `skip`/`steps`).
+    /// The sampler's definition.
+    #[serde(skip)]
+    pub def: &'static SamplerDef,
+    /// Every parameter of the sampler, typed, written or default (not `skip`/`steps`).
     pub params: BTreeMap<String, ParamValue>,
     pub skip: Skip,
     pub steps: usize,
@@ -352,44 +214,80 @@ pub struct Cell {
 }
 
 impl Cell {
-    /// `eta=0.2 order=2` (or `-` when the sampler has no parameters).
+    pub fn def(&self) -> &'static SamplerDef {
+        self.def
+    }
+    /// `eta=0.2 order=2 …`: the results columns' parameters (eta, order, variant) always, then
+    /// every other parameter that differs from its default; `-` when there is none.
     pub fn params_text(&self) -> String {
-        if self.params.is_empty() {
-            return "-".into();
+        let d = self.def();
+        let mut shown: Vec<String> = Vec::new();
+        let mut keys: Vec<&str> = vec![];
+        if d.param("eta").is_some() {
+            keys.push("eta");
         }
-        self.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        if d.param("order").is_some() {
+            keys.push("order");
+        }
+        if let Some(v) = d.variant {
+            keys.push(v);
+        }
+        for k in &keys {
+            if let Some(v) = self.params.get(*k) {
+                shown.push(format!("{k}={v}"));
+            }
+        }
+        for (k, v) in d.non_default(&self.params) {
+            if !keys.contains(&k) {
+                shown.push(format!("{k}={v}"));
+            }
+        }
+        if shown.is_empty() {
+            "-".into()
+        } else {
+            shown.join(" ")
+        }
     }
 }
 
-/// The model as written (path strings, not resolved paths, so moving a checkout keeps hashes),
-/// with defaults and presets resolved. Typed structs rather than JSON maps: field order is fixed
-/// by declaration, so the hash cannot depend on serde_json's map-ordering feature.
+/// The model as configured, without paths: the files it reads are identified by their content
+/// hashes in [`Plan::inputs`]. Typed structs rather than JSON maps: field order is fixed by
+/// declaration, so the hash cannot depend on serde_json's map-ordering feature.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelIdentity {
     pub kind: ModelKind,
-    pub path: Option<String>,
     pub ddim_config: Option<DdimModelConfig>,
     pub ema: Option<bool>,
     pub shape: Option<Vec<i64>>,
+    /// The oracle's data, with `.npy` paths replaced by the role naming their content hash.
     pub data: Option<RawData>,
+    pub prediction: Prediction,
+    pub decoder: bool,
 }
 
-/// The metric configuration as written, defaults resolved (see [`ModelIdentity`]).
+/// The metric configuration, defaults resolved; files by content (see [`ModelIdentity`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricsIdentity {
     pub fid: Option<FidIdentity>,
-    /// Some(reference path as written, None = exact oracle moments) when fd_pixel is on.
-    pub fd_pixel: Option<Option<String>>,
+    /// Some(has a reference file) when fd_pixel is on.
+    pub fd_pixel: Option<bool>,
     pub fd_exact: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FidIdentity {
-    pub reference: String,
-    /// As written, or `default:<artifact name>`.
-    pub weights: String,
     pub mode: ResizeMode,
     pub dims: i64,
+}
+
+/// A file whose content determines a cell's numbers, by the role it plays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Input {
+    /// Where it is configured, e.g. `model.weights`, `metrics.fid.reference`.
+    pub role: String,
+    pub path: PathBuf,
+    /// SHA-256 of the content; None until [`Plan::hash_inputs`] ran (or the file is missing).
+    pub sha256: Option<String>,
 }
 
 /// A validated, expanded spec: what the runner consumes.
@@ -401,28 +299,54 @@ pub struct Plan {
     pub spec_path: PathBuf,
     pub spec_hash: String,
     pub model: ModelPlan,
-    /// The model as written (path strings, not resolved paths), hashed into every cell.
+    /// The model's configuration without paths, hashed into every cell.
     pub model_identity: ModelIdentity,
-    /// E.g. a hash of the weights; see [`Plan::set_model_fingerprint`].
-    pub model_fingerprint: Option<String>,
+    /// What the network's output means (`model.prediction`, or the model's scheduler config).
+    pub prediction: Prediction,
+    /// Files whose content determines the numbers (weights, configs, reference statistics).
+    pub inputs: Vec<Input>,
     pub schedule: SchedulePlan,
+    /// Where the schedule and prediction type came from (`spec`, or the model's scheduler config).
+    pub schedule_source: String,
     pub samples: u64,
     pub batch_size: u64,
     pub seed: u64,
     pub device: DevicePlan,
     pub precision: Precision,
     pub metrics: MetricsPlan,
-    /// The metric configuration as written, hashed into every cell.
+    /// The metric configuration, hashed into every cell.
     pub metrics_identity: MetricsIdentity,
     pub output: PathBuf,
     pub save_samples: SaveSamples,
+    /// The located one-line error naming every missing file, if any (see [`Plan::check_files`]).
+    pub missing_files: Option<String>,
     pub cells: Vec<Cell>,
 }
 
+/// Bumped whenever the identity document changes shape: every finished cell is then recomputed.
+const HASH_SCHEME: u32 = 2;
+
 impl Plan {
-    /// Adds the model's content fingerprint (e.g. weights SHA-256) to every cell hash.
-    pub fn set_model_fingerprint(&mut self, fingerprint: impl Into<String>) {
-        self.model_fingerprint = Some(fingerprint.into());
+    /// Hashes every input file (reusing `cache` where size, mtime and inode are unchanged) and
+    /// recomputes the cell hashes from the contents. Missing files stay unhashed.
+    pub fn hash_inputs(&mut self, cache: &mut HashCache) -> Result<()> {
+        for i in &mut self.inputs {
+            i.sha256 = if i.path.exists() { Some(cache.sha256(&i.path)?) } else { None };
+        }
+        self.rehash_cells();
+        Ok(())
+    }
+
+    /// The hashes of inputs by role (for run.json and the report).
+    pub fn input_hashes(&self) -> BTreeMap<String, Option<String>> {
+        self.inputs.iter().map(|i| (i.role.clone(), i.sha256.clone())).collect()
+    }
+
+    pub fn input(&self, role: &str) -> Option<&Input> {
+        self.inputs.iter().find(|i| i.role == role)
+    }
+
+    fn rehash_cells(&mut self) {
         let hashes: Vec<String> = self.cells.iter().map(|c| self.cell_hash(c)).collect();
         for (c, h) in self.cells.iter_mut().zip(hashes) {
             c.hash = h;
@@ -434,10 +358,12 @@ impl Plan {
         struct CellIdentity<'a> {
             scheme: u32,
             model: &'a ModelIdentity,
-            model_fingerprint: &'a Option<String>,
+            inputs: BTreeMap<&'a str, &'a Option<String>>,
             schedule: &'a SchedulePlan,
             sampler: &'a str,
-            params: &'a BTreeMap<String, ParamValue>,
+            /// Only parameters that differ from their defaults: writing a default changes
+            /// nothing, and a new parameter whose default keeps the old behaviour keeps hashes.
+            params: BTreeMap<&'a str, &'a ParamValue>,
             skip: Skip,
             steps: usize,
             samples: u64,
@@ -446,12 +372,12 @@ impl Plan {
             metrics: &'a MetricsIdentity,
         }
         sha256_json(&CellIdentity {
-            scheme: 1,
+            scheme: HASH_SCHEME,
             model: &self.model_identity,
-            model_fingerprint: &self.model_fingerprint,
+            inputs: self.inputs.iter().map(|i| (i.role.as_str(), &i.sha256)).collect(),
             schedule: &self.schedule,
             sampler: &cell.sampler,
-            params: &cell.params,
+            params: cell.def().non_default(&cell.params).into_iter().collect(),
             skip: cell.skip,
             steps: cell.steps,
             samples: self.samples,
@@ -468,18 +394,37 @@ fn sha256_json(v: &impl Serialize) -> String {
     Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Reads, parses and plans a spec file, probing this machine for CUDA.
-pub fn load(path: &Path, catalog: &dyn SamplerCatalog) -> Result<Plan> {
-    load_with(path, catalog, &Host::probe())
+/// Reads, parses and plans a spec file, probing this machine for CUDA. Input files are not
+/// hashed yet (see [`Plan::hash_inputs_cached`], after any `--out` override).
+pub fn load(path: &Path) -> Result<Plan> {
+    load_with(path, &Host::probe())
 }
 
 /// [`load`] with an explicit host (tests; `--dry-run` on another machine's behalf).
-pub fn load_with(path: &Path, catalog: &dyn SamplerCatalog, host: &Host) -> Result<Plan> {
-    build(&spec::read(path)?, catalog, host)
+pub fn load_with(path: &Path, host: &Host) -> Result<Plan> {
+    build(&spec::read(path)?, host)
+}
+
+impl Plan {
+    /// [`Plan::hash_inputs`] with the hash cache kept in the output folder (when it exists), so
+    /// a large checkpoint is read once, not on every resume.
+    pub fn hash_inputs_cached(&mut self) -> Result<()> {
+        let mut cache = HashCache::open(&self.output);
+        self.hash_inputs(&mut cache)?;
+        cache.save()
+    }
+
+    /// The files the spec names that do not exist, in one located message; Ok when all exist.
+    pub fn check_files(&self) -> Result<()> {
+        match &self.missing_files {
+            Some(msg) => Err(BenchError::user(msg.clone())),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Plans an already parsed spec.
-pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Result<Plan> {
+pub fn build(spec: &SpecFile, host: &Host) -> Result<Plan> {
     let raw = &spec.raw;
     let root = YamlPath::root();
     let base = spec.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -491,7 +436,7 @@ pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Resu
             format!("`{}` is not a usable name (allowed: letters, digits, `_`, `-`, `.`)", raw.name),
         ));
     }
-    let (model, model_identity) = cx.model(&raw.model)?;
+    let setup = cx.model(&raw.model)?;
     let dataset = match (&raw.dataset, &raw.model.config) {
         (Some(d), _) if d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) => {
             return Err(cx.err(
@@ -504,8 +449,8 @@ pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Resu
         (None, Some(DdimConfigSpec::Preset(p))) if p == "celeba" => Some("celeba64".to_owned()),
         (None, _) => None,
     };
-    let schedule = cx.schedule()?;
-    let expanded = cx.expand(catalog, &schedule)?;
+    let (schedule, prediction, schedule_source) = cx.schedule(&raw.model, setup.scheduler.as_ref())?;
+    let expanded = cx.expand(&schedule, prediction)?;
     let samples = cx.at_least_1(&root.key("samples"), raw.samples.unwrap_or(50_000))?;
     let batch_size = cx.at_least_1(&root.key("batch_size"), raw.batch_size.unwrap_or(500))?;
     let seed = match raw.seed.unwrap_or(0) {
@@ -514,36 +459,41 @@ pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Resu
     };
     let device = cx.device(host)?;
     let precision = raw.precision.unwrap_or(Precision::Fp32);
-    if device == DevicePlan::Cpu && precision != Precision::Fp32 {
+    if device == DevicePlan::Cpu && precision == Precision::Tf32 {
         let why = match raw.device.as_deref() {
             None | Some("auto") => "device `auto` resolved to cpu (no CUDA on this machine)".to_owned(),
             Some(_) => "the device is cpu".to_owned(),
         };
         return Err(cx.err(
             &root.key("precision"),
-            format!("`{}` needs a CUDA device but {why} (allowed on cpu: fp32)", precision.as_str()),
+            format!("`tf32` is a CUDA math mode but {why} (allowed on cpu: fp32, bf16, fp16 where libtorch's CPU kernels run it)"),
         ));
     }
-    let (metrics, metrics_identity) = cx.metrics(&model)?;
+    let (metrics, metrics_identity, metric_inputs) = cx.metrics(&setup.plan)?;
     let output = match &raw.output {
         Some(o) => cx.resolve(o),
         None => PathBuf::from("reports").join(&raw.name),
     };
-    // Every missing file in one message (a fresh checkout of a real-model spec lacks several).
+    // Every missing file in one message (a fresh checkout of a real-model spec lacks several);
+    // kept for the runner, so `--dry-run` can list cells without the files.
     let missing = cx.missing.take();
-    if let Some((at, first)) = missing.first() {
+    let missing_files = missing.first().map(|(at, first)| {
         let others: Vec<String> = missing[1..].iter().map(|(a, m)| format!("; also {a}: {m}")).collect();
-        return Err(cx.err(at, format!("{first}{}", others.concat())));
-    }
+        cx.err(at, format!("{first}{}", others.concat())).to_string()
+    });
+    let mut inputs = setup.inputs;
+    inputs.extend(metric_inputs);
     let mut plan = Plan {
         name: raw.name.clone(),
         dataset,
         spec_path: spec.path.clone(),
         spec_hash: sha256_json(raw),
-        model,
-        model_identity,
-        model_fingerprint: None,
+        model: setup.plan,
+        model_identity: ModelIdentity { prediction, ..setup.identity },
+        prediction,
+        inputs,
         schedule,
+        schedule_source,
         samples,
         batch_size,
         seed,
@@ -553,11 +503,12 @@ pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Resu
         metrics_identity,
         output,
         save_samples: raw.save_samples.unwrap_or(SaveSamples::Count(64)),
+        missing_files,
         cells: Vec::new(),
     };
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for (index, (entry, sampler, params, skip, steps)) in expanded.into_iter().enumerate() {
-        let mut cell = Cell { index, entry, sampler, params, skip, steps, hash: String::new() };
+    for (index, (entry, def, params, skip, steps)) in expanded.into_iter().enumerate() {
+        let mut cell = Cell { index, entry, sampler: def.name.to_owned(), def, params, skip, steps, hash: String::new() };
         cell.hash = plan.cell_hash(&cell);
         if let Some(&first) = seen.get(&cell.hash) {
             let prev: &Cell = &plan.cells[first];
@@ -579,7 +530,16 @@ pub fn build(spec: &SpecFile, catalog: &dyn SamplerCatalog, host: &Host) -> Resu
     Ok(plan)
 }
 
-type Expanded = (usize, String, BTreeMap<String, ParamValue>, Skip, usize);
+/// What the `model:` section resolves to.
+struct ModelSetup {
+    plan: ModelPlan,
+    identity: ModelIdentity,
+    inputs: Vec<Input>,
+    /// The model folder's own scheduler config, which supplies the schedule's defaults.
+    scheduler: Option<crate::schedule::ModelSchedulerConfig>,
+}
+
+type Expanded = (usize, &'static SamplerDef, BTreeMap<String, ParamValue>, Skip, usize);
 
 /// Validation context: the spec (for error positions) and the folder relative paths start from.
 struct Cx<'a> {
@@ -644,7 +604,7 @@ impl Cx<'_> {
         v.as_ref().ok_or_else(|| self.err(map_at, format!("{what} needs `{key}` ({hint})")))
     }
 
-    fn model(&self, m: &RawModel) -> Result<(ModelPlan, ModelIdentity)> {
+    fn model(&self, m: &RawModel) -> Result<ModelSetup> {
         let at = YamlPath::root().key("model");
         let written = [
             ("kind", true),
@@ -653,28 +613,49 @@ impl Cx<'_> {
             ("ema", m.ema.is_some()),
             ("shape", m.shape.is_some()),
             ("data", m.data.is_some()),
+            ("prediction", m.prediction.is_some()),
+            ("decoder", m.decoder.is_some()),
+            ("override_model_scheduler", m.override_model_scheduler.is_some()),
         ];
         let what = format!("model kind `{}`", m.kind.as_str());
         let allowed: &[&str] = match m.kind {
-            ModelKind::Diffusers => &["kind", "path"],
-            ModelKind::Ddim => &["kind", "path", "config", "ema"],
-            ModelKind::Torchscript => &["kind", "path", "shape"],
-            ModelKind::Oracle => &["kind", "data"],
+            ModelKind::Diffusers => &["kind", "path", "prediction", "override_model_scheduler"],
+            ModelKind::Ddim => &["kind", "path", "config", "ema", "prediction"],
+            ModelKind::Torchscript => &["kind", "path", "shape", "prediction", "decoder"],
+            ModelKind::Oracle => &["kind", "data", "prediction"],
         };
         self.only_keys(&at, &what, &written, allowed)?;
         let path = |hint: &str| -> Result<PathBuf> {
             let p = self.required(&at, &m.path, "path", &what, hint)?;
             self.existing(&at.key("path"), self.resolve(p))
         };
+        let input = |role: &str, path: &Path| Input { role: role.into(), path: path.to_owned(), sha256: None };
         let mut ddim_config = None;
+        let mut inputs = Vec::new();
+        let mut scheduler = None;
+        let mut data_identity = m.data.clone();
         let plan = match m.kind {
             ModelKind::Diffusers => {
                 let p = path("a diffusers model folder")?;
                 if p.exists() && !p.join("config.json").is_file() {
+                    let hint = if p.join("model_index.json").is_file() && p.join("unet").join("config.json").is_file() {
+                        format!(" — it is a pipeline folder: use {}", p.join("unet").display())
+                    } else {
+                        String::new()
+                    };
                     return Err(self.err(
                         &at.key("path"),
-                        format!("{} is not a diffusers model folder (no config.json in it)", p.display()),
+                        format!("{} is not a diffusers model folder (no config.json in it){hint}", p.display()),
                     ));
+                }
+                if p.is_dir() {
+                    inputs.push(input("model.config", &p.join("config.json")));
+                    if let Some(w) = crate::models::unet::diffusers_weights_file(&p) {
+                        inputs.push(input("model.weights", &w));
+                    }
+                    if let Some(sc) = crate::schedule::ModelSchedulerConfig::find(&p) {
+                        scheduler = Some(crate::schedule::ModelSchedulerConfig::read(&sc).map_err(|e| self.err(&at.key("path"), e))?);
+                    }
                 }
                 ModelPlan::Diffusers { path: p }
             }
@@ -693,12 +674,23 @@ impl Cx<'_> {
                 };
                 ddim_config = Some(config.clone());
                 let p = path("the DDIM checkpoint file")?;
+                inputs.push(input("model.weights", &p));
                 ModelPlan::Ddim { path: p, config, ema: m.ema.unwrap_or(true) }
             }
             ModelKind::Torchscript => {
-                let s = self.required(&at, &m.shape, "shape", &what, "[C, H, W] of one sample")?;
-                let shape = self.shape(&at.key("shape"), s)?;
-                ModelPlan::Torchscript { path: path("a TorchScript file")?, shape }
+                let s = self.required(&at, &m.shape, "shape", &what, "the shape of one sample, e.g. [C, H, W] or [C, L]")?;
+                let shape = self.any_shape(&at.key("shape"), s)?;
+                let p = path("a TorchScript file")?;
+                inputs.push(input("model.weights", &p));
+                let decoder = match &m.decoder {
+                    Some(d) => {
+                        let d = self.existing(&at.key("decoder"), self.resolve(d))?;
+                        inputs.push(input("model.decoder", &d));
+                        Some(d)
+                    }
+                    None => None,
+                };
+                ModelPlan::Torchscript { path: p, shape, decoder }
             }
             ModelKind::Oracle => {
                 let d = self.required(
@@ -708,18 +700,49 @@ impl Cx<'_> {
                     &what,
                     "{kind: gaussian, shape: [C, H, W], ...} or {kind: gmm, ...}",
                 )?;
-                ModelPlan::Oracle(self.data(&at.key("data"), d)?)
+                let data = self.data(&at.key("data"), d)?;
+                // .npy moments are identified by content: the path becomes the input's role.
+                if let (DataPlan::Gaussian { mean, std, .. }, Some(ident)) = (&data, data_identity.as_mut()) {
+                    for (key, moment, slot) in [("mean", mean, &mut ident.mean), ("std", std, &mut ident.std)] {
+                        if let MomentPlan::Npy(p) = moment {
+                            let role = format!("model.data.{key}");
+                            inputs.push(input(&role, p));
+                            *slot = Some(Moment::Npy(role));
+                        }
+                    }
+                }
+                if let (DataPlan::Gmm { mixture: GmmPlan::Explicit { means, stds, .. }, .. }, Some(ident)) = (&data, data_identity.as_mut()) {
+                    for (key, list, slot) in [("means", means, &mut ident.means), ("stds", stds, &mut ident.stds)] {
+                        for (j, moment) in list.iter().enumerate() {
+                            if let (MomentPlan::Npy(p), Some(v)) = (moment, slot.as_mut()) {
+                                let role = format!("model.data.{key}[{j}]");
+                                inputs.push(input(&role, p));
+                                v[j] = Moment::Npy(role);
+                            }
+                        }
+                    }
+                }
+                ModelPlan::Oracle(data)
             }
         };
         let identity = ModelIdentity {
             kind: m.kind,
-            path: m.path.clone(),
             ddim_config,
             ema: (m.kind == ModelKind::Ddim).then(|| m.ema.unwrap_or(true)),
             shape: m.shape.clone(),
-            data: m.data.clone(),
+            data: data_identity,
+            prediction: m.prediction.unwrap_or_default(),
+            decoder: m.decoder.is_some(),
         };
-        Ok((plan, identity))
+        Ok(ModelSetup { plan, identity, inputs, scheduler })
+    }
+
+    /// A sample shape of any rank ≥ 1 (images [C, H, W], sequences [C, L], …).
+    fn any_shape(&self, at: &YamlPath, s: &[i64]) -> Result<Vec<i64>> {
+        if s.is_empty() || s.iter().any(|&d| d < 1) {
+            return Err(self.err(at, format!("must list sizes ≥ 1, e.g. [C, H, W] or [C, L], got {s:?}")));
+        }
+        Ok(s.to_vec())
     }
 
     fn shape(&self, at: &YamlPath, s: &[i64]) -> Result<[i64; 3]> {
@@ -826,12 +849,63 @@ impl Cx<'_> {
         }
     }
 
-    fn schedule(&self) -> Result<SchedulePlan> {
+    /// The schedule and prediction type: the spec's values, with defaults from the model folder's
+    /// scheduler config when it has one; a written value contradicting that config is an error
+    /// unless `model.override_model_scheduler: true`. Returns where they came from too.
+    fn schedule(
+        &self,
+        m: &RawModel,
+        model_config: Option<&crate::schedule::ModelSchedulerConfig>,
+    ) -> Result<(SchedulePlan, Prediction, String)> {
         let at = YamlPath::root().key("schedule");
         let none = spec::RawSchedule { kind: None, beta_start: None, beta_end: None, timesteps: None };
         let s = self.spec.raw.schedule.as_ref().unwrap_or(&none);
-        let kind = s.kind.unwrap_or(ScheduleKind::Linear);
-        let t = s.timesteps.unwrap_or(1000);
+        let overrides = m.override_model_scheduler.unwrap_or(false);
+        let mut source = "spec".to_string();
+        let (mut kind, mut b0, mut b1, mut t, mut prediction) =
+            (s.kind, s.beta_start, s.beta_end, s.timesteps, m.prediction);
+        if let Some(c) = model_config {
+            let config = c.path.display();
+            let cosine = c.kind == ScheduleKind::Cosine;
+            let model_b0 = (!cosine).then_some(c.beta_start);
+            let model_b1 = (!cosine).then_some(c.beta_end);
+            let conflicts: [(YamlPath, String, String, bool); 5] = [
+                (at.key("kind"), format!("{:?}", s.kind.map(|k| k.as_str())), c.kind.as_str().into(), s.kind.is_some_and(|k| k != c.kind)),
+                (at.key("beta_start"), format!("{:?}", s.beta_start), format!("{:?}", model_b0), s.beta_start.is_some() && s.beta_start != model_b0),
+                (at.key("beta_end"), format!("{:?}", s.beta_end), format!("{:?}", model_b1), s.beta_end.is_some() && s.beta_end != model_b1),
+                (at.key("timesteps"), format!("{:?}", s.timesteps), c.timesteps.to_string(), s.timesteps.is_some_and(|v| v != c.timesteps as i64)),
+                (
+                    YamlPath::root().key("model").key("prediction"),
+                    m.prediction.map_or("-".into(), |p| p.as_str().into()),
+                    c.prediction.as_str().into(),
+                    m.prediction.is_some_and(|p| p != c.prediction),
+                ),
+            ];
+            if !overrides {
+                if let Some((path, _, model_value, _)) = conflicts.iter().find(|c| c.3) {
+                    return Err(self.err(
+                        path,
+                        format!(
+                            "contradicts the model's scheduler config {config} ({model_value}); remove it, or set `model.override_model_scheduler: true` to use the spec's value"
+                        ),
+                    ));
+                }
+            }
+            source = if overrides && conflicts.iter().any(|c| c.3) {
+                format!("model scheduler config {config}, overridden by the spec")
+            } else {
+                format!("model scheduler config {config}")
+            };
+            kind = kind.or(Some(c.kind));
+            if kind == Some(c.kind) && !cosine {
+                b0 = b0.or(Some(c.beta_start));
+                b1 = b1.or(Some(c.beta_end));
+            }
+            t = t.or(Some(c.timesteps as i64));
+            prediction = prediction.or(Some(c.prediction));
+        }
+        let kind = kind.unwrap_or(ScheduleKind::Linear);
+        let t = t.unwrap_or(1000);
         if t < 2 {
             return Err(self.err(&at.key("timesteps"), format!("must be ≥ 2, got {t}")));
         }
@@ -846,7 +920,7 @@ impl Cx<'_> {
             }
             ScheduleKind::Linear | ScheduleKind::ScaledLinear => {
                 let (d0, d1) = if kind == ScheduleKind::Linear { (1e-4, 0.02) } else { (0.00085, 0.012) };
-                let (b0, b1) = (s.beta_start.unwrap_or(d0), s.beta_end.unwrap_or(d1));
+                let (b0, b1) = (b0.unwrap_or(d0), b1.unwrap_or(d1));
                 if !(0.0 < b0 && b0 <= b1 && b1 < 1.0) {
                     let key = if 0.0 < b0 && b0 < 1.0 { "beta_end" } else { "beta_start" };
                     return Err(self.err(
@@ -857,7 +931,7 @@ impl Cx<'_> {
                 (Some(b0), Some(b1))
             }
         };
-        Ok(SchedulePlan { kind, beta_start, beta_end, timesteps: t as usize })
+        Ok((SchedulePlan { kind, beta_start, beta_end, timesteps: t as usize }, prediction.unwrap_or_default(), source))
     }
 
     /// Values of a sweep, or an error if the list is empty.
@@ -892,7 +966,7 @@ impl Cx<'_> {
         Ok(out)
     }
 
-    fn expand(&self, catalog: &dyn SamplerCatalog, schedule: &SchedulePlan) -> Result<Vec<Expanded>> {
+    fn expand(&self, schedule: &SchedulePlan, prediction: Prediction) -> Result<Vec<Expanded>> {
         let timesteps = schedule.timesteps;
         let noise_schedule = &schedule.noise_schedule()?;
         let raw = &self.spec.raw;
@@ -904,46 +978,36 @@ impl Cx<'_> {
             Some(s) => Some(self.steps(&root.key("steps"), s, timesteps)?),
             None => None,
         };
-        let names = catalog.names();
+        let names: Vec<&str> = sampling::DEFINITIONS.iter().map(|d| d.name).collect();
         let mut out = Vec::new();
         for (i, e) in raw.samplers.iter().enumerate() {
             let at = root.key("samplers").index(i);
-            let Some(specs) = catalog.params(&e.name) else {
+            let Some(def) = sampling::find(&e.name) else {
                 let mut msg = format!("unknown sampler `{}`", e.name);
                 if let Some(s) = spec::suggest(&e.name, names.iter().copied()) {
                     msg += &format!("; did you mean `{s}`?");
                 }
                 return Err(self.err(&at.key("name"), msg + &format!(" (known: {})", names.join(", "))));
             };
+            def.check_prediction(prediction).map_err(|m| self.err(&at.key("name"), m))?;
             // Axes of the product, in written order; then skip; then steps.
             let mut axes: Vec<(String, Vec<ParamValue>)> = Vec::new();
             for (key, sweep) in &e.params {
                 let kat = at.key(key);
-                let Some(ps) = specs.iter().find(|p| p.name == key) else {
-                    let allowed: Vec<&str> = specs.iter().map(|p| p.name).chain(["skip", "steps"]).collect();
-                    let mut msg = format!("`{key}` is not a parameter of `{}`", e.name);
-                    if let Some(s) = spec::suggest(key, allowed.iter().copied()) {
-                        msg += &format!("; did you mean `{s}`?");
-                    }
-                    return Err(self.err(&kat, msg + &format!(" (allowed: {})", allowed.join(", "))));
-                };
+                let p = def.param(key).ok_or_else(|| self.err(&kat, def.unknown_param(key)))?;
                 let vals = self.sweep(&kat, sweep)?;
                 let checked = (vals.iter().enumerate())
-                    .map(|(j, v)| self.param(&Self::elem(&kat, sweep, j), &e.name, ps, v))
+                    .map(|(j, v)| def.check_value(p, v).map_err(|m| self.err(&Self::elem(&kat, sweep, j), m)))
                     .collect::<Result<Vec<_>>>()?;
                 axes.push((key.clone(), checked));
             }
             let skips: Vec<Skip> = match &e.skip {
                 Some(s) => self.sweep(&at.key("skip"), s)?.to_vec(),
-                None => vec![catalog.default_skip(&e.name)],
+                None => vec![def.default_skip],
             };
-            if let (Some(allowed), Some(written)) = (catalog.skips(&e.name), &e.skip) {
-                if let Some(j) = skips.iter().position(|k| !allowed.contains(k)) {
-                    let names: Vec<&str> = allowed.iter().map(|k| k.name()).collect();
-                    return Err(self.err(
-                        &Self::elem(&at.key("skip"), written, j),
-                        format!("`{}` does not support skip `{}` (allowed: {})", e.name, skips[j], names.join(", ")),
-                    ));
+            if let Some(written) = &e.skip {
+                for (j, k) in skips.iter().enumerate() {
+                    def.check_skip(*k).map_err(|m| self.err(&Self::elem(&at.key("skip"), written, j), m))?;
                 }
             }
             let steps = match (&e.steps, &global_steps) {
@@ -953,9 +1017,7 @@ impl Cx<'_> {
                     return Err(self.err(&at, "no `steps`: set `steps:` at the top level or in this entry"));
                 }
             };
-            let defaults: BTreeMap<String, ParamValue> =
-                specs.iter().filter_map(|p| Some((p.name.to_owned(), p.kind.default_value()?))).collect();
-            let mut combos: Vec<BTreeMap<String, ParamValue>> = vec![defaults];
+            let mut combos: Vec<BTreeMap<String, ParamValue>> = vec![def.defaults()];
             for (key, vals) in &axes {
                 combos = combos
                     .iter()
@@ -971,53 +1033,21 @@ impl Cx<'_> {
             for params in &combos {
                 for &skip in &skips {
                     for &n in &steps {
-                        if let Err(why) = catalog.check(&e.name, params, skip, n, noise_schedule) {
-                            let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        // Building the sampler checks what per-parameter ranges cannot (steps vs
+                        // grid, parameter combinations) before anything runs.
+                        if let Err(why) = def.build(params, skip, n, noise_schedule) {
+                            let p: Vec<String> = def.non_default(params).iter().map(|(k, v)| format!("{k}={v}")).collect();
                             let p = if p.is_empty() { String::new() } else { format!(" {}", p.join(" ")) };
+                            let why = why.to_string();
+                            let why = why.strip_prefix(&format!("sampler {}: ", e.name)).unwrap_or(&why);
                             return Err(self.err(&at, format!("{}{p} skip={skip} steps={n}: {why}", e.name)));
                         }
-                        out.push((i, e.name.clone(), params.clone(), skip, n));
+                        out.push((i, def, params.clone(), skip, n));
                     }
                 }
             }
         }
         Ok(out)
-    }
-
-    /// Checks one parameter value against its spec; integers become floats for float params.
-    fn param(&self, at: &YamlPath, sampler: &str, ps: &ParamSpec, v: &ParamValue) -> Result<ParamValue> {
-        let bad = || self.err(at, format!("`{}` of `{sampler}` must be {}, got {v}", ps.name, ps.kind.describe()));
-        match (&ps.kind, v) {
-            (ParamKind::Float { min, max, .. }, ParamValue::Int(_) | ParamValue::Float(_)) => {
-                let x = if let ParamValue::Int(i) = v {
-                    *i as f64
-                } else if let ParamValue::Float(x) = v {
-                    *x
-                } else {
-                    f64::NAN
-                };
-                if x.is_finite() && x >= *min && x <= *max {
-                    Ok(ParamValue::Float(x))
-                } else {
-                    Err(bad())
-                }
-            }
-            (ParamKind::Int { min, max, .. }, ParamValue::Int(i)) if i >= min && i <= max => Ok(v.clone()),
-            (ParamKind::Choice { allowed, .. }, ParamValue::Str(s)) => {
-                if allowed.contains(&s.as_str()) {
-                    return Ok(v.clone());
-                }
-                let mut msg = format!("unknown value `{s}` for `{}` of `{sampler}`", ps.name);
-                if let Some(sug) = spec::suggest(s, allowed.iter().copied()) {
-                    msg += &format!("; did you mean `{sug}`?");
-                }
-                Err(self.err(at, msg + &format!(" (allowed: {})", allowed.join(", "))))
-            }
-            (ParamKind::Bool { .. }, ParamValue::Bool(_)) => Ok(v.clone()),
-            // Text, so a written `2` and a default "2" are the same cell.
-            (ParamKind::Any, _) => Ok(ParamValue::Str(v.to_string())),
-            _ => Err(bad()),
-        }
     }
 
     fn device(&self, host: &Host) -> Result<DevicePlan> {
@@ -1059,7 +1089,7 @@ impl Cx<'_> {
         }
     }
 
-    fn metrics(&self, model: &ModelPlan) -> Result<(MetricsPlan, MetricsIdentity)> {
+    fn metrics(&self, model: &ModelPlan) -> Result<(MetricsPlan, MetricsIdentity, Vec<Input>)> {
         let at = YamlPath::root().key("metrics");
         let none = spec::RawMetrics { fid: None, fd_pixel: None, fd_exact: None };
         let m = self.spec.raw.metrics.as_ref().unwrap_or(&none);
@@ -1115,16 +1145,20 @@ impl Cx<'_> {
             ));
         }
         let identity = MetricsIdentity {
-            fid: m.fid.as_ref().map(|f| FidIdentity {
-                reference: f.reference.clone().unwrap_or_default(),
-                weights: f.weights.clone().unwrap_or_else(|| format!("default:{}", registry::FID_INCEPTION.name)),
-                mode: f.mode.unwrap_or(ResizeMode::PytorchFid),
-                dims: f.dims.unwrap_or(2048),
-            }),
-            fd_pixel: m.fd_pixel.as_ref().map(|p| p.reference.clone()),
+            fid: m.fid.as_ref().map(|f| FidIdentity { mode: f.mode.unwrap_or(ResizeMode::PytorchFid), dims: f.dims.unwrap_or(2048) }),
+            fd_pixel: m.fd_pixel.as_ref().map(|p| p.reference.is_some()),
             fd_exact: gaussian,
         };
-        Ok((MetricsPlan { fid, fd_pixel, fd_exact: gaussian }, identity))
+        let input = |role: &str, path: &Path| Input { role: role.into(), path: path.to_owned(), sha256: None };
+        let mut inputs = Vec::new();
+        if let Some(f) = &fid {
+            inputs.push(input("metrics.fid.weights", &f.weights));
+            inputs.push(input("metrics.fid.reference", &f.reference));
+        }
+        if let Some(FdPixelPlan { reference: Some(r) }) = &fd_pixel {
+            inputs.push(input("metrics.fd_pixel.reference", r));
+        }
+        Ok((MetricsPlan { fid, fd_pixel, fd_exact: gaussian }, identity, inputs))
     }
 }
 
@@ -1133,10 +1167,10 @@ impl Cx<'_> {
 
 /// The cells as an aligned text table: cell, sampler, params, skip, steps, nfe and
 /// nfe×samples (the cost), with `nfe` from the caller (the sampler registry knows it; `-` if None).
-pub fn render_cells(plan: &Plan, nfe: &dyn Fn(&Cell) -> Option<usize>) -> String {
-    let header = ["cell", "sampler", "params", "skip", "steps", "nfe", "nfe×samples"];
-    let right = [true, false, false, false, true, true, true];
-    let mut rows: Vec<[String; 7]> = vec![header.map(str::to_owned)];
+pub fn render_cells(plan: &Plan, nfe: &dyn Fn(&Cell) -> Option<usize>, done: &dyn Fn(&Cell) -> bool) -> String {
+    let header = ["cell", "sampler", "params", "skip", "steps", "nfe", "nfe×samples", "status"];
+    let right = [true, false, false, false, true, true, true, false];
+    let mut rows: Vec<[String; 8]> = vec![header.map(str::to_owned)];
     for c in &plan.cells {
         let n = nfe(c);
         rows.push([
@@ -1147,9 +1181,10 @@ pub fn render_cells(plan: &Plan, nfe: &dyn Fn(&Cell) -> Option<usize>) -> String
             c.steps.to_string(),
             n.map_or("-".into(), |n| n.to_string()),
             n.map_or("-".into(), |n| (n as u64 * plan.samples).to_string()),
+            if done(c) { "done".into() } else { "to run".into() },
         ]);
     }
-    let mut width = [0usize; 7];
+    let mut width = [0usize; 8];
     for r in &rows {
         for (w, s) in width.iter_mut().zip(r) {
             *w = (*w).max(s.chars().count());
@@ -1177,28 +1212,30 @@ pub fn render_cells(plan: &Plan, nfe: &dyn Fn(&Cell) -> Option<usize>) -> String
     out
 }
 
+/// `bench run --dry-run`: the cells with NFE, cost and whether they are already done in the
+/// output folder, then the files that are missing and where to get them. Needs none of the files.
+pub fn render_dry_run(plan: &Plan) -> String {
+    let done: std::collections::HashSet<String> = crate::results::read_results(&plan.output)
+        .map(|rows| rows.into_iter().filter(|r| r.experiment == plan.name).map(|r| r.cell_hash).collect())
+        .unwrap_or_default();
+    let missing = plan.inputs.iter().any(|i| i.sha256.is_none()) || plan.missing_files.is_some();
+    let mut out = render_cells(plan, &|c| Some(crate::runner::estimate_nfe(plan, c) as usize), &|c| !missing && done.contains(&c.hash));
+    let total: u64 = plan.cells.iter().map(|c| crate::runner::estimate_nfe(plan, c) * plan.samples).sum();
+    out += &format!("{} cells, {} samples each, {total} model evaluations in all; output {}\n", plan.cells.len(), plan.samples, plan.output.display());
+    if let Some(m) = &plan.missing_files {
+        out += &format!("missing files (the run needs them): {m}\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const CATALOG: StaticCatalog = StaticCatalog(&[
-        ("ddim", &[ParamSpec { name: "eta", kind: ParamKind::Float { min: 0.0, max: f64::INFINITY, default: 0.0 } }]),
-        ("ddpm_large", &[]),
-        (
-            "dpm_solver",
-            &[
-                ParamSpec { name: "order", kind: ParamKind::Int { min: 1, max: 3, default: 3 } },
-                ParamSpec {
-                    name: "method",
-                    kind: ParamKind::Choice { allowed: &["singlestep", "multistep", "fast"], default: "singlestep" },
-                },
-            ],
-        ),
-    ]);
     const CPU: Host = Host { cuda_devices: 0 };
 
     fn plan(text: &str) -> Result<Plan> {
-        build(&spec::parse(Path::new("t.yaml"), text)?, &CATALOG, &CPU)
+        build(&spec::parse(Path::new("t.yaml"), text)?, &CPU)
     }
 
     const BASE: &str =
@@ -1207,21 +1244,23 @@ mod tests {
     #[test]
     fn sweep_expands_params_then_skip_then_steps() {
         let p = plan(&format!(
-            "{BASE}samplers:\n  - {{name: dpm_solver, order: [2, 3], method: [singlestep, multistep], skip: [uniform, logsnr]}}\n  - {{name: ddpm_large, steps: 7}}\nsteps: [10, 20]\n"
+            "{BASE}samplers:\n  - {{name: dpm_solver, order: [2, 3], method: [singlestep, multistep], skip: [time_uniform, logsnr]}}\n  - {{name: ddpm_large, steps: 7}}\nsteps: [10, 20]\n"
         ))
         .unwrap();
         assert_eq!(p.cells.len(), 2 * 2 * 2 * 2 + 1);
         let key = |c: &Cell| format!("{} {} {} {}", c.sampler, c.params_text(), c.skip.name(), c.steps);
-        assert_eq!(key(&p.cells[0]), "dpm_solver method=singlestep order=2 uniform 10");
-        assert_eq!(key(&p.cells[1]), "dpm_solver method=singlestep order=2 uniform 20");
-        assert_eq!(key(&p.cells[2]), "dpm_solver method=singlestep order=2 logsnr 10");
-        assert_eq!(key(&p.cells[4]), "dpm_solver method=multistep order=2 uniform 10");
-        assert_eq!(key(&p.cells[8]), "dpm_solver method=singlestep order=3 uniform 10");
-        assert_eq!(key(&p.cells[16]), "ddpm_large - uniform 7");
+        assert_eq!(key(&p.cells[0]), "dpm_solver order=2 method=singlestep time_uniform 10");
+        assert_eq!(key(&p.cells[1]), "dpm_solver order=2 method=singlestep time_uniform 20");
+        assert_eq!(key(&p.cells[2]), "dpm_solver order=2 method=singlestep logsnr 10");
+        assert_eq!(key(&p.cells[4]), "dpm_solver order=2 method=multistep time_uniform 10");
+        assert_eq!(key(&p.cells[8]), "dpm_solver order=3 method=singlestep time_uniform 10");
+        assert_eq!(key(&p.cells[16]), "ddpm_large - quadratic 7");
         assert_eq!(p.cells.iter().map(|c| c.index).collect::<Vec<_>>(), (0..17).collect::<Vec<_>>());
-        // Defaults fill unwritten parameters; integers given to float params become floats.
+        // Every parameter is filled; integers given to float params become floats.
         let p = plan(&format!("{BASE}samplers: [{{name: dpm_solver}}, {{name: ddim, eta: 1}}]\nsteps: 5\n")).unwrap();
-        assert_eq!(p.cells[0].params_text(), "method=singlestep order=3");
+        assert_eq!(p.cells[0].params["order"], ParamValue::Int(3));
+        assert_eq!(p.cells[0].params["t_end"], ParamValue::Str("auto".into()));
+        assert_eq!(p.cells[0].params.len(), sampling::find("dpm_solver").unwrap().params.len());
         assert_eq!(p.cells[1].params["eta"], ParamValue::Float(1.0));
     }
 
@@ -1231,34 +1270,57 @@ mod tests {
         let a = plan(&text).unwrap();
         assert_eq!(a.cells[0].hash.len(), 64);
         assert_ne!(a.cells[0].hash, a.cells[1].hash);
-        // Formatting, comments, batch size, output and a written default leave hashes unchanged.
+        // Formatting, comments, batch size, output and written defaults leave hashes unchanged.
         let same = format!(
-            "# comment\n{BASE}samplers:\n  - name: ddim\n    eta: [0, 0.5]\nsteps: [10]\nbatch_size: 7\noutput: elsewhere\nschedule: {{kind: linear}}\n"
+            "# comment\n{BASE}samplers:\n  - name: ddim\n    eta: [0, 0.5]\n    alpha_to_one: true\nsteps: [10]\nbatch_size: 7\noutput: elsewhere\nschedule: {{kind: linear}}\n"
         );
         let b = plan(&same).unwrap();
         assert_eq!(
             a.cells.iter().map(|c| &c.hash).collect::<Vec<_>>(),
             b.cells.iter().map(|c| &c.hash).collect::<Vec<_>>()
         );
-        // Seed, samples, precision-relevant and model changes do change them.
+        // Seed, samples, the data, the schedule, the prediction type and a parameter change them.
         for changed in [
             text.replace("steps: 10", "steps: 11"),
             text.clone() + "seed: 1\n",
             text.clone() + "samples: 10\n",
             text.replace("0.2, 0.5", "0.25, 0.5"),
             text.clone() + "schedule: {beta_end: 0.021}\n",
+            text.replace("kind: oracle,", "kind: oracle, prediction: v_prediction,"),
+            text.replace("eta: [0.0, 0.5]", "eta: [0.0, 0.5], clip_sample: true"),
         ] {
             let c = plan(&changed).unwrap();
             assert_ne!(a.cells[1].hash, c.cells[1].hash, "{changed}");
         }
-        // The weights fingerprint is part of the hash.
-        let mut f = a.clone();
-        f.set_model_fingerprint("abc");
-        assert_ne!(f.cells[0].hash, a.cells[0].hash);
         // Pinned: a changed hash scheme silently invalidates every finished cell of every run
-        // (resume recomputes them), so it must be a deliberate change (bump `scheme`).
-        assert_eq!(a.cells[0].hash, "e634c341523a1c59fbdc1274f45f2055ac481e657813cb989ba9ee564c269396");
+        // (resume recomputes them), so it must be a deliberate change (bump HASH_SCHEME).
+        assert_eq!(a.cells[0].hash, "fdc0f1cb1c573bf9087ace4e876550c6426d6346efa898b9cb272c459392289b");
         assert_eq!(a.spec_hash.len(), 64);
+    }
+
+    #[test]
+    fn cell_hash_follows_file_content_not_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mean.npy"), b"first").unwrap();
+        let text = "name: t\nmodel: {kind: oracle, data: {kind: gaussian, shape: [1, 2, 2], mean: mean.npy}}\nsamplers: [{name: ddim}]\nsteps: 3\n";
+        let spec_path = dir.path().join("t.yaml");
+        std::fs::write(&spec_path, text).unwrap();
+        let hashed = |path: &Path| {
+            let mut p = load_with(path, &CPU).unwrap();
+            let mut cache = HashCache::default();
+            p.hash_inputs(&mut cache).unwrap();
+            p
+        };
+        let first = hashed(&spec_path);
+        assert_eq!(first.inputs[0].role, "model.data.mean");
+        // Same content elsewhere: same hash.
+        let moved = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.path().join("mean.npy"), moved.path().join("mean.npy")).unwrap();
+        std::fs::write(moved.path().join("t.yaml"), text).unwrap();
+        assert_eq!(hashed(&moved.path().join("t.yaml")).cells[0].hash, first.cells[0].hash);
+        // New content at the same path: a new hash.
+        std::fs::write(dir.path().join("mean.npy"), b"second").unwrap();
+        assert_ne!(hashed(&spec_path).cells[0].hash, first.cells[0].hash);
     }
 
     #[test]
@@ -1266,8 +1328,11 @@ mod tests {
         let e = plan(&format!("{BASE}samplers: [{{name: ddim, eta: [0.5, 0.5]}}]\nsteps: 10\n")).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "t.yaml:3:12: samplers[0]: repeats cell #0 of samplers[0] (ddim eta=0.5 skip=uniform steps=10); remove the repeated value"
+            "t.yaml:3:12: samplers[0]: repeats cell #0 of samplers[0] (ddim eta=0.5 skip=quadratic steps=10); remove the repeated value"
         );
+        // A written default is the same cell as the default.
+        let e = plan(&format!("{BASE}samplers: [{{name: ddim}}, {{name: ddim, eta: 0}}]\nsteps: 10\n")).unwrap_err();
+        assert!(e.to_string().contains("repeats cell #0"), "{e}");
     }
 
     #[test]
@@ -1276,72 +1341,38 @@ mod tests {
             "{BASE}samplers: [{{name: ddim, eta: [0, 0.25]}}, {{name: ddpm_large}}]\nsteps: [10, 100]\nsamples: 1000\n"
         ))
         .unwrap();
-        let t = render_cells(&p, &|c| (c.sampler == "ddim").then_some(c.steps));
+        let t = render_cells(&p, &|c| (c.sampler == "ddim").then_some(c.steps), &|c| c.index == 1);
         assert_eq!(
             t,
             "\
-cell  sampler     params    skip     steps  nfe  nfe×samples
-   0  ddim        eta=0     uniform     10   10        10000
-   1  ddim        eta=0     uniform    100  100       100000
-   2  ddim        eta=0.25  uniform     10   10        10000
-   3  ddim        eta=0.25  uniform    100  100       100000
-   4  ddpm_large  -         uniform     10    -            -
-   5  ddpm_large  -         uniform    100    -            -
+cell  sampler     params    skip       steps  nfe  nfe×samples  status
+   0  ddim        eta=0     quadratic     10   10        10000  to run
+   1  ddim        eta=0     quadratic    100  100       100000  done
+   2  ddim        eta=0.25  quadratic     10   10        10000  to run
+   3  ddim        eta=0.25  quadratic    100  100       100000  to run
+   4  ddpm_large  -         quadratic     10    -            -  to run
+   5  ddpm_large  -         quadratic    100    -            -  to run
 "
         );
     }
 
-    /// A registry-like catalog: text parameters, per-sampler skips and a full per-cell check.
-    struct Checking;
-    impl SamplerCatalog for Checking {
-        fn names(&self) -> Vec<&'static str> {
-            vec!["lms"]
-        }
-        fn params(&self, sampler: &str) -> Option<Vec<ParamSpec>> {
-            (sampler == "lms").then(|| vec![ParamSpec { name: "order", kind: ParamKind::Any }])
-        }
-        fn default_skip(&self, _: &str) -> Skip {
-            Skip::Linspace
-        }
-        fn skips(&self, _: &str) -> Option<Vec<Skip>> {
-            Some(vec![Skip::Linspace, Skip::Karras])
-        }
-        fn check(
-            &self,
-            _: &str,
-            p: &BTreeMap<String, ParamValue>,
-            _: Skip,
-            steps: usize,
-            s: &NoiseSchedule,
-        ) -> Result<(), String> {
-            let order = p.get("order").map_or("4".into(), |v| v.to_string());
-            match order.parse::<usize>() {
-                Ok(o) if o <= steps && s.len() == 1000 => Ok(()),
-                _ => Err(format!("order {order} needs an integer ≤ steps")),
-            }
-        }
-    }
-
     #[test]
-    fn catalog_skips_and_cell_checks_run_before_anything() {
-        let run = |s: &str| build(&spec::parse(Path::new("t.yaml"), &format!("{BASE}{s}"))?, &Checking, &CPU);
-        let p = run("samplers: [{name: lms, order: [2, 3]}]\nsteps: 5\n").unwrap();
-        assert_eq!(p.cells[0].params["order"], ParamValue::Str("2".into()));
-        assert_eq!(p.cells[0].skip, Skip::Linspace);
-        // Text parameters get no default filled in; written numbers become their text.
-        let a = run("samplers: [{name: lms}]\nsteps: 5\n").unwrap();
-        assert_eq!(a.cells[0].params_text(), "-");
-        let b = run("samplers: [{name: lms, order: 4}]\nsteps: 5\n").unwrap();
-        assert_eq!(b.cells[0].params_text(), "order=4");
-        let e = run("samplers: [{name: lms, skip: [karras, uniform]}]\nsteps: 5\n").unwrap_err();
+    fn skips_predictions_and_cell_checks_run_before_anything() {
+        let e = plan(&format!("{BASE}samplers: [{{name: lms, skip: [karras, uniform]}}]\nsteps: 5\n")).unwrap_err();
         assert_eq!(
             e.to_string(),
             "t.yaml:3:39: samplers[0].skip[1]: `lms` does not support skip `uniform` (allowed: linspace, karras)"
         );
-        let e = run("samplers: [{name: lms, order: 3}]\nsteps: [5, 2]\n").unwrap_err();
+        let e = plan(&format!("{BASE}samplers: [{{name: f-pndm}}]\nsteps: [10, 2]\n")).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "t.yaml:3:12: samplers[0]: lms order=3 skip=linspace steps=2: order 3 needs an integer ≤ steps"
+            "t.yaml:3:12: samplers[0]: f-pndm skip=uniform steps=2: 2 timestep labels are too few (its warm-up needs at least 4)"
+        );
+        let v = BASE.replace("kind: oracle,", "kind: oracle, prediction: sample,");
+        let e = plan(&format!("{v}samplers: [{{name: plms}}]\nsteps: 10\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.yaml:3:13: samplers[0].name: `plms` does not support model prediction `sample` (supported: epsilon, v_prediction)"
         );
     }
 
@@ -1357,11 +1388,12 @@ cell  sampler     params    skip     steps  nfe  nfe×samples
     fn defaults() {
         let p = plan(&format!("{BASE}samplers: [{{name: ddim}}]\nsteps: 10\n")).unwrap();
         assert_eq!((p.samples, p.batch_size, p.seed), (50_000, 500, 0));
-        assert_eq!((p.device, p.precision), (DevicePlan::Cpu, Precision::Fp32));
+        assert_eq!((p.device, p.precision, p.prediction), (DevicePlan::Cpu, Precision::Fp32, Prediction::Epsilon));
         assert_eq!(
             p.schedule,
             SchedulePlan { kind: ScheduleKind::Linear, beta_start: Some(1e-4), beta_end: Some(0.02), timesteps: 1000 }
         );
+        assert_eq!(p.schedule_source, "spec");
         assert_eq!(p.output, PathBuf::from("reports/t"));
         assert_eq!(p.save_samples, SaveSamples::Count(64));
         assert_eq!(p.metrics, MetricsPlan { fid: None, fd_pixel: None, fd_exact: true });
@@ -1379,11 +1411,13 @@ cell  sampler     params    skip     steps  nfe  nfe×samples
                 &format!("{BASE}samplers: [{{name: ddim}}]\nsteps: 10\nprecision: bf16\n"),
             )
             .unwrap(),
-            &CATALOG,
             &Host { cuda_devices: 2 },
         )
         .unwrap();
         assert_eq!((auto_gpu.device, auto_gpu.precision), (DevicePlan::Cuda(0), Precision::Bf16));
+        // bf16 runs on CPU too; tf32 is a CUDA math mode.
+        assert_eq!(plan(&format!("{BASE}samplers: [{{name: ddim}}]\nsteps: 10\nprecision: bf16\n")).unwrap().precision, Precision::Bf16);
+        assert!(plan(&format!("{BASE}samplers: [{{name: ddim}}]\nsteps: 10\nprecision: tf32\n")).is_err());
     }
 }
 

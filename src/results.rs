@@ -16,17 +16,16 @@
 //! | `model` | str | model description (kind and path, or the oracle's distribution and shape) |
 //! | `dataset` | str? | dataset the model was trained on, used to find published numbers (`cifar10`, `celeba64`, `lsun_bedroom`, `lsun_church`); empty when not known |
 //! | `sampler` | str | sampler registry name (`ddim`, `ddpm_large` = DDIM Table 1's σ̂, `pndm`, `dpm_solver`, `dpm_solver++`, `unipc`, ...) |
-//! | `variant` | str? | the sampler's `variant` or `method` parameter where the spec sets one (`singlestep`/`multistep` for `dpm_solver`; `bh1`/`bh2` for `unipc`) |
-//! | `order` | int? | solver order where the sampler has one |
-//! | `eta` | float? | DDIM η (0 deterministic, 1 DDPM-like); empty for samplers without η |
+//! | `variant` | str? | the sampler's variant parameter (`singlestep`/`multistep` for `dpm_solver`; `bh1`/`bh2` for `unipc`), written or default |
+//! | `order` | int? | solver order where the sampler has one, written or default |
+//! | `eta` | float? | DDIM η (0 deterministic, 1 DDPM-like: `ddpm` and the ancestral samplers are 1); empty for samplers without η |
 //! | `skip` | str? | timestep selection (`uniform`, `quadratic`, `time_uniform`, `logSNR`, ...) |
 //! | `steps` | int | sampler steps S as given in the spec |
 //! | `nfe` | int | model evaluations per sample actually made (counted, not computed from S) |
+//! | `unet_evals` | int | network evaluations per sample: `nfe`, or 2·`nfe` under classifier-free guidance |
 //! | `samples` | int | number of samples the metrics were computed on |
 //! | `seed` | int | base seed; sample i's noise depends only on (seed, i, step) |
-//! | `fid` | float? | FID against the reference statistics (`fid_mode` says which pipeline) |
-//! | `fd_pixel` | float? | Fréchet distance on the raw (unquantised) samples, in the model's [−1, 1] units, against the oracle's exact moments or a reference `.npz` |
-//! | `fd_exact` | float? | Fréchet distance to the oracle's exact data moments (Gaussian oracle only) |
+//! | *metric columns* | float? | one per metric column the spec asked for (`fid`, `fd_exact`, `fd_pixel`, …; see `crate::metrics::METRICS` and the README's metrics section) |
 //! | `nan_samples` | int | samples containing NaN/Inf (excluded from the metrics) |
 //! | `first_nan_index` | int? | index of the first such sample |
 //! | `seconds_sampling` | float | wall seconds spent sampling (device-synchronised, warm-up excluded) |
@@ -47,6 +46,7 @@
 use crate::{BenchError, Result};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
@@ -68,11 +68,11 @@ pub struct ResultRow {
     pub skip: Option<String>,
     pub steps: u64,
     pub nfe: u64,
+    pub unet_evals: u64,
     pub samples: u64,
     pub seed: u64,
-    pub fid: Option<f64>,
-    pub fd_pixel: Option<f64>,
-    pub fd_exact: Option<f64>,
+    /// Metric column → value (absent when the cell has no such number).
+    pub metrics: BTreeMap<String, f64>,
     pub nan_samples: u64,
     pub first_nan_index: Option<u64>,
     pub seconds_sampling: f64,
@@ -92,6 +92,12 @@ pub struct ResultRow {
     pub cell_hash: String,
 }
 
+impl ResultRow {
+    pub fn metric(&self, column: &str) -> Option<f64> {
+        self.metrics.get(column).copied()
+    }
+}
+
 /// The run's environment, written by the runner to `OUTPUT/run.json` and printed by the report's
 /// reproducibility block. Fields the runner cannot know stay `None`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -105,12 +111,11 @@ pub struct RunInfo {
     pub device_name: String,
     pub precision: String,
     pub fid_mode: Option<String>,
-    /// SHA-256 of the FID network weights file.
-    pub fid_weights_sha256: Option<String>,
-    /// SHA-256 of the model weights (file or folder contents).
-    pub model_weights_sha256: Option<String>,
-    /// SHA-256 of the FID reference-statistics file.
-    pub reference_stats_sha256: Option<String>,
+    /// SHA-256 of every file the cells' numbers depend on, by role (`model.weights`,
+    /// `metrics.fid.reference`, …); null for a file that was missing.
+    pub input_sha256: BTreeMap<String, Option<String>>,
+    /// Where the schedule and prediction type came from (`spec` or the model's scheduler config).
+    pub schedule_source: Option<String>,
     pub seed: u64,
     pub samples: u64,
     pub spec_hash: String,
@@ -126,6 +131,30 @@ pub struct RunInfo {
 fn polars_err(path: &Path, e: PolarsError) -> BenchError {
     BenchError::file(path, format!("not a valid results table: {e}"))
 }
+
+/// The metric columns present in `rows`: known metrics in registry order, then others by name.
+pub fn metric_columns(rows: &[ResultRow]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for c in crate::metrics::METRICS.iter().flat_map(|m| m.columns.iter()) {
+        if rows.iter().any(|r| r.metrics.contains_key(c.name)) {
+            names.push(c.name.to_string());
+        }
+    }
+    let mut others: Vec<String> =
+        rows.iter().flat_map(|r| r.metrics.keys()).filter(|k| !names.contains(k)).cloned().collect();
+    others.sort();
+    others.dedup();
+    names.extend(others);
+    names
+}
+
+/// Columns that are not metrics (everything else in a results table is one).
+const FIXED_COLUMNS: &[&str] = &[
+    "experiment", "model", "dataset", "sampler", "variant", "order", "eta", "skip", "steps", "nfe", "unet_evals", "samples", "seed",
+    "nan_samples", "first_nan_index", "seconds_sampling", "seconds_metrics", "seconds_model", "seconds_overhead", "seconds_per_step",
+    "images_per_second", "peak_memory_bytes", "batch_size", "device", "precision", "fid_mode", "bench_version", "git_commit",
+    "spec_hash", "cell_hash",
+];
 
 fn rows_to_frame(rows: &[ResultRow]) -> PolarsResult<DataFrame> {
     fn s<'a>(rows: &'a [ResultRow], f: impl Fn(&'a ResultRow) -> &'a str) -> Vec<&'a str> {
@@ -157,11 +186,15 @@ fn rows_to_frame(rows: &[ResultRow]) -> PolarsResult<DataFrame> {
         Column::new("skip".into(), os(rows, |r| &r.skip)),
         Column::new("steps".into(), u(rows, |r| r.steps)),
         Column::new("nfe".into(), u(rows, |r| r.nfe)),
+        Column::new("unet_evals".into(), u(rows, |r| r.unet_evals)),
         Column::new("samples".into(), u(rows, |r| r.samples)),
         Column::new("seed".into(), u(rows, |r| r.seed)),
-        Column::new("fid".into(), of(rows, |r| r.fid)),
-        Column::new("fd_pixel".into(), of(rows, |r| r.fd_pixel)),
-        Column::new("fd_exact".into(), of(rows, |r| r.fd_exact)),
+    ];
+    let mut columns = columns;
+    for name in metric_columns(rows) {
+        columns.push(Column::new(name.as_str().into(), of(rows, |r| r.metric(&name))));
+    }
+    columns.extend([
         Column::new("nan_samples".into(), u(rows, |r| r.nan_samples)),
         Column::new("first_nan_index".into(), ou(rows, |r| r.first_nan_index)),
         Column::new("seconds_sampling".into(), fl(rows, |r| r.seconds_sampling)),
@@ -179,7 +212,7 @@ fn rows_to_frame(rows: &[ResultRow]) -> PolarsResult<DataFrame> {
         Column::new("git_commit".into(), s(rows, |r| &r.git_commit)),
         Column::new("spec_hash".into(), s(rows, |r| &r.spec_hash)),
         Column::new("cell_hash".into(), s(rows, |r| &r.cell_hash)),
-    ];
+    ]);
     DataFrame::new(rows.len(), columns)
 }
 
@@ -247,7 +280,10 @@ fn frame_to_rows(df: &DataFrame, path: &Path) -> Result<Vec<ResultRow>> {
     let (variant, order, eta, skip) =
         (r.opt_str("variant", false)?, r.opt_u64("order", false)?, r.opt_f64("eta", false)?, r.opt_str("skip", false)?);
     let (steps, nfe, samples, seed) = (r.u64("steps")?, r.u64("nfe")?, r.u64("samples")?, r.u64("seed")?);
-    let (fid, fd_pixel, fd_exact) = (r.opt_f64("fid", false)?, r.opt_f64("fd_pixel", false)?, r.opt_f64("fd_exact", false)?);
+    let unet_evals = r.opt_u64("unet_evals", false)?;
+    let metric_names: Vec<String> =
+        df.get_column_names().iter().map(|n| n.to_string()).filter(|n| !FIXED_COLUMNS.contains(&n.as_str())).collect();
+    let metric_values: Vec<Vec<Option<f64>>> = metric_names.iter().map(|n| r.opt_f64(n, true)).collect::<Result<_>>()?;
     let (nan_samples, first_nan_index) = (r.opt_u64("nan_samples", false)?, r.opt_u64("first_nan_index", false)?);
     let (seconds_sampling, seconds_metrics) = (r.f64("seconds_sampling")?, r.f64("seconds_metrics")?);
     let (seconds_model, seconds_overhead) = (r.opt_f64("seconds_model", false)?, r.opt_f64("seconds_overhead", false)?);
@@ -269,11 +305,10 @@ fn frame_to_rows(df: &DataFrame, path: &Path) -> Result<Vec<ResultRow>> {
             skip: skip[i].clone(),
             steps: steps[i],
             nfe: nfe[i],
+            unet_evals: unet_evals[i].unwrap_or(nfe[i]),
             samples: samples[i],
             seed: seed[i],
-            fid: fid[i],
-            fd_pixel: fd_pixel[i],
-            fd_exact: fd_exact[i],
+            metrics: metric_names.iter().zip(&metric_values).filter_map(|(n, v)| Some((n.clone(), v[i]?))).collect(),
             nan_samples: nan_samples[i].unwrap_or(0),
             first_nan_index: first_nan_index[i],
             seconds_sampling: seconds_sampling[i],
@@ -296,42 +331,21 @@ fn frame_to_rows(df: &DataFrame, path: &Path) -> Result<Vec<ResultRow>> {
     Ok(rows)
 }
 
-/// Write `bytes` produced by `write` to `path` atomically: temp file in the same folder, fsync,
-/// rename over the target, fsync the folder.
-fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = File::create(&tmp).map_err(|e| BenchError::io(format!("create {}", tmp.display()), e))?;
-        write(&mut f)?;
-        f.sync_all().map_err(|e| BenchError::io(format!("sync {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, path).map_err(|e| BenchError::io(format!("rename to {}", path.display()), e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 /// Replace `dir/results.parquet` and `dir/results.csv` by exactly `rows` (atomically each).
 /// Callers that add rows use [`append_result`], which also takes the lock.
 pub fn write_results(dir: &Path, rows: &[ResultRow]) -> Result<()> {
     let mut df = rows_to_frame(rows).map_err(|e| BenchError::Internal(format!("results table: {e}")))?;
     let parquet = dir.join(RESULTS_PARQUET);
-    write_atomically(&parquet, |f| {
-        ParquetWriter::new(f).finish(&mut df).map_err(|e| polars_err(&parquet, e))?;
+    crate::fsutil::write_atomic_with(&parquet, |tmp| {
+        let f = File::create(tmp).map_err(|e| crate::fsutil::write_error(&parquet, e))?;
+        ParquetWriter::new(f).finish(&mut df).map_err(|e| crate::fsutil::write_error(&parquet, e))?;
         Ok(())
     })?;
     let csv = dir.join(RESULTS_CSV);
-    write_atomically(&csv, |f| CsvWriter::new(f).include_header(true).finish(&mut df).map_err(|e| polars_err(&csv, e)))
+    crate::fsutil::write_atomic_with(&csv, |tmp| {
+        let mut f = File::create(tmp).map_err(|e| crate::fsutil::write_error(&csv, e))?;
+        CsvWriter::new(&mut f).include_header(true).finish(&mut df).map_err(|e| crate::fsutil::write_error(&csv, e))
+    })
 }
 
 /// All rows of `dir/results.parquet`, in file order. A missing or unreadable file is a
@@ -383,10 +397,7 @@ pub fn append_result(dir: &Path, row: &ResultRow) -> Result<()> {
 pub fn write_run_info(dir: &Path, info: &RunInfo) -> Result<()> {
     let path = dir.join(RUN_INFO);
     let json = serde_json::to_string_pretty(info).map_err(|e| BenchError::Internal(format!("run.json: {e}")))?;
-    write_atomically(&path, |f| {
-        use std::io::Write;
-        f.write_all(json.as_bytes()).map_err(|e| BenchError::io(format!("write {}", path.display()), e))
-    })
+    crate::fsutil::write_atomic(&path, json.as_bytes())
 }
 
 /// `dir/run.json` if present; `Ok(None)` when absent, an error naming the file when malformed.
@@ -412,8 +423,9 @@ mod tests {
             skip: Some("uniform".into()),
             steps,
             nfe: steps,
+            unet_evals: steps,
             samples: 100,
-            fid,
+            metrics: fid.map(|v| ("fid".to_string(), v)).into_iter().collect(),
             seconds_sampling: 1.5,
             seconds_metrics: 0.25,
             seconds_per_step: 0.015,
@@ -436,7 +448,8 @@ mod tests {
         a.dataset = Some("cifar10".into());
         a.variant = Some("plms".into());
         a.order = Some(3);
-        a.fd_exact = Some(f64::NAN);
+        a.metrics.insert("fd_exact".into(), f64::NAN);
+        a.metrics.insert("fd_dinov2".into(), 3.5);
         a.nan_samples = 4;
         a.first_nan_index = Some(17);
         a.seconds_model = Some(1.25);
@@ -448,13 +461,11 @@ mod tests {
         append_result(dir.path(), &b).unwrap();
         let back = read_results(dir.path()).unwrap();
         assert_eq!(back.len(), 2);
-        assert!(back[0].fd_exact.unwrap().is_nan());
-        let mut a_nan_free = back[0].clone();
-        a_nan_free.fd_exact = a.fd_exact;
-        assert_eq!(format!("{a_nan_free:?}"), format!("{a:?}"));
+        assert!(back[0].metric("fd_exact").unwrap().is_nan());
+        assert_eq!(format!("{:?}", back[0]), format!("{a:?}"));
         assert_eq!(back[1], b);
         let csv = std::fs::read_to_string(dir.path().join(RESULTS_CSV)).unwrap();
-        assert!(csv.starts_with("experiment,model,dataset,sampler,variant,order,eta,skip,steps,nfe,"), "{csv}");
+        assert!(csv.starts_with("experiment,model,dataset,sampler,variant,order,eta,skip,steps,nfe,unet_evals,samples,seed,fid,fd_exact,fd_dinov2,nan_samples,"), "{csv}");
         assert_eq!(csv.lines().count(), 3);
     }
 
@@ -465,7 +476,7 @@ mod tests {
         append_result(dir.path(), &row("b", "ddim", Some(0.0), 20, Some(2.0))).unwrap();
         append_result(dir.path(), &row("a", "ddim", Some(0.0), 10, Some(1.0))).unwrap();
         let back = read_results(dir.path()).unwrap();
-        assert_eq!(back.iter().map(|r| (r.cell_hash.as_str(), r.fid)).collect::<Vec<_>>(), [("a", Some(1.0)), ("b", Some(2.0))]);
+        assert_eq!(back.iter().map(|r| (r.cell_hash.as_str(), r.metric("fid"))).collect::<Vec<_>>(), [("a", Some(1.0)), ("b", Some(2.0))]);
         // No temp files left behind.
         let names: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();

@@ -23,6 +23,16 @@ pub struct NoiseSchedule {
     pub alphas_cumprod: Vec<f64>,
 }
 
+impl ScheduleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduleKind::Linear => "linear",
+            ScheduleKind::ScaledLinear => "scaled_linear",
+            ScheduleKind::Cosine => "cosine",
+        }
+    }
+}
+
 impl NoiseSchedule {
     pub fn new(kind: ScheduleKind, beta_start: f64, beta_end: f64, timesteps: usize) -> Result<Self> {
         if timesteps < 2 {
@@ -81,6 +91,70 @@ impl NoiseSchedule {
     pub fn lambda(&self, t: usize) -> f64 {
         let a = self.alphas_cumprod[t];
         0.5 * (a.ln() - (1.0 - a).ln())
+    }
+}
+
+/// The training schedule and output parameterisation a diffusers `scheduler_config.json` states
+/// (the parts that belong to the model; timestep spacing and the like belong to the sampler).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSchedulerConfig {
+    pub path: std::path::PathBuf,
+    pub kind: ScheduleKind,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub timesteps: usize,
+    pub prediction: crate::models::Prediction,
+}
+
+impl ModelSchedulerConfig {
+    /// `scheduler_config.json` beside a model's `config.json`, or in the pipeline's `scheduler/`
+    /// next to a `unet/` folder; None when there is none.
+    pub fn find(model_dir: &std::path::Path) -> Option<std::path::PathBuf> {
+        let beside = model_dir.join("scheduler_config.json");
+        let pipeline = model_dir.parent().map(|p| p.join("scheduler").join("scheduler_config.json"));
+        std::iter::once(beside).chain(pipeline).find(|p| p.is_file())
+    }
+
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        let text = fs_err::read_to_string(path).map_err(|e| BenchError::file(path, format!("cannot read: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| BenchError::file(path, format!("not valid JSON: {e}")))?;
+        let err = |m: String| BenchError::file(path, m);
+        let num = |k: &str, d: f64| -> Result<f64> {
+            match v.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(d),
+                Some(x) => x.as_f64().ok_or_else(|| err(format!("{k} must be a number"))),
+            }
+        };
+        let kind = match v.get("beta_schedule").and_then(|x| x.as_str()).unwrap_or("linear") {
+            "linear" => ScheduleKind::Linear,
+            "scaled_linear" => ScheduleKind::ScaledLinear,
+            "squaredcos_cap_v2" => ScheduleKind::Cosine,
+            other => return Err(err(format!("beta_schedule {other:?} is not supported (supported: linear, scaled_linear, squaredcos_cap_v2)"))),
+        };
+        if v.get("trained_betas").is_some_and(|x| !x.is_null()) {
+            return Err(err("trained_betas is set; explicit beta lists are not supported".into()));
+        }
+        if v.get("rescale_betas_zero_snr").and_then(|x| x.as_bool()) == Some(true) {
+            return Err(err("rescale_betas_zero_snr is true; zero-terminal-SNR schedules are not supported".into()));
+        }
+        let prediction = match v.get("prediction_type").and_then(|x| x.as_str()) {
+            None => crate::models::Prediction::Epsilon,
+            Some(p) => crate::models::Prediction::parse(p)
+                .ok_or_else(|| err(format!("prediction_type {p:?} is not supported (supported: epsilon, v_prediction, sample)")))?,
+        };
+        let timesteps = num("num_train_timesteps", 1000.0)?;
+        if !(timesteps >= 2.0 && timesteps.fract() == 0.0) {
+            return Err(err(format!("num_train_timesteps {timesteps} must be an integer ≥ 2")));
+        }
+        Ok(ModelSchedulerConfig {
+            path: path.to_owned(),
+            kind,
+            beta_start: num("beta_start", 0.0001)?,
+            beta_end: num("beta_end", 0.02)?,
+            timesteps: timesteps as usize,
+            prediction,
+        })
     }
 }
 

@@ -95,6 +95,12 @@ pub struct RawModel {
     pub ema: Option<bool>,
     pub shape: Option<Vec<i64>>,
     pub data: Option<RawData>,
+    /// What the network outputs; default: the model's scheduler config, else `epsilon`.
+    pub prediction: Option<crate::models::Prediction>,
+    /// A TorchScript decoder (latents → images) for `torchscript` models.
+    pub decoder: Option<String>,
+    /// Let the spec's `schedule`/`prediction` replace what the model folder's scheduler config says.
+    pub override_model_scheduler: Option<bool>,
 }
 
 /// `model.config` of a `ddim` model: a preset name or the DDIM repo's `model:` section.
@@ -255,6 +261,13 @@ pub enum ParamValue {
     Int(i64),
     Float(f64),
     Str(String),
+}
+
+impl ParamValue {
+    /// A value written on a command line (`--set eta=0.5`), read as the YAML scalar it spells.
+    pub fn from_text(s: &str) -> ParamValue {
+        serde_yaml_ng::from_str::<ParamValue>(s.trim()).unwrap_or_else(|_| ParamValue::Str(s.trim().to_owned()))
+    }
 }
 
 impl fmt::Display for ParamValue {

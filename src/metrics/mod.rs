@@ -1,11 +1,23 @@
-//! Sample quality: images → FID Inception features (preprocessing, network) → statistics →
-//! Fréchet distance; image sources and the `bench fid` / `bench stats` pipeline. Beside FID, from
-//! the same Inception pass: Inception Score, KID, precision/recall/density/coverage; FD in any
-//! TorchScript encoder's feature space; Context-FID and the Sines data for time series.
+//! Sample quality. Every metric is one [`Metric`]: a static [`MetricDef`] (its result columns,
+//! their meaning and default `bench check` tolerance) and a per-run object that says what it
+//! consumes (samples, uint8 images) and makes mergeable per-part [`Accumulator`]s.
+//!
+//! Metrics: `fid.rs` (FID), `fd_pixel.rs` (Fréchet distance of raw samples), `fd_exact.rs`
+//! (closed form on the Gaussian oracle); from the same Inception pass as FID,
+//! `inception_score.rs` (IS), `kid.rs` (KID), `prdc.rs` (precision/recall/density/coverage).
+//! Their machinery: images → FID Inception features (`preprocess.rs`, `inception.rs`) →
+//! streaming statistics (`stats.rs`) or kept features (`feature_bank.rs`) → Fréchet distance
+//! (`frechet.rs`); image sources and the `bench fid` / `bench stats` pipeline (`datasets.rs`,
+//! `fid_cli.rs`, `image_metrics.rs`). Beside them: FD in any TorchScript encoder's feature space
+//! (`fd_features.rs`), Context-FID and the Sines data for time series (`context_fid.rs`,
+//! `sines.rs`).
 pub mod context_fid;
 pub mod datasets;
+pub mod fd_exact;
 pub mod fd_features;
+pub mod fd_pixel;
 pub mod feature_bank;
+pub mod fid;
 pub mod fid_cli;
 pub mod frechet;
 pub mod image_metrics;
@@ -19,3 +31,103 @@ pub mod sines;
 pub mod stats;
 
 pub use preprocess::ResizeMode;
+
+use crate::models::LoadedModel;
+use crate::sampling::Sampler;
+use crate::Result;
+use std::path::Path;
+use tch::Tensor;
+
+/// A metric may worsen by at most max(abs, rel·|baseline|) in `bench check`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tolerance {
+    pub abs: f64,
+    pub rel: f64,
+}
+
+impl std::fmt::Display for Tolerance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.abs != 0.0, self.rel != 0.0) {
+            (true, true) => write!(f, "max(abs {:e}, rel {:e})", self.abs, self.rel),
+            (true, false) => write!(f, "abs {:e}", self.abs),
+            (false, _) => write!(f, "rel {:e}", self.rel),
+        }
+    }
+}
+
+/// One result column a metric fills (lower is better for every metric here).
+#[derive(Debug)]
+pub struct ColumnDef {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// `bench check`'s default, derived from the arithmetic that produces the number (see the
+    /// metric's module); baselines record the tolerance they were written with.
+    pub tolerance: Tolerance,
+}
+
+#[derive(Debug)]
+pub struct MetricDef {
+    /// The key under `metrics:` in a spec.
+    pub name: &'static str,
+    pub columns: &'static [ColumnDef],
+}
+
+/// Every metric, in the order reports prefer them.
+pub static METRICS: &[&MetricDef] = &[&fid::DEF, &fd_exact::DEF, &fd_pixel::DEF];
+
+/// The column definition of a known metric column.
+pub fn column(name: &str) -> Option<&'static ColumnDef> {
+    METRICS.iter().flat_map(|m| m.columns.iter()).find(|c| c.name == name)
+}
+
+/// The README's metric reference (between its `metrics:begin/end` markers; a test keeps it in
+/// sync with the definitions).
+pub fn render_markdown() -> String {
+    let mut out = String::from("| spec key | column | meaning | default `bench check` tolerance |\n|---|---|---|---|\n");
+    for m in METRICS {
+        for c in m.columns {
+            out += &format!("| `metrics.{}` | `{}` | {} | {} |\n", m.name, c.name, c.help, c.tolerance);
+        }
+    }
+    out
+}
+
+/// What one batch gives the metrics: the finite samples (after the decoder, in [−1, 1]) and,
+/// when some metric asked for them, the same samples quantised to uint8 images.
+pub struct Batch<'a> {
+    pub samples: &'a Tensor,
+    pub images: Option<&'a Tensor>,
+}
+
+/// What a metric's final numbers may use besides its statistics.
+pub struct FinishContext<'a> {
+    pub sampler: &'a dyn Sampler,
+    pub model: &'a LoadedModel,
+}
+
+/// A metric's running statistics for one part of one cell: fed batch by batch, saved with the
+/// part's checkpoint, merged across parts (sums, so the order does not matter).
+pub trait Accumulator {
+    fn observe(&mut self, batch: &Batch) -> Result<()>;
+    /// Writes the statistics to `path` (a fresh file the caller renames into place).
+    fn save(&self, path: &Path) -> Result<()>;
+    /// Adds the statistics another part saved at `path`.
+    fn merge_file(&mut self, path: &Path) -> Result<()>;
+    /// The metric's columns and values.
+    fn finish(&self, cx: &FinishContext) -> Result<Vec<(String, f64)>>;
+}
+
+/// A metric configured for one run (reference statistics and networks loaded).
+pub trait Metric {
+    fn def(&self) -> &'static MetricDef;
+    /// Whether batches must carry uint8 images.
+    fn needs_images(&self) -> bool {
+        false
+    }
+    /// Whether it keeps per-sample statistics (fd_exact does not: it is computed from the sampler).
+    fn has_statistics(&self) -> bool {
+        true
+    }
+    fn accumulator(&self) -> Box<dyn Accumulator + '_>;
+}

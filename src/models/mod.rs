@@ -1,14 +1,142 @@
-//! ε-prediction models: the exact-score oracles, and (later) the DDPM UNet and TorchScript.
+//! Models: what a sampler calls (a [`Denoiser`]: the network, its output parameterisation, an
+//! optional per-sample condition) and what turns its final samples into images (a [`Decoder`]).
+//!
+//! - `oracle`: exact-score models of known data distributions (no network);
+//! - `unet`: the DDPM/DDIM UNet in tch (diffusers and DDIM-repo layouts);
+//! - `torchscript`: any exported model `(x, t[, cond]) → output`, and TorchScript decoders;
+//! - `load`: a plan's `model:` section → a [`LoadedModel`].
+pub mod load;
 pub mod oracle;
-pub mod unet;
 pub mod torchscript;
+pub mod unet;
 
+pub use load::{load_model, LoadedModel};
+
+use crate::{BenchError, Result};
 use tch::Tensor;
 
-/// An ε-prediction model: x [B,C,H,W] and per-sample timestep labels t [B] (f64, may be
-/// fractional, in the schedule's discrete label units 0..T-1) → ε̂ with x's shape and dtype.
-pub trait EpsModel {
-    fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor;
+/// What the network's output means (diffusers' `prediction_type`). Converted to ε or x̂0 in one
+/// place, [`crate::sampling::Output`], so every sampler works with every parameterisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prediction {
+    /// ε̂: the noise (Ho et al. 2020).
+    #[default]
+    Epsilon,
+    /// v̂ = α ε − σ x0 (Salimans & Ho 2022; Stable Diffusion 2.x 768 models).
+    VPrediction,
+    /// x̂0: the clean sample (diffusers `sample`; Diffusion-TS).
+    Sample,
+}
+
+impl Prediction {
+    pub const ALL: [Prediction; 3] = [Prediction::Epsilon, Prediction::VPrediction, Prediction::Sample];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prediction::Epsilon => "epsilon",
+            Prediction::VPrediction => "v_prediction",
+            Prediction::Sample => "sample",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Prediction> {
+        Prediction::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// A per-sample condition, batched like x (first dimension B).
+#[derive(Debug)]
+pub enum Condition {
+    /// Class labels, int64 [B].
+    Labels(Tensor),
+    /// Token embeddings (text encoder output), [B, L, D].
+    Embeddings(Tensor),
+}
+
+impl Condition {
+    pub fn tensor(&self) -> &Tensor {
+        match self {
+            Condition::Labels(t) | Condition::Embeddings(t) => t,
+        }
+    }
+    /// `[self; other]` along the batch: the unconditional and conditional halves of one
+    /// classifier-free-guidance call.
+    pub fn cat(&self, other: &Condition) -> Result<Condition> {
+        let t = Tensor::f_cat(&[self.tensor(), other.tensor()], 0)?;
+        Ok(match self {
+            Condition::Labels(_) => Condition::Labels(t),
+            Condition::Embeddings(_) => Condition::Embeddings(t),
+        })
+    }
+}
+
+/// Classifier-free guidance for one batch: output = u + w·(c − u) from one model call on 2B
+/// (Ho & Salimans 2022, eq. 6 in ε form; diffusers' `guidance_scale`). w = 1 is one plain
+/// conditional call.
+#[derive(Debug)]
+pub struct Guidance {
+    pub cond: Condition,
+    pub uncond: Condition,
+    pub scale: f64,
+}
+
+/// A diffusion network: x [B, ...] and per-sample model labels t [B] (f64, possibly fractional,
+/// in the schedule's label units) → raw output with x's shape and dtype, meaning what
+/// [`Prediction`] says.
+pub trait Denoiser {
+    fn forward(&self, x: &Tensor, t: &Tensor, cond: Option<&Condition>) -> Result<Tensor>;
     /// Short description recorded in results.
     fn describe(&self) -> String;
+}
+
+/// The stage between a sampler's output and the metrics (latent → image).
+pub trait Decoder {
+    /// Latents [B, ...latent shape] → images [B, C, H, W] in [−1, 1].
+    fn decode(&self, latents: &Tensor) -> Result<Tensor>;
+    fn describe(&self) -> String;
+}
+
+/// Runs `f`, turning a panic inside libtorch (tch's non-`f_` ops panic on a C++ exception, e.g.
+/// out of memory) into one error line instead of a crash. The panic message is captured by the
+/// quiet hook `install_quiet_panic_hook` installs, so nothing is printed twice.
+pub fn catch_torch<T>(what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Ok(v),
+        Err(payload) => Err(BenchError::Model(format!("{what}: {}", panic_text(payload.as_ref())))),
+    }
+}
+
+/// The first meaningful line of a panic payload (libtorch messages carry long backtraces).
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let s = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    first_line(s).to_owned()
+}
+
+/// libtorch errors are multi-line (a C++ backtrace, or a TorchScript traceback ending in the
+/// Python exception): the raised `SomethingError: …` line if there is one, else the first line.
+pub fn first_line(s: &str) -> &str {
+    let s = s.trim_start_matches("Torch(\"").trim_start_matches("Internal torch error: ");
+    let raised = s.lines().map(str::trim).filter(|l| {
+        l.split_once(": ").is_some_and(|(kind, _)| kind.ends_with("Error") && !kind.contains(' '))
+    });
+    raised.last().or_else(|| s.lines().map(str::trim).find(|l| !l.is_empty())).unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_lines_name_what_was_raised() {
+        let ts = "The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript (most recent call last):\n  File \"code/__torch__.py\", line 12, in forward\n    _0 = torch.add(x, 1)\nRuntimeError: simulated: CUDA out of memory\n";
+        assert_eq!(super::first_line(ts), "RuntimeError: simulated: CUDA out of memory");
+        assert_eq!(super::first_line("\n  shape mismatch in conv\nException raised from x at y"), "shape mismatch in conv");
+    }
+}
+
+/// Panics must never print a backtrace at the user: the hook records nothing and prints nothing;
+/// [`catch_torch`] and `main`'s top-level guard turn the payload into one line.
+pub fn install_quiet_panic_hook() {
+    std::panic::set_hook(Box::new(|_| {}));
 }

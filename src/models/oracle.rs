@@ -1,7 +1,8 @@
 //! Exact-score oracle models: when the data distribution is known in closed form, the optimal
 //! ε-predictor E[ε | x_t] is closed form too, so samplers can be measured without a network.
-use super::EpsModel;
+use super::{Condition, Denoiser, Prediction};
 use crate::schedule::NoiseSchedule;
+use crate::{BenchError, Result};
 use tch::{Kind, Tensor};
 
 /// ᾱ at a possibly fractional label τ ∈ [0, T−1]: log ᾱ linear between integer labels
@@ -15,6 +16,31 @@ pub fn alpha_bar_at(schedule: &NoiseSchedule, tau: f64) -> f64 {
     (schedule.alpha_bar(lo).ln() * (1.0 - w) + schedule.alpha_bar(hi).ln() * w).exp()
 }
 
+/// Per-sample labels as f64 on the host.
+fn host_labels(t: &Tensor) -> Result<Vec<f64>> {
+    Vec::<f64>::try_from(t.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?.f_flatten(0, -1)?)
+        .map_err(|e| BenchError::Internal(format!("oracle labels: {e}")))
+}
+
+/// The exact ε* re-expressed as another parameterisation at ᾱ(label): v = α ε − σ x0 =
+/// (ε − σ x)/α and x0 = (x − σ ε)/α, so the same oracle can stand in for v- and x0-models.
+fn express(output: Prediction, schedule: &NoiseSchedule, eps: Tensor, x: &Tensor, labels: &[f64]) -> Result<Tensor> {
+    if output == Prediction::Epsilon {
+        return Ok(eps);
+    }
+    let ab: Vec<f64> = labels.iter().map(|&l| alpha_bar_at(schedule, l)).collect();
+    let mut shape = vec![-1i64];
+    shape.extend(std::iter::repeat_n(1, x.dim().saturating_sub(1)));
+    let ab = Tensor::from_slice(&ab).to_device(x.device()).view(shape.as_slice());
+    let (alpha, sigma) = (ab.sqrt(), (ab.ones_like() - &ab).sqrt());
+    let (e, xd) = (eps.to_kind(Kind::Double), x.to_kind(Kind::Double));
+    let out = match output {
+        Prediction::VPrediction => (&e - &sigma * &xd) / &alpha,
+        _ => (&xd - &sigma * &e) / &alpha,
+    };
+    Ok(out.to_kind(x.kind()))
+}
+
 /// Data x0 ~ N(μ, diag(s²)) with μ, s of the sample shape [C,H,W] (broadcast from a number or
 /// per-channel list by the caller). Then x_t ~ N(√ᾱ μ, ᾱ s² + 1 − ᾱ) and
 /// ε*(x_t) = √(1−ᾱ) (x_t − √ᾱ μ) / (ᾱ s² + 1 − ᾱ).
@@ -24,22 +50,29 @@ pub struct GaussianOracle {
     pub mean: Tensor,
     /// [C,H,W], f64, standard deviations.
     pub std: Tensor,
+    /// The parameterisation `forward` answers in (ε* re-expressed).
+    pub output: Prediction,
 }
 
 impl GaussianOracle {
     pub fn new(schedule: NoiseSchedule, mean: Tensor, std: Tensor) -> Self {
-        GaussianOracle { schedule, mean: mean.to_kind(Kind::Double), std: std.to_kind(Kind::Double) }
+        GaussianOracle { schedule, mean: mean.to_kind(Kind::Double), std: std.to_kind(Kind::Double), output: Prediction::Epsilon }
+    }
+    /// The same oracle answering as a v- or x0-model.
+    pub fn with_output(mut self, output: Prediction) -> Self {
+        self.output = output;
+        self
     }
     pub fn shape(&self) -> Vec<i64> {
         self.mean.size()
     }
-}
+    /// ε*(x, t) for per-sample labels t.
+    pub fn eps(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        self.eps_at(x, &host_labels(t)?)
+    }
 
-impl EpsModel for GaussianOracle {
-    fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
+    fn eps_at(&self, x: &Tensor, labels: &[f64]) -> Result<Tensor> {
         let dev = x.device();
-        let labels: Vec<f64> = Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu))
-            .expect("labels are a 1-d tensor");
         if labels.windows(2).all(|w| w[0] == w[1]) && !labels.is_empty() {
             // One label for the batch (every sampler): ε* = a ⊙ x − b with per-coordinate a, b
             // computed once in f64, then two elementwise ops in x's precision.
@@ -47,7 +80,7 @@ impl EpsModel for GaussianOracle {
             let a = (self.std.square() * ab + (1.0 - ab)).reciprocal() * (1.0 - ab).sqrt();
             let b = &a * &self.mean * ab.sqrt();
             let (a, b) = (a.to_device(dev).to_kind(x.kind()), b.to_device(dev).to_kind(x.kind()));
-            return x * a.unsqueeze(0) - b.unsqueeze(0);
+            return Ok(x * a.unsqueeze(0) - b.unsqueeze(0));
         }
         let ab: Vec<f64> = labels.iter().map(|&l| alpha_bar_at(&self.schedule, l)).collect();
         let ab = Tensor::from_slice(&ab).to_device(dev).view([-1, 1, 1, 1]);
@@ -57,7 +90,14 @@ impl EpsModel for GaussianOracle {
         let one_minus_ab = ab.ones_like() - &ab;
         let num = (&xd - ab.sqrt() * mean) * one_minus_ab.sqrt();
         let den = &ab * var + one_minus_ab;
-        (num / den).to_kind(x.kind())
+        Ok((num / den).to_kind(x.kind()))
+    }
+}
+
+impl Denoiser for GaussianOracle {
+    fn forward(&self, x: &Tensor, t: &Tensor, _cond: Option<&Condition>) -> Result<Tensor> {
+        let labels = host_labels(t)?;
+        express(self.output, &self.schedule, self.eps_at(x, &labels)?, x, &labels)
     }
     fn describe(&self) -> String {
         format!("oracle:gaussian{:?}", self.shape())
@@ -70,6 +110,8 @@ impl EpsModel for GaussianOracle {
 /// log N_k), normalised with logsumexp so far-out x_t stays finite.
 pub struct GmmOracle {
     pub schedule: NoiseSchedule,
+    /// The parameterisation `forward` answers in (ε* re-expressed).
+    pub output: Prediction,
     /// [K], f64, positive, summing to 1.
     pub weights: Tensor,
     /// [K,C,H,W], f64.
@@ -94,7 +136,7 @@ impl GmmOracle {
         if w.min().double_value(&[]) <= 0.0 || !(wsum.is_finite()) || stds.min().double_value(&[]) <= 0.0 {
             return Err(crate::BenchError::user("gmm: weights and stds must be positive"));
         }
-        Ok(GmmOracle { schedule, weights: w / wsum, means, stds })
+        Ok(GmmOracle { schedule, output: Prediction::Epsilon, weights: w / wsum, means, stds })
     }
 
     /// K components of the given sample shape from a seed: weights ∝ U(0.5, 1.5), means
@@ -145,11 +187,17 @@ impl SplitMix64 {
     }
 }
 
-impl EpsModel for GmmOracle {
-    fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
+impl GmmOracle {
+    pub fn with_output(mut self, output: Prediction) -> Self {
+        self.output = output;
+        self
+    }
+    /// ε*(x, t) for per-sample labels t.
+    pub fn eps(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        self.eps_at(x, &host_labels(t)?)
+    }
+    fn eps_at(&self, x: &Tensor, labels: &[f64]) -> Result<Tensor> {
         let dev = x.device();
-        let labels: Vec<f64> = Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu))
-            .expect("labels are a 1-d tensor");
         let b = labels.len() as i64;
         let ab: Vec<f64> = labels.iter().map(|&l| alpha_bar_at(&self.schedule, l)).collect();
         let k = self.weights.size()[0];
@@ -171,7 +219,14 @@ impl EpsModel for GmmOracle {
         let resp = (&logits - logits.logsumexp([1i64].as_slice(), true)).exp();
         let mut r_shape = vec![b, k];
         r_shape.extend(std::iter::repeat_n(1, nd as usize));
-        (eps_k * resp.view(r_shape.as_slice())).sum_dim_intlist([1i64].as_slice(), false, Kind::Double).to_kind(x.kind())
+        Ok((eps_k * resp.view(r_shape.as_slice())).sum_dim_intlist([1i64].as_slice(), false, Kind::Double).to_kind(x.kind()))
+    }
+}
+
+impl Denoiser for GmmOracle {
+    fn forward(&self, x: &Tensor, t: &Tensor, _cond: Option<&Condition>) -> Result<Tensor> {
+        let labels = host_labels(t)?;
+        express(self.output, &self.schedule, self.eps_at(x, &labels)?, x, &labels)
     }
     fn describe(&self) -> String {
         format!("oracle:gmm{{k={}, shape={:?}}}", self.weights.size()[0], self.shape())
@@ -194,7 +249,7 @@ mod tests {
         let x0 = Tensor::randn([n, 1, 1, 1], (Kind::Double, tch::Device::Cpu)) * 0.5 + 0.3;
         let e = Tensor::randn([n, 1, 1, 1], (Kind::Double, tch::Device::Cpu));
         let xt = &x0 * ab.sqrt() + &e * (1.0 - ab).sqrt();
-        let pred = o.eps(&xt, &Tensor::full([n], t as f64, (Kind::Double, tch::Device::Cpu)));
+        let pred = o.eps(&xt, &Tensor::full([n], t as f64, (Kind::Double, tch::Device::Cpu))).unwrap();
         // E[(ε − ε*)·x_t] = 0 for the exact posterior mean; and ε* explains the regression fully.
         let resid: f64 = ((&e - &pred) * &xt).mean(Kind::Double).double_value(&[]);
         assert!(resid.abs() < 5e-3, "{resid}");
@@ -210,7 +265,7 @@ mod tests {
         let m = GmmOracle::new(s, Tensor::from_slice(&[1.0f64]), mean.unsqueeze(0), std.unsqueeze(0)).unwrap();
         let x = Tensor::from_slice(&[0.1f64, 2.0, -1.0, 0.5]).view([2, 1, 1, 2]);
         let t = Tensor::from_slice(&[10.0f64, 700.5]);
-        let err = (g.eps(&x, &t) - m.eps(&x, &t)).abs().max().double_value(&[]);
+        let err = (g.eps(&x, &t).unwrap() - m.eps(&x, &t).unwrap()).abs().max().double_value(&[]);
         assert!(err < 1e-14, "{err}");
     }
 
@@ -235,7 +290,7 @@ mod tests {
             .where_self(&comp, &(Tensor::randn([n, 1, 1, 1], opts) * 0.3 + 0.5));
         let e = Tensor::randn([n, 1, 1, 1], opts);
         let xt = &x0 * ab.sqrt() + &e * (1.0 - ab).sqrt();
-        let pred = o.eps(&xt, &Tensor::full([n], t as f64, opts));
+        let pred = o.eps(&xt, &Tensor::full([n], t as f64, opts)).unwrap();
         for g in [xt.ones_like(), xt.shallow_clone(), xt.square()] {
             let r: f64 = ((&e - &pred) * g).mean(Kind::Double).double_value(&[]);
             assert!(r.abs() < 6e-3, "{r}");
@@ -252,9 +307,9 @@ mod tests {
         let b = GmmOracle::from_seed(s, &[3, 4, 4], 5, 7).unwrap();
         assert!(a.means.equal(&b.means) && a.stds.equal(&b.stds));
         let x = Tensor::full([2, 3, 4, 4], 1e3, (Kind::Double, tch::Device::Cpu));
-        let e = a.eps(&x, &Tensor::from_slice(&[0.0f64, 999.0]));
+        let e = a.eps(&x, &Tensor::from_slice(&[0.0f64, 999.0])).unwrap();
         assert_eq!(e.isfinite().all().int64_value(&[]), 1);
-        let ef = a.eps(&x.to_kind(Kind::Float), &Tensor::from_slice(&[5.0f64, 5.0]));
+        let ef = a.eps(&x.to_kind(Kind::Float), &Tensor::from_slice(&[5.0f64, 5.0])).unwrap();
         assert_eq!(ef.kind(), Kind::Float);
     }
 

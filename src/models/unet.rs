@@ -5,7 +5,7 @@
 //! and plain tensors make precision changes a `to_kind` away. Both layouts are renamed to one
 //! canonical key space (diffusers' current names) before the network is built, and every key is
 //! checked in both directions (tch's `VarStore::load` would silently ignore extra keys).
-use super::EpsModel;
+use super::{Condition, Denoiser};
 use crate::checkpoint::{self, Select};
 use crate::{BenchError, Result};
 use std::collections::BTreeMap;
@@ -663,6 +663,11 @@ impl UNet {
     }
 }
 
+/// The weights file of a diffusers model folder: safetensors preferred, else the `.bin`.
+pub fn diffusers_weights_file(dir: &Path) -> Option<std::path::PathBuf> {
+    ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"].iter().map(|f| dir.join(f)).find(|p| p.is_file())
+}
+
 /// Load a diffusers `UNet2DModel` folder: `config.json` plus `diffusion_pytorch_model.safetensors`
 /// (preferred) or `diffusion_pytorch_model.bin` (a torch.save state dict).
 pub fn load_diffusers(dir: &Path, device: Device, kind: Kind) -> Result<UNet> {
@@ -673,13 +678,9 @@ pub fn load_diffusers(dir: &Path, device: Device, kind: Kind) -> Result<UNet> {
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| BenchError::file(&config_path, format!("cannot read the UNet config: {e}")))?;
     let config = UNetConfig::from_diffusers_json(&config_path, &text)?;
-    let weights = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"]
-        .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            BenchError::file(dir, "no diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin in the folder")
-        })?;
+    let weights = diffusers_weights_file(dir).ok_or_else(|| {
+        BenchError::file(dir, "no diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin in the folder")
+    })?;
     let sd = checkpoint::load_state_dict(&weights, &Select::Auto)?;
     UNet::from_state_dict(config, diffusers_to_canonical(sd), device, kind, &weights.display().to_string())
 }
@@ -703,9 +704,11 @@ pub fn load_ddim(path: &Path, ddim: &DdimModelConfig, ema: bool, device: Device,
     UNet::from_state_dict(config.clone(), ddim_to_canonical(&config, sd), device, kind, &path.display().to_string())
 }
 
-impl EpsModel for UNet {
-    fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
-        self.forward(x, t).to_device(x.device()).to_kind(x.kind())
+impl Denoiser for UNet {
+    /// The forward's shapes are checked at load; what can still fail here (out of memory, a
+    /// device error) is a libtorch exception, reported as one error line.
+    fn forward(&self, x: &Tensor, t: &Tensor, _cond: Option<&Condition>) -> Result<Tensor> {
+        super::catch_torch("UNet forward", || UNet::forward(self, x, t).to_device(x.device()).to_kind(x.kind()))
     }
     fn describe(&self) -> String {
         format!("unet:{}", self.source)

@@ -16,44 +16,51 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use tables::{html_escape, series_label, Block, Table};
 
-/// The quality number shown in tables and plots.
+/// The quality number shown in tables and plots: a metric column of the results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Metric {
-    Fid,
-    FdPixel,
-    FdExact,
-}
+pub struct Metric(&'static str);
 
 impl Metric {
-    pub const ALL: [Metric; 3] = [Metric::Fid, Metric::FdPixel, Metric::FdExact];
+    pub const FID: Metric = Metric("fid");
     pub fn name(self) -> &'static str {
-        match self {
-            Metric::Fid => "fid",
-            Metric::FdPixel => "fd_pixel",
-            Metric::FdExact => "fd_exact",
-        }
+        self.0
     }
-    /// The metric a report shows when none is asked for: FID if any cell has it, else the exact
-    /// Fréchet distance (oracle runs), else the pixel one.
+    /// The metric column a report shows when none is asked for: the first known metric any cell
+    /// has (FID, then the exact Fréchet distance of oracle runs, then the pixel one), else any.
     pub fn preferred(rows: &[ResultRow]) -> Metric {
-        [Metric::Fid, Metric::FdExact, Metric::FdPixel].into_iter().find(|m| rows.iter().any(|r| m.of(r).is_some())).unwrap_or(Metric::Fid)
+        Self::present(rows).into_iter().next().unwrap_or(Metric::FID)
+    }
+    /// Every metric column some row has, in the registry's order.
+    pub fn present(rows: &[ResultRow]) -> Vec<Metric> {
+        results::metric_columns(rows).iter().map(|n| Metric::named(n)).collect()
+    }
+    /// The column `name` (interned: a report run names a handful of columns, each leaked once).
+    pub fn named(name: &str) -> Metric {
+        if let Some(c) = crate::metrics::column(name) {
+            return Metric(c.name);
+        }
+        static INTERNED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+        let mut v = INTERNED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = v.iter().find(|s| **s == name) {
+            return Metric(s);
+        }
+        let s: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        v.push(s);
+        Metric(s)
+    }
+    /// `--metric NAME` for these results: an error naming the metrics they have when absent.
+    pub fn choose(name: &str, rows: &[ResultRow]) -> Result<Metric> {
+        let have: Vec<&str> = Self::present(rows).into_iter().map(Metric::name).collect();
+        if have.contains(&name) {
+            return Ok(Metric::named(name));
+        }
+        Err(BenchError::user(format!(
+            "--metric {name}: no cell has it; the results have: {}",
+            if have.is_empty() { "no metric at all".to_string() } else { have.join(", ") }
+        )))
     }
     pub fn of(self, r: &ResultRow) -> Option<f64> {
-        match self {
-            Metric::Fid => r.fid,
-            Metric::FdPixel => r.fd_pixel,
-            Metric::FdExact => r.fd_exact,
-        }
-    }
-}
-
-impl std::str::FromStr for Metric {
-    type Err = BenchError;
-    fn from_str(s: &str) -> Result<Self> {
-        Metric::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| BenchError::user(format!("--metric {s}: not a metric (allowed: fid, fd_pixel, fd_exact)")))
+        r.metric(self.0)
     }
 }
 
@@ -127,7 +134,7 @@ pub fn write_report(dir: &Path, metric: Metric) -> Result<ReportSummary> {
         missing.push("the results file has no rows: no cell has finished yet".into());
     }
     if !rows.is_empty() && rows.iter().all(|r| metric.of(r).is_none()) {
-        let have: Vec<&str> = Metric::ALL.into_iter().filter(|m| rows.iter().any(|r| m.of(r).is_some())).map(Metric::name).collect();
+        let have: Vec<&str> = Metric::present(&rows).into_iter().map(Metric::name).collect();
         missing.push(format!(
             "no cell has {}; the results have: {} (choose with --metric)",
             metric.name(),
@@ -279,9 +286,10 @@ fn reproducibility(rows: &[ResultRow], run: Option<&RunInfo>, spec: Option<&str>
             add("device", i.device_name.clone());
             add("precision", i.precision.clone());
             add("FID mode", opt(i.fid_mode.as_ref()));
-            add("FID weights SHA-256", opt(i.fid_weights_sha256.as_ref()));
-            add("model weights SHA-256", opt(i.model_weights_sha256.as_ref()));
-            add("reference statistics SHA-256", opt(i.reference_stats_sha256.as_ref()));
+            add("schedule from", opt(i.schedule_source.as_ref()));
+            for (role, sha) in &i.input_sha256 {
+                add(&format!("{role} SHA-256"), opt(sha.as_ref()));
+            }
             add("seed", i.seed.to_string());
             add("samples per cell", i.samples.to_string());
             add("spec hash", if i.spec_hash.is_empty() { "unknown".into() } else { i.spec_hash.clone() });
@@ -440,23 +448,26 @@ mod tests {
         }
     }
 
+    fn with(metrics: &[(&str, f64)]) -> ResultRow {
+        ResultRow { metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(), ..Default::default() }
+    }
+
     #[test]
-    fn metric_parsing_names_allowed_values() {
-        assert_eq!("fd_exact".parse::<Metric>().unwrap(), Metric::FdExact);
-        let e = "is".parse::<Metric>().unwrap_err();
-        assert_eq!(e.to_string(), "--metric is: not a metric (allowed: fid, fd_pixel, fd_exact)");
+    fn a_metric_the_results_lack_is_an_error_naming_those_they_have() {
+        let rows = [with(&[("fid", 3.0)])];
+        assert_eq!(Metric::choose("fid", &rows).unwrap(), Metric::FID);
+        let e = Metric::choose("fd_exact", &rows).unwrap_err();
+        assert_eq!(e.to_string(), "--metric fd_exact: no cell has it; the results have: fid");
         assert_eq!(e.exit_code(), 2);
     }
 
     #[test]
-    fn preferred_metric_is_fid_then_exact_then_pixel() {
-        let mut r = ResultRow { fd_pixel: Some(1.0), ..Default::default() };
-        assert_eq!(Metric::preferred(std::slice::from_ref(&r)), Metric::FdPixel);
-        r.fd_exact = Some(1.0);
-        assert_eq!(Metric::preferred(std::slice::from_ref(&r)), Metric::FdExact);
-        r.fid = Some(1.0);
-        assert_eq!(Metric::preferred(&[ResultRow::default(), r]), Metric::Fid);
-        assert_eq!(Metric::preferred(&[]), Metric::Fid);
+    fn preferred_metric_is_fid_then_exact_then_pixel_then_others() {
+        assert_eq!(Metric::preferred(&[with(&[("fd_pixel", 1.0)])]).name(), "fd_pixel");
+        assert_eq!(Metric::preferred(&[with(&[("fd_pixel", 1.0), ("fd_exact", 1.0)])]).name(), "fd_exact");
+        assert_eq!(Metric::preferred(&[ResultRow::default(), with(&[("fd_exact", 1.0), ("fid", 1.0)])]), Metric::FID);
+        assert_eq!(Metric::preferred(&[with(&[("fd_dinov2", 1.0)])]).name(), "fd_dinov2");
+        assert_eq!(Metric::preferred(&[]), Metric::FID);
     }
 
     #[test]

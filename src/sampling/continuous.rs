@@ -34,6 +34,11 @@ impl Node {
         let sigma = sigma_ve * alpha;
         Node { label, alpha, sigma, lambda: alpha.ln() - sigma.ln() }
     }
+    /// From ᾱ at an integer or fractional label: α = √ᾱ, σ = √(1−ᾱ).
+    pub fn from_alpha_bar(label: f64, alpha_bar: f64) -> Self {
+        let (alpha, sigma) = (alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt());
+        Node { label, alpha, sigma, lambda: alpha.ln() - sigma.ln() }
+    }
     /// ᾱ = α² at this node (what `x0_from_eps` expects).
     pub fn alpha_bar(&self) -> f64 {
         self.alpha * self.alpha

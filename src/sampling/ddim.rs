@@ -1,6 +1,7 @@
 //! DDIM (Song et al. 2021) with η ≥ 0, DDPM ancestral sampling (= DDIM η = 1), and the DDIM
 //! paper's σ̂ row (`ddpm_large`), on a discrete label grid.
-use super::{check_params, ddim_sigma, ddim_step, param, x0_from_eps, Counted, EndPoint, NoiseSource, Sampler, SamplerInfo, SamplerParams};
+use super::def::{Args, EtaColumn, ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS, DISCRETE_SKIPS};
+use super::{ddim_sigma, ddim_update, x0_from_eps, Counted, EndPoint, Node, NoiseSource, Output, Sampler, X0Clip};
 use crate::schedule::NoiseSchedule;
 use crate::timesteps::{Grid, GridConfig, PrevRule, Skip};
 use crate::{BenchError, Result};
@@ -19,6 +20,10 @@ pub struct Ddim {
     name: &'static str,
     rule: DdimRule,
     grid: Grid,
+    clip: X0Clip,
+    /// With clipping: step with ε̂ recomputed from the clipped x̂0 (DDPMScheduler always;
+    /// DDIMScheduler with `use_clipped_model_output`) rather than the model's ε̂.
+    clipped_eps: bool,
 }
 
 impl Ddim {
@@ -28,18 +33,24 @@ impl Ddim {
                 return Err(BenchError::user(format!("sampler {name}: eta={eta} is not allowed (need a finite eta ≥ 0)")));
             }
         }
-        Ok(Ddim { name, rule, grid: Grid::new(schedule, cfg)? })
+        Ok(Ddim { name, rule, grid: Grid::new(schedule, cfg)?, clip: X0Clip::OFF, clipped_eps: false })
+    }
+    /// x̂0 clipping / thresholding before the step; `clipped_eps`: see the field.
+    pub fn with_clip(mut self, clip: X0Clip, clipped_eps: bool) -> Self {
+        self.clip = clip;
+        self.clipped_eps = clipped_eps;
+        self
     }
     pub fn grid(&self) -> &Grid {
         &self.grid
     }
 }
 
-/// DDIM eq. 12 (repo `functions/denoising.py::generalized_steps`): no x̂0 clipping; noise
-/// only where σ_t > 0, so repeated labels and the step to ᾱ = 1 draw none.
-fn generalized_step(x: &Tensor, eps: &Tensor, a: f64, a_prev: f64, eta: f64, step: usize, noise: &mut dyn NoiseSource) -> Tensor {
+/// DDIM eq. 12 (repo `functions/denoising.py::generalized_steps`; diffusers `DDIMScheduler.step`
+/// with x̂0 clipping); noise only where σ_t > 0, so repeated labels and the step to ᾱ = 1 draw none.
+fn generalized_step(x: &Tensor, x0: &Tensor, eps: &Tensor, a: f64, a_prev: f64, eta: f64, step: usize, noise: &mut dyn NoiseSource) -> Tensor {
     let z = (ddim_sigma(a, a_prev, eta) > 0.0).then(|| noise.noise(step, x));
-    ddim_step(x, eps, a, a_prev, eta, z.as_ref())
+    ddim_update(x0, eps, a, a_prev, eta, z.as_ref())
 }
 
 /// DDIM repo `ddpm_steps` (the paper's σ̂ row): x̂0 clamped to [−1, 1], DDPM posterior mean
@@ -52,6 +63,19 @@ fn large_variance_step(x: &Tensor, eps: &Tensor, a: f64, a_prev: f64, label: i64
         mean
     } else {
         mean + noise.noise(step, x) * beta.sqrt()
+    }
+}
+
+impl Ddim {
+    /// x̂0 (clipped if asked) and the ε̂ the step uses with it.
+    fn x0_and_eps(&self, out: &Output, x: &Tensor, a: f64) -> (Tensor, Tensor) {
+        if self.clip.is_off() {
+            let eps = out.eps();
+            return (x0_from_eps(x, &eps, a), eps);
+        }
+        let x0 = out.x0_clipped(&self.clip);
+        let eps = if self.clipped_eps { super::eps_from_x0(x, &x0, a) } else { out.eps() };
+        (x0, eps)
     }
 }
 
@@ -72,95 +96,161 @@ impl Sampler for Ddim {
             EndPoint::AlphaBarZero
         }
     }
-    fn sample(&self, model: &Counted, x_t: Tensor, noise: &mut dyn NoiseSource) -> Tensor {
+    fn sample(&self, model: &Counted, x_t: Tensor, noise: &mut dyn NoiseSource) -> Result<Tensor> {
         let mut x = x_t;
         for (k, &(t, prev)) in self.grid.pairs.iter().enumerate() {
             let (a, a_prev) = (self.grid.alpha_bar(t), self.grid.alpha_bar(prev));
-            let eps = model.eps(&x, t as f64);
+            let out = model.call(&x, &Node::from_alpha_bar(t as f64, a))?;
             x = match self.rule {
-                DdimRule::Generalized { eta } => generalized_step(&x, &eps, a, a_prev, eta, k, noise),
-                DdimRule::LargeVariance => large_variance_step(&x, &eps, a, a_prev, t, k, noise),
+                DdimRule::Generalized { eta } => {
+                    let (x0, eps) = self.x0_and_eps(&out, &x, a);
+                    generalized_step(&x, &x0, &eps, a, a_prev, eta, k, noise)
+                }
+                DdimRule::LargeVariance => large_variance_step(&x, &out.eps(), a, a_prev, t, k, noise),
             };
         }
-        x
+        Ok(x)
     }
 }
 
-const SKIP: (&str, &str, &str) = ("skip", "quadratic", "uniform, quadratic, leading, trailing, linspace");
-const STEPS_OFFSET: (&str, &str, &str) = ("steps_offset", "0", "diffusers steps_offset (leading only)");
-const PREV: (&str, &str, &str) = ("prev", "next_label", "next_label (DDIM repo, DDPMScheduler) or stride (DDIMScheduler: t − T//S)");
-const ALPHA_TO_ONE: (&str, &str, &str) = ("alpha_to_one", "true", "end at ᾱ=1 (DDIM repo), false: ᾱ_0 (diffusers set_alpha_to_one=False)");
+pub const STEPS_OFFSET: ParamDef = ParamDef {
+    name: "steps_offset",
+    kind: ParamKind::Int { min: 0, max: 1_000_000, default: 0 },
+    help: "added to every label of skip=leading (Stable Diffusion configs use 1)",
+    diffusers: Some("steps_offset"),
+};
+const PREV: ParamDef = ParamDef {
+    name: "prev",
+    kind: ParamKind::Choice { allowed: &["next_label", "stride"], default: "next_label" },
+    help: "level each step goes to: the next label (DDIM repo, DDPMScheduler) or t − T//S (DDIMScheduler)",
+    diffusers: None,
+};
+pub const ALPHA_TO_ONE: ParamDef = ParamDef {
+    name: "alpha_to_one",
+    kind: ParamKind::Bool { default: true },
+    help: "end at ᾱ=1 (DDIM repo); false ends at ᾱ_0 (diffusers set_alpha_to_one=False)",
+    diffusers: Some("set_alpha_to_one"),
+};
+pub const CLIP_SAMPLE: ParamDef = ParamDef {
+    name: "clip_sample",
+    kind: ParamKind::Bool { default: false },
+    help: "clip x̂0 to ±clip_sample_range (diffusers' DDIM/DDPMScheduler default to true)",
+    diffusers: Some("clip_sample"),
+};
+pub const CLIP_SAMPLE_RANGE: ParamDef = ParamDef {
+    name: "clip_sample_range",
+    kind: ParamKind::Float { min: 1e-12, max: f64::INFINITY, default: 1.0 },
+    help: "the clip_sample bound",
+    diffusers: Some("clip_sample_range"),
+};
+pub const THRESHOLDING: ParamDef = ParamDef {
+    name: "thresholding",
+    kind: ParamKind::Bool { default: false },
+    help: "dynamic thresholding of x̂0 (Imagen §2.3); wins over clip_sample",
+    diffusers: Some("thresholding"),
+};
+pub const DYNAMIC_THRESHOLDING_RATIO: ParamDef = ParamDef {
+    name: "dynamic_thresholding_ratio",
+    kind: ParamKind::Float { min: 0.0, max: 1.0, default: 0.995 },
+    help: "quantile of |x̂0| per sample used as the threshold",
+    diffusers: Some("dynamic_thresholding_ratio"),
+};
+pub const SAMPLE_MAX_VALUE: ParamDef = ParamDef {
+    name: "sample_max_value",
+    kind: ParamKind::Float { min: 1.0, max: f64::INFINITY, default: 1.0 },
+    help: "upper bound of the dynamic threshold",
+    diffusers: Some("sample_max_value"),
+};
+const ETA: ParamDef = ParamDef {
+    name: "eta",
+    kind: ParamKind::Float { min: 0.0, max: f64::INFINITY, default: 0.0 },
+    help: "η of DDIM eq. 16; 1 = DDPM posterior variance",
+    diffusers: Some("eta"),
+};
 
-pub const INFOS: &[SamplerInfo] = &[
-    SamplerInfo {
-        name: "ddim",
-        params: &[("eta", "0", "η ≥ 0 of DDIM eq. 16; 1 = DDPM posterior variance"), SKIP, STEPS_OFFSET, PREV, ALPHA_TO_ONE],
-        default_skip: "quadratic",
-        nfe: "S (labels of the skip rule; uniform with S ∤ T gives more)",
-        end_point: "ᾱ=1 (alpha_to_one=false: ᾱ_0)",
-        reference: "Song et al. 2021 eq. 12; ermongroup/ddim functions/denoising.py generalized_steps (quadratic on CIFAR10, uniform on CelebA)",
+pub static DDIM: SamplerDef = SamplerDef {
+    name: "ddim",
+    params: &[
+        ETA,
+        STEPS_OFFSET,
+        PREV,
+        ALPHA_TO_ONE,
+        CLIP_SAMPLE,
+        CLIP_SAMPLE_RANGE,
+        THRESHOLDING,
+        DYNAMIC_THRESHOLDING_RATIO,
+        SAMPLE_MAX_VALUE,
+        ParamDef {
+            name: "use_clipped_model_output",
+            kind: ParamKind::Bool { default: false },
+            help: "with clipping, step with ε̂ recomputed from the clipped x̂0 (GLIDE) instead of the model's ε̂",
+            diffusers: Some("use_clipped_model_output"),
+        },
+    ],
+    skips: DISCRETE_SKIPS,
+    default_skip: Skip::Quadratic,
+    nfe: "S (labels of the skip rule; uniform with S ∤ T gives more)",
+    end_point: "ᾱ=1 (alpha_to_one=false: ᾱ_0)",
+    reference: "Song et al. 2021 eq. 12; ermongroup/ddim functions/denoising.py generalized_steps (quadratic on CIFAR10, uniform on CelebA); diffusers DDIMScheduler",
+    predictions: ALL_PREDICTIONS,
+    note: "",
+    eta: Some(EtaColumn::Param),
+    variant: None,
+    build: |a| {
+        let cfg = grid_config(a, true)?;
+        let ddim = Ddim::new("ddim", DdimRule::Generalized { eta: a.f64("eta")? }, a.schedule, &cfg)?;
+        Ok(Box::new(ddim.with_clip(X0Clip::from_args(a)?, a.bool("use_clipped_model_output")?)))
     },
-    SamplerInfo {
-        name: "ddpm",
-        params: &[SKIP, STEPS_OFFSET, PREV, ALPHA_TO_ONE],
-        default_skip: "quadratic",
-        nfe: "S",
-        end_point: "ᾱ=1",
-        reference: "Ho et al. 2020 eq. 6-7 (posterior variance) = DDIM η=1; diffusers DDPMScheduler (variance fixed_small, clip_sample=False)",
-    },
-    SamplerInfo {
-        name: "ddpm_large",
-        params: &[SKIP, STEPS_OFFSET, PREV, ALPHA_TO_ONE],
-        default_skip: "quadratic",
-        nfe: "S",
-        end_point: "ᾱ=1, no noise at label 0",
-        reference: "DDIM paper Table 1 σ̂ row; ermongroup/ddim functions/denoising.py ddpm_steps (x̂0 clamped, noise std √β)",
-    },
-];
+};
 
-/// Reads skip/steps_offset/prev/alpha_to_one with the family's defaults.
-pub(crate) fn grid_config(name: &str, params: &SamplerParams, steps: usize, skip: Skip, prev: PrevRule, alpha_to_one: bool) -> Result<GridConfig> {
-    let skip = match params.get("skip") {
-        Some(s) => Skip::parse(s.trim())?,
-        None => skip,
-    };
-    let prev = match params.get("prev").map(|s| s.trim()) {
-        None => prev,
-        Some("next_label") => PrevRule::NextLabel,
-        Some("stride") => PrevRule::Stride,
-        Some(other) => return Err(BenchError::user(format!("sampler {name}: prev={other:?} is not allowed; allowed: next_label, stride"))),
-    };
-    Ok(GridConfig {
-        steps,
-        skip,
-        steps_offset: param(name, params, "steps_offset", 0usize)?,
-        prev,
-        alpha_to_one: param(name, params, "alpha_to_one", alpha_to_one)?,
-    })
-}
+pub static DDPM: SamplerDef = SamplerDef {
+    name: "ddpm",
+    params: &[STEPS_OFFSET, PREV, ALPHA_TO_ONE, CLIP_SAMPLE, CLIP_SAMPLE_RANGE, THRESHOLDING, DYNAMIC_THRESHOLDING_RATIO, SAMPLE_MAX_VALUE],
+    skips: DISCRETE_SKIPS,
+    default_skip: Skip::Quadratic,
+    nfe: "S",
+    end_point: "ᾱ=1",
+    reference: "Ho et al. 2020 eq. 6-7 (posterior variance) = DDIM η=1; diffusers DDPMScheduler (variance fixed_small)",
+    predictions: ALL_PREDICTIONS,
+    note: "",
+    eta: Some(EtaColumn::Fixed(1.0)),
+    variant: None,
+    build: |a| {
+        let cfg = grid_config(a, true)?;
+        // DDPMScheduler's posterior mean from the clipped x̂0 and x_t is DDIM η=1 with ε̂ from that x̂0.
+        Ok(Box::new(Ddim::new("ddpm", DdimRule::Generalized { eta: 1.0 }, a.schedule, &cfg)?.with_clip(X0Clip::from_args(a)?, true)))
+    },
+};
 
-pub fn build(name: &str, params: &SamplerParams, steps: usize, schedule: &NoiseSchedule) -> Result<Option<Box<dyn Sampler>>> {
-    let grid_keys = ["skip", "steps_offset", "prev", "alpha_to_one"];
-    let s: Box<dyn Sampler> = match name {
-        "ddim" => {
-            check_params(name, params, &["eta", "skip", "steps_offset", "prev", "alpha_to_one"])?;
-            let eta = param(name, params, "eta", 0.0f64)?;
-            let cfg = grid_config(name, params, steps, Skip::Quadratic, PrevRule::NextLabel, true)?;
-            Box::new(Ddim::new("ddim", DdimRule::Generalized { eta }, schedule, &cfg)?)
+pub static DDPM_LARGE: SamplerDef = SamplerDef {
+    name: "ddpm_large",
+    params: &[STEPS_OFFSET, PREV, ALPHA_TO_ONE],
+    skips: DISCRETE_SKIPS,
+    default_skip: Skip::Quadratic,
+    nfe: "S",
+    end_point: "ᾱ=1, no noise at label 0",
+    reference: "DDIM paper Table 1 σ̂ row; ermongroup/ddim functions/denoising.py ddpm_steps (x̂0 clamped, noise std √β)",
+    predictions: ALL_PREDICTIONS,
+    note: "",
+    eta: None,
+    variant: None,
+    build: |a| {
+        let cfg = grid_config(a, true)?;
+        Ok(Box::new(Ddim::new("ddpm_large", DdimRule::LargeVariance, a.schedule, &cfg)?))
+    },
+};
+
+/// The grid of a discrete sampler from its skip, steps_offset, prev and alpha_to_one.
+pub(crate) fn grid_config(a: &Args, has_prev: bool) -> Result<GridConfig> {
+    let prev = if has_prev {
+        match a.str("prev")? {
+            "stride" => PrevRule::Stride,
+            _ => PrevRule::NextLabel,
         }
-        "ddpm" => {
-            check_params(name, params, &grid_keys)?;
-            let cfg = grid_config(name, params, steps, Skip::Quadratic, PrevRule::NextLabel, true)?;
-            Box::new(Ddim::new("ddpm", DdimRule::Generalized { eta: 1.0 }, schedule, &cfg)?)
-        }
-        "ddpm_large" => {
-            check_params(name, params, &grid_keys)?;
-            let cfg = grid_config(name, params, steps, Skip::Quadratic, PrevRule::NextLabel, true)?;
-            Box::new(Ddim::new("ddpm_large", DdimRule::LargeVariance, schedule, &cfg)?)
-        }
-        _ => return Ok(None),
+    } else {
+        PrevRule::NextLabel
     };
-    Ok(Some(s))
+    Ok(GridConfig { steps: a.steps, skip: a.skip, steps_offset: a.usize("steps_offset")?, prev, alpha_to_one: a.bool("alpha_to_one")? })
 }
 
 #[cfg(test)]
@@ -182,7 +272,7 @@ mod tests {
                 self.0.shallow_clone()
             }
         }
-        let got = generalized_step(&x, &e, a, ap, 1.0, 0, &mut Fixed(z.shallow_clone()));
+        let got = generalized_step(&x, &x0_from_eps(&x, &e, a), &e, a, ap, 1.0, 0, &mut Fixed(z.shallow_clone()));
         let beta = 1.0 - a / ap;
         let x0 = x0_from_eps(&x, &e, a);
         let mu = &x0 * (ap.sqrt() * beta / (1.0 - a)) + &x * ((1.0 - beta).sqrt() * (1.0 - ap) / (1.0 - a));
@@ -213,14 +303,15 @@ mod tests {
 
     #[test]
     fn builder_rejects_unknown_params_and_negative_eta() {
+        use crate::spec::ParamValue;
         let s = NoiseSchedule::ddpm_linear();
-        let mut p = SamplerParams::new();
-        p.insert("etta".into(), "0.5".into());
-        assert_eq!(build("ddim", &p, 10, &s).err().map(|e| e.exit_code()), Some(2));
-        let mut p = SamplerParams::new();
-        p.insert("eta".into(), "-1".into());
-        assert_eq!(build("ddim", &p, 10, &s).err().map(|e| e.exit_code()), Some(2));
-        let d = build("ddim", &SamplerParams::new(), 10, &s).unwrap().unwrap();
+        let build = |kv: &[(&str, ParamValue)]| {
+            let w: Vec<(String, ParamValue)> = kv.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+            super::super::build_sampler("ddim", &w, None, 10, &s)
+        };
+        assert_eq!(build(&[("etta", ParamValue::Float(0.5))]).err().map(|e| e.exit_code()), Some(2));
+        assert_eq!(build(&[("eta", ParamValue::Float(-1.0))]).err().map(|e| e.exit_code()), Some(2));
+        let d = build(&[]).unwrap();
         assert_eq!(d.labels(), vec![800.0, 632.0, 483.0, 355.0, 246.0, 158.0, 88.0, 39.0, 9.0, 0.0]);
         assert_eq!(d.end_point(), EndPoint::AlphaBarOne);
     }

@@ -2,11 +2,13 @@
 //! diffusers `DEISMultistepScheduler`: in ρ = σ/α (= σ̃), x/α evolves as dx̄/dρ = ε, and ε is
 //! extrapolated by the Lagrange polynomial in log ρ through the last `order` model outputs,
 //! integrated exactly over [ρ_s, ρ_t] (DEIS eq. 15 with the log-ρ basis).
-use super::continuous::{check_vp_steps, vp_grid, FinalSigma, Node, VpRule};
-use super::dpm_solver::{multistep_orders, parse_vp_rule, History};
-use super::params::{check_steps, ParamMap, Params};
-use super::{Counted, EndPoint, NoiseSource, Sampler, SamplerInfo, Schedule};
-use crate::{BenchError, Result};
+use super::continuous::{vp_grid, Node};
+use super::ddim::{DYNAMIC_THRESHOLDING_RATIO, SAMPLE_MAX_VALUE, THRESHOLDING};
+use super::def::{SamplerDef, ALL_PREDICTIONS};
+use super::dpm_solver::{ends_at_zero, final_sigmas, multistep_orders, order, vp_rule, History, LOWER_ORDER_FINAL, T_END, VP_SKIPS};
+use super::{Counted, EndPoint, NoiseSource, Sampler, X0Clip};
+use crate::timesteps::Skip;
+use crate::Result;
 use tch::Tensor;
 
 fn rho(n: &Node) -> f64 {
@@ -56,12 +58,13 @@ fn deis_step(x: &Tensor, hist: &History, t: &Node, order: usize) -> Tensor {
 pub struct Deis {
     nodes: Vec<Node>,
     orders: Vec<usize>,
+    clip: X0Clip,
 }
 
 impl Deis {
     pub fn new(order: usize, nodes: Vec<Node>, lower_order_final: bool) -> Self {
         let steps = nodes.len() - 1;
-        Deis { orders: multistep_orders(order, steps, lower_order_final, 15, false), nodes }
+        Deis { orders: multistep_orders(order, steps, lower_order_final, 15, false), nodes, clip: X0Clip::OFF }
     }
 }
 
@@ -78,12 +81,12 @@ impl Sampler for Deis {
     fn end_point(&self) -> EndPoint {
         EndPoint::AlphaBarZero
     }
-    fn sample(&self, model: &Counted, x_t: Tensor, _noise: &mut dyn NoiseSource) -> Tensor {
+    fn sample(&self, model: &Counted, x_t: Tensor, _noise: &mut dyn NoiseSource) -> Result<Tensor> {
         let mut hist = History::new(3);
         let mut x = x_t;
         for (i, &o) in self.orders.iter().enumerate() {
             let (s, t) = (&self.nodes[i], &self.nodes[i + 1]);
-            hist.push(*s, model.eps(&x, s.label));
+            hist.push(*s, model.call(&x, s)?.eps_clipped(&self.clip));
             // The first order step is DDIM in its exponential form (diffusers `deis_first_order_update`).
             x = if o == 1 {
                 let h = t.lambda - s.lambda;
@@ -92,37 +95,38 @@ impl Sampler for Deis {
                 deis_step(&x, &hist, t, o)
             };
         }
-        x
+        Ok(x)
     }
 }
 
-pub fn deis(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
-    let mut p = Params::new("deis", params);
-    let order = p.usize_in("order", 2, 1, 3)?;
-    let lof = p.bool("lower_order_final", true)?;
-    let rule = parse_vp_rule(&mut p, schedule, "linspace", "sigma_min", false)?;
-    p.finish()?;
-    check_steps("deis", steps, 1)?;
-    check_vp_steps("deis", rule, steps, schedule)?;
-    if matches!(rule, VpRule::DiffusersLinspace(FinalSigma::Zero) | VpRule::DiffusersKarras { final_sigma: FinalSigma::Zero, .. }) {
-        return Err(BenchError::user("sampler deis: final_sigmas=zero is not allowed (log ρ of σ=0; use sigma_min)"));
-    }
-    Ok(Box::new(Deis::new(order, vp_grid(schedule, rule, steps), lof)))
-}
-
-pub const DEIS_INFO: SamplerInfo = SamplerInfo {
+pub static DEIS: SamplerDef = SamplerDef {
     name: "deis",
     params: &[
-        ("order", "2", "1 | 2 | 3 (ρAB order; 1 = DDIM)"),
-        ("skip", "linspace", "linspace | karras (diffusers grids) | logsnr | time_uniform | time_quadratic"),
-        ("lower_order_final", "true", "lower orders for the last steps below 15 steps (diffusers)"),
-        ("final_sigmas", "sigma_min", "sigma_min only"),
-        ("t_end", "1/T", "end time of continuous grids"),
+        order(2, "1 | 2 | 3 (ρAB order; 1 = DDIM)"),
+        LOWER_ORDER_FINAL,
+        T_END,
+        final_sigmas("sigma_min"),
+        THRESHOLDING,
+        DYNAMIC_THRESHOLDING_RATIO,
+        SAMPLE_MAX_VALUE,
     ],
-    default_skip: "linspace",
+    skips: VP_SKIPS,
+    default_skip: Skip::Linspace,
     nfe: "S",
     end_point: "ᾱ_0",
     reference: "Zhang & Chen 2023, DEIS (arXiv:2204.13902), log-ρ AB; diffusers DEISMultistepScheduler",
+    predictions: ALL_PREDICTIONS,
+    note: "",
+    eta: None,
+    variant: None,
+    build: |a| {
+        let rule = vp_rule(a, false)?;
+        if ends_at_zero(rule) {
+            return Err(a.error("final_sigmas=zero is not allowed (log ρ of σ=0; use sigma_min)"));
+        }
+        let d = Deis::new(a.usize("order")?, vp_grid(a.schedule, rule, a.steps), a.bool("lower_order_final")?);
+        Ok(Box::new(Deis { clip: X0Clip::from_args(a)?, ..d }))
+    },
 };
 
 #[cfg(test)]

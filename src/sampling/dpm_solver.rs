@@ -4,45 +4,48 @@
 //! The λ-space pieces (φ functions, the exponential-integrator update, the multistep history)
 //! are shared with UniPC (`unipc.rs`).
 use super::continuous::{check_vp_steps, time_steps, vp_grid, FinalSigma, Node, TimeRule, VpContinuous, VpRule};
-use super::params::{check_steps, ParamMap, Params};
-use super::{x0_from_eps, Counted, EndPoint, NoiseSource, Sampler, SamplerInfo, Schedule};
+use super::ddim::{DYNAMIC_THRESHOLDING_RATIO, SAMPLE_MAX_VALUE, THRESHOLDING};
+use super::def::{Args, ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS};
+use super::{Counted, EndPoint, NoiseSource, Output, Sampler, X0Clip};
+use crate::timesteps::Skip;
 use crate::Result;
 use tch::Tensor;
 
 /// What the solver integrates: ε̂ (DPM-Solver, "dpmsolver") or x̂0 (DPM-Solver++, "dpmsolver++").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prediction {
+pub enum Integrand {
     Noise,
     Data,
 }
 
-impl Prediction {
+impl Integrand {
     /// The integration variable's step: h for noise prediction, −h for data prediction.
     pub fn hh(self, h: f64) -> f64 {
         match self {
-            Prediction::Noise => h,
-            Prediction::Data => -h,
+            Integrand::Noise => h,
+            Integrand::Data => -h,
         }
     }
     /// Linear part e^{∫...}: α_t/α_s (DPM-Solver eq. 3.4) or σ_t/σ_s (DPM-Solver++ eq. 8).
     pub fn linear(self, s: &Node, t: &Node) -> f64 {
         match self {
-            Prediction::Noise => t.alpha / s.alpha,
-            Prediction::Data => t.sigma / s.sigma,
+            Integrand::Noise => t.alpha / s.alpha,
+            Integrand::Data => t.sigma / s.sigma,
         }
     }
     /// Factor in front of the integral: σ_t (noise) or α_t (data).
     pub fn scale(self, t: &Node) -> f64 {
         match self {
-            Prediction::Noise => t.sigma,
-            Prediction::Data => t.alpha,
+            Integrand::Noise => t.sigma,
+            Integrand::Data => t.alpha,
         }
     }
-    /// The model output in this parametrisation (DPM-Solver++ §3: x̂0 = (x − σ ε̂)/α).
-    pub fn convert(self, x: &Tensor, eps: &Tensor, at: &Node) -> Tensor {
+    /// The model output as this integrand (DPM-Solver++ §3: x̂0 = (x − σ ε̂)/α), after x̂0
+    /// thresholding (diffusers `convert_model_output`: ε̂ is recomputed from the thresholded x̂0).
+    pub fn of(self, out: &Output, clip: &X0Clip) -> Tensor {
         match self {
-            Prediction::Noise => eps.shallow_clone(),
-            Prediction::Data => x0_from_eps(x, eps, at.alpha_bar()),
+            Integrand::Noise => out.eps_clipped(clip),
+            Integrand::Data => out.x0_clipped(clip),
         }
     }
 }
@@ -58,7 +61,7 @@ pub fn phis(hh: f64) -> [f64; 3] {
 
 /// The exponential-integrator step shared by every solver here:
 /// x_t = linear(s→t)·x − scale(t)·Σ c_k D_k.
-pub fn exp_update(pred: Prediction, x: &Tensor, s: &Node, t: &Node, terms: &[(f64, &Tensor)]) -> Tensor {
+pub fn exp_update(pred: Integrand, x: &Tensor, s: &Node, t: &Node, terms: &[(f64, &Tensor)]) -> Tensor {
     let mut acc = x * pred.linear(s, t);
     for (c, d) in terms {
         acc -= *d * (pred.scale(t) * c);
@@ -96,14 +99,14 @@ impl History {
 }
 
 /// DPM-Solver-1 = DDIM (DPM-Solver eq. 3.7 / DPM-Solver++ eq. 9): x_t = lin·x − scale·φ1·m_s.
-fn first_order(pred: Prediction, x: &Tensor, s: &Node, t: &Node, m_s: &Tensor) -> Tensor {
+fn first_order(pred: Integrand, x: &Tensor, s: &Node, t: &Node, m_s: &Tensor) -> Tensor {
     let [p1, _, _] = phis(pred.hh(t.lambda - s.lambda));
     exp_update(pred, x, s, t, &[(p1, m_s)])
 }
 
 /// Multistep order 2 ("midpoint"; repo `multistep_dpm_solver_second_order_update`, DPM-Solver++
 /// Alg. 2): D1 = (m0 − m1)/r0, x_t = lin·x − scale·(φ1 m0 + ½ φ1 D1).
-fn multistep_second(pred: Prediction, x: &Tensor, hist: &History, t: &Node) -> Tensor {
+fn multistep_second(pred: Integrand, x: &Tensor, hist: &History, t: &Node) -> Tensor {
     let ((s0, m0), (s1, m1)) = (hist.get(0), hist.get(1));
     let h = t.lambda - s0.lambda;
     let r0 = (s0.lambda - s1.lambda) / h;
@@ -114,7 +117,7 @@ fn multistep_second(pred: Prediction, x: &Tensor, hist: &History, t: &Node) -> T
 
 /// Multistep order 3 (repo `multistep_dpm_solver_third_order_update`):
 /// D1 = D1_0 + r0/(r0+r1)(D1_0 − D1_1), D2 = (D1_0 − D1_1)/(r0+r1), x_t = lin·x − scale·(φ1 m0 + φ2 D1 + φ3 D2).
-fn multistep_third(pred: Prediction, x: &Tensor, hist: &History, t: &Node) -> Tensor {
+fn multistep_third(pred: Integrand, x: &Tensor, hist: &History, t: &Node) -> Tensor {
     let ((s0, m0), (s1, m1), (s2, m2)) = (hist.get(0), hist.get(1), hist.get(2));
     let h = t.lambda - s0.lambda;
     let r0 = (s0.lambda - s1.lambda) / h;
@@ -131,7 +134,7 @@ fn multistep_third(pred: Prediction, x: &Tensor, hist: &History, t: &Node) -> Te
 /// Singlestep order-2 update from s over (s1, t) with models at s and s1 (repo
 /// `singlestep_dpm_solver_second_order_update`, solver_type 'dpmsolver'; diffusers "midpoint"):
 /// x_t = lin·x_s − scale·(φ1 m_s + ½ φ1 (m_s1 − m_s)/r1).
-fn singlestep_second(pred: Prediction, x_s: &Tensor, s: &Node, s1: &Node, t: &Node, m_s: &Tensor, m_s1: &Tensor) -> Tensor {
+fn singlestep_second(pred: Integrand, x_s: &Tensor, s: &Node, s1: &Node, t: &Node, m_s: &Tensor, m_s1: &Tensor) -> Tensor {
     let h = t.lambda - s.lambda;
     let r1 = (s1.lambda - s.lambda) / h;
     let d = (m_s1 - m_s) / r1;
@@ -141,7 +144,7 @@ fn singlestep_second(pred: Prediction, x_s: &Tensor, s: &Node, s1: &Node, t: &No
 
 /// The φ2 form of the order-2 step (repo third-order update's x_s2, DPM-Solver Alg. 5 line 6):
 /// x_t = lin·x_s − scale·(φ1 m_s + φ2 (m_s1 − m_s)/r1).
-fn singlestep_second_phi2(pred: Prediction, x_s: &Tensor, s: &Node, s1: &Node, t: &Node, m_s: &Tensor, m_s1: &Tensor) -> Tensor {
+fn singlestep_second_phi2(pred: Integrand, x_s: &Tensor, s: &Node, s1: &Node, t: &Node, m_s: &Tensor, m_s1: &Tensor) -> Tensor {
     let h = t.lambda - s.lambda;
     let r1 = (s1.lambda - s.lambda) / h;
     let d = (m_s1 - m_s) / r1;
@@ -151,7 +154,7 @@ fn singlestep_second_phi2(pred: Prediction, x_s: &Tensor, s: &Node, s1: &Node, t
 
 /// Singlestep order-3 final update (DPM-Solver Alg. 5 line 8 / diffusers third order "midpoint"):
 /// x_t = lin·x_s − scale·(φ1 m_s + φ2 (m_s2 − m_s)/r2).
-fn singlestep_third(pred: Prediction, x_s: &Tensor, s: &Node, s2: &Node, t: &Node, m_s: &Tensor, m_s2: &Tensor) -> Tensor {
+fn singlestep_third(pred: Integrand, x_s: &Tensor, s: &Node, s2: &Node, t: &Node, m_s: &Tensor, m_s2: &Tensor) -> Tensor {
     singlestep_second_phi2(pred, x_s, s, s2, t, m_s, m_s2)
 }
 
@@ -167,7 +170,8 @@ pub enum ThirdOrderMiddle {
 /// A DPM-Solver(++) run: the grid and the order of every step (multistep) or block (singlestep).
 pub struct DpmSolver {
     name: &'static str,
-    pred: Prediction,
+    pred: Integrand,
+    clip: X0Clip,
     multistep: bool,
     nodes: Vec<Node>,
     /// Multistep: one order per step. Singlestep: one order per block (block k spans
@@ -269,18 +273,22 @@ fn repo_singlestep_nodes(vp: &VpContinuous, rule: TimeRule, t_end: f64, steps: u
 
 impl DpmSolver {
     /// Multistep DPM-Solver(++) on a grid of S+1 nodes.
-    pub fn multistep(name: &'static str, pred: Prediction, order: usize, nodes: Vec<Node>, lower_order_final: bool, below: usize) -> Self {
+    pub fn multistep(name: &'static str, pred: Integrand, order: usize, nodes: Vec<Node>, lower_order_final: bool, below: usize) -> Self {
         let steps = nodes.len() - 1;
         let final_zero = nodes[steps].sigma == 0.0;
         let orders = multistep_orders(order, steps, lower_order_final, below, final_zero);
         let end = end_of(&nodes);
-        DpmSolver { name, pred, multistep: true, nodes, orders, middle: ThirdOrderMiddle::Repo, end }
+        DpmSolver { name, pred, clip: X0Clip::OFF, multistep: true, nodes, orders, middle: ThirdOrderMiddle::Repo, end }
     }
 
     /// Singlestep with explicit block orders on a grid of Σorders + 1 nodes.
-    pub fn singlestep(name: &'static str, pred: Prediction, nodes: Vec<Node>, blocks: Vec<usize>, middle: ThirdOrderMiddle) -> Self {
+    pub fn singlestep(name: &'static str, pred: Integrand, nodes: Vec<Node>, blocks: Vec<usize>, middle: ThirdOrderMiddle) -> Self {
         let end = end_of(&nodes);
-        DpmSolver { name, pred, multistep: false, nodes, orders: blocks, middle, end }
+        DpmSolver { name, pred, clip: X0Clip::OFF, multistep: false, nodes, orders: blocks, middle, end }
+    }
+    pub fn with_clip(mut self, clip: X0Clip) -> Self {
+        self.clip = clip;
+        self
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -313,15 +321,15 @@ impl Sampler for DpmSolver {
     fn end_point(&self) -> EndPoint {
         self.end
     }
-    fn sample(&self, model: &Counted, x_t: Tensor, _noise: &mut dyn NoiseSource) -> Tensor {
+    fn sample(&self, model: &Counted, x_t: Tensor, _noise: &mut dyn NoiseSource) -> Result<Tensor> {
         let pred = self.pred;
         let mut x = x_t;
-        let eval = |x: &Tensor, n: &Node| pred.convert(x, &model.eps(x, n.label), n);
+        let eval = |x: &Tensor, n: &Node| -> Result<Tensor> { Ok(pred.of(&model.call(x, n)?, &self.clip)) };
         if self.multistep {
             let mut hist = History::new(3);
             for (i, &o) in self.orders.iter().enumerate() {
                 let (s, t) = (&self.nodes[i], &self.nodes[i + 1]);
-                hist.push(*s, eval(&x, s));
+                hist.push(*s, eval(&x, s)?);
                 x = match o {
                     1 => first_order(pred, &x, s, t, hist.get(0).1),
                     2 => multistep_second(pred, &x, &hist, t),
@@ -332,68 +340,75 @@ impl Sampler for DpmSolver {
             let mut k = 0;
             for &o in &self.orders {
                 let n = &self.nodes[k..=k + o];
-                let m_s = eval(&x, &n[0]);
+                let m_s = eval(&x, &n[0])?;
                 x = match o {
                     1 => first_order(pred, &x, &n[0], &n[1], &m_s),
                     2 => {
                         let x1 = first_order(pred, &x, &n[0], &n[1], &m_s);
-                        let m1 = eval(&x1, &n[1]);
+                        let m1 = eval(&x1, &n[1])?;
                         singlestep_second(pred, &x, &n[0], &n[1], &n[2], &m_s, &m1)
                     }
                     _ => {
                         let x1 = first_order(pred, &x, &n[0], &n[1], &m_s);
-                        let m1 = eval(&x1, &n[1]);
+                        let m1 = eval(&x1, &n[1])?;
                         let x2 = match self.middle {
                             ThirdOrderMiddle::Repo => singlestep_second_phi2(pred, &x, &n[0], &n[1], &n[2], &m_s, &m1),
                             ThirdOrderMiddle::Diffusers => singlestep_second(pred, &x, &n[0], &n[1], &n[2], &m_s, &m1),
                         };
-                        let m2 = eval(&x2, &n[2]);
+                        let m2 = eval(&x2, &n[2])?;
                         singlestep_third(pred, &x, &n[0], &n[2], &n[3], &m_s, &m2)
                     }
                 };
                 k += o;
             }
         }
-        x
+        Ok(x)
     }
 }
 
-/// Parse the shared `skip`/`final_sigmas`/`t_end` parameters of the VP ODE solvers.
+/// The timestep rule of a VP ODE solver from its skip, `final_sigmas` and `t_end`.
 /// `truncate_cosine`: diffusers' multistep DPM-Solver labels for karras + cosine (see `VpRule`).
-pub fn parse_vp_rule(p: &mut Params, schedule: &Schedule, default_skip: &'static str, default_final: &'static str, truncate_cosine: bool) -> Result<VpRule> {
-    let skip = p.choice("skip", default_skip, &["logsnr", "time_uniform", "time_quadratic", "linspace", "karras"])?;
-    let fin = match p.choice("final_sigmas", default_final, &["zero", "sigma_min"])? {
+pub fn vp_rule(a: &Args, truncate_cosine: bool) -> Result<VpRule> {
+    let fin = match a.str("final_sigmas")? {
         "zero" => FinalSigma::Zero,
         _ => FinalSigma::SigmaMin,
     };
-    let n = schedule.len() as f64;
-    let t_end = p.f64_min("t_end", 1.0 / n, 1.0 / n)?;
+    let t_min = 1.0 / a.schedule.len() as f64;
+    let t_end = a.f64_or_auto("t_end")?.unwrap_or(t_min);
+    if t_end < t_min || t_end >= 1.0 {
+        return Err(a.error(format!("t_end={t_end} is outside [1/T, 1) = [{t_min}, 1)")));
+    }
     let cont = |rule| VpRule::Continuous { rule, t_end };
-    Ok(match skip {
-        "logsnr" => cont(TimeRule::LogSnr),
-        "time_uniform" => cont(TimeRule::TimeUniform),
-        "time_quadratic" => cont(TimeRule::TimeQuadratic),
-        "linspace" => VpRule::DiffusersLinspace(fin),
+    let rule = match a.skip {
+        Skip::Logsnr => cont(TimeRule::LogSnr),
+        Skip::TimeUniform => cont(TimeRule::TimeUniform),
+        Skip::TimeQuadratic => cont(TimeRule::TimeQuadratic),
+        Skip::Linspace => VpRule::DiffusersLinspace(fin),
         _ => VpRule::DiffusersKarras { final_sigma: fin, truncate_cosine },
-    })
+    };
+    check_vp_steps(a.def.name, rule, a.steps, a.schedule)?;
+    Ok(rule)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build(name: &'static str, pred: Prediction, params: &ParamMap, steps: usize, schedule: &Schedule, default_order: usize, default_method: &'static str, default_final: &'static str) -> Result<Box<dyn Sampler>> {
-    let mut p = Params::new(name, params);
-    let order = p.usize_in("order", default_order, 1, 3)?;
-    let method = p.choice("method", default_method, &["multistep", "singlestep", "singlestep_fixed"])?;
-    let lof = p.bool("lower_order_final", true)?;
-    let rule = parse_vp_rule(&mut p, schedule, "logsnr", default_final, method == "multistep")?;
-    p.finish()?;
-    let min_steps = if method == "singlestep_fixed" { order } else { 1 };
-    check_steps(name, steps, min_steps)?;
-    check_vp_steps(name, rule, steps, schedule)?;
-    if pred == Prediction::Noise && matches!(rule, VpRule::DiffusersLinspace(FinalSigma::Zero) | VpRule::DiffusersKarras { final_sigma: FinalSigma::Zero, .. }) {
-        return Err(crate::BenchError::user(format!(
-            "sampler {name}: final_sigmas=zero needs data prediction (use dpm_solver++ or final_sigmas=sigma_min)"
-        )));
+/// A σ = 0 end under noise prediction (x_t = x0 needs ε at σ = 0) is refused.
+pub fn ends_at_zero(rule: VpRule) -> bool {
+    matches!(rule, VpRule::DiffusersLinspace(FinalSigma::Zero) | VpRule::DiffusersKarras { final_sigma: FinalSigma::Zero, .. })
+}
+
+fn build(pred: Integrand, a: &Args) -> Result<Box<dyn Sampler>> {
+    let name = a.def.name;
+    let order = a.usize("order")?;
+    let method = a.str("method")?;
+    let lof = a.bool("lower_order_final")?;
+    let rule = vp_rule(a, method == "multistep")?;
+    if method == "singlestep_fixed" {
+        a.need_steps(order, "singlestep_fixed runs blocks of `order` steps")?;
     }
+    if pred == Integrand::Noise && ends_at_zero(rule) {
+        return Err(a.error("final_sigmas=zero needs data prediction (use dpm_solver++ or final_sigmas=sigma_min)"));
+    }
+    let schedule = a.schedule;
+    let steps = a.steps;
     let sampler = match (method, rule) {
         ("multistep", rule) => DpmSolver::multistep(name, pred, order, vp_grid(schedule, rule, steps), lof, rule.lower_order_final_below()),
         (m, VpRule::Continuous { rule: tr, t_end }) => {
@@ -407,51 +422,84 @@ fn build(name: &'static str, pred: Prediction, params: &ParamMap, steps: usize, 
             DpmSolver::singlestep(name, pred, nodes, diffusers_singlestep_blocks(order, steps, lof, final_zero), ThirdOrderMiddle::Diffusers)
         }
     };
-    Ok(Box::new(sampler))
+    Ok(Box::new(sampler.with_clip(X0Clip::from_args(a)?)))
 }
 
-/// `dpm_solver`: noise-prediction DPM-Solver; default DPM-Solver-3 "fast" singlestep (paper §3.4).
-pub fn dpm_solver(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
-    build("dpm_solver", Prediction::Noise, params, steps, schedule, 3, "singlestep", "sigma_min")
+pub const VP_SKIPS: &[Skip] = &[Skip::Logsnr, Skip::TimeUniform, Skip::TimeQuadratic, Skip::Linspace, Skip::Karras];
+
+pub const fn order(default: i64, help: &'static str) -> ParamDef {
+    ParamDef { name: "order", kind: ParamKind::Int { min: 1, max: 3, default }, help, diffusers: Some("solver_order") }
+}
+pub const LOWER_ORDER_FINAL: ParamDef = ParamDef {
+    name: "lower_order_final",
+    kind: ParamKind::Bool { default: true },
+    help: "lower orders for the last steps (multistep: only below 10 steps on repo grids, 15 on diffusers grids; diffusers' singlestep scheduler defaults to false)",
+    diffusers: Some("lower_order_final"),
+};
+pub const T_END: ParamDef = ParamDef {
+    name: "t_end",
+    kind: ParamKind::FloatOrAuto { min: 0.0, max: 1.0 },
+    help: "end time of the continuous (repo) grids; auto = 1/T, the repos' default (1e-3 for T=1000)",
+    diffusers: None,
+};
+pub const fn final_sigmas(default: &'static str) -> ParamDef {
+    ParamDef {
+        name: "final_sigmas",
+        kind: ParamKind::Choice { allowed: &["zero", "sigma_min"], default },
+        help: "diffusers grids only: zero (the last step lands on x̂0; needs data prediction) or sigma_min (ᾱ_0)",
+        diffusers: Some("final_sigmas_type"),
+    }
+}
+const fn method(default: &'static str) -> ParamDef {
+    ParamDef {
+        name: "method",
+        kind: ParamKind::Choice { allowed: &["singlestep", "multistep", "singlestep_fixed"], default },
+        help: "singlestep (DPM-Solver-fast order schedule on repo grids, diffusers' singlestep scheduler otherwise) | singlestep_fixed | multistep",
+        diffusers: None,
+    }
 }
 
-/// `dpm_solver++`: data-prediction DPM-Solver++; default 2M (the paper's recommended solver).
-pub fn dpm_solver_pp(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
-    build("dpm_solver++", Prediction::Data, params, steps, schedule, 2, "multistep", "zero")
-}
-
-const VP_PARAMS_NOTE: &str = "logsnr | time_uniform | time_quadratic (DPM-Solver repo, continuous t from 1 to t_end) | linspace | karras (diffusers discrete grid)";
-
-pub const DPM_SOLVER_INFO: SamplerInfo = SamplerInfo {
+pub static DPM_SOLVER: SamplerDef = SamplerDef {
     name: "dpm_solver",
     params: &[
-        ("order", "3", "1 | 2 | 3"),
-        ("method", "singlestep", "singlestep (DPM-Solver-fast order schedule) | singlestep_fixed | multistep"),
-        ("skip", "logsnr", VP_PARAMS_NOTE),
-        ("lower_order_final", "true", "lower orders for the last steps (multistep: only below 10 steps on repo grids, 15 on diffusers grids; diffusers' singlestep scheduler defaults to false)"),
-        ("t_end", "1/T", "end time of the continuous grid (repo default 1/N = 1e-3 for T=1000)"),
-        ("final_sigmas", "sigma_min", "diffusers grids only: sigma_min (zero needs dpm_solver++)"),
+        order(3, "1 | 2 | 3"),
+        method("singlestep"),
+        LOWER_ORDER_FINAL,
+        T_END,
+        final_sigmas("sigma_min"),
+        THRESHOLDING,
+        DYNAMIC_THRESHOLDING_RATIO,
+        SAMPLE_MAX_VALUE,
     ],
-    default_skip: "logsnr (DPM-Solver README: logSNR for low-resolution pixel models)",
+    skips: VP_SKIPS,
+    default_skip: Skip::Logsnr,
     nfe: "S (singlestep_fixed: order·⌊S/order⌋)",
     end_point: "ᾱ_0 (t_end = 1/T, label 0)",
     reference: "Lu et al. 2022, DPM-Solver (arXiv:2206.00927); LuChengTHU/dpm-solver dpm_solver_pytorch.py; diffusers DPMSolverSinglestep/MultistepScheduler (algorithm_type=dpmsolver)",
+    predictions: ALL_PREDICTIONS,
+    note: "skip logsnr | time_uniform | time_quadratic are the DPM-Solver repo's continuous grids (t from 1 to t_end); linspace | karras are diffusers' discrete grids",
+    eta: None,
+    variant: Some("method"),
+    build: |a| build(Integrand::Noise, a),
 };
 
-pub const DPM_SOLVER_PP_INFO: SamplerInfo = SamplerInfo {
+pub static DPM_SOLVER_PP: SamplerDef = SamplerDef {
     name: "dpm_solver++",
     params: &[
-        ("order", "2", "1 | 2 | 3 (2S = order 2 singlestep, 2M = order 2 multistep, 3M = order 3 multistep)"),
-        ("method", "multistep", "multistep | singlestep | singlestep_fixed"),
-        ("skip", "logsnr", VP_PARAMS_NOTE),
-        ("lower_order_final", "true", "as dpm_solver (diffusers' singlestep scheduler defaults to false)"),
-        ("t_end", "1/T", "end time of the continuous grid"),
-        ("final_sigmas", "zero", "diffusers grids only: zero (last step lands on x̂0) | sigma_min"),
+        order(2, "1 | 2 | 3 (2S = order 2 singlestep, 2M = order 2 multistep, 3M = order 3 multistep)"),
+        method("multistep"),
+        LOWER_ORDER_FINAL,
+        T_END,
+        final_sigmas("zero"),
+        THRESHOLDING,
+        DYNAMIC_THRESHOLDING_RATIO,
+        SAMPLE_MAX_VALUE,
     ],
-    default_skip: "logsnr",
     nfe: "S",
     end_point: "ᾱ_0 on repo grids; ᾱ=1 (σ=0) on diffusers grids with final_sigmas=zero",
     reference: "Lu et al. 2022, DPM-Solver++ (arXiv:2211.01095); LuChengTHU/dpm-solver; diffusers DPMSolverMultistepScheduler (algorithm_type=dpmsolver++)",
+    build: |a| build(Integrand::Data, a),
+    ..DPM_SOLVER
 };
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! since samplers act on each batch row independently.
 use super::{Counted, NoiseSource, Sampler};
 use crate::models::oracle::GaussianOracle;
+use crate::models::Prediction;
 use crate::{BenchError, Result};
 use std::collections::BTreeSet;
 use tch::{Device, Kind, Tensor};
@@ -49,9 +50,9 @@ pub fn exact_output_moments(sampler: &dyn Sampler, oracle: &GaussianOracle) -> R
         s
     };
     let opts = (Kind::Double, Device::Cpu);
-    let model = Counted::new(oracle);
+    let model = Counted::new(oracle, Prediction::Epsilon);
     let mut rec = RecordSteps(BTreeSet::new());
-    let _ = sampler.sample(&model, Tensor::zeros(one(1), opts), &mut rec);
+    let _ = sampler.sample(&model, Tensor::zeros(one(1), opts), &mut rec)?;
     let steps: Vec<usize> = rec.0.into_iter().collect();
 
     // Rows: 0: x_T=0; 1: x_T=1; 2: x_T=PROBE (affinity check, large enough to reach a clamp
@@ -60,7 +61,7 @@ pub fn exact_output_moments(sampler: &dyn Sampler, oracle: &GaussianOracle) -> R
     let x = Tensor::zeros(one(n), opts);
     let _ = x.get(1).fill_(1.0);
     let _ = x.get(2).fill_(PROBE);
-    let out = sampler.sample(&Counted::new(oracle), x, &mut UnitProbes { steps, first: 3 });
+    let out = sampler.sample(&Counted::new(oracle, Prediction::Epsilon), x, &mut UnitProbes { steps, first: 3 })?;
     let m = out.get(0);
     let a = out.get(1) - &m;
     let a2 = out.get(2) - &m;
@@ -120,7 +121,7 @@ pub fn exact_fd(sampler: &dyn Sampler, oracle: &GaussianOracle) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampling::{build_sampler, SamplerParams};
+    use crate::sampling::build_from_text;
     use crate::schedule::NoiseSchedule;
 
     fn oracle() -> GaussianOracle {
@@ -134,8 +135,7 @@ mod tests {
         let mean = Tensor::from_slice(&[0.3f64, -0.2, 0.3, 0.5, -0.2, 0.3]).view([1, 2, 3]);
         let std = Tensor::from_slice(&[0.5f64, 0.1, 0.5, 0.02, 0.1, 0.5]).view([1, 2, 3]);
         let o = GaussianOracle::new(NoiseSchedule::ddpm_linear(), mean, std);
-        let p: SamplerParams = [("eta".to_string(), "0.5".to_string())].into_iter().collect();
-        let s = build_sampler("ddim", &p, 10, &o.schedule).unwrap();
+        let s = build_from_text("ddim", &[("eta", "0.5")], 10, &o.schedule).unwrap();
         let (m, v) = exact_output_moments(s.as_ref(), &o).unwrap();
         let full = diagonal_fd(&m, &v, &o.mean, &o.std);
         let reduced = exact_fd(s.as_ref(), &o).unwrap();
@@ -147,12 +147,11 @@ mod tests {
         // Ancestral sampling with 1000 steps is the exact reverse chain up to the
         // discretisation of the forward process, so FD is small.
         let o = oracle();
-        let mut p = SamplerParams::new();
-        p.insert("skip".into(), "uniform".into());
-        let s = build_sampler("ddpm", &p, 1000, &o.schedule).unwrap();
+        let p = [("skip", "uniform")];
+        let s = build_from_text("ddpm", &p, 1000, &o.schedule).unwrap();
         let fd = exact_fd(s.as_ref(), &o).unwrap();
         assert!(fd < 1e-4, "{fd}");
-        let few = build_sampler("ddim", &p, 5, &o.schedule).unwrap();
+        let few = build_from_text("ddim", &p, 5, &o.schedule).unwrap();
         let fd5 = exact_fd(few.as_ref(), &o).unwrap();
         assert!(fd5 > 10.0 * fd, "{fd5} vs {fd}");
     }
@@ -162,9 +161,7 @@ mod tests {
         // For η=0 there is no noise: var = A², and DDIM with 1 step from ᾱ_T to ᾱ=1 is
         // x0 = (x − √(1−ᾱ) ε*)/√ᾱ, affine with slope A = (1 − (1−ᾱ)/(ᾱ s² + 1 − ᾱ))/√ᾱ.
         let o = oracle();
-        let mut p = SamplerParams::new();
-        p.insert("skip".into(), "uniform".into());
-        let s = build_sampler("ddim", &p, 1, &o.schedule).unwrap();
+        let s = build_from_text("ddim", &[("skip", "uniform")], 1, &o.schedule).unwrap();
         let (m, v) = exact_output_moments(s.as_ref(), &o).unwrap();
         let ab = o.schedule.alpha_bar(0); // uniform with S=1: the single label is 0
         let s2 = o.std.square();
@@ -178,7 +175,7 @@ mod tests {
     fn clamping_sampler_is_refused() {
         // Data much wider than [−1, 1]: x̂0 gets clamped for x_T = 1, 2 but not for x_T = 0.
         let o = GaussianOracle::new(NoiseSchedule::ddpm_linear(), Tensor::from(0.0f64).view([1, 1, 1]), Tensor::from(3.0f64).view([1, 1, 1]));
-        let s = build_sampler("ddpm_large", &SamplerParams::new(), 10, &o.schedule).unwrap();
+        let s = build_from_text("ddpm_large", &[], 10, &o.schedule).unwrap();
         assert_eq!(exact_output_moments(s.as_ref(), &o).err().map(|e| e.exit_code()), Some(2));
     }
 }

@@ -10,8 +10,9 @@
 //! `init_noise_sigma` for `timestep_spacing="linspace"` (not √(σ_max²+1)). The result at σ = 0 is
 //! in data space.
 use super::continuous::{f32r, interp_labels, karras_sigmas, sigma_to_t, ve_sigmas};
-use super::params::{check_steps, ParamMap, Params};
-use super::{Counted, EndPoint, NoiseSource, Sampler, SamplerInfo, Schedule};
+use super::def::{Args, EtaColumn, ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS};
+use super::{Counted, EndPoint, Node, NoiseSource, Sampler, Schedule};
+use crate::timesteps::Skip;
 use crate::Result;
 use tch::Tensor;
 
@@ -77,8 +78,8 @@ impl SigmaGrid {
 }
 
 /// ε̂ at level σ: the model sees x/√(σ²+1) (diffusers `scale_model_input`).
-fn eps_at(model: &Counted, x: &Tensor, sigma: f64, label: f64) -> Tensor {
-    model.eps(&(x / (sigma * sigma + 1.0).sqrt()), label)
+fn eps_at(model: &Counted, x: &Tensor, sigma: f64, label: f64) -> Result<Tensor> {
+    model.eps(&(x / (sigma * sigma + 1.0).sqrt()), &Node::from_sigma_ve(label, sigma))
 }
 
 /// Ancestral split of σ_from → σ_to (k-diffusion `get_ancestral_step`, η = 1):
@@ -230,7 +231,7 @@ impl Sampler for KarrasSampler {
     fn end_point(&self) -> EndPoint {
         EndPoint::SigmaZero
     }
-    fn sample(&self, model: &Counted, z: Tensor, noise: &mut dyn NoiseSource) -> Tensor {
+    fn sample(&self, model: &Counted, z: Tensor, noise: &mut dyn NoiseSource) -> Result<Tensor> {
         let g = &self.grid;
         let (sig, lab) = (&g.sigmas, &g.labels);
         let s = g.steps();
@@ -239,10 +240,10 @@ impl Sampler for KarrasSampler {
         for i in 0..s {
             let (sigma, next) = (sig[i], sig[i + 1]);
             x = match self.family {
-                Family::Euler => euler_step(&x, &eps_at(model, &x, sigma, lab[i]), sigma, next),
+                Family::Euler => euler_step(&x, &eps_at(model, &x, sigma, lab[i])?, sigma, next),
                 // Euler ancestral (k-diffusion `sample_euler_ancestral`): Euler to σ_down, then add σ_up noise.
                 Family::EulerAncestral => {
-                    let d = eps_at(model, &x, sigma, lab[i]);
+                    let d = eps_at(model, &x, sigma, lab[i])?;
                     let (down, up) = ancestral_split(sigma, next);
                     let x = euler_step(&x, &d, sigma, down);
                     if up > 0.0 {
@@ -252,24 +253,24 @@ impl Sampler for KarrasSampler {
                     }
                 }
                 Family::Heun => {
-                    let d = eps_at(model, &x, sigma, lab[i]);
+                    let d = eps_at(model, &x, sigma, lab[i])?;
                     let x_pred = euler_step(&x, &d, sigma, next);
                     if next == 0.0 {
                         x_pred
                     } else {
-                        heun_step(&x, &d, &eps_at(model, &x_pred, next, lab[i + 1]), sigma, next)
+                        heun_step(&x, &d, &eps_at(model, &x_pred, next, lab[i + 1])?, sigma, next)
                     }
                 }
                 // DPM-Solver-2 in σ (Karras et al. 2022 App. / k-diffusion `sample_dpm_2`): Euler to the
                 // geometric midpoint, then the full step with the midpoint slope.
                 Family::Kdpm2 | Family::Kdpm2Ancestral => {
-                    let d = eps_at(model, &x, sigma, lab[i]);
+                    let d = eps_at(model, &x, sigma, lab[i])?;
                     let mid = self.dpm2_mid(i);
                     if mid == 0.0 {
                         euler_step(&x, &d, sigma, 0.0)
                     } else {
                         let x_mid = euler_step(&x, &d, sigma, mid);
-                        let d_mid = eps_at(model, &x_mid, mid, g.label_of(mid));
+                        let d_mid = eps_at(model, &x_mid, mid, g.label_of(mid))?;
                         if self.family == Family::Kdpm2 {
                             euler_step(&x, &d_mid, sigma, next)
                         } else {
@@ -280,7 +281,7 @@ impl Sampler for KarrasSampler {
                 }
                 // Linear multistep (k-diffusion `sample_lms`): x += Σ_k c_k d_{i−k}.
                 Family::Lms => {
-                    history.push(eps_at(model, &x, sigma, lab[i]));
+                    history.push(eps_at(model, &x, sigma, lab[i])?);
                     if history.len() > self.lms_order {
                         drop(history.remove(0));
                     }
@@ -296,136 +297,115 @@ impl Sampler for KarrasSampler {
                     } else {
                         x.shallow_clone()
                     };
-                    let d = eps_at(model, &x_hat, hat, g.label_of(hat));
+                    let d = eps_at(model, &x_hat, hat, g.label_of(hat))?;
                     let x_pred = euler_step(&x_hat, &d, hat, next);
                     if next == 0.0 {
                         x_pred
                     } else {
-                        heun_step(&x_hat, &d, &eps_at(model, &x_pred, next, lab[i + 1]), hat, next)
+                        heun_step(&x_hat, &d, &eps_at(model, &x_pred, next, lab[i + 1])?, hat, next)
                     }
                 }
             };
         }
-        x
+        Ok(x)
     }
 }
 
-fn build(family: Family, name: &'static str, params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
-    let mut p = Params::new(name, params);
-    let default_skip = if family == Family::KarrasVe { "karras" } else { "linspace" };
-    let karras = p.choice("skip", default_skip, &["linspace", "karras"])? == "karras";
-    let lms_order = if family == Family::Lms { p.usize_in("order", 4, 1, 4)? } else { 4 };
+fn build(family: Family, a: &Args) -> Result<Box<dyn Sampler>> {
+    let karras = a.skip == Skip::Karras;
+    let lms_order = if family == Family::Lms { a.usize("order")? } else { 4 };
     let churn = if family == Family::KarrasVe {
-        Churn {
-            s_churn: p.f64_min("s_churn", 80.0, 0.0)?,
-            s_tmin: p.f64_min("s_tmin", 0.05, 0.0)?,
-            s_tmax: p.f64_min("s_tmax", 50.0, 0.0)?,
-            s_noise: p.f64_min("s_noise", 1.007, 0.0)?,
-        }
+        Churn { s_churn: a.f64("s_churn")?, s_tmin: a.f64("s_tmin")?, s_tmax: a.f64("s_tmax")?, s_noise: a.f64("s_noise")? }
     } else {
         Churn { s_churn: 0.0, s_tmin: 0.0, s_tmax: f64::INFINITY, s_noise: 1.0 }
     };
-    p.finish()?;
-    check_steps(name, steps, 1)?;
-    if steps < 2 && !karras {
+    if !karras {
         // linspace(0, T−1, 1) is just [0]: no noise level to start from.
-        return Err(crate::BenchError::user(format!("sampler {name}: steps={steps} is too small for skip=linspace (need ≥ 2)")));
+        a.need_steps(2, "skip=linspace")?;
     }
-    let mut grid = SigmaGrid::new(schedule, karras, steps);
+    let mut grid = SigmaGrid::new(a.schedule, karras, a.steps);
     if karras && matches!(family, Family::Kdpm2 | Family::Kdpm2Ancestral) {
-        grid = grid.kdpm2_karras_labels(schedule);
+        grid = grid.kdpm2_karras_labels(a.schedule);
     }
     Ok(Box::new(KarrasSampler::new(family, grid).with_lms_order(lms_order).with_churn(churn)))
 }
 
-pub fn euler(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
-    build(Family::Euler, "euler", params, steps, schedule)
-}
-pub fn euler_ancestral(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
-    build(Family::EulerAncestral, "euler_ancestral", params, steps, schedule)
-}
-pub fn heun(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
-    build(Family::Heun, "heun", params, steps, schedule)
-}
-pub fn kdpm2(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
-    build(Family::Kdpm2, "kdpm2", params, steps, schedule)
-}
-pub fn kdpm2_ancestral(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
-    build(Family::Kdpm2Ancestral, "kdpm2_ancestral", params, steps, schedule)
-}
-pub fn lms(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
-    build(Family::Lms, "lms", params, steps, schedule)
-}
-pub fn karras_ve(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
-    build(Family::KarrasVe, "karras_ve", params, steps, schedule)
+const SIGMA_SKIPS: &[Skip] = &[Skip::Linspace, Skip::Karras];
+
+pub static EULER: SamplerDef = SamplerDef {
+    name: "euler",
+    params: &[],
+    skips: SIGMA_SKIPS,
+    default_skip: Skip::Linspace,
+    nfe: "S",
+    end_point: "σ=0",
+    reference: "Karras et al. 2022 Alg. 1 (Euler); diffusers EulerDiscreteScheduler",
+    predictions: ALL_PREDICTIONS,
+    note: "skip linspace = diffusers timestep_spacing=linspace (fractional labels); karras = use_karras_sigmas (ρ=7)",
+    eta: None,
+    variant: None,
+    build: |a| build(Family::Euler, a),
+};
+
+pub static EULER_ANCESTRAL: SamplerDef = SamplerDef {
+    name: "euler_ancestral",
+    reference: "k-diffusion sample_euler_ancestral; diffusers EulerAncestralDiscreteScheduler",
+    eta: Some(EtaColumn::Fixed(1.0)),
+    build: |a| build(Family::EulerAncestral, a),
+    ..EULER
+};
+
+pub static HEUN: SamplerDef = SamplerDef {
+    name: "heun",
+    nfe: "2S−1 (last step Euler to σ=0)",
+    reference: "Karras et al. 2022 Alg. 1; diffusers HeunDiscreteScheduler",
+    build: |a| build(Family::Heun, a),
+    ..EULER
+};
+
+pub static KDPM2: SamplerDef = SamplerDef {
+    name: "kdpm2",
+    nfe: "2S−1 (last step Euler to σ=0)",
+    reference: "k-diffusion sample_dpm_2; diffusers KDPM2DiscreteScheduler",
+    build: |a| build(Family::Kdpm2, a),
+    ..EULER
+};
+
+pub static KDPM2_ANCESTRAL: SamplerDef = SamplerDef {
+    name: "kdpm2_ancestral",
+    nfe: "2S−1 (last step Euler to σ=0)",
+    reference: "k-diffusion sample_dpm_2_ancestral; diffusers KDPM2AncestralDiscreteScheduler",
+    eta: Some(EtaColumn::Fixed(1.0)),
+    build: |a| build(Family::Kdpm2Ancestral, a),
+    ..EULER
+};
+
+pub static LMS: SamplerDef = SamplerDef {
+    name: "lms",
+    params: &[ParamDef { name: "order", kind: ParamKind::Int { min: 1, max: 4, default: 4 }, help: "linear multistep order", diffusers: None }],
+    reference: "k-diffusion sample_lms; diffusers LMSDiscreteScheduler",
+    build: |a| build(Family::Lms, a),
+    ..EULER
+};
+
+const fn churn(name: &'static str, default: f64, help: &'static str) -> ParamDef {
+    ParamDef { name, kind: ParamKind::Float { min: 0.0, max: f64::INFINITY, default }, help, diffusers: Some(name) }
 }
 
-const SKIP: (&str, &str, &str) = ("skip", "linspace", "linspace (diffusers timestep_spacing=linspace, fractional labels) | karras (use_karras_sigmas, ρ=7)");
-
-pub const KARRAS_INFOS: &[SamplerInfo] = &[
-    SamplerInfo {
-        name: "euler",
-        params: &[SKIP],
-        default_skip: "linspace",
-        nfe: "S",
-        end_point: "σ=0",
-        reference: "Karras et al. 2022 Alg. 1 (Euler); diffusers EulerDiscreteScheduler",
-    },
-    SamplerInfo {
-        name: "euler_ancestral",
-        params: &[SKIP],
-        default_skip: "linspace",
-        nfe: "S",
-        end_point: "σ=0",
-        reference: "k-diffusion sample_euler_ancestral; diffusers EulerAncestralDiscreteScheduler",
-    },
-    SamplerInfo {
-        name: "heun",
-        params: &[SKIP],
-        default_skip: "linspace",
-        nfe: "2S−1 (last step Euler to σ=0)",
-        end_point: "σ=0",
-        reference: "Karras et al. 2022 Alg. 1; diffusers HeunDiscreteScheduler",
-    },
-    SamplerInfo {
-        name: "kdpm2",
-        params: &[SKIP],
-        default_skip: "linspace",
-        nfe: "2S−1 (last step Euler to σ=0)",
-        end_point: "σ=0",
-        reference: "k-diffusion sample_dpm_2; diffusers KDPM2DiscreteScheduler",
-    },
-    SamplerInfo {
-        name: "kdpm2_ancestral",
-        params: &[SKIP],
-        default_skip: "linspace",
-        nfe: "2S−1 (last step Euler to σ=0)",
-        end_point: "σ=0",
-        reference: "k-diffusion sample_dpm_2_ancestral; diffusers KDPM2AncestralDiscreteScheduler",
-    },
-    SamplerInfo {
-        name: "lms",
-        params: &[SKIP, ("order", "4", "1..4 (linear multistep order)")],
-        default_skip: "linspace",
-        nfe: "S",
-        end_point: "σ=0",
-        reference: "k-diffusion sample_lms; diffusers LMSDiscreteScheduler",
-    },
-    SamplerInfo {
-        name: "karras_ve",
-        params: &[
-            ("skip", "karras", "karras | linspace"),
-            ("s_churn", "80", "total churn S_churn (γ_i = min(S_churn/S, √2−1))"),
-            ("s_tmin", "0.05", "churn only for σ ≥ S_tmin"),
-            ("s_tmax", "50", "churn only for σ ≤ S_tmax"),
-            ("s_noise", "1.007", "noise inflation S_noise"),
-        ],
-        default_skip: "karras",
-        nfe: "2S−1 (last step Euler to σ=0)",
-        end_point: "σ=0",
-        reference: "Karras et al. 2022 Alg. 2 (stochastic sampler; defaults of diffusers KarrasVeScheduler), on the discrete VP model",
-    },
-];
+pub static KARRAS_VE: SamplerDef = SamplerDef {
+    name: "karras_ve",
+    params: &[
+        churn("s_churn", 80.0, "total churn S_churn (γ_i = min(S_churn/S, √2−1))"),
+        churn("s_tmin", 0.05, "churn only for σ ≥ S_tmin"),
+        churn("s_tmax", 50.0, "churn only for σ ≤ S_tmax"),
+        churn("s_noise", 1.007, "noise inflation S_noise"),
+    ],
+    default_skip: Skip::Karras,
+    nfe: "2S−1 (last step Euler to σ=0)",
+    reference: "Karras et al. 2022 Alg. 2 (stochastic sampler; defaults of diffusers KarrasVeScheduler), on the discrete VP model",
+    build: |a| build(Family::KarrasVe, a),
+    ..EULER
+};
 
 #[cfg(test)]
 mod tests {

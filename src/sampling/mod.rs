@@ -1,52 +1,212 @@
-//! Samplers: one trait, the shared pieces (ε↔x0, the DDIM step φ, NFE counting, noise), and one
-//! file per family next to the equations it implements.
+//! Samplers: one trait, the shared pieces (model calls with NFE counting and the conversions
+//! between parameterisations, x̂0 clipping, the DDIM step φ, noise), the one definition per
+//! sampler in [`def`], and one file per family next to the equations it implements.
 pub mod continuous;
 pub mod ddim;
 pub mod deis;
+pub mod def;
 pub mod dpm_solver;
 pub mod exact;
 pub mod karras;
 pub mod multistep;
-pub mod params;
 pub mod pndm;
-pub mod solver_registry;
 pub mod unipc;
 
-use crate::models::EpsModel;
-use crate::schedule::NoiseSchedule;
+pub use continuous::Node;
+pub use def::{find, Args, ParamDef, ParamKind, SamplerDef, DEFINITIONS};
+
+use crate::models::{Condition, Denoiser, Guidance, Prediction};
+use crate::{BenchError, Result};
 use std::cell::{Cell, RefCell};
 use tch::{Kind, Tensor};
 
-/// Every model evaluation goes through here, so NFE is counted in exactly one place.
+/// Every model evaluation goes through here, so NFE (sampler calls) and network evaluations
+/// (2 per call under classifier-free guidance) are counted in exactly one place.
 pub struct Counted<'a> {
-    model: &'a dyn EpsModel,
+    model: &'a dyn Denoiser,
+    prediction: Prediction,
+    cond: Option<&'a Condition>,
+    guidance: Option<&'a Guidance>,
     nfe: Cell<usize>,
-    /// Optional per-NFE trace of (label, x, ε̂), for `bench sample --trace` and parity tests.
+    network_evals: Cell<usize>,
+    /// Optional per-NFE trace of (label, x, raw output), for `bench sample --trace` and parity tests.
     trace: Option<RefCell<Vec<(f64, Tensor, Tensor)>>>,
 }
 
 impl<'a> Counted<'a> {
-    pub fn new(model: &'a dyn EpsModel) -> Self {
-        Counted { model, nfe: Cell::new(0), trace: None }
+    pub fn new(model: &'a dyn Denoiser, prediction: Prediction) -> Self {
+        Counted { model, prediction, cond: None, guidance: None, nfe: Cell::new(0), network_evals: Cell::new(0), trace: None }
     }
-    pub fn with_trace(model: &'a dyn EpsModel) -> Self {
-        Counted { model, nfe: Cell::new(0), trace: Some(RefCell::new(Vec::new())) }
+    pub fn with_trace(mut self) -> Self {
+        self.trace = Some(RefCell::new(Vec::new()));
+        self
     }
-    /// ε̂(x, t) with the same label t for the whole batch.
-    pub fn eps(&self, x: &Tensor, t: f64) -> Tensor {
-        self.nfe.set(self.nfe.get() + 1);
-        let labels = Tensor::full([x.size()[0]], t, (Kind::Double, x.device()));
-        let e = self.model.eps(x, &labels);
+    /// Every call passes this per-sample condition (no guidance).
+    pub fn conditioned(mut self, cond: Option<&'a Condition>) -> Self {
+        self.cond = cond;
+        self
+    }
+    /// Every call applies classifier-free guidance (one network call on 2B unless w = 1).
+    pub fn guided(mut self, guidance: Option<&'a Guidance>) -> Self {
+        self.guidance = guidance;
+        self
+    }
+    pub fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
+    /// The network's raw output at (x, label), guidance applied.
+    pub fn raw(&self, x: &Tensor, label: f64) -> Result<Tensor> {
+        let out = self.guided_call(x, label)?;
         if let Some(tr) = &self.trace {
-            tr.borrow_mut().push((t, x.shallow_clone(), e.shallow_clone()));
+            tr.borrow_mut().push((label, x.shallow_clone(), out.shallow_clone()));
         }
-        e
+        Ok(out)
+    }
+
+    fn guided_call(&self, x: &Tensor, label: f64) -> Result<Tensor> {
+        self.nfe.set(self.nfe.get() + 1);
+        let b = x.size()[0];
+        let labels = |n: i64| Tensor::full([n], label, (Kind::Double, x.device()));
+        match self.guidance {
+            Some(g) if g.scale != 1.0 => {
+                self.network_evals.set(self.network_evals.get() + 2);
+                let x2 = Tensor::f_cat(&[x, x], 0)?;
+                let c2 = g.uncond.cat(&g.cond)?;
+                let out = self.model.forward(&x2, &labels(2 * b), Some(&c2))?;
+                let (u, c) = (out.f_narrow(0, 0, b)?, out.f_narrow(0, b, b)?);
+                Ok(&u + (&c - &u) * g.scale)
+            }
+            Some(g) => {
+                self.network_evals.set(self.network_evals.get() + 1);
+                self.model.forward(x, &labels(b), Some(&g.cond))
+            }
+            None => {
+                self.network_evals.set(self.network_evals.get() + 1);
+                self.model.forward(x, &labels(b), self.cond)
+            }
+        }
+    }
+
+    /// The model's prediction at grid node `at` (its label and VP coefficients α, σ), ready to
+    /// be read as ε̂ or x̂0.
+    pub fn call<'x>(&self, x: &'x Tensor, at: &Node) -> Result<Output<'x>> {
+        Ok(Output { raw: self.raw(x, at.label)?, x, at: *at, prediction: self.prediction })
+    }
+    /// ε̂ at `at` (the common case).
+    pub fn eps(&self, x: &Tensor, at: &Node) -> Result<Tensor> {
+        Ok(self.call(x, at)?.eps())
     }
     pub fn nfe(&self) -> usize {
         self.nfe.get()
     }
+    /// Network evaluations per sample: NFE, or 2·NFE under guidance with w ≠ 1.
+    pub fn network_evals(&self) -> usize {
+        self.network_evals.get()
+    }
     pub fn take_trace(&self) -> Vec<(f64, Tensor, Tensor)> {
         self.trace.as_ref().map(|t| std::mem::take(&mut *t.borrow_mut())).unwrap_or_default()
+    }
+}
+
+/// A model output at one node, with the conversions between parameterisations in one place
+/// (x_t = α x0 + σ ε, v = α ε − σ x0; Salimans & Ho 2022 §4).
+pub struct Output<'x> {
+    pub raw: Tensor,
+    x: &'x Tensor,
+    at: Node,
+    prediction: Prediction,
+}
+
+impl Output<'_> {
+    /// ε̂. An ε-model's output is returned as is (bit-identical to the network's).
+    pub fn eps(&self) -> Tensor {
+        raw_to_eps(self.prediction, &self.raw, self.x, &self.at)
+    }
+    /// x̂0, each parameterisation by its most direct formula (no cancellation through ε for v).
+    pub fn x0(&self) -> Tensor {
+        let (a, s) = (self.at.alpha, self.at.sigma);
+        match self.prediction {
+            Prediction::Epsilon => (self.x - &self.raw * s) / a,
+            Prediction::VPrediction => self.x * a - &self.raw * s,
+            Prediction::Sample => self.raw.shallow_clone(),
+        }
+    }
+    /// x̂0 after clipping / dynamic thresholding.
+    pub fn x0_clipped(&self, clip: &X0Clip) -> Tensor {
+        clip.apply(self.x0())
+    }
+    /// ε̂ recomputed from the clipped x̂0 where clipping acts (diffusers' DDIM, DDPM,
+    /// DPM-Solver, UniPC and DEIS schedulers do this), else the plain ε̂.
+    pub fn eps_clipped(&self, clip: &X0Clip) -> Tensor {
+        if clip.is_off() {
+            return self.eps();
+        }
+        let x0 = self.x0_clipped(clip);
+        (self.x - x0 * self.at.alpha) / self.at.sigma
+    }
+}
+
+/// A raw output → ε̂ at (x, node). PNDM converts its combined outputs with this at each
+/// transfer's start, as diffusers' `PNDMScheduler._get_prev_sample` does.
+pub fn raw_to_eps(prediction: Prediction, raw: &Tensor, x: &Tensor, at: &Node) -> Tensor {
+    match prediction {
+        Prediction::Epsilon => raw.shallow_clone(),
+        Prediction::VPrediction => raw * at.alpha + x * at.sigma,
+        Prediction::Sample => (x - raw * at.alpha) / at.sigma,
+    }
+}
+
+/// diffusers' x̂0 clipping (`clip_sample`, `clip_sample_range`) and dynamic thresholding
+/// (Saharia et al. 2022 §2.3; `thresholding`, `dynamic_thresholding_ratio`, `sample_max_value`).
+/// Thresholding wins when both are set, as in diffusers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct X0Clip {
+    pub clip_sample: bool,
+    pub clip_sample_range: f64,
+    pub thresholding: bool,
+    pub dynamic_thresholding_ratio: f64,
+    pub sample_max_value: f64,
+}
+
+impl X0Clip {
+    pub const OFF: X0Clip =
+        X0Clip { clip_sample: false, clip_sample_range: 1.0, thresholding: false, dynamic_thresholding_ratio: 0.995, sample_max_value: 1.0 };
+
+    pub fn is_off(&self) -> bool {
+        !self.clip_sample && !self.thresholding
+    }
+    /// From the sampler parameters of the same names (those a sampler does not define are off).
+    pub fn from_args(a: &Args) -> Result<X0Clip> {
+        let has = |k: &str| a.def.param(k).is_some();
+        Ok(X0Clip {
+            clip_sample: has("clip_sample") && a.bool("clip_sample")?,
+            clip_sample_range: if has("clip_sample_range") { a.f64("clip_sample_range")? } else { 1.0 },
+            thresholding: has("thresholding") && a.bool("thresholding")?,
+            dynamic_thresholding_ratio: if has("dynamic_thresholding_ratio") { a.f64("dynamic_thresholding_ratio")? } else { 0.995 },
+            sample_max_value: if has("sample_max_value") { a.f64("sample_max_value")? } else { 1.0 },
+        })
+    }
+    pub fn apply(&self, x0: Tensor) -> Tensor {
+        if self.thresholding {
+            self.threshold(&x0)
+        } else if self.clip_sample {
+            x0.clamp(-self.clip_sample_range, self.clip_sample_range)
+        } else {
+            x0
+        }
+    }
+    /// diffusers `_threshold_sample`: per sample, s = quantile(|x0|, ratio) clamped to
+    /// [1, sample_max_value]; x0 ← clamp(x0, −s, s)/s (in float32 at least).
+    fn threshold(&self, x0: &Tensor) -> Tensor {
+        let shape = x0.size();
+        let kind = x0.kind();
+        let work = if kind == Kind::Double { x0.shallow_clone() } else { x0.to_kind(Kind::Float) };
+        let flat = work.reshape([shape[0], -1]);
+        let s = flat.abs().quantile_scalar(self.dynamic_thresholding_ratio, Some(1), true, "linear");
+        let s = s.clamp(1.0, self.sample_max_value);
+        let out = flat.clamp_tensor(Some(-&s), Some(s.shallow_clone())) / &s;
+        out.reshape(shape.as_slice()).to_kind(kind)
     }
 }
 
@@ -70,7 +230,7 @@ impl NoiseSource for GlobalRng {
 pub enum EndPoint {
     /// ᾱ = 1 (clean data; DDIM repo's final step uses ᾱ_{-1} = 1).
     AlphaBarOne,
-    /// ᾱ_0 of the schedule (diffusers' `set_alpha_to_one=False`, PNDM, DPM-Solver's t=1e-3 region).
+    /// ᾱ_0 of the schedule (diffusers `set_alpha_to_one=False`, PNDM, DPM-Solver's t=1e-3 region).
     AlphaBarZero,
     /// σ = 0 in the Karras parametrisation.
     SigmaZero,
@@ -86,7 +246,7 @@ pub trait Sampler {
     fn labels(&self) -> Vec<f64>;
     fn end_point(&self) -> EndPoint;
     /// Run from x_T (already scaled as the sampler expects: N(0, I) for VP samplers) to x_0.
-    fn sample(&self, model: &Counted, x_t: Tensor, noise: &mut dyn NoiseSource) -> Tensor;
+    fn sample(&self, model: &Counted, x_t: Tensor, noise: &mut dyn NoiseSource) -> Result<Tensor>;
 }
 
 /// x̂0 from ε̂: x0 = (x − √(1−ᾱ) ε) / √ᾱ (DDPM eq. 15 rearranged).
@@ -102,7 +262,12 @@ pub fn eps_from_x0(x: &Tensor, x0: &Tensor, alpha_bar: f64) -> Tensor {
 /// DDIM's generalised step φ (Song et al. 2021, eq. 12): from x_t with ε̂ to the level ᾱ_prev,
 /// with σ_t = η √((1−ᾱ_prev)/(1−ᾱ_t)) √(1−ᾱ_t/ᾱ_prev); `noise` is used only when σ_t > 0.
 pub fn ddim_step(x: &Tensor, eps: &Tensor, alpha_bar: f64, alpha_bar_prev: f64, eta: f64, noise: Option<&Tensor>) -> Tensor {
-    let x0 = x0_from_eps(x, eps, alpha_bar);
+    ddim_update(&x0_from_eps(x, eps, alpha_bar), eps, alpha_bar, alpha_bar_prev, eta, noise)
+}
+
+/// DDIM eq. 12 from x̂0 and ε̂ given separately: √ᾱ_prev x̂0 + √(1−ᾱ_prev−σ_t²) ε̂ + σ_t z
+/// (they disagree when x̂0 was clipped and ε̂ was not, as diffusers' DDIMScheduler does by default).
+pub fn ddim_update(x0: &Tensor, eps: &Tensor, alpha_bar: f64, alpha_bar_prev: f64, eta: f64, noise: Option<&Tensor>) -> Tensor {
     let sigma = ddim_sigma(alpha_bar, alpha_bar_prev, eta);
     let dir = eps * (1.0 - alpha_bar_prev - sigma * sigma).max(0.0).sqrt();
     let mean = x0 * alpha_bar_prev.sqrt() + dir;
@@ -118,80 +283,79 @@ pub fn ddim_sigma(alpha_bar: f64, alpha_bar_prev: f64, eta: f64) -> f64 {
 }
 
 /// Keeps the schedule available to every sampler in one form.
-pub type Schedule = NoiseSchedule;
+pub type Schedule = crate::schedule::NoiseSchedule;
 
-
-/// What `bench samplers` prints for one sampler.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SamplerInfo {
-    pub name: &'static str,
-    /// (parameter, default, allowed values / meaning).
-    pub params: &'static [(&'static str, &'static str, &'static str)],
-    pub default_skip: &'static str,
-    pub nfe: &'static str,
-    pub end_point: &'static str,
-    pub reference: &'static str,
+/// Builds a configured sampler by name from written `key: value` parameters (validated and
+/// defaults filled by its definition).
+pub fn build_sampler(
+    name: &str,
+    written: &[(String, crate::spec::ParamValue)],
+    skip: Option<crate::timesteps::Skip>,
+    steps: usize,
+    schedule: &Schedule,
+) -> Result<Box<dyn Sampler>> {
+    let def = find(name).ok_or_else(|| {
+        let names: Vec<_> = DEFINITIONS.iter().map(|d| d.name).collect();
+        BenchError::user(format!("sampler: unknown name {name:?}; allowed: {}", names.join(", ")))
+    })?;
+    let params = def.resolve(written).map_err(|e| BenchError::user(format!("sampler {name}: {e}")))?;
+    let skip = skip.unwrap_or(def.default_skip);
+    def.check_skip(skip).map_err(|e| BenchError::user(format!("sampler {name}: {e}")))?;
+    def.build(&params, skip, steps, schedule)
 }
 
-/// Every sampler the crate provides; each family keeps its entries in its own file.
-pub fn sampler_info() -> Vec<SamplerInfo> {
-    let mut v = ddim::INFOS.to_vec();
-    v.extend_from_slice(pndm::INFOS);
-    v.extend(solver_registry::infos());
-    v
-}
-
-/// Sampler parameters as given by the user (`key: value` strings from the spec or CLI).
-pub type SamplerParams = params::ParamMap;
-
-/// Builds a configured sampler by registry name.
-pub fn build_sampler(name: &str, params: &SamplerParams, steps: usize, schedule: &NoiseSchedule) -> crate::Result<Box<dyn Sampler>> {
-    if let Some(s) = ddim::build(name, params, steps, schedule)? {
-        return Ok(s);
-    }
-    if let Some(s) = pndm::build(name, params, steps, schedule)? {
-        return Ok(s);
-    }
-    if let Some(c) = solver_registry::constructor(name) {
-        return c(params, steps, schedule);
-    }
-    let names: Vec<_> = sampler_info().iter().map(|i| i.name).collect();
-    Err(crate::BenchError::user(format!("sampler: unknown name {name:?}; allowed: {}", names.join(", "))))
-}
-
-/// Reads one parameter of `sampler` from `params`, or its default.
-pub(crate) fn param<T: std::str::FromStr>(sampler: &str, params: &SamplerParams, key: &str, default: T) -> crate::Result<T> {
-    match params.get(key) {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| {
-            crate::BenchError::user(format!("sampler {sampler}: parameter {key}={v:?} is not a valid {}", std::any::type_name::<T>()))
-        }),
-    }
-}
-
-/// Rejects parameters a sampler does not take, naming the ones it does.
-pub(crate) fn check_params(sampler: &str, params: &SamplerParams, allowed: &[&str]) -> crate::Result<()> {
-    for k in params.keys() {
-        if !allowed.contains(&k.as_str()) {
-            return Err(crate::BenchError::user(format!(
-                "sampler {sampler}: unknown parameter {k:?}; allowed: {}",
-                allowed.join(", ")
-            )));
+/// [`build_sampler`] from `key=value` text (`bench sample --set`, tests): values are read as YAML
+/// scalars (`0.5`, `true`, `leading`); a `skip` key sets the timestep rule.
+pub fn build_from_text(name: &str, kv: &[(&str, &str)], steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
+    let mut skip = None;
+    let mut written = Vec::new();
+    for (k, v) in kv {
+        if *k == "skip" {
+            skip = Some(crate::timesteps::Skip::parse(v.trim())?);
+        } else {
+            written.push((k.to_string(), crate::spec::ParamValue::from_text(v)));
         }
     }
-    Ok(())
+    build_sampler(name, &written, skip, steps, schedule)
 }
 
-/// `bench samplers`: one block per sampler, as a plain-text table.
-pub fn render_sampler_table() -> String {
-    let mut out = String::new();
-    for i in sampler_info() {
-        out.push_str(&format!("{}\n", i.name));
-        out.push_str(&format!("  default skip  {}\n  NFE           {}\n  end point     {}\n  reference     {}\n", i.default_skip, i.nfe, i.end_point, i.reference));
-        for (name, default, help) in i.params {
-            out.push_str(&format!("  --set {name}={default:<12} {help}\n"));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameterisations_convert_consistently() {
+        let at = Node::from_alpha_bar(3.0, 0.3);
+        let x = Tensor::from_slice(&[0.7f64, -1.3, 0.2]);
+        let eps = Tensor::from_slice(&[0.2f64, 0.9, -0.4]);
+        let x0 = (&x - &eps * at.sigma) / at.alpha;
+        let v = &eps * at.alpha - &x0 * at.sigma;
+        for (p, raw) in [(Prediction::Epsilon, &eps), (Prediction::VPrediction, &v), (Prediction::Sample, &x0)] {
+            let o = Output { raw: raw.shallow_clone(), x: &x, at, prediction: p };
+            let de = (o.eps() - &eps).abs().max().double_value(&[]);
+            let dx = (o.x0() - &x0).abs().max().double_value(&[]);
+            assert!(de < 1e-14 && dx < 1e-14, "{p:?}: {de} {dx}");
         }
-        out.push('\n');
     }
-    out
+
+    #[test]
+    fn clipping_recomputes_eps_and_thresholding_matches_diffusers_rule() {
+        let at = Node::from_alpha_bar(3.0, 0.5);
+        let x = Tensor::from_slice(&[3.0f64, 0.0]).view([1, 2]);
+        let eps = Tensor::zeros([1, 2], (Kind::Double, tch::Device::Cpu));
+        let o = Output { raw: eps.shallow_clone(), x: &x, at, prediction: Prediction::Epsilon };
+        let clip = X0Clip { clip_sample: true, ..X0Clip::OFF };
+        // x̂0 = x/α = (4.24, 0) → clipped to (1, 0); ε = (x − α x̂0)/σ.
+        let e = o.eps_clipped(&clip);
+        let want = (3.0 - 0.5f64.sqrt()) / 0.5f64.sqrt();
+        assert!((e.double_value(&[0, 0]) - want).abs() < 1e-12 && e.double_value(&[0, 1]) == 0.0);
+        // Thresholding: s = quantile(|x0|, 0.5) over [4, 2, 1, 0.5] = 1.5 → clamp to ±1.5, / 1.5.
+        let t = X0Clip { thresholding: true, dynamic_thresholding_ratio: 0.5, sample_max_value: 10.0, ..X0Clip::OFF };
+        let y = t.apply(Tensor::from_slice(&[4.0f64, -2.0, 1.0, 0.5]).view([1, 4]));
+        let got: Vec<f64> = Vec::try_from(y.view([-1])).unwrap();
+        assert_eq!(got, vec![1.0, -1.0, 1.0 / 1.5, 0.5 / 1.5]);
+        // s is clamped to ≥ 1: small samples pass unchanged.
+        let small = t.apply(Tensor::from_slice(&[0.25f64, -0.5]).view([1, 2]));
+        assert_eq!(Vec::<f64>::try_from(small.view([-1])).unwrap(), vec![0.25, -0.5]);
+    }
 }

@@ -16,11 +16,12 @@
 //! differ by O(h²) wherever σ̃ is not linear in the label. So on the DDPM linear schedule
 //! F-PNDM/PLMS converge with order ≈ 2 (like S-PNDM); with labels uniform in σ̃ they reach
 //! ≈ 3.5 (S = 50..200).
-use super::ddim::grid_config;
+use super::ddim::{ALPHA_TO_ONE, STEPS_OFFSET};
+use super::def::{Args, ParamDef, ParamKind, SamplerDef, DISCRETE_SKIPS};
 use super::multistep::History;
-use super::{check_params, ddim_step, param, Counted, EndPoint, NoiseSource, Sampler, SamplerInfo, SamplerParams};
-use crate::schedule::NoiseSchedule;
-use crate::timesteps::{Grid, PrevRule, Skip};
+use super::{ddim_step, raw_to_eps, Counted, EndPoint, Node, NoiseSource, Sampler};
+use crate::models::Prediction;
+use crate::timesteps::{Grid, GridConfig, PrevRule, Skip};
 use crate::{BenchError, Result};
 use tch::Tensor;
 
@@ -85,14 +86,17 @@ impl Pndm {
         }
     }
 
-    /// PNDM eq. 9 (repo `transfer`, diffusers `_get_prev_sample`), equal to DDIM η = 0.
-    fn transfer(&self, x: &Tensor, from: f64, to: f64, eps: &Tensor) -> Tensor {
-        ddim_step(x, eps, self.alpha(from), self.alpha(to), 0.0, None)
+    /// PNDM eq. 9 (repo `transfer`, diffusers `_get_prev_sample`), equal to DDIM η = 0. `out` is
+    /// a (combination of) raw model output(s), converted to ε at the transfer's start (x, from).
+    fn transfer(&self, p: Prediction, x: &Tensor, from: f64, to: f64, out: &Tensor) -> Tensor {
+        let a = self.alpha(from);
+        let eps = raw_to_eps(p, out, x, &Node::from_alpha_bar(from, a));
+        ddim_step(x, &eps, a, self.alpha(to), 0.0, None)
     }
 
     /// Unit-step increment the FON baseline integrates: φ(x, t → t−1, ε) − x (repo `gen_fon`).
-    fn increment(&self, x: &Tensor, t: f64, eps: &Tensor) -> Tensor {
-        self.transfer(x, t, t - 1.0, eps) - x
+    fn increment(&self, p: Prediction, x: &Tensor, t: f64, out: &Tensor) -> Tensor {
+        self.transfer(p, x, t, t - 1.0, out) - x
     }
 
     /// The k-th transition the method integrates over: repo uses the label list, diffusers'
@@ -119,55 +123,58 @@ impl Pndm {
     }
 
     /// PNDM eq. 13, pseudo RK4 (repo `runge_kutta`, diffusers `step_prk`): returns ε'.
-    fn pseudo_runge_kutta(&self, model: &Counted, x: &Tensor, t: f64, t_next: f64, hist: &mut History) -> Tensor {
+    fn pseudo_runge_kutta(&self, model: &Counted, x: &Tensor, t: f64, t_next: f64, hist: &mut History) -> Result<Tensor> {
+        let p = model.prediction();
         let (half, mid) = self.midpoints(t, t_next);
-        let e1 = model.eps(x, t);
-        let x2 = self.transfer(x, t, half, &e1);
-        let e2 = model.eps(&x2, mid);
-        let x3 = self.transfer(x, t, mid, &e2);
-        let e3 = model.eps(&x3, mid);
-        let x4 = self.transfer(x, t, t_next, &e3);
-        let e4 = model.eps(&x4, t_next);
+        let e1 = model.raw(x, t)?;
+        let x2 = self.transfer(p, x, t, half, &e1);
+        let e2 = model.raw(&x2, mid)?;
+        let x3 = self.transfer(p, x, t, mid, &e2);
+        let e3 = model.raw(&x3, mid)?;
+        let x4 = self.transfer(p, x, t, t_next, &e3);
+        let e4 = model.raw(&x4, t_next)?;
         let e = (&e1 + &e2 * 2.0 + &e3 * 2.0 + &e4) / 6.0;
         hist.push(e1);
-        e
+        Ok(e)
     }
 
     /// Pseudo improved Euler (repo `improved_eular`; diffusers `step_plms` counters 0-1):
     /// returns the new x at the first step's target.
-    fn pseudo_improved_euler(&self, model: &Counted, x: &Tensor, hist: &mut History) -> Tensor {
-        let e1 = model.eps(x, self.grid.labels[0] as f64);
+    fn pseudo_improved_euler(&self, model: &Counted, x: &Tensor, hist: &mut History) -> Result<Tensor> {
+        let p = model.prediction();
+        let e1 = model.raw(x, self.grid.labels[0] as f64)?;
         let (x2, l1, from, to) = match self.index {
             AlphaIndex::Repo => {
                 let (t, n) = self.rk_pair(0);
-                (self.transfer(x, t, n, &e1), n, t, n)
+                (self.transfer(p, x, t, n, &e1), n, t, n)
             }
             // diffusers: predictor to t − r, corrector from l1 + r to l1 (the same for leading).
             AlphaIndex::Diffusers => {
                 let t = self.grid.labels[0] as f64;
                 let l1 = self.grid.labels[1] as f64;
                 let r = self.grid.stride as f64;
-                (self.transfer(x, t, t - r, &e1), l1, l1 + r, l1)
+                (self.transfer(p, x, t, t - r, &e1), l1, l1 + r, l1)
             }
         };
-        let e2 = model.eps(&x2, l1);
+        let e2 = model.raw(&x2, l1)?;
         let e = (&e1 + e2) / 2.0;
         hist.push(e1);
-        self.transfer(x, from, to, &e)
+        Ok(self.transfer(p, x, from, to, &e))
     }
 
     /// FON warm-up: classical RK4 on the increment with step t − t_next (repo `gen_fon`; the
     /// repo evaluates every stage's increment at the step's start x and t, only ε moves).
-    fn fon_runge_kutta(&self, model: &Counted, x: &Tensor, t: f64, t_next: f64, hist: &mut History) -> Tensor {
+    fn fon_runge_kutta(&self, model: &Counted, x: &Tensor, t: f64, t_next: f64, hist: &mut History) -> Result<Tensor> {
+        let p = model.prediction();
         let h = t - t_next;
         let mid = (t + t_next) / 2.0;
-        let d1 = self.increment(x, t, &model.eps(x, t));
-        let d2 = self.increment(x, t, &model.eps(&(x + &d1 * (h / 2.0)), mid));
-        let d3 = self.increment(x, t, &model.eps(&(x + &d2 * (h / 2.0)), mid));
-        let d4 = self.increment(x, t, &model.eps(&(x + &d3 * h), t_next));
+        let d1 = self.increment(p, x, t, &model.raw(x, t)?);
+        let d2 = self.increment(p, x, t, &model.raw(&(x + &d1 * (h / 2.0)), mid)?);
+        let d3 = self.increment(p, x, t, &model.raw(&(x + &d2 * (h / 2.0)), mid)?);
+        let d4 = self.increment(p, x, t, &model.raw(&(x + &d3 * h), t_next)?);
         let d = (&d1 + &d2 * 2.0 + &d3 * 2.0 + &d4) / 6.0;
         hist.push(d1);
-        x + d * h
+        Ok(x + d * h)
     }
 
     fn max_order(&self) -> usize {
@@ -229,7 +236,8 @@ impl Sampler for Pndm {
             AlphaIndex::Diffusers => EndPoint::AlphaBarZero,
         }
     }
-    fn sample(&self, model: &Counted, x_t: Tensor, _noise: &mut dyn NoiseSource) -> Tensor {
+    fn sample(&self, model: &Counted, x_t: Tensor, _noise: &mut dyn NoiseSource) -> Result<Tensor> {
+        let p = model.prediction();
         let mut hist = History::new(4);
         let mut x = x_t;
         for k in 0..self.grid.pairs.len() {
@@ -237,127 +245,129 @@ impl Sampler for Pndm {
                 let (t, n) = self.rk_pair(k);
                 match self.method {
                     PndmMethod::FPndm => {
-                        let e = self.pseudo_runge_kutta(model, &x, t, n, &mut hist);
-                        self.transfer(&x, t, n, &e)
+                        let e = self.pseudo_runge_kutta(model, &x, t, n, &mut hist)?;
+                        self.transfer(p, &x, t, n, &e)
                     }
-                    PndmMethod::Fon => self.fon_runge_kutta(model, &x, t, n, &mut hist),
-                    PndmMethod::SPndm | PndmMethod::Plms => self.pseudo_improved_euler(model, &x, &mut hist),
+                    PndmMethod::Fon => self.fon_runge_kutta(model, &x, t, n, &mut hist)?,
+                    PndmMethod::SPndm | PndmMethod::Plms => self.pseudo_improved_euler(model, &x, &mut hist)?,
                 }
             } else {
                 let (t, prev) = self.grid.pairs[k];
                 let (t, prev) = (t as f64, prev as f64);
-                let e = model.eps(&x, t);
+                let e = model.raw(&x, t)?;
                 if self.method == PndmMethod::Fon {
                     // repo `gen_fon`: AB4 on the increments, step t − t_next.
-                    hist.push(self.increment(&x, t, &e));
+                    hist.push(self.increment(p, &x, t, &e));
                     &x + hist.adams_bashforth(4) * (t - prev)
                 } else {
                     // PNDM eq. 12 (repo `gen_order_4`/`gen_order_2`, diffusers `step_plms`).
                     hist.push(e);
                     let e = hist.adams_bashforth(hist.len().min(self.max_order()));
-                    self.transfer(&x, t, prev, &e)
+                    self.transfer(p, &x, t, prev, &e)
                 }
             };
         }
-        x
+        Ok(x)
     }
 }
 
 /// The grid each convention walks: repo: `seq_next = [-1] + seq[:-1]`; diffusers: stride.
-pub fn pndm_grid(schedule: &NoiseSchedule, name: &str, params: &SamplerParams, steps: usize, index: AlphaIndex, skip: Skip) -> Result<Grid> {
+fn pndm_grid(a: &Args, index: AlphaIndex) -> Result<Grid> {
+    let alpha_to_one = a.bool("alpha_to_one")?;
+    if index == AlphaIndex::Repo && alpha_to_one {
+        return Err(a.error("alpha_to_one applies to alpha_index=diffusers only"));
+    }
     let prev = match index {
         AlphaIndex::Repo => PrevRule::NextLabel,
         AlphaIndex::Diffusers => PrevRule::Stride,
     };
-    if params.contains_key("prev") {
-        return Err(BenchError::user(format!("sampler {name}: prev is fixed by alpha_index (repo: next_label, diffusers: stride)")));
-    }
-    let cfg = grid_config(name, params, steps, skip, prev, false)?;
-    if index == AlphaIndex::Repo && cfg.alpha_to_one {
-        return Err(BenchError::user(format!("sampler {name}: alpha_to_one applies to alpha_index=diffusers only")));
-    }
-    Grid::new(schedule, &cfg)
+    Grid::new(a.schedule, &GridConfig { steps: a.steps, skip: a.skip, steps_offset: a.usize("steps_offset")?, prev, alpha_to_one })
 }
 
-pub fn build(name: &str, params: &SamplerParams, steps: usize, schedule: &NoiseSchedule) -> Result<Option<Box<dyn Sampler>>> {
-    let (method, default_index, default_skip) = match name {
-        "f-pndm" => (PndmMethod::FPndm, AlphaIndex::Repo, Skip::Uniform),
-        "s-pndm" => (PndmMethod::SPndm, AlphaIndex::Repo, Skip::Uniform),
-        "fon" => (PndmMethod::Fon, AlphaIndex::Repo, Skip::Uniform),
-        "plms" => (PndmMethod::Plms, AlphaIndex::Diffusers, Skip::Leading),
-        _ => return Ok(None),
+fn build(method: PndmMethod, a: &Args) -> Result<Box<dyn Sampler>> {
+    let index = match a.str("alpha_index")? {
+        "repo" => AlphaIndex::Repo,
+        _ => AlphaIndex::Diffusers,
     };
-    check_params(name, params, &["alpha_index", "skip", "steps_offset", "alpha_to_one"])?;
-    let index = match params.get("alpha_index").map(|s| s.trim()) {
-        None => default_index,
-        Some("repo") => AlphaIndex::Repo,
-        Some("diffusers") => AlphaIndex::Diffusers,
-        Some(o) => return Err(BenchError::user(format!("sampler {name}: alpha_index={o:?} is not allowed; allowed: repo, diffusers"))),
-    };
-    let _: usize = param(name, params, "steps_offset", 0usize)?;
-    let grid = pndm_grid(schedule, name, params, steps, index, default_skip)?;
-    Ok(Some(Box::new(Pndm::new(method, index, grid)?)))
+    Ok(Box::new(Pndm::new(method, index, pndm_grid(a, index)?)?))
 }
 
-const ALPHA_INDEX: (&str, &str, &str) = ("alpha_index", "repo", "repo: ᾱ[t+1], ends at ᾱ_0 (PNDM paper tables); diffusers: ᾱ[t] (PNDMScheduler)");
-const SKIP: (&str, &str, &str) = ("skip", "uniform", "uniform, quadratic, leading, trailing, linspace");
-const STEPS_OFFSET: (&str, &str, &str) = ("steps_offset", "0", "diffusers steps_offset (leading only)");
-const ALPHA_TO_ONE: (&str, &str, &str) = ("alpha_to_one", "false", "alpha_index=diffusers only: end at ᾱ=1 instead of ᾱ_0");
-const REPO_PARAMS: &[(&str, &str, &str)] = &[ALPHA_INDEX, SKIP, STEPS_OFFSET, ALPHA_TO_ONE];
+const fn alpha_index(default: &'static str) -> ParamDef {
+    ParamDef {
+        name: "alpha_index",
+        kind: ParamKind::Choice { allowed: &["repo", "diffusers"], default },
+        help: "repo: ᾱ[t+1], ends at ᾱ_0 (PNDM paper tables); diffusers: ᾱ[t] (PNDMScheduler)",
+        diffusers: None,
+    }
+}
+const ALPHA_TO_ONE_PNDM: ParamDef = ParamDef {
+    kind: ParamKind::Bool { default: false },
+    help: "alpha_index=diffusers only: end at ᾱ=1 instead of ᾱ_0",
+    ..ALPHA_TO_ONE
+};
+const REPO_PARAMS: &[ParamDef] = &[alpha_index("repo"), STEPS_OFFSET, ALPHA_TO_ONE_PNDM];
+const EPS_AND_V: &[Prediction] = &[Prediction::Epsilon, Prediction::VPrediction];
+const V_NOTE: &str = "v_prediction: the combined model outputs are converted to ε at each transfer's start, as diffusers' PNDMScheduler does, not per model call";
 
-pub const INFOS: &[SamplerInfo] = &[
-    SamplerInfo {
-        name: "f-pndm",
-        params: REPO_PARAMS,
-        default_skip: "uniform",
-        nfe: "S+9 (3 pseudo-RK4 steps of 4 NFE, then 1 per step)",
-        end_point: "ᾱ_0 (repo index t+1 at t=−1)",
-        reference: "Liu et al. 2022 eq. 9, 12, 13; luping-liu/PNDM runner/method.py gen_order_4; diffusers PNDMScheduler PRK (alpha_index=diffusers)",
-    },
-    SamplerInfo {
-        name: "s-pndm",
-        params: REPO_PARAMS,
-        default_skip: "uniform",
-        nfe: "S+1",
-        end_point: "ᾱ_0",
-        reference: "Liu et al. 2022; luping-liu/PNDM runner/method.py gen_order_2 (pseudo improved Euler, then order-2 multistep)",
-    },
-    SamplerInfo {
-        name: "fon",
-        params: REPO_PARAMS,
-        default_skip: "uniform",
-        nfe: "S+9",
-        end_point: "ᾱ_0",
-        reference: "Liu et al. 2022 (FON baseline); luping-liu/PNDM runner/method.py gen_fon (RK4 then AB4 on the unit DDIM increment)",
-    },
-    SamplerInfo {
-        name: "plms",
-        params: &[
-            ("alpha_index", "diffusers", "diffusers: ᾱ[t] (PNDMScheduler); repo: ᾱ[t+1], ends at ᾱ_0"),
-            ("skip", "leading", "uniform, quadratic, leading, trailing, linspace"),
-            STEPS_OFFSET,
-            ALPHA_TO_ONE,
-        ],
-        default_skip: "leading",
-        nfe: "S+1",
-        end_point: "ᾱ_0 (final_alpha_cumprod; alpha_to_one=true: ᾱ=1)",
-        reference: "diffusers PNDMScheduler(skip_prk_steps=True), after CompVis/latent-diffusion PLMS",
-    },
-];
+pub static F_PNDM: SamplerDef = SamplerDef {
+    name: "f-pndm",
+    params: REPO_PARAMS,
+    skips: DISCRETE_SKIPS,
+    default_skip: Skip::Uniform,
+    nfe: "S+9 (3 pseudo-RK4 steps of 4 NFE, then 1 per step)",
+    end_point: "ᾱ_0 (repo index t+1 at t=−1)",
+    reference: "Liu et al. 2022 eq. 9, 12, 13; luping-liu/PNDM runner/method.py gen_order_4; diffusers PNDMScheduler PRK (alpha_index=diffusers)",
+    predictions: EPS_AND_V,
+    note: V_NOTE,
+    eta: None,
+    variant: None,
+    build: |a| build(PndmMethod::FPndm, a),
+};
+
+pub static S_PNDM: SamplerDef = SamplerDef {
+    name: "s-pndm",
+    nfe: "S+1",
+    end_point: "ᾱ_0",
+    reference: "Liu et al. 2022; luping-liu/PNDM runner/method.py gen_order_2 (pseudo improved Euler, then order-2 multistep)",
+    build: |a| build(PndmMethod::SPndm, a),
+    ..F_PNDM
+};
+
+pub static FON: SamplerDef = SamplerDef {
+    name: "fon",
+    nfe: "S+9",
+    end_point: "ᾱ_0",
+    reference: "Liu et al. 2022 (FON baseline); luping-liu/PNDM runner/method.py gen_fon (RK4 then AB4 on the unit DDIM increment)",
+    build: |a| build(PndmMethod::Fon, a),
+    ..F_PNDM
+};
+
+pub static PLMS: SamplerDef = SamplerDef {
+    name: "plms",
+    params: &[alpha_index("diffusers"), STEPS_OFFSET, ALPHA_TO_ONE_PNDM],
+    default_skip: Skip::Leading,
+    nfe: "S+1",
+    end_point: "ᾱ_0 (final_alpha_cumprod; alpha_to_one=true: ᾱ=1)",
+    reference: "diffusers PNDMScheduler(skip_prk_steps=True), after CompVis/latent-diffusion PLMS",
+    build: |a| build(PndmMethod::Plms, a),
+    ..F_PNDM
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::schedule::NoiseSchedule;
+
     fn sampler(name: &str, steps: usize, kv: &[(&str, &str)]) -> Result<Box<dyn Sampler>> {
-        let p: SamplerParams = kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Ok(build(name, &p, steps, &NoiseSchedule::ddpm_linear())?.expect("known name"))
+        crate::sampling::build_from_text(name, kv, steps, &NoiseSchedule::ddpm_linear())
     }
 
     #[test]
     fn repo_index_reads_alpha_bar_at_t_plus_one_and_ends_at_alpha_bar_zero() {
         let s = NoiseSchedule::ddpm_linear();
-        let grid = pndm_grid(&s, "f-pndm", &SamplerParams::new(), 10, AlphaIndex::Repo, Skip::Uniform).unwrap();
+        let cfg = GridConfig { steps: 10, skip: Skip::Uniform, steps_offset: 0, prev: PrevRule::NextLabel, alpha_to_one: false };
+        let grid = Grid::new(&s, &cfg).unwrap();
         let p = Pndm::new(PndmMethod::FPndm, AlphaIndex::Repo, grid.clone()).unwrap();
         assert_eq!(p.alpha(900.0), s.alpha_bar(901));
         assert_eq!(p.alpha(-1.0), s.alpha_bar(0));

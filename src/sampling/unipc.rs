@@ -2,10 +2,12 @@
 //! (UniC-p) that reuses the model output at the new point, so the order rises by one at no NFE.
 //! Written against wl-zhao/UniPC `multistep_uni_pc_bh_update` and diffusers
 //! `UniPCMultistepScheduler` (B(h) variants only).
-use super::continuous::{check_vp_steps, vp_grid, FinalSigma, Node, VpRule};
-use super::dpm_solver::{exp_update, parse_vp_rule, phis, History, Prediction};
-use super::params::{check_steps, ParamMap, Params};
-use super::{Counted, EndPoint, NoiseSource, Sampler, SamplerInfo, Schedule};
+use super::continuous::{vp_grid, Node};
+use super::ddim::{DYNAMIC_THRESHOLDING_RATIO, SAMPLE_MAX_VALUE, THRESHOLDING};
+use super::def::{ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS};
+use super::dpm_solver::{ends_at_zero, exp_update, final_sigmas, order, phis, vp_rule, History, Integrand, LOWER_ORDER_FINAL, T_END, VP_SKIPS};
+use super::{Counted, EndPoint, NoiseSource, Sampler, X0Clip};
+use crate::timesteps::Skip;
 use crate::Result;
 use tch::Tensor;
 
@@ -69,7 +71,7 @@ fn differences(hist: &History, h: f64, count: usize) -> (Vec<f64>, Vec<Tensor>) 
 
 /// UniP-p (`multistep_uni_p_bh_update`): x_t = lin·x − scale·(φ1 m0 + B(h) Σ ρ_k D_k),
 /// ρ = ½ for order 2, else solved from the (order−1)×(order−1) system.
-fn predictor(pred: Prediction, variant: Variant, x: &Tensor, hist: &History, t: &Node, order: usize) -> Tensor {
+fn predictor(pred: Integrand, variant: Variant, x: &Tensor, hist: &History, t: &Node, order: usize) -> Tensor {
     let (s0, m0) = hist.get(0);
     let h = t.lambda - s0.lambda;
     let hh = pred.hh(h);
@@ -92,7 +94,7 @@ fn predictor(pred: Prediction, variant: Variant, x: &Tensor, hist: &History, t: 
 /// UniC-p (`multistep_uni_c_bh_update`): with the model output m_t at the predicted x_t,
 /// x_t^c = lin·x − scale·(φ1 m0 + B(h)(Σ ρ_k D_k + ρ_t (m_t − m0))), ρ from the full system
 /// with r = 1 appended (ρ = ½ for order 1).
-fn corrector(pred: Prediction, variant: Variant, x_prev: &Tensor, hist: &History, t: &Node, m_t: &Tensor, order: usize) -> Tensor {
+fn corrector(pred: Integrand, variant: Variant, x_prev: &Tensor, hist: &History, t: &Node, m_t: &Tensor, order: usize) -> Tensor {
     let (s0, m0) = hist.get(0);
     let h = t.lambda - s0.lambda;
     let hh = pred.hh(h);
@@ -112,7 +114,8 @@ fn corrector(pred: Prediction, variant: Variant, x_prev: &Tensor, hist: &History
 }
 
 pub struct UniPc {
-    pred: Prediction,
+    pred: Integrand,
+    clip: X0Clip,
     variant: Variant,
     nodes: Vec<Node>,
     /// Predictor order of every step (warm-up and lower_order_final applied).
@@ -124,7 +127,7 @@ pub struct UniPc {
 impl UniPc {
     /// `lower_order_final` here is the references' rule without a step threshold: the last steps
     /// use min(order, S − i) (both wl-zhao/UniPC and diffusers).
-    pub fn new(pred: Prediction, variant: Variant, order: usize, nodes: Vec<Node>, lower_order_final: bool, disable_corrector: &[usize]) -> Self {
+    pub fn new(pred: Integrand, variant: Variant, order: usize, nodes: Vec<Node>, lower_order_final: bool, disable_corrector: &[usize]) -> Self {
         let steps = nodes.len() - 1;
         let orders = (0..steps)
             .map(|i| {
@@ -137,7 +140,7 @@ impl UniPc {
             })
             .collect();
         let corrector = (0..steps).map(|i| i + 1 < steps && !disable_corrector.contains(&i)).collect();
-        UniPc { pred, variant, nodes, orders, corrector }
+        UniPc { pred, clip: X0Clip::OFF, variant, nodes, orders, corrector }
     }
 }
 
@@ -158,11 +161,11 @@ impl Sampler for UniPc {
             EndPoint::AlphaBarZero
         }
     }
-    fn sample(&self, model: &Counted, x_t: Tensor, _noise: &mut dyn NoiseSource) -> Tensor {
+    fn sample(&self, model: &Counted, x_t: Tensor, _noise: &mut dyn NoiseSource) -> Result<Tensor> {
         let pred = self.pred;
         let mut hist = History::new(3);
         let mut x = x_t;
-        let mut m = pred.convert(&x, &model.eps(&x, self.nodes[0].label), &self.nodes[0]);
+        let mut m = pred.of(&model.call(&x, &self.nodes[0])?, &self.clip);
         for (i, &o) in self.orders.iter().enumerate() {
             let (s, t) = (&self.nodes[i], &self.nodes[i + 1]);
             hist.push(*s, m);
@@ -172,53 +175,55 @@ impl Sampler for UniPc {
                 break;
             }
             // The model output at the predicted point feeds both the corrector and the next step.
-            m = pred.convert(&x_pred, &model.eps(&x_pred, t.label), t);
+            m = pred.of(&model.call(&x_pred, t)?, &self.clip);
             x = if self.corrector[i] { corrector(pred, self.variant, &x, &hist, t, &m, o) } else { x_pred };
         }
-        x
+        Ok(x)
     }
 }
 
-/// `unipc` constructor: (params, steps, schedule).
-pub fn unipc(params: &ParamMap, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
-    let mut p = Params::new("unipc", params);
-    let order = p.usize_in("order", 2, 1, 3)?;
-    let variant = match p.choice("variant", "bh1", &["bh1", "bh2"])? {
-        "bh1" => Variant::Bh1,
-        _ => Variant::Bh2,
-    };
-    let pred = match p.choice("predict", "data", &["data", "noise"])? {
-        "data" => Prediction::Data,
-        _ => Prediction::Noise,
-    };
-    let lof = p.bool("lower_order_final", true)?;
-    let rule = parse_vp_rule(&mut p, schedule, "logsnr", "zero", false)?;
-    p.finish()?;
-    check_steps("unipc", steps, 1)?;
-    check_vp_steps("unipc", rule, steps, schedule)?;
-    if pred == Prediction::Noise
-        && matches!(rule, VpRule::DiffusersLinspace(FinalSigma::Zero) | VpRule::DiffusersKarras { final_sigma: FinalSigma::Zero, .. })
-    {
-        return Err(crate::BenchError::user("sampler unipc: final_sigmas=zero needs predict=data (or final_sigmas=sigma_min)"));
-    }
-    Ok(Box::new(UniPc::new(pred, variant, order, vp_grid(schedule, rule, steps), lof, &[])))
-}
-
-pub const UNIPC_INFO: SamplerInfo = SamplerInfo {
+pub static UNIPC: SamplerDef = SamplerDef {
     name: "unipc",
     params: &[
-        ("order", "2", "1 | 2 | 3 (predictor order; UniC adds one)"),
-        ("variant", "bh1", "bh1 (B(h)=h; UniPC paper's choice for unconditional sampling) | bh2 (B(h)=e^h−1; diffusers default)"),
-        ("predict", "data", "data (UniPC with x̂0, predict_x0=True) | noise"),
-        ("skip", "logsnr", "logsnr | time_uniform | time_quadratic (repo, t from 1 to t_end) | linspace | karras (diffusers grids)"),
-        ("lower_order_final", "true", "last steps use min(order, S−i) (no step threshold, as both references)"),
-        ("t_end", "1/T", "end time of the continuous grid"),
-        ("final_sigmas", "zero", "diffusers grids only: zero | sigma_min"),
+        order(2, "1 | 2 | 3 (predictor order; UniC adds one)"),
+        ParamDef {
+            name: "variant",
+            kind: ParamKind::Choice { allowed: &["bh1", "bh2"], default: "bh1" },
+            help: "bh1 (B(h)=h; the UniPC paper's choice for unconditional sampling) | bh2 (B(h)=e^h−1; diffusers' default)",
+            diffusers: Some("solver_type"),
+        },
+        ParamDef {
+            name: "predict",
+            kind: ParamKind::Choice { allowed: &["data", "noise"], default: "data" },
+            help: "data (UniPC with x̂0; diffusers predict_x0=True) | noise",
+            diffusers: None,
+        },
+        ParamDef { help: "last steps use min(order, S−i) (no step threshold, as both references)", ..LOWER_ORDER_FINAL },
+        T_END,
+        final_sigmas("zero"),
+        THRESHOLDING,
+        DYNAMIC_THRESHOLDING_RATIO,
+        SAMPLE_MAX_VALUE,
     ],
-    default_skip: "logsnr",
+    skips: VP_SKIPS,
+    default_skip: Skip::Logsnr,
     nfe: "S (no corrector after the last step)",
     end_point: "ᾱ_0 on repo grids; ᾱ=1 (σ=0) on diffusers grids with final_sigmas=zero",
     reference: "Zhao et al. 2023, UniPC (arXiv:2302.04867); wl-zhao/UniPC uni_pc.py; diffusers UniPCMultistepScheduler",
+    predictions: ALL_PREDICTIONS,
+    note: "",
+    eta: None,
+    variant: Some("variant"),
+    build: |a| {
+        let variant = if a.str("variant")? == "bh2" { Variant::Bh2 } else { Variant::Bh1 };
+        let pred = if a.str("predict")? == "noise" { Integrand::Noise } else { Integrand::Data };
+        let rule = vp_rule(a, false)?;
+        if pred == Integrand::Noise && ends_at_zero(rule) {
+            return Err(a.error("final_sigmas=zero needs predict=data (or final_sigmas=sigma_min)"));
+        }
+        let u = UniPc::new(pred, variant, a.usize("order")?, vp_grid(a.schedule, rule, a.steps), a.bool("lower_order_final")?, &[]);
+        Ok(Box::new(UniPc { clip: X0Clip::from_args(a)?, ..u }))
+    },
 };
 
 #[cfg(test)]
@@ -240,7 +245,7 @@ mod tests {
     fn lower_order_final_has_no_step_threshold_and_last_step_has_no_corrector() {
         // wl-zhao/UniPC and diffusers: min(order, S − i) at every S (DPM-Solver's < 10 rule does not apply).
         let nodes: Vec<Node> = (0..=20).map(|i| Node::from_sigma_ve(i as f64, 10.0 / (i as f64 + 1.0))).collect();
-        let u = UniPc::new(Prediction::Data, Variant::Bh1, 3, nodes, true, &[]);
+        let u = UniPc::new(Integrand::Data, Variant::Bh1, 3, nodes, true, &[]);
         assert_eq!(u.orders[..3], [1, 2, 3]);
         assert_eq!(u.orders[17..], [3, 2, 1]);
         assert_eq!(u.corrector.iter().filter(|&&c| c).count(), 19);

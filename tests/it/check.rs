@@ -102,3 +102,57 @@ fn a_missing_baseline_is_a_user_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("create it with `bench check SPEC --baseline FILE --update-baseline`"), "{}", stderr(&out));
 }
+
+/// The network gate's tolerance is wide enough for another CPU (emulated here: oneDNN limited to
+/// AVX kernels and one thread, where this machine uses AVX2 and two) and narrow enough that a
+/// slightly worse model fails: its FID moves by far more than the tolerance, and its cells no
+/// longer match the baseline's (their inputs changed).
+#[test]
+fn the_network_gate_tolerates_another_cpu_and_fails_a_worse_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let w = d.join("w");
+    let made = std::process::Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/make_ci_weights.py"))
+        .arg(&w)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    let ok = |args: &[&str]| {
+        let o = bench(args);
+        assert_eq!(o.status.code(), Some(0), "bench {args:?}: {}", stderr(&o));
+    };
+    let refstats = d.join("ref.npz");
+    ok(&["stats", w.join("reference_images.npz").to_str().unwrap(), "--out", refstats.to_str().unwrap(), "--weights", w.join("inception.pth").to_str().unwrap(), "--allow-custom-weights", "--quiet"]);
+    let spec = format!(
+        "name: gate\nmodel: {{kind: diffusers, path: w/unet}}\nsamplers: [{{name: ddim, eta: 0.0, skip: uniform}}]\nsteps: 3\nsamples: 24\nbatch_size: 24\n\
+         device: cpu\nmetrics: {{fid: {{reference: ref.npz, weights: w/inception.pth, allow_custom_weights: true}}}}\nsave_samples: 0\n"
+    );
+    std::fs::write(d.join("gate.yaml"), &spec).unwrap();
+    let gate = |out: &str, envs: &[(&str, &str)], extra: &[&str]| {
+        let mut c = std::process::Command::new(bench_bin());
+        c.args(["check", d.join("gate.yaml").to_str().unwrap(), "--baseline", d.join("b.json").to_str().unwrap(), "--out", d.join(out).to_str().unwrap(), "--quiet"]);
+        c.args(extra).envs(envs.iter().copied());
+        c.output().unwrap()
+    };
+    assert_eq!(gate("base", &[], &["--update-baseline"]).status.code(), Some(0));
+    let other = gate("other", &[("ONEDNN_MAX_CPU_ISA", "AVX"), ("OMP_NUM_THREADS", "1")], &[]);
+    assert_eq!(other.status.code(), Some(0), "{}", stdout(&other));
+    let fid = |out: &str| samplerbench::results::read_results(&d.join(out)).unwrap()[0].metric("fid").unwrap();
+    let (base, emulated) = (fid("base"), fid("other"));
+    let tol = samplerbench::metrics::column("fid").unwrap().tolerance.rel;
+    eprintln!("gate FID: this CPU {base:.9e}, emulated other CPU {emulated:.9e} (rel {:.2e}, tolerance {tol:e})", ((emulated - base) / base).abs());
+    // A worse model: the UNet's output layer 2% off.
+    let perturb = r#"
+import sys
+from safetensors.torch import load_file, save_file
+p = sys.argv[1] + "/diffusion_pytorch_model.safetensors"
+sd = load_file(p); sd["conv_out.weight"] = sd["conv_out.weight"] * 1.02; save_file(sd, p)
+"#;
+    run_python(perturb, &[w.join("unet").to_str().unwrap()]);
+    let worse = gate("worse", &[], &[]);
+    assert_eq!(worse.status.code(), Some(1), "{}", stdout(&worse));
+    assert!(stdout(&worse).contains("| MISSING |") && stdout(&worse).contains("new (not in baseline)"), "{}", stdout(&worse));
+    let moved = ((fid("worse") - base) / base).abs();
+    assert!(moved > 10.0 * tol, "a 2% worse output layer moved FID by only {moved:.2e} (tolerance {tol:e})");
+}

@@ -34,3 +34,38 @@ fn unknown_subcommand_is_a_user_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unrecognized subcommand 'frobnicate'"), "{}", stderr(&out));
 }
+
+/// README's sampler and metric tables are generated from their definitions: they must not drift.
+/// `BENCH_UPDATE_README=1 cargo test readme_tables` rewrites them.
+#[test]
+fn readme_tables_match_the_definitions() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    for (marker, want) in [("samplers", samplerbench::sampling::def::render_markdown()), ("metrics", samplerbench::metrics::render_markdown())] {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (begin, end) = (format!("<!-- {marker}:begin -->\n"), format!("<!-- {marker}:end -->"));
+        let a = text.find(&begin).unwrap_or_else(|| panic!("README lacks {begin}")) + begin.len();
+        let b = text.find(&end).unwrap_or_else(|| panic!("README lacks {end}"));
+        if std::env::var_os("BENCH_UPDATE_README").is_some() {
+            std::fs::write(&path, format!("{}{want}{}", &text[..a], &text[b..])).unwrap();
+            continue;
+        }
+        assert_eq!(&text[a..b], want, "README's {marker} table drifted; rerun with BENCH_UPDATE_README=1");
+    }
+}
+
+#[test]
+fn samplers_lists_filters_and_prints_json() {
+    let out = bench(&["samplers", "dpm_solver"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = stdout(&out);
+    let names: Vec<&str> = s.lines().filter(|l| !l.starts_with(' ') && !l.is_empty()).collect();
+    assert_eq!(names, ["dpm_solver", "dpm_solver++"]);
+    assert!(s.contains("  --set order=3"), "{s}");
+    let out = bench(&["samplers", "--json", "ddim"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v[0]["name"], "ddim");
+    assert_eq!(v[0]["params"][0]["name"], "eta");
+    assert_eq!(v[0]["params"][0]["default"], "0");
+    let out = bench(&["samplers", "nothing-like-this"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -28,11 +28,15 @@ pub fn python() -> PathBuf {
 /// Run a Python snippet in the reference env with `args` as sys.argv[1:]; panics with its
 /// stderr on failure and returns its stdout.
 pub fn run_python(code: &str, args: &[&str]) -> String {
+    // From a file, not `-c`: torch.jit.script and inspect need the snippet's source.
+    let script = tempfile::Builder::new().suffix(".py").tempfile().expect("temp file");
+    std::fs::write(script.path(), code).expect("write the snippet");
     let out = Command::new(python())
-        .arg("-c")
-        .arg(code)
+        .arg(script.path())
         .args(args)
         .env("PYTHONHASHSEED", "0")
+        // Shared seeded fixtures (python/bench_fixtures.py).
+        .env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/python"))
         .env("OMP_NUM_THREADS", "2")
         .output()
         .expect("spawn python");

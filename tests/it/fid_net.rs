@@ -34,41 +34,17 @@ fn rel_err(ours: &Tensor, reference: &[f32]) -> f64 {
         / scale
 }
 
-/// pytorch-fid's network with seeded random weights, built the way `fid_inception_v3()` builds
-/// it but with `load_state_dict_from_url` patched to return those weights. BatchNorm running
-/// statistics are those of a small calibration batch (so activations stay O(1) through all 94 layers)
-/// and its affine parameters are random. Saves the state dict in torch.save's legacy format, its
-/// zip format and safetensors; 4 random 32×32 uint8 images; and the features for dims 64..2048.
+/// pytorch-fid's network with seeded random weights (`python/bench_fixtures.py`). Saves the state
+/// dict in torch.save's legacy format, its zip format and safetensors; 4 random 32×32 uint8
+/// images; and pytorch-fid's features for dims 64..2048.
 pub(crate) const PYTORCH_FID_ORACLE: &str = r#"
 import sys, os, numpy as np, torch, torch.nn as nn
-import pytorch_fid.inception as inc
 from safetensors.torch import save_file
+from bench_fixtures import random_fid_inception, pytorch_fid_model
 out = sys.argv[1]
-torch.manual_seed(0)
-net = inc._inception_v3(num_classes=1008, aux_logits=False, weights=None)
-net.Mixed_5b = inc.FIDInceptionA(192, pool_features=32)
-net.Mixed_5c = inc.FIDInceptionA(256, pool_features=64)
-net.Mixed_5d = inc.FIDInceptionA(288, pool_features=64)
-net.Mixed_6b = inc.FIDInceptionC(768, channels_7x7=128)
-net.Mixed_6c = inc.FIDInceptionC(768, channels_7x7=160)
-net.Mixed_6d = inc.FIDInceptionC(768, channels_7x7=160)
-net.Mixed_6e = inc.FIDInceptionC(768, channels_7x7=192)
-net.Mixed_7b = inc.FIDInceptionE_1(1280)
-net.Mixed_7c = inc.FIDInceptionE_2(2048)
-for m in net.modules():
-    if isinstance(m, nn.BatchNorm2d):
-        m.momentum = None
-        m.reset_running_stats()
-        with torch.no_grad():
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.normal_(0.0, 0.2)
-net.train()
-with torch.no_grad():
-    net(torch.rand(2, 3, 160, 160) * 2 - 1)
-net.eval()
+net = random_fid_inception(seed=0)
 sd = net.state_dict()
-inc.load_state_dict_from_url = lambda *a, **k: sd
-model = inc.InceptionV3([0, 1, 2, 3], resize_input=True, normalize_input=True).eval()
+model = pytorch_fid_model(net)
 torch.save(sd, os.path.join(out, "legacy.pth"), _use_new_zipfile_serialization=False)
 torch.save(sd, os.path.join(out, "zip.pth"))
 save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(out, "w.safetensors"))

@@ -11,4 +11,5 @@ mod fid_net;
 mod samplers_a;
 mod fid_stats;
 mod report;
+mod prediction;
 mod metrics_more;

@@ -22,7 +22,7 @@ fn row(sampler: &str, variant: Option<&str>, order: Option<u32>, eta: Option<f64
         nfe,
         samples: 1000,
         seed: 0,
-        fid: Some(fid),
+        metrics: [("fid".to_string(), fid)].into_iter().collect(),
         seconds_sampling: secs,
         seconds_metrics: 0.5,
         seconds_per_step: secs / steps as f64 / 10.0,
@@ -73,17 +73,17 @@ fn golden_tables_for_the_fixture() {
     let b = &blocks[0];
     let published = report::published::load(None).unwrap();
     let mut md = String::new();
-    for t in tables::eta_tables(b, Metric::Fid) {
+    for t in tables::eta_tables(b, Metric::FID) {
         md += &t.to_markdown();
         md.push('\n');
     }
-    md += &tables::pndm_table(b, Metric::Fid).unwrap().to_markdown();
+    md += &tables::pndm_table(b, Metric::FID).unwrap().to_markdown();
     md.push('\n');
-    md += &tables::nfe_table(b, Metric::Fid).unwrap().to_markdown();
+    md += &tables::nfe_table(b, Metric::FID).unwrap().to_markdown();
     md.push('\n');
-    md += &tables::published_table(b, Metric::Fid, &published).unwrap().to_markdown();
+    md += &tables::published_table(b, Metric::FID, &published).unwrap().to_markdown();
     md.push('\n');
-    md += &report::cells_table(b, Metric::Fid).to_markdown();
+    md += &report::cells_table(b, Metric::FID).to_markdown();
     insta::assert_snapshot!("report_tables", md);
 }
 
@@ -91,7 +91,7 @@ fn golden_tables_for_the_fixture() {
 fn eta_table_marks_best_missing_and_nan_exactly() {
     let rows = fixture();
     let blocks = tables::blocks(&rows);
-    let t = &tables::eta_tables(&blocks[0], Metric::Fid)[0];
+    let t = &tables::eta_tables(&blocks[0], Metric::FID)[0];
     let expected = "\
 #### ddim:data/models/ddim_cifar10/model-790000.ckpt (cifar10): ddim by η and steps S (DDIM Table 1 layout, skip quadratic)
 
@@ -243,10 +243,9 @@ fn single_cell_without_the_metric_renders_and_says_what_is_missing() {
     let mut r = row("ddim", None, None, Some(0.0), 10, 10, 0.0, 0.2);
     r.model = "oracle:gaussian[3, 32, 32]".into();
     r.dataset = None;
-    r.fid = None;
-    r.fd_exact = Some(0.01234);
+    r.metrics = [("fd_exact".to_string(), 0.01234)].into_iter().collect();
     write_results(dir.path(), &[r]).unwrap();
-    let s = report::write_report(dir.path(), Metric::Fid).unwrap();
+    let s = report::write_report(dir.path(), Metric::FID).unwrap();
     assert_eq!(s.rows, 1);
     assert_eq!(s.plots.len(), 4);
     let md = std::fs::read_to_string(&s.markdown).unwrap();
@@ -262,7 +261,7 @@ fn single_cell_without_the_metric_renders_and_says_what_is_missing() {
         assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
     }
     // The same file with the metric it has: one best cell, nothing missing but the inputs.
-    let s = report::write_report(dir.path(), Metric::FdExact).unwrap();
+    let s = report::write_report(dir.path(), Metric::named("fd_exact")).unwrap();
     let md = std::fs::read_to_string(&s.markdown).unwrap();
     assert!(md.contains("| 0.0 | **0.0123** |"), "{md}");
     assert_eq!(s.missing.len(), 3, "{:?}", s.missing);
@@ -273,7 +272,7 @@ fn single_cell_without_the_metric_renders_and_says_what_is_missing() {
 fn empty_results_render_and_say_so() {
     let dir = tempfile::tempdir().unwrap();
     write_results(dir.path(), &[]).unwrap();
-    let s = report::write_report(dir.path(), Metric::Fid).unwrap();
+    let s = report::write_report(dir.path(), Metric::FID).unwrap();
     let md = std::fs::read_to_string(&s.markdown).unwrap();
     assert!(md.contains("- the results file has no rows: no cell has finished yet"), "{md}");
     assert!(s.plots.is_empty());
@@ -283,8 +282,7 @@ fn empty_results_render_and_say_so() {
 fn cli_picks_the_metric_the_results_have() {
     let dir = tempfile::tempdir().unwrap();
     let mut r = row("ddim", None, None, Some(0.0), 10, 10, 0.0, 0.2);
-    r.fid = None;
-    r.fd_exact = Some(0.5);
+    r.metrics = [("fd_exact".to_string(), 0.5)].into_iter().collect();
     write_results(dir.path(), &[r]).unwrap();
     let out = bench(&["report", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -305,7 +303,11 @@ fn cli_missing_results_or_bad_metric_exit_2_with_one_line() {
     let out = bench(&["report", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("not a valid results table"));
-    let out = bench(&["report", dir.path().to_str().unwrap(), "--metric", "is"]);
+    // A metric the results lack: exit 2 naming the ones they have, and no report is overwritten.
+    write_results(dir.path(), &[row("ddim", None, None, Some(0.0), 10, 10, 3.0, 0.2)]).unwrap();
+    std::fs::write(dir.path().join("report.md"), "earlier report").unwrap();
+    let out = bench(&["report", dir.path().to_str().unwrap(), "--metric", "fd_exact"]);
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(stderr(&out).trim(), "error: --metric is: not a metric (allowed: fid, fd_pixel, fd_exact)");
+    assert_eq!(stderr(&out).trim(), "error: --metric fd_exact: no cell has it; the results have: fid");
+    assert_eq!(std::fs::read_to_string(dir.path().join("report.md")).unwrap(), "earlier report");
 }

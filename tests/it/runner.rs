@@ -1,7 +1,8 @@
 //! `bench run`: per-sample seeding, sharding, exact resume after SIGKILL, partial recomputation,
 //! and the quickstart's fd_exact against the exact computation.
 use crate::common::*;
-use samplerbench::plan::{self, Registry};
+use samplerbench::models::load_model;
+use samplerbench::plan;
 use samplerbench::results::{read_results, ResultRow};
 use samplerbench::runner::{self, sample_batch};
 use std::path::{Path, PathBuf};
@@ -37,8 +38,8 @@ fn rows_by_cell(dir: &Path) -> Vec<ResultRow> {
 fn samples_do_not_depend_on_batch_size() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), "s.yaml", &small_spec("  - {name: ddim, eta: 1.0, skip: uniform}", 64, 64, "steps: 10\n"));
-    let plan = plan::load(&spec, &Registry).unwrap();
-    let model = runner::load_model(&plan).unwrap();
+    let plan = plan::load(&spec).unwrap();
+    let model = load_model(&plan).unwrap();
     let schedule = plan.schedule.noise_schedule().unwrap();
     let sampler = runner::build_sampler(&plan, &plan.cells[0], &schedule).unwrap();
     let all = |batch: u64| {
@@ -46,7 +47,7 @@ fn samples_do_not_depend_on_batch_size() {
             .step_by(batch as usize)
             .map(|first| {
                 let count = batch.min(64 - first);
-                sample_batch(7, model.model.as_ref(), sampler.as_ref(), &model.sample_shape, Device::Cpu, first, count).0
+                sample_batch(7, model.denoiser.as_ref(), &model, sampler.as_ref(), Device::Cpu, first, count).unwrap().0
             })
             .collect();
         Tensor::cat(&parts, 0)
@@ -84,9 +85,9 @@ fn sharded_runs_merge_to_the_single_run_statistics() {
         let rows = rows_by_cell(&out);
         assert_eq!(rows.len(), 2);
         for (a, b) in rows.iter().zip(&reference) {
-            let (x, y) = (a.fd_pixel.unwrap(), b.fd_pixel.unwrap());
+            let (x, y) = (a.metric("fd_pixel").unwrap(), b.metric("fd_pixel").unwrap());
             assert!((x - y).abs() <= 1e-12 * y.abs(), "{n} shards: fd_pixel {x} vs {y}");
-            assert_eq!(a.fd_exact, b.fd_exact);
+            assert_eq!(a.metric("fd_exact"), b.metric("fd_exact"));
             assert_eq!((a.samples, a.nfe, a.nan_samples), (b.samples, b.nfe, b.nan_samples));
         }
     }
@@ -129,7 +130,7 @@ fn a_killed_run_resumes_to_the_identical_row() {
     // The stale lock of the killed process must not block the rerun.
     run_ok(&["run", spec.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
     let (a, b) = (&rows_by_cell(&out)[0], &rows_by_cell(&whole)[0]);
-    assert_eq!(a.fd_pixel.unwrap().to_bits(), b.fd_pixel.unwrap().to_bits(), "resumed {:?} vs {:?}", a.fd_pixel, b.fd_pixel);
+    assert_eq!(a.metric("fd_pixel").unwrap().to_bits(), b.metric("fd_pixel").unwrap().to_bits(), "resumed {:?} vs {:?}", a.metrics, b.metrics);
     assert_eq!((a.samples, a.nfe, &a.cell_hash), (b.samples, b.nfe, &b.cell_hash));
 }
 
@@ -171,8 +172,8 @@ fn quickstart_fd_exact_matches_the_exact_computation() {
     let spec = root.join("experiments/quickstart.yaml");
     let stdout = run_ok(&["run", spec.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
     assert!(stdout.contains("report.md"), "{stdout}");
-    let plan = plan::load(&spec, &Registry).unwrap();
-    let model = runner::load_model(&plan).unwrap();
+    let plan = plan::load(&spec).unwrap();
+    let model = load_model(&plan).unwrap();
     let oracle = model.gaussian.as_ref().unwrap();
     let schedule = plan.schedule.noise_schedule().unwrap();
     let rows = read_results(&out).unwrap();
@@ -183,18 +184,165 @@ fn quickstart_fd_exact_matches_the_exact_computation() {
         let sampler = runner::build_sampler(&plan, cell, &schedule).unwrap();
         match samplerbench::sampling::exact::exact_fd(sampler.as_ref(), oracle) {
             Ok(fd) => {
-                assert_eq!(row.fd_exact, Some(fd), "cell {}", cell.index);
+                assert_eq!(row.metric("fd_exact"), Some(fd), "cell {}", cell.index);
                 checked += 1;
             }
             // ddpm_large clamps x̂0: not affine, so no exact FD.
-            Err(_) => assert_eq!((row.fd_exact, cell.sampler.as_str()), (None, "ddpm_large")),
+            Err(_) => assert_eq!((row.metric("fd_exact"), cell.sampler.as_str()), (None, "ddpm_large")),
         }
         assert_eq!(row.samples, 500);
     }
     assert_eq!(checked, plan.cells.len() - 5);
     // DDIM Table 1's shape: for every S, quality worsens as η grows.
-    let fd = |eta: f64, s: u64| rows.iter().find(|r| r.sampler == "ddim" && r.eta == Some(eta) && r.steps == s).unwrap().fd_exact.unwrap();
+    let fd = |eta: f64, s: u64| rows.iter().find(|r| r.sampler == "ddim" && r.eta == Some(eta) && r.steps == s).unwrap().metric("fd_exact").unwrap();
     for s in [10, 20, 50, 100, 1000] {
         assert!(fd(0.0, s) < fd(0.2, s) && fd(0.2, s) < fd(0.5, s) && fd(0.5, s) < fd(1.0, s), "S={s}");
     }
+}
+
+#[test]
+fn a_written_default_is_the_same_cell_and_fills_the_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let first = write_spec(dir.path(), "a.yaml", &small_spec("  - {name: ddim}\n  - {name: dpm_solver++}", 40, 20, "steps: 5\n"));
+    run_ok(&["run", first.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let second = write_spec(
+        dir.path(),
+        "b.yaml",
+        &small_spec("  - {name: ddim, eta: 0.0, skip: quadratic}\n  - {name: dpm_solver++, order: 2, method: multistep}", 40, 20, "steps: 5\n"),
+    );
+    let o = bench(&["run", second.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("2 cells: 0 finished now, 2 already done"), "{}", stderr(&o));
+    let rows = read_results(&out).unwrap();
+    let ddim = rows.iter().find(|r| r.sampler == "ddim").unwrap();
+    assert_eq!((ddim.eta, ddim.skip.as_deref()), (Some(0.0), Some("quadratic")));
+    let pp = rows.iter().find(|r| r.sampler == "dpm_solver++").unwrap();
+    assert_eq!((pp.order, pp.variant.as_deref(), pp.skip.as_deref()), (Some(2), Some("multistep"), Some("logsnr")));
+    assert_eq!((pp.nfe, pp.unet_evals), (5, 5));
+}
+
+#[test]
+fn cells_follow_file_content_not_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("proj");
+    std::fs::create_dir_all(&data).unwrap();
+    Tensor::full([2, 3, 3], 0.25, (Kind::Double, Device::Cpu)).write_npy(data.join("mean.npy")).unwrap();
+    let body = small_spec("  - {name: ddim, eta: 0.0, skip: uniform}", 30, 30, "steps: 4\noutput: out\n")
+        .replace("mean: [0.1, -0.2]", "mean: mean.npy");
+    let spec = write_spec(&data, "s.yaml", &body);
+    run_ok(&["run", spec.to_str().unwrap(), "--quiet"]);
+    let first = read_results(&data.join("out")).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data.join("out/run.json")).unwrap()).unwrap();
+    assert_eq!(info["input_sha256"]["model.data.mean"].as_str().map(str::len), Some(64), "{info}");
+    // Moving the spec with its data and results keeps the finished cell.
+    let moved = dir.path().join("elsewhere");
+    std::fs::rename(&data, &moved).unwrap();
+    let o = bench(&["run", moved.join("s.yaml").to_str().unwrap(), "--quiet"]);
+    assert!(stderr(&o).contains("1 cells: 0 finished now, 1 already done"), "{}", stderr(&o));
+    // New content at the same path recomputes it, and the stale row is dropped.
+    Tensor::full([2, 3, 3], -0.5, (Kind::Double, Device::Cpu)).write_npy(moved.join("mean.npy")).unwrap();
+    let o = bench(&["run", moved.join("s.yaml").to_str().unwrap(), "--quiet"]);
+    assert!(stderr(&o).contains("1 cells: 1 finished now, 0 already done"), "{}", stderr(&o));
+    let second = read_results(&moved.join("out")).unwrap();
+    assert_eq!(second.len(), 1);
+    assert_ne!(second[0].cell_hash, first[0].cell_hash);
+    assert_ne!(second[0].metric("fd_exact"), first[0].metric("fd_exact"));
+}
+
+/// A model that returns NaN for chosen batch rows (with one batch, rows are sample indices).
+struct NanRows {
+    inner: Box<dyn samplerbench::models::Denoiser>,
+    rows: Vec<i64>,
+}
+impl samplerbench::models::Denoiser for NanRows {
+    fn forward(&self, x: &Tensor, t: &Tensor, c: Option<&samplerbench::models::Condition>) -> samplerbench::Result<Tensor> {
+        let out = self.inner.forward(x, t, c)?;
+        for &r in &self.rows {
+            let _ = out.get(r).fill_(f64::NAN);
+        }
+        Ok(out)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[test]
+fn nan_samples_are_counted_excluded_and_leave_the_other_numbers_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "s.yaml", &small_spec("  - {name: ddim, eta: 0.0, skip: uniform}", 60, 60, "steps: 6\n"));
+    let mut plan = plan::load(&spec).unwrap();
+    plan.output = dir.path().join("out");
+    let mut model = load_model(&plan).unwrap();
+    // The same samples without the NaN ones, straight from the sampler.
+    let schedule = plan.schedule.noise_schedule().unwrap();
+    let sampler = runner::build_sampler(&plan, &plan.cells[0], &schedule).unwrap();
+    let clean = sample_batch(plan.seed, model.denoiser.as_ref(), &model, sampler.as_ref(), Device::Cpu, 0, 60).unwrap().0;
+    let keep: Vec<i64> = (0..60).filter(|i| ![7, 41].contains(i)).collect();
+    let finite = clean.index_select(0, &Tensor::from_slice(&keep)).view([58, -1]).to_kind(Kind::Double);
+    let mut stats = samplerbench::metrics::stats::FeatureStats::new(18, Device::Cpu);
+    stats.add_batch(&finite).unwrap();
+    let m = stats.moments().unwrap();
+    let data = model.data_moments.clone().unwrap();
+    let want = samplerbench::metrics::frechet::frechet_distance(m.mu.view(), m.sigma.view(), data.mu.view(), data.sigma.view()).unwrap();
+
+    let inner = std::mem::replace(&mut model.denoiser, Box::new(samplerbench::models::oracle::GaussianOracle::new(schedule.clone(), Tensor::zeros([1], (Kind::Double, Device::Cpu)), Tensor::ones([1], (Kind::Double, Device::Cpu)))));
+    model.denoiser = Box::new(NanRows { inner, rows: vec![41, 7] });
+    runner::run_with(&plan, &model, &runner::RunOptions { quiet: true, ..Default::default() }).unwrap();
+    let row = &read_results(&plan.output).unwrap()[0];
+    assert_eq!((row.nan_samples, row.first_nan_index, row.samples), (2, Some(7), 60));
+    let got = row.metric("fd_pixel").unwrap();
+    assert!((got - want).abs() <= 1e-12 * want.abs(), "fd_pixel {got} vs {want} without the NaN samples");
+}
+
+/// A TorchScript model that raises mid-cell (simulated out-of-memory at batch size 5 after its
+/// 26th call): one error line, no panic, the checkpoint kept; with the cause fixed (a smaller
+/// batch: not part of the cell's identity) the cell resumes and equals an uninterrupted run.
+#[test]
+fn a_model_failing_mid_cell_ends_with_one_line_and_resumes_once_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let code = r#"
+import sys, torch
+class Flaky(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+    def forward(self, x, t):
+        self.calls += 1
+        if self.calls > 26 and x.size(0) == 5:
+            raise RuntimeError("simulated: CUDA out of memory")
+        return x * 0.5
+torch.jit.script(Flaky()).save(sys.argv[1])
+"#;
+    let pt = dir.path().join("flaky.pt");
+    run_python(code, &[pt.to_str().unwrap()]);
+    let body = |batch: u64| {
+        format!(
+            "name: flaky\nmodel: {{kind: torchscript, path: flaky.pt, shape: [2, 3, 3]}}\nsamplers:\n  - {{name: ddim, eta: 0.0, skip: uniform}}\n\
+             steps: 5\nsamples: 60\nbatch_size: {batch}\nseed: 1\ndevice: cpu\nmetrics: {{fd_pixel: {{reference: ref.npz}}}}\nsave_samples: 0\n"
+        )
+    };
+    let reference = samplerbench::metrics::stats::Moments { mu: ndarray::Array1::zeros(18), sigma: ndarray::Array2::eye(18) };
+    reference.save_npz(&dir.path().join("ref.npz")).unwrap();
+    let spec = write_spec(dir.path(), "s.yaml", &body(5));
+    let out = dir.path().join("out");
+    let o = bench(&["run", spec.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: model failed: cell 0 (ddim eta=0): TorchScript model "), "{err}");
+    assert!(err.contains("simulated: CUDA out of memory") && err.contains("rerun the same command to resume"), "{err}");
+    let state = std::fs::read_dir(out.join("cells")).unwrap().next().unwrap().unwrap().path().join("part-1-of-1.json");
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
+    assert_eq!(saved["next"], 20, "the checkpoint after 4 batches of 5 is kept");
+    // Fixed: batch size 4 (not part of the cell's identity) resumes from sample 20.
+    write_spec(dir.path(), "s.yaml", &body(4));
+    run_ok(&["run", spec.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let whole = dir.path().join("whole");
+    run_ok(&["run", spec.to_str().unwrap(), "--out", whole.to_str().unwrap(), "--quiet"]);
+    let (a, b) = (&read_results(&out).unwrap()[0], &read_results(&whole).unwrap()[0]);
+    assert_eq!(a.cell_hash, b.cell_hash);
+    let (x, y) = (a.metric("fd_pixel").unwrap(), b.metric("fd_pixel").unwrap());
+    assert!((x - y).abs() <= 1e-12 * y.abs(), "resumed {x} vs uninterrupted {y}");
 }

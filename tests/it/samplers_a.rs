@@ -4,7 +4,8 @@
 use crate::common::*;
 use samplerbench::models::oracle::GaussianOracle;
 use samplerbench::sampling::exact::{diagonal_fd, exact_fd, exact_output_moments};
-use samplerbench::sampling::{build_sampler, Counted, GlobalRng, NoiseSource, SamplerParams};
+use samplerbench::models::Prediction;
+use samplerbench::sampling::{build_from_text, Counted, GlobalRng, NoiseSource, Sampler};
 use samplerbench::schedule::{NoiseSchedule, ScheduleKind};
 use samplerbench::timesteps::{discrete_labels, Skip};
 use tch::{Device, Kind, Tensor};
@@ -19,8 +20,16 @@ fn schedule(kind: &str) -> NoiseSchedule {
     }
 }
 
+/// Sampler parameters as `key=value` text, as `bench sample --set` takes them.
+type SamplerParams = Vec<(String, String)>;
+
 fn params(kv: &[(&str, &str)]) -> SamplerParams {
     kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn build_sampler(name: &str, p: &SamplerParams, steps: usize, sch: &NoiseSchedule) -> samplerbench::Result<Box<dyn Sampler>> {
+    let kv: Vec<(&str, &str)> = p.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    build_from_text(name, &kv, steps, sch)
 }
 
 /// Per-pixel data mean and std (seeded), the oracle for a schedule, and a batch of x_T.
@@ -126,12 +135,12 @@ fn check_against_diffusers(cases: &[Case], tol: f64) -> f64 {
         let sch = schedule(c.schedule);
         let sampler = build_sampler(c.ours, &c.params, c.steps, &sch).unwrap_or_else(|e| panic!("{what}: {e}"));
         let oracle = GaussianOracle::new(sch, mu.shallow_clone(), std.shallow_clone());
-        let model = Counted::with_trace(&oracle);
+        let model = Counted::new(&oracle, Prediction::Epsilon).with_trace();
         let x = if c.stochastic {
             let z = Tensor::read_npy(dir.path().join(format!("noise{i}.npy"))).unwrap();
-            sampler.sample(&model, x_t.copy(), &mut Replay(z))
+            sampler.sample(&model, x_t.copy(), &mut Replay(z)).unwrap()
         } else {
-            sampler.sample(&model, x_t.copy(), &mut GlobalRng)
+            sampler.sample(&model, x_t.copy(), &mut GlobalRng).unwrap()
         };
         let want = Tensor::read_npy(dir.path().join(format!("out{i}.npy"))).unwrap();
         let traced: Vec<f64> = model.take_trace().iter().map(|(t, _, _)| *t).collect();
@@ -198,7 +207,7 @@ fn ddim_eta0_matches_diffusers_ddim_scheduler() {
     // set_alpha_to_one=False ends at ᾱ_0 (leading with steps_offset=1 reaches it).
     for c in cases.iter_mut().step_by(3) {
         c.config["set_alpha_to_one"] = false.into();
-        c.params.insert("alpha_to_one".into(), "false".into());
+        c.params.push(("alpha_to_one".into(), "false".into()));
     }
     let worst = check_against_diffusers(&cases, 1e-5);
     eprintln!("ddim η=0 vs DDIMScheduler: {} cases, max relative L2 {worst:.3e}", cases.len());
@@ -244,7 +253,7 @@ fn pndm_prk_and_plms_match_diffusers_pndm_scheduler() {
     cases.extend(spacing_cases("pndm", "plms", &[("alpha_index", "diffusers")], serde_json::json!({"skip_prk_steps": true})));
     for c in cases.iter_mut().step_by(5) {
         c.config["set_alpha_to_one"] = true.into();
-        c.params.insert("alpha_to_one".into(), "true".into());
+        c.params.push(("alpha_to_one".into(), "true".into()));
     }
     let worst = check_against_diffusers(&cases, 1e-5);
     eprintln!("f-pndm/plms vs PNDMScheduler (PRK, skip_prk_steps): {} cases, max relative L2 {worst:.3e}", cases.len());
@@ -327,8 +336,8 @@ fn pndm_repo_conventions_t_plus_one_indexing() {
     for (i, &(m, s)) in cases.iter().enumerate() {
         let sampler = build_sampler(m, &SamplerParams::new(), s, &sch).unwrap();
         assert_eq!(sampler.end_point(), samplerbench::sampling::EndPoint::AlphaBarZero);
-        let model = Counted::with_trace(&oracle);
-        let x = sampler.sample(&model, x_t.copy(), &mut GlobalRng);
+        let model = Counted::new(&oracle, Prediction::Epsilon).with_trace();
+        let x = sampler.sample(&model, x_t.copy(), &mut GlobalRng).unwrap();
         let traced: Vec<f64> = model.take_trace().iter().map(|(t, _, _)| *t).collect();
         assert_eq!(traced, labels[i], "{m} S={s}");
         assert_eq!(sampler.labels(), labels[i], "{m} S={s}");
@@ -339,7 +348,7 @@ fn pndm_repo_conventions_t_plus_one_indexing() {
         worst = worst.max(err);
         // The diffusers index convention gives a measurably different sample.
         let p = params(&[("alpha_index", "diffusers"), ("skip", "uniform")]);
-        let other = build_sampler(m, &p, s, &sch).unwrap().sample(&Counted::new(&oracle), x_t.copy(), &mut GlobalRng);
+        let other = build_sampler(m, &p, s, &sch).unwrap().sample(&Counted::new(&oracle, Prediction::Epsilon), x_t.copy(), &mut GlobalRng).unwrap();
         assert!(rel_l2(&other, &want) > 1e-4, "{m} S={s}: index conventions indistinguishable");
     }
     eprintln!("PNDM repo conventions: max relative L2 {worst:.3e}");
@@ -393,7 +402,7 @@ fn ode_errors(sch: &NoiseSchedule, name: &str, kv: &[(&str, &str)], a_end: Optio
             let sampler = build_sampler(name, &params(kv), s, sch).unwrap();
             let top = sampler.labels()[0] as usize;
             let exact = exact_ode_end(&x_t, &mu, &std, sch.alpha_bar(top), a_end.unwrap_or(sch.alpha_bar(0)));
-            let x = sampler.sample(&Counted::new(&oracle), x_t.copy(), &mut GlobalRng);
+            let x = sampler.sample(&Counted::new(&oracle, Prediction::Epsilon), x_t.copy(), &mut GlobalRng).unwrap();
             (s as f64, rel_l2(&x, &exact))
         })
         .collect()
@@ -498,7 +507,7 @@ fn exact_fd_agrees_with_20k_samples() {
         let fd_exact = exact_fd(sampler.as_ref(), &oracle).unwrap();
         tch::manual_seed(99);
         let x_t = Tensor::randn([20_000, 3, 4, 4], (Kind::Double, Device::Cpu));
-        let x = sampler.sample(&Counted::new(&oracle), x_t, &mut GlobalRng);
+        let x = sampler.sample(&Counted::new(&oracle, Prediction::Epsilon), x_t, &mut GlobalRng).unwrap();
         let (fd, bias, sd) = sample_fd(&x, &mu, &std);
         let z = (fd - bias - fd_exact) / sd.max(1e-12);
         report.push(format!("{name} S={steps}: exact {fd_exact:.5} sampled {fd:.5} (bias {bias:.1e}, sd {sd:.1e}, z {z:.2})"));
@@ -526,8 +535,8 @@ fn counted_nfe_equals_formula_for_every_sampler_and_step_count() {
             for s in [4usize, 7, 10, 50, 333] {
                 let mut p = SamplerParams::new();
                 if is_pndm {
-                    p.insert("alpha_index".into(), index.into());
-                    p.insert("skip".into(), "uniform".into());
+                    p.push(("alpha_index".into(), index.into()));
+                    p.push(("skip".into(), "uniform".into()));
                 }
                 let sampler = match build_sampler(name, &p, s, &sch) {
                     Ok(x) => x,
@@ -537,8 +546,8 @@ fn counted_nfe_equals_formula_for_every_sampler_and_step_count() {
                         continue;
                     }
                 };
-                let model = Counted::with_trace(&oracle);
-                let _ = sampler.sample(&model, x_t.copy(), &mut GlobalRng);
+                let model = Counted::new(&oracle, Prediction::Epsilon).with_trace();
+                let _ = sampler.sample(&model, x_t.copy(), &mut GlobalRng).unwrap();
                 let traced: Vec<f64> = model.take_trace().iter().map(|(t, _, _)| *t).collect();
                 assert_eq!(model.nfe(), sampler.nfe(), "{name} {index} S={s}");
                 assert_eq!(traced, sampler.labels(), "{name} {index} S={s}");
@@ -632,7 +641,7 @@ fn ddim_and_ddpm_large_match_the_ddim_repo() {
         assert_eq!(sampler.labels(), labels[i], "{what}");
         assert_eq!(sampler.end_point(), samplerbench::sampling::EndPoint::AlphaBarOne);
         let z = Tensor::read_npy(dir.path().join(format!("noise{i}.npy"))).unwrap();
-        let x = sampler.sample(&Counted::new(&oracle), x_t.copy(), &mut Replay(z));
+        let x = sampler.sample(&Counted::new(&oracle, Prediction::Epsilon), x_t.copy(), &mut Replay(z)).unwrap();
         let want = Tensor::read_npy(dir.path().join(format!("out{i}.npy"))).unwrap();
         let err = rel_l2(&x, &want);
         assert!(err < 1e-10, "{what}: {err:.3e}");
@@ -643,29 +652,29 @@ fn ddim_and_ddpm_large_match_the_ddim_repo() {
 
 #[test]
 fn registry_lists_and_builds_every_sampler_in_float_and_double() {
-    let infos = samplerbench::sampling::sampler_info();
-    let names: Vec<_> = infos.iter().map(|i| i.name).collect();
+    let defs = samplerbench::sampling::DEFINITIONS;
+    let names: Vec<_> = defs.iter().map(|d| d.name).collect();
     assert_eq!(&names[..7], ["ddim", "ddpm", "ddpm_large", "f-pndm", "s-pndm", "fon", "plms"]);
-    let infos = &infos[..7];
     let sch = NoiseSchedule::ddpm_linear();
     let (mu, std, x_t) = setup(4, 2);
     let oracle = GaussianOracle::new(sch.clone(), mu, std);
-    for info in infos {
-        // Every listed default parses back through the builder, and the skip default agrees.
-        let p: SamplerParams = info.params.iter().map(|(k, d, _)| (k.to_string(), d.to_string())).collect();
-        assert_eq!(p.get("skip").map(|s| s.as_str()), Some(info.default_skip), "{}", info.name);
-        let sampler = build_sampler(info.name, &p, 10, &sch).unwrap_or_else(|e| panic!("{}: {e}", info.name));
-        let d = sampler.sample(&Counted::new(&oracle), x_t.copy(), &mut GlobalRng);
-        let f = sampler.sample(&Counted::new(&oracle), x_t.to_kind(Kind::Float), &mut GlobalRng);
-        assert_eq!((d.kind(), f.kind()), (Kind::Double, Kind::Float), "{}", info.name);
-        if !["ddpm", "ddpm_large"].contains(&info.name) && p.get("eta").is_none_or(|e| e == "0") {
-            let err = rel_l2(&f.to_kind(Kind::Double), &d);
+    for d in &defs[..7] {
+        // Every default written out explicitly builds the same sampler as none written.
+        let all: Vec<(String, String)> = d.defaults().iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+        let explicit = build_sampler(d.name, &all, 10, &sch).unwrap_or_else(|e| panic!("{}: {e}", d.name));
+        let sampler = build_sampler(d.name, &vec![], 10, &sch).unwrap();
+        assert_eq!(explicit.labels(), sampler.labels(), "{}", d.name);
+        let dd = sampler.sample(&Counted::new(&oracle, Prediction::Epsilon), x_t.copy(), &mut GlobalRng).unwrap();
+        let f = sampler.sample(&Counted::new(&oracle, Prediction::Epsilon), x_t.to_kind(Kind::Float), &mut GlobalRng).unwrap();
+        assert_eq!((dd.kind(), f.kind()), (Kind::Double, Kind::Float), "{}", d.name);
+        if !["ddpm", "ddpm_large"].contains(&d.name) {
+            let err = rel_l2(&f.to_kind(Kind::Double), &dd);
             // FON scales a unit-step increment x − φ(x) (a float32 cancellation) by t − t_next.
-            let tol = if info.name == "fon" { 1e-3 } else { 1e-5 };
-            assert!(err < tol, "{}: float vs double {err:.2e}", info.name);
+            let tol = if d.name == "fon" { 1e-3 } else { 1e-5 };
+            assert!(err < tol, "{}: float vs double {err:.2e}", d.name);
         }
     }
-    let e = build_sampler("dpm", &SamplerParams::new(), 10, &sch).err().unwrap();
+    let e = build_sampler("dpm", &vec![], 10, &sch).err().unwrap();
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("ddim, ddpm, ddpm_large"), "{e}");
 }

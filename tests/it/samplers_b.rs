@@ -5,10 +5,9 @@ use crate::common::run_python;
 use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::{read_npy, write_npy};
 use samplerbench::models::oracle::GaussianOracle;
-use samplerbench::models::EpsModel;
+use samplerbench::models::{Condition, Denoiser, Prediction};
 use samplerbench::sampling::continuous::{ve_sigmas, VpContinuous};
-use samplerbench::sampling::params::ParamMap;
-use samplerbench::sampling::{deis, dpm_solver, karras, unipc, Counted, NoiseSource, Sampler};
+use samplerbench::sampling::{build_from_text, karras, Counted, NoiseSource, Sampler};
 use samplerbench::schedule::{NoiseSchedule, ScheduleKind};
 use tch::{Device, Kind, Tensor};
 
@@ -58,18 +57,15 @@ impl NoiseSource for FixedNoise {
     }
 }
 
-fn params(kv: &[(&str, &str)]) -> ParamMap {
-    kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-type Ctor = fn(&ParamMap, usize, &NoiseSchedule) -> samplerbench::Result<Box<dyn Sampler>>;
+/// A sampler by name (the tests name samplers as specs do).
+type Ctor = &'static str;
 type Kv = Vec<(&'static str, &'static str)>;
 type NfeFormula = fn(usize) -> usize;
 
 struct Case {
     id: String,
     ctor: Ctor,
-    params: ParamMap,
+    params: Kv,
     steps: usize,
     schedule: &'static str,
     cls: &'static str,
@@ -78,9 +74,9 @@ struct Case {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn case(ctor: Ctor, p: &[(&str, &str)], steps: usize, schedule: &'static str, cls: &'static str, config: serde_json::Value, stochastic: bool) -> Case {
+fn case(ctor: Ctor, p: &[(&'static str, &'static str)], steps: usize, schedule: &'static str, cls: &'static str, config: serde_json::Value, stochastic: bool) -> Case {
     let id = format!("{cls}_{steps}_{schedule}_{}", p.iter().map(|(k, v)| format!("{k}{v}")).collect::<Vec<_>>().join("_"));
-    Case { id, ctor, params: params(p), steps, schedule, cls, config, stochastic }
+    Case { id, ctor, params: p.to_vec(), steps, schedule, cls, config, stochastic }
 }
 
 /// Every diffusers scheduler of part B, configured to the same conventions as the Rust sampler,
@@ -90,9 +86,9 @@ fn cases() -> Vec<Case> {
     let ms = "DPMSolverMultistepScheduler";
     let ss = "DPMSolverSinglestepScheduler";
     let up = "UniPCMultistepScheduler";
-    let pp: Ctor = dpm_solver::dpm_solver_pp;
-    let dn: Ctor = dpm_solver::dpm_solver;
-    let un: Ctor = unipc::unipc;
+    let pp: Ctor = "dpm_solver++";
+    let dn: Ctor = "dpm_solver";
+    let un: Ctor = "unipc";
     let lin = [("skip", "linspace")];
     let mut v = vec![
         // DPM-Solver++ 2M / 3M, σ=0 end (diffusers defaults).
@@ -126,18 +122,18 @@ fn cases() -> Vec<Case> {
         case(un, &[("skip", "karras"), ("variant", "bh2")], 11, "linear", up, json!({"solver_type": "bh2", "use_karras_sigmas": true}), false),
     ];
     let de = "DEISMultistepScheduler";
-    v.push(case(deis::deis, &[], 10, "linear", de, json!({}), false));
-    v.push(case(deis::deis, &[("order", "3")], 13, "cosine", de, json!({"solver_order": 3}), false));
-    v.push(case(deis::deis, &[("order", "3")], 20, "linear", de, json!({"solver_order": 3}), false));
-    v.push(case(deis::deis, &[("order", "1")], 5, "linear", de, json!({"solver_order": 1}), false));
-    v.push(case(deis::deis, &[("order", "2"), ("skip", "karras")], 9, "linear", de, json!({"use_karras_sigmas": true}), false));
+    v.push(case("deis", &[], 10, "linear", de, json!({}), false));
+    v.push(case("deis", &[("order", "3")], 13, "cosine", de, json!({"solver_order": 3}), false));
+    v.push(case("deis", &[("order", "3")], 20, "linear", de, json!({"solver_order": 3}), false));
+    v.push(case("deis", &[("order", "1")], 5, "linear", de, json!({"solver_order": 1}), false));
+    v.push(case("deis", &[("order", "2"), ("skip", "karras")], 9, "linear", de, json!({"use_karras_sigmas": true}), false));
     for (ctor, cls, stoch) in [
-        (karras::euler as Ctor, "EulerDiscreteScheduler", false),
-        (karras::heun as Ctor, "HeunDiscreteScheduler", false),
-        (karras::kdpm2 as Ctor, "KDPM2DiscreteScheduler", false),
-        (karras::lms as Ctor, "LMSDiscreteScheduler", false),
-        (karras::euler_ancestral as Ctor, "EulerAncestralDiscreteScheduler", true),
-        (karras::kdpm2_ancestral as Ctor, "KDPM2AncestralDiscreteScheduler", true),
+        ("euler" as Ctor, "EulerDiscreteScheduler", false),
+        ("heun" as Ctor, "HeunDiscreteScheduler", false),
+        ("kdpm2" as Ctor, "KDPM2DiscreteScheduler", false),
+        ("lms" as Ctor, "LMSDiscreteScheduler", false),
+        ("euler_ancestral" as Ctor, "EulerAncestralDiscreteScheduler", true),
+        ("kdpm2_ancestral" as Ctor, "KDPM2AncestralDiscreteScheduler", true),
     ] {
         v.push(case(ctor, &[], 10, "linear", cls, json!({}), stoch));
         v.push(case(ctor, &[], 13, "cosine", cls, json!({}), stoch));
@@ -145,7 +141,7 @@ fn cases() -> Vec<Case> {
             v.push(case(ctor, &[("skip", "karras")], 7, "linear", cls, json!({"use_karras_sigmas": true}), stoch));
         }
     }
-    v.push(case(karras::euler, &[], 33, "linear", "EulerDiscreteScheduler", json!({}), false));
+    v.push(case("euler", &[], 33, "linear", "EulerDiscreteScheduler", json!({}), false));
     v
 }
 
@@ -195,10 +191,10 @@ fn parity_with_diffusers() {
     for c in &cases {
         let sch = schedule(c.schedule);
         let oracle = GaussianOracle::new(sch.clone(), mean.shallow_clone(), std.shallow_clone());
-        let sampler = (c.ctor)(&c.params, c.steps, &sch).unwrap();
-        let counted = Counted::with_trace(&oracle);
+        let sampler = build_from_text(c.ctor, &c.params, c.steps, &sch).unwrap();
+        let counted = Counted::new(&oracle, Prediction::Epsilon).with_trace();
         let mut noise = FixedNoise(noise_for(c.steps, 100 + c.steps as i64));
-        let x = sampler.sample(&counted, z.shallow_clone(), &mut noise);
+        let x = sampler.sample(&counted, z.shallow_clone(), &mut noise).unwrap();
         let trace: Vec<f64> = counted.take_trace().into_iter().map(|(t, _, _)| t).collect();
         let want: Vec<f64> = ref_labels[&c.id].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         // NFE: counted = formula = diffusers' number of model calls; labels: called = declared = diffusers.
@@ -225,13 +221,13 @@ fn parity_with_diffusers() {
 fn dpm_solver_repo_conventions() {
     let sch = NoiseSchedule::ddpm_linear();
     // time_uniform, 4 steps: t = 1, 0.75025, 0.5005, 0.25075 → labels 999, 749.25, 499.5, 249.75.
-    let s = dpm_solver::dpm_solver_pp(&params(&[("skip", "time_uniform")]), 4, &sch).unwrap();
+    let s = build_from_text("dpm_solver++", &[("skip", "time_uniform")], 4, &sch).unwrap();
     let l = s.labels();
     for (a, b) in l.iter().zip([999.0, 749.25, 499.5, 249.75]) {
         assert!((a - b).abs() < 1e-9, "{l:?}");
     }
     // time_quadratic: t_i = (1 − i/4·(1 − √1e-3))²; labels (t − 1e-3)·1000.
-    let q = dpm_solver::dpm_solver_pp(&params(&[("skip", "time_quadratic")]), 4, &sch).unwrap().labels();
+    let q = build_from_text("dpm_solver++", &[("skip", "time_quadratic")], 4, &sch).unwrap().labels();
     let r = 1e-3f64.sqrt();
     for (i, a) in q.iter().enumerate() {
         let t = (1.0 - i as f64 / 4.0 * (1.0 - r)).powi(2);
@@ -243,19 +239,19 @@ fn dpm_solver_repo_conventions() {
     let oracle = GaussianOracle::new(sch.clone(), mean, std);
     tch::manual_seed(3);
     let z = Tensor::randn([2, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
-    let one = dpm_solver::dpm_solver(&params(&[("order", "1")]), 1, &sch).unwrap();
+    let one = build_from_text("dpm_solver", &[("order", "1")], 1, &sch).unwrap();
     assert_eq!(one.end_point(), samplerbench::sampling::EndPoint::AlphaBarZero);
-    let x = one.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
-    let eps = oracle.eps(&z, &Tensor::full([2], 999.0, f64_opts()));
+    let x = one.sample(&Counted::new(&oracle, Prediction::Epsilon), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng).unwrap();
+    let eps = oracle.eps(&z, &Tensor::full([2], 999.0, f64_opts())).unwrap();
     let ddim = samplerbench::sampling::ddim_step(&z, &eps, sch.alpha_bar(999), sch.alpha_bar(0), 0.0, None);
     assert!(rel_l2(&x, &ddim) < 1e-12, "{}", rel_l2(&x, &ddim));
     // lower_order_final only below 10 steps (repo), below 15 on diffusers grids.
     let run_orders = |steps: usize, skip: &str| -> usize {
         // The last step's order is visible in the result: compare with forcing order ≤ 2 at the end.
-        let a = dpm_solver::dpm_solver_pp(&params(&[("order", "3"), ("skip", skip), ("final_sigmas", "sigma_min")]), steps, &sch).unwrap();
-        let b = dpm_solver::dpm_solver_pp(&params(&[("order", "3"), ("skip", skip), ("final_sigmas", "sigma_min"), ("lower_order_final", "false")]), steps, &sch).unwrap();
-        let xa = a.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
-        let xb = b.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+        let a = build_from_text("dpm_solver++", &[("order", "3"), ("skip", skip), ("final_sigmas", "sigma_min")], steps, &sch).unwrap();
+        let b = build_from_text("dpm_solver++", &[("order", "3"), ("skip", skip), ("final_sigmas", "sigma_min"), ("lower_order_final", "false")], steps, &sch).unwrap();
+        let xa = a.sample(&Counted::new(&oracle, Prediction::Epsilon), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng).unwrap();
+        let xb = b.sample(&Counted::new(&oracle, Prediction::Epsilon), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng).unwrap();
         usize::from(rel_l2(&xa, &xb) > 1e-12)
     };
     assert_eq!(run_orders(9, "logsnr"), 1, "repo: 9 steps lowers the final order");
@@ -264,7 +260,7 @@ fn dpm_solver_repo_conventions() {
     assert_eq!(run_orders(15, "linspace"), 0, "diffusers: 15 steps keeps order 3");
     // Repo DPM-Solver-fast singlestep: 10 steps of order 3 = blocks [3,3,3,1], 10 NFE, and the
     // first inner point of a logSNR block sits a third of the block's λ-interval in.
-    let fast = dpm_solver::dpm_solver(&params(&[]), 10, &sch).unwrap();
+    let fast = build_from_text("dpm_solver", &[], 10, &sch).unwrap();
     assert_eq!(fast.nfe(), 10);
     let vp = VpContinuous::new(&sch);
     let t_of = |label: f64| label / 1000.0 + 1e-3;
@@ -312,29 +308,29 @@ fn vp_solvers_converge_with_their_order() {
     let exact = exact_xbar(&(&z / ab_t.sqrt()), sch.sigma(999), sch.sigma(0), &mean, &std) * ab_0.sqrt();
     // (name, constructor, params, minimum slope, step counts)
     let cases: Vec<(&str, Ctor, Kv, f64, Vec<usize>)> = vec![
-        ("dpm_solver-1", dpm_solver::dpm_solver, vec![("order", "1")], 0.9, vec![10, 20, 40, 80]),
-        ("dpm_solver-2 singlestep", dpm_solver::dpm_solver, vec![("order", "2")], 1.8, vec![10, 20, 40, 80]),
-        ("dpm_solver-3 singlestep", dpm_solver::dpm_solver, vec![("order", "3"), ("method", "singlestep_fixed")], 2.8, vec![12, 24, 48, 96]),
-        ("dpm_solver-3 fast", dpm_solver::dpm_solver, vec![("order", "3")], 2.8, vec![12, 24, 48, 96]),
-        ("dpm_solver++ 2S", dpm_solver::dpm_solver_pp, vec![("method", "singlestep")], 1.8, vec![20, 40, 80, 160]),
-        ("dpm_solver++ 2M", dpm_solver::dpm_solver_pp, vec![], 1.8, vec![20, 40, 80, 160]),
+        ("dpm_solver-1", "dpm_solver", vec![("order", "1")], 0.9, vec![10, 20, 40, 80]),
+        ("dpm_solver-2 singlestep", "dpm_solver", vec![("order", "2")], 1.8, vec![10, 20, 40, 80]),
+        ("dpm_solver-3 singlestep", "dpm_solver", vec![("order", "3"), ("method", "singlestep_fixed")], 2.8, vec![12, 24, 48, 96]),
+        ("dpm_solver-3 fast", "dpm_solver", vec![("order", "3")], 2.8, vec![12, 24, 48, 96]),
+        ("dpm_solver++ 2S", "dpm_solver++", vec![("method", "singlestep")], 1.8, vec![20, 40, 80, 160]),
+        ("dpm_solver++ 2M", "dpm_solver++", vec![], 1.8, vec![20, 40, 80, 160]),
         // The first (warm-up) step of a multistep method is first order, so its O(h²) local error
         // eventually caps 3M's global order at 2; in this range it measures ≈2.5.
-        ("dpm_solver++ 3M", dpm_solver::dpm_solver_pp, vec![("order", "3")], 2.3, vec![10, 20, 40, 80]),
+        ("dpm_solver++ 3M", "dpm_solver++", vec![("order", "3")], 2.3, vec![10, 20, 40, 80]),
         // UniC raises the predictor's order by one.
-        ("unipc bh1 order 2", unipc::unipc, vec![], 2.8, vec![10, 20, 40, 80]),
-        ("unipc bh2 order 3", unipc::unipc, vec![("order", "3"), ("variant", "bh2")], 3.0, vec![10, 20, 40, 80]),
-        ("deis order 2", deis::deis, vec![("skip", "logsnr")], 1.8, vec![20, 40, 80, 160]),
-        ("deis order 3", deis::deis, vec![("skip", "logsnr"), ("order", "3")], 2.3, vec![10, 20, 40, 80]),
+        ("unipc bh1 order 2", "unipc", vec![], 2.8, vec![10, 20, 40, 80]),
+        ("unipc bh2 order 3", "unipc", vec![("order", "3"), ("variant", "bh2")], 3.0, vec![10, 20, 40, 80]),
+        ("deis order 2", "deis", vec![("skip", "logsnr")], 1.8, vec![20, 40, 80, 160]),
+        ("deis order 3", "deis", vec![("skip", "logsnr"), ("order", "3")], 2.3, vec![10, 20, 40, 80]),
     ];
     let mut report = String::new();
     for (name, ctor, p, min_slope, steps) in cases {
         let errs: Vec<f64> = steps
             .iter()
             .map(|&s| {
-                let sm = ctor(&params(&p), s, &sch).unwrap();
-                let counted = Counted::new(&oracle);
-                let x = sm.sample(&counted, z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+                let sm = build_from_text(ctor, &p, s, &sch).unwrap();
+                let counted = Counted::new(&oracle, Prediction::Epsilon);
+                let x = sm.sample(&counted, z.shallow_clone(), &mut samplerbench::sampling::GlobalRng).unwrap();
                 assert_eq!(counted.nfe(), sm.nfe());
                 rel_l2(&x, &exact)
             })
@@ -354,8 +350,8 @@ struct VeGaussian {
     mean: Tensor,
     std: Tensor,
 }
-impl EpsModel for VeGaussian {
-    fn eps(&self, x: &Tensor, t: &Tensor) -> Tensor {
+impl Denoiser for VeGaussian {
+    fn forward(&self, x: &Tensor, t: &Tensor, _cond: Option<&Condition>) -> samplerbench::Result<Tensor> {
         let labels = Vec::<f64>::try_from(t.to_kind(Kind::Double)).unwrap();
         let ab: Vec<f64> = labels
             .iter()
@@ -368,7 +364,7 @@ impl EpsModel for VeGaussian {
             .collect();
         let ab = Tensor::from_slice(&ab).view([-1, 1, 1, 1]);
         let num = (x - ab.sqrt() * self.mean.unsqueeze(0)) * (1f64 - &ab).sqrt();
-        num / (&ab * self.std.square().unsqueeze(0) + (1f64 - &ab))
+        Ok(num / (&ab * self.std.square().unsqueeze(0) + (1f64 - &ab)))
     }
     fn describe(&self) -> String {
         "ve-gaussian".into()
@@ -384,17 +380,17 @@ fn karras_solvers_converge_with_their_order() {
     let z = Tensor::randn([BATCH, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
     let s2 = std.square();
     let cases: Vec<(&str, Ctor, f64, Vec<usize>)> = vec![
-        ("euler", karras::euler, 0.9, vec![25, 50, 100, 200]),
-        ("heun", karras::heun, 1.8, vec![25, 50, 100, 200]),
-        ("kdpm2", karras::kdpm2, 1.8, vec![25, 50, 100, 200]),
-        ("lms", karras::lms, 3.0, vec![25, 50, 100, 200]),
+        ("euler", "euler", 0.9, vec![25, 50, 100, 200]),
+        ("heun", "heun", 1.8, vec![25, 50, 100, 200]),
+        ("kdpm2", "kdpm2", 1.8, vec![25, 50, 100, 200]),
+        ("lms", "lms", 3.0, vec![25, 50, 100, 200]),
     ];
     let mut report = String::new();
     for (name, ctor, min_slope, steps) in cases {
         let errs: Vec<f64> = steps
             .iter()
             .map(|&s| {
-                let sm = ctor(&params(&[("skip", "karras")]), s, &sch).unwrap();
+                let sm = build_from_text(ctor, &[("skip", "karras")], s, &sch).unwrap();
                 let g = karras::SigmaGrid::new(&sch, true, s);
                 let (smax, smin) = (g.sigmas[0], g.sigmas[s - 1]);
                 // Exact ODE from σ_max to σ_min, then the samplers' shared last Euler step to σ=0.
@@ -405,8 +401,8 @@ fn karras_solvers_converge_with_their_order() {
                 } else {
                     &xm - (&xm - &mean) * (smin * smin) / (&s2 + smin * smin)
                 };
-                let counted = Counted::new(&model);
-                let x = sm.sample(&counted, z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+                let counted = Counted::new(&model, Prediction::Epsilon);
+                let x = sm.sample(&counted, z.shallow_clone(), &mut samplerbench::sampling::GlobalRng).unwrap();
                 assert_eq!(counted.nfe(), sm.nfe());
                 rel_l2(&x, &exact)
             })
@@ -428,26 +424,26 @@ fn nfe_counts_match_formulas() {
     let oracle = GaussianOracle::new(sch.clone(), mean, std);
     let z = Tensor::randn([1, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
     let all: Vec<(Ctor, Kv, NfeFormula)> = vec![
-        (dpm_solver::dpm_solver, vec![], |s| s),
-        (dpm_solver::dpm_solver, vec![("method", "singlestep_fixed")], |s| 3 * (s / 3)),
-        (dpm_solver::dpm_solver, vec![("method", "multistep"), ("skip", "time_quadratic")], |s| s),
-        (dpm_solver::dpm_solver_pp, vec![("method", "singlestep"), ("order", "2")], |s| s),
-        (dpm_solver::dpm_solver_pp, vec![("order", "3")], |s| s),
-        (unipc::unipc, vec![("order", "3")], |s| s),
-        (karras::euler, vec![], |s| s),
-        (karras::euler_ancestral, vec![], |s| s),
-        (karras::lms, vec![], |s| s),
-        (karras::heun, vec![], |s| 2 * s - 1),
-        (karras::kdpm2, vec![], |s| 2 * s - 1),
-        (karras::kdpm2_ancestral, vec![], |s| 2 * s - 1),
-        (karras::karras_ve, vec![], |s| 2 * s - 1),
-        (deis::deis, vec![("order", "3")], |s| s),
+        ("dpm_solver", vec![], |s| s),
+        ("dpm_solver", vec![("method", "singlestep_fixed")], |s| 3 * (s / 3)),
+        ("dpm_solver", vec![("method", "multistep"), ("skip", "time_quadratic")], |s| s),
+        ("dpm_solver++", vec![("method", "singlestep"), ("order", "2")], |s| s),
+        ("dpm_solver++", vec![("order", "3")], |s| s),
+        ("unipc", vec![("order", "3")], |s| s),
+        ("euler", vec![], |s| s),
+        ("euler_ancestral", vec![], |s| s),
+        ("lms", vec![], |s| s),
+        ("heun", vec![], |s| 2 * s - 1),
+        ("kdpm2", vec![], |s| 2 * s - 1),
+        ("kdpm2_ancestral", vec![], |s| 2 * s - 1),
+        ("karras_ve", vec![], |s| 2 * s - 1),
+        ("deis", vec![("order", "3")], |s| s),
     ];
     for (ctor, p, formula) in all {
         for steps in [3usize, 5, 10, 11, 20] {
-            let s = ctor(&params(&p), steps, &sch).unwrap();
-            let counted = Counted::with_trace(&oracle);
-            let x = s.sample(&counted, z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+            let s = build_from_text(ctor, &p, steps, &sch).unwrap();
+            let counted = Counted::new(&oracle, Prediction::Epsilon).with_trace();
+            let x = s.sample(&counted, z.shallow_clone(), &mut samplerbench::sampling::GlobalRng).unwrap();
             let labels: Vec<f64> = counted.take_trace().into_iter().map(|(t, _, _)| t).collect();
             assert_eq!(counted.nfe(), formula(steps), "{} {p:?} {steps}", s.name());
             assert_eq!(s.nfe(), formula(steps), "{} {p:?} {steps}", s.name());
@@ -461,19 +457,19 @@ fn nfe_counts_match_formulas() {
 fn bad_parameters_are_user_errors() {
     let sch = NoiseSchedule::ddpm_linear();
     for (ctor, p) in [
-        (dpm_solver::dpm_solver as Ctor, vec![("order", "4")]),
-        (dpm_solver::dpm_solver, vec![("skip", "quadratic")]),
-        (dpm_solver::dpm_solver, vec![("skip", "linspace"), ("final_sigmas", "zero")]),
-        (unipc::unipc, vec![("variant", "bh3")]),
-        (karras::lms, vec![("order", "5")]),
-        (karras::karras_ve, vec![("s_churn", "-1")]),
-        (karras::euler, vec![("eta", "1")]),
+        ("dpm_solver" as Ctor, vec![("order", "4")]),
+        ("dpm_solver", vec![("skip", "quadratic")]),
+        ("dpm_solver", vec![("skip", "linspace"), ("final_sigmas", "zero")]),
+        ("unipc", vec![("variant", "bh3")]),
+        ("lms", vec![("order", "5")]),
+        ("karras_ve", vec![("s_churn", "-1")]),
+        ("euler", vec![("eta", "1")]),
     ] {
-        let e = ctor(&params(&p), 10, &sch).err().unwrap_or_else(|| panic!("{p:?} accepted"));
+        let e = build_from_text(ctor, &p, 10, &sch).err().unwrap_or_else(|| panic!("{p:?} accepted"));
         assert_eq!(e.exit_code(), 2, "{e}");
         assert!(e.to_string().contains(p[p.len() - 1].0), "{e}");
     }
-    let e = unipc::unipc(&params(&[("skip", "linspace")]), 1000, &sch).err().expect("1000 linspace steps of T=1000");
+    let e = build_from_text("unipc", &[("skip", "linspace")], 1000, &sch).err().expect("1000 linspace steps of T=1000");
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("steps=1000"), "{e}");
 }
@@ -484,14 +480,14 @@ fn karras_ve_without_churn_is_heun_on_the_karras_grid() {
     let (mean, std) = gaussian_data();
     let oracle = GaussianOracle::new(sch.clone(), mean, std);
     let z = Tensor::randn([2, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
-    let ve = karras::karras_ve(&params(&[("s_churn", "0")]), 12, &sch).unwrap();
-    let heun = karras::heun(&params(&[("skip", "karras")]), 12, &sch).unwrap();
+    let ve = build_from_text("karras_ve", &[("s_churn", "0")], 12, &sch).unwrap();
+    let heun = build_from_text("heun", &[("skip", "karras")], 12, &sch).unwrap();
     assert_eq!(ve.labels(), heun.labels());
-    let run = |s: &dyn Sampler| s.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+    let run = |s: &dyn Sampler| s.sample(&Counted::new(&oracle, Prediction::Epsilon), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng).unwrap();
     assert!(rel_l2(&run(ve.as_ref()), &run(heun.as_ref())) < 1e-15);
     // With churn (S_churn=80, S=12: γ = min(80/12, √2−1)) only levels in [S_tmin, S_tmax] = [0.05, 50]
     // are inflated: the first level (σ_max ≈ 157) is not, so the first label stays 999.
-    let churned = karras::karras_ve(&params(&[]), 12, &sch).unwrap();
+    let churned = build_from_text("karras_ve", &[], 12, &sch).unwrap();
     let (l, h) = (churned.labels(), heun.labels());
     assert_eq!(l[0], 999.0);
     let g = karras::SigmaGrid::new(&sch, true, 12);
@@ -517,11 +513,11 @@ fn stochastic_samplers_sample_the_data_distribution() {
     let oracle = GaussianOracle::new(sch.clone(), Tensor::full([1, 100, 100], mu, f64_opts()), Tensor::full([1, 100, 100], s, f64_opts()));
     tch::manual_seed(21);
     let z = Tensor::randn([2, 1, 100, 100], f64_opts());
-    for (name, ctor) in [("euler_ancestral", karras::euler_ancestral as Ctor), ("kdpm2_ancestral", karras::kdpm2_ancestral), ("karras_ve", karras::karras_ve)] {
+    for (name, ctor) in [("euler_ancestral", "euler_ancestral" as Ctor), ("kdpm2_ancestral", "kdpm2_ancestral"), ("karras_ve", "karras_ve")] {
         let moments = |steps: usize| -> (f64, f64) {
-            let sm = ctor(&params(&[]), steps, &sch).unwrap();
+            let sm = build_from_text(ctor, &[], steps, &sch).unwrap();
             tch::manual_seed(22);
-            let x = sm.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+            let x = sm.sample(&Counted::new(&oracle, Prediction::Epsilon), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng).unwrap();
             (x.mean(Kind::Double).double_value(&[]), x.std(true).double_value(&[]))
         };
         let (m50, sd50) = moments(50);
@@ -541,13 +537,12 @@ fn samplers_are_dtype_generic() {
     let (mean, std) = gaussian_data();
     let oracle = GaussianOracle::new(sch.clone(), mean, std);
     let z = Tensor::randn([2, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
-    for info in samplerbench::sampling::solver_registry::infos() {
-        let ctor = samplerbench::sampling::solver_registry::constructor(info.name).unwrap();
-        let sm = ctor(&params(&[]), 10, &sch).unwrap();
+    for info in samplerbench::sampling::DEFINITIONS.iter().filter(|d| !matches!(d.name, "ddim" | "ddpm" | "ddpm_large" | "f-pndm" | "s-pndm" | "fon" | "plms")) {
+        let sm = build_from_text(info.name, &[], 10, &sch).unwrap();
         tch::manual_seed(1);
-        let x64 = sm.sample(&Counted::new(&oracle), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng);
+        let x64 = sm.sample(&Counted::new(&oracle, Prediction::Epsilon), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng).unwrap();
         tch::manual_seed(1);
-        let x32 = sm.sample(&Counted::new(&oracle), z.to_kind(Kind::Float), &mut samplerbench::sampling::GlobalRng);
+        let x32 = sm.sample(&Counted::new(&oracle, Prediction::Epsilon), z.to_kind(Kind::Float), &mut samplerbench::sampling::GlobalRng).unwrap();
         assert_eq!(x64.kind(), Kind::Double, "{}", info.name);
         assert_eq!(x32.kind(), Kind::Float, "{}", info.name);
         let stochastic = ["euler_ancestral", "kdpm2_ancestral", "karras_ve"].contains(&info.name);

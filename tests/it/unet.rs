@@ -2,7 +2,7 @@
 use crate::common::*;
 use samplerbench::models::torchscript::TorchScriptModel;
 use samplerbench::models::unet::{load_ddim, load_diffusers, DdimModelConfig};
-use samplerbench::models::EpsModel;
+use samplerbench::models::Denoiser;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -26,8 +26,8 @@ fn check_all_layouts(which: &str) {
     let ddim_cfg: DdimModelConfig =
         serde_json::from_str(&std::fs::read_to_string(p("ddim_config.json")).unwrap()).unwrap();
     let mut errs = vec![];
-    let mut check = |name: &str, model: &dyn EpsModel| {
-        let e = rel_err(&model.eps(&x, &t), &eps);
+    let mut check = |name: &str, model: &dyn Denoiser| {
+        let e = rel_err(&model.forward(&x, &t, None).unwrap(), &eps);
         errs.push(format!("{name}: {e:.2e}"));
         assert!(e <= 1e-4, "{which} {name}: relative L2 error {e}");
     };
@@ -38,7 +38,7 @@ fn check_all_layouts(which: &str) {
     check("torchscript", &TorchScriptModel::load(&p("traced.pt"), Device::Cpu, Kind::Float).unwrap());
     // The non-EMA entry of the list holds other weights: selecting it must change ε.
     let raw = load_ddim(&p("ddim_list.pth"), &ddim_cfg, false, Device::Cpu, Kind::Float).unwrap();
-    let raw_err = rel_err(&raw.eps(&x, &t), &eps);
+    let raw_err = rel_err(&Denoiser::forward(&raw, &x, &t, None).unwrap(), &eps);
     assert!(raw_err > 1e-2, "non-EMA weights gave the EMA result: {raw_err}");
     eprintln!("{which}: {}", errs.join(", "));
 }

@@ -1,0 +1,69 @@
+//! FID (Heusel et al. 2017): Fréchet distance between Gaussians fitted to FID Inception pool
+//! features of the samples and of the reference set, as pytorch-fid computes it.
+//!
+//! Default gate tolerance: the features come from float32 convolutions whose summation order
+//! depends on the CPU's kernels (oneDNN picks them by ISA and thread count), so a feature moves
+//! by ~1e-6 relative between machines; FID is a difference of traces (tr Σ₁ + tr Σ₂ − 2 tr √(Σ₁Σ₂)
+//! + |μ₁ − μ₂|²), which carries that error relative to the traces, not to FID. On the gate's
+//! random-weight Inception, where FID is of the order of the traces, the measured spread across
+//! thread counts and emulated ISAs is below 1e-5 relative: 1e-4 leaves a 10× margin.
+//! When FID ≪ the traces (real models), set an absolute tolerance in the baseline.
+use super::fid_cli::{FeatureExtractor, InceptionExtractor};
+use super::frechet::frechet_distance;
+use super::stats::{FeatureStats, Moments};
+use super::{Accumulator, Batch, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
+use crate::{BenchError, Result};
+use std::path::Path;
+use tch::Kind;
+
+pub static DEF: MetricDef = MetricDef {
+    name: "fid",
+    columns: &[ColumnDef {
+        name: "fid",
+        help: "FID against the reference statistics (`fid_mode` says which pipeline)",
+        tolerance: Tolerance { abs: 0.0, rel: 1e-4 },
+    }],
+};
+
+pub struct Fid {
+    pub extractor: InceptionExtractor,
+    pub reference: Moments,
+}
+
+impl Metric for Fid {
+    fn def(&self) -> &'static MetricDef {
+        &DEF
+    }
+    fn needs_images(&self) -> bool {
+        true
+    }
+    fn accumulator(&self) -> Box<dyn Accumulator + '_> {
+        Box::new(FidStats { metric: self, stats: FeatureStats::new(self.extractor.dims(), self.extractor.net.device()) })
+    }
+}
+
+struct FidStats<'a> {
+    metric: &'a Fid,
+    stats: FeatureStats,
+}
+
+impl Accumulator for FidStats<'_> {
+    fn observe(&mut self, batch: &Batch) -> Result<()> {
+        let images = batch.images.ok_or_else(|| BenchError::Internal("fid: batch without images".into()))?;
+        if images.size()[0] > 0 {
+            self.stats.add_batch(&self.metric.extractor.features(images)?.to_kind(Kind::Double))?;
+        }
+        Ok(())
+    }
+    fn save(&self, path: &Path) -> Result<()> {
+        self.stats.save_npz(path)
+    }
+    fn merge_file(&mut self, path: &Path) -> Result<()> {
+        self.stats.merge(&FeatureStats::load_npz(path, self.stats.device())?)
+    }
+    fn finish(&self, _cx: &FinishContext) -> Result<Vec<(String, f64)>> {
+        let m = self.stats.moments()?;
+        let r = &self.metric.reference;
+        Ok(vec![("fid".into(), frechet_distance(m.mu.view(), m.sigma.view(), r.mu.view(), r.sigma.view())?)])
+    }
+}

@@ -1,0 +1,580 @@
+//! Execution: a validated plan → for each cell, batches of seeded noise → sampler(model) →
+//! decoder → quantised samples → every metric's streaming statistics → one result row.
+//!
+//! Work is split into parts (see [`parts`]): a cell's row is written only after all its parts
+//! are done and their statistics merged (sums, not averages), so a crash never leaves a row that
+//! claims work that was not done, and any interruption resumes exactly.
+pub mod parts;
+pub mod sample_cmd;
+
+pub use parts::{PartState, Shard};
+pub use sample_cmd::{sample_trajectory, SampleRequest};
+
+use crate::metrics::fid::Fid;
+use crate::metrics::fid_cli::InceptionExtractor;
+use crate::metrics::inception::FidInception;
+use crate::metrics::preprocess::quantize;
+use crate::metrics::stats::Moments;
+use crate::metrics::{fd_exact::FdExact, fd_pixel::FdPixel, Batch, FinishContext, Metric};
+use crate::models::{load_model, Condition, Denoiser, LoadedModel};
+use crate::noise::SeededNoise;
+use crate::plan::{Cell, Plan};
+use crate::results::{self, ResultRow, RunInfo};
+use crate::sampling::{Counted, Sampler};
+use crate::{BenchError, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use parts::{checkpoint, existing_partition, read_state, stats_path, NamedAccumulator, PartLock};
+use std::cell::Cell as StdCell;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Checkpoint every this many batches (and at the end of every part).
+const CHECKPOINT_EVERY: usize = 4;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub force: bool,
+    pub shard: Option<Shard>,
+    pub quiet: bool,
+}
+
+/// What a finished `bench run` did.
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub cells_total: usize,
+    pub cells_skipped: usize,
+    pub cells_finished: usize,
+    /// Cells whose part (this shard) finished but whose other parts are still missing.
+    pub cells_partial: usize,
+    pub cells_locked: usize,
+}
+
+/// Everything a cell run needs besides the cell itself.
+struct Ctx<'a> {
+    plan: &'a Plan,
+    model: &'a LoadedModel,
+    metrics: Vec<Box<dyn Metric>>,
+    schedule: crate::schedule::NoiseSchedule,
+    device: Device,
+    progress: MultiProgress,
+    overall: ProgressBar,
+}
+
+impl Ctx<'_> {
+    fn cell_dir(&self, cell: &Cell) -> PathBuf {
+        self.plan.output.join("cells").join(&cell.hash)
+    }
+    fn needs_images(&self) -> bool {
+        self.metrics.iter().any(|m| m.needs_images())
+    }
+    /// Fresh accumulators of every metric that keeps statistics.
+    fn accumulators(&self) -> Vec<NamedAccumulator<'_>> {
+        self.metrics.iter().filter(|m| m.has_statistics()).map(|m| NamedAccumulator { name: m.def().name, acc: m.accumulator() }).collect()
+    }
+    /// Accumulators loaded from a checkpoint tag.
+    fn load_accumulators(&self, dir: &Path, tag: &str) -> Result<Vec<NamedAccumulator<'_>>> {
+        let mut accs = self.accumulators();
+        for a in &mut accs {
+            a.acc.merge_file(&stats_path(dir, tag, a.name))?;
+        }
+        Ok(accs)
+    }
+}
+
+/// Run (or resume) a plan. Returns what was done; the results table and report are in
+/// `plan.output`.
+pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
+    crate::fsutil::ensure_writable_dir(&plan.output)?;
+    let model = load_model(plan)?;
+    run_with(plan, &model, opts)
+}
+
+/// [`run`] with an already loaded model (library users, tests that wrap a model).
+pub fn run_with(plan: &Plan, model: &LoadedModel, opts: &RunOptions) -> Result<RunSummary> {
+    let started = Instant::now();
+    prepare_output(plan)?;
+    let device = plan.device.to_tch();
+    if device.is_cuda() {
+        // Fixed shapes for a whole run: let cuDNN pick the fastest convolution algorithms once.
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    if let crate::spec::Precision::Tf32 = plan.precision {
+        // tch exposes no global TF32 switch; TF32 applies where libtorch enables it by default
+        // (cuDNN convolutions). Recorded as requested.
+        tracing::info!("precision tf32: cuDNN convolutions use TF32 (libtorch default); matmuls stay fp32");
+    }
+    let metrics = load_metrics(plan, model)?;
+    let done = keep_current_rows(plan)?;
+    let progress = MultiProgress::with_draw_target(if opts.quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
+    let shard = opts.shard.unwrap_or(Shard::WHOLE);
+    let todo: Vec<&Cell> = plan.cells.iter().filter(|c| opts.force || !done.contains(&c.hash)).collect();
+    let work: u64 = todo.iter().map(|c| estimate_nfe(plan, c) * plan.samples / shard.count as u64).sum();
+    let overall = progress.add(ProgressBar::new(work.max(1)));
+    overall.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {percent:>3}% {msg} ETA {eta}").expect("valid template").progress_chars("=> "),
+    );
+    overall.set_prefix("overall");
+    let schedule = plan.schedule.noise_schedule()?;
+    let ctx = Ctx { plan, model, metrics, schedule, device, progress, overall };
+
+    let mut summary = RunSummary { cells_total: plan.cells.len(), cells_skipped: plan.cells.len() - todo.len(), ..Default::default() };
+    let mut warmed = false;
+    for cell in todo {
+        let sampler = build_sampler(plan, cell, &ctx.schedule)?;
+        if !warmed {
+            warm_up(&ctx, sampler.as_ref())?;
+            warmed = true;
+        }
+        run_cell(&ctx, cell, sampler.as_ref(), shard, opts.force, &mut summary)?;
+    }
+    ctx.overall.finish_and_clear();
+    write_run_info(plan, device, started)?;
+    Ok(summary)
+}
+
+/// The output folder must be writable before any work starts; the spec is copied there.
+fn prepare_output(plan: &Plan) -> Result<()> {
+    crate::fsutil::ensure_writable_dir(&plan.output)?;
+    let spec = fs_err::read(&plan.spec_path).map_err(|e| BenchError::file(&plan.spec_path, format!("cannot read the spec: {e}")))?;
+    crate::fsutil::write_atomic(&plan.output.join("spec.yaml"), &spec)
+}
+
+/// The metrics the plan asks for, with their reference data and networks loaded.
+fn load_metrics(plan: &Plan, model: &LoadedModel) -> Result<Vec<Box<dyn Metric>>> {
+    let device = plan.device.to_tch();
+    let mut metrics: Vec<Box<dyn Metric>> = Vec::new();
+    if let Some(f) = &plan.metrics.fid {
+        let net = FidInception::load(&f.weights, device, f.allow_custom_weights)?;
+        let reference = Moments::load_npz(&f.reference)?;
+        if reference.mu.len() != f.dims {
+            return Err(BenchError::file(
+                &f.reference,
+                format!("reference statistics have {} dims but metrics.fid.dims is {}", reference.mu.len(), f.dims),
+            ));
+        }
+        metrics.push(Box::new(Fid { extractor: InceptionExtractor { net, mode: f.mode, dims: f.dims }, reference }));
+    }
+    if plan.metrics.fd_exact {
+        metrics.push(Box::new(FdExact));
+    }
+    if let Some(p) = &plan.metrics.fd_pixel {
+        let reference = match &p.reference {
+            Some(path) => Moments::load_npz(path)?,
+            None => model.data_moments.clone().ok_or_else(|| {
+                BenchError::user(format!(
+                    "{}: metrics.fd_pixel needs `reference:` (a stats .npz) unless the model is an oracle",
+                    plan.spec_path.display()
+                ))
+            })?,
+        };
+        let dims: i64 = model.image_shape.iter().product();
+        if reference.dims() != dims as usize {
+            return Err(BenchError::user(format!(
+                "metrics.fd_pixel: the reference has {} dimensions but a sample has {dims} ({:?})",
+                reference.dims(),
+                model.image_shape
+            )));
+        }
+        if plan.samples <= reference.mu.len() as u64 {
+            tracing::warn!(
+                "fd_pixel: {} samples in {} dimensions: the sample covariance is rank-deficient and the estimate is dominated by its bias",
+                plan.samples,
+                reference.mu.len()
+            );
+        }
+        metrics.push(Box::new(FdPixel { reference, device }));
+    }
+    Ok(metrics)
+}
+
+/// Drops rows of this experiment whose cells the spec no longer has (a changed parameter or
+/// input file changes the hash); rows of other experiments in the same folder are kept.
+/// Returns the finished cells' hashes.
+fn keep_current_rows(plan: &Plan) -> Result<std::collections::HashSet<String>> {
+    let out = &plan.output;
+    let existing = if out.join(results::RESULTS_PARQUET).exists() { results::read_results(out)? } else { Vec::new() };
+    let current: std::collections::HashSet<&str> = plan.cells.iter().map(|c| c.hash.as_str()).collect();
+    let (keep, stale): (Vec<ResultRow>, Vec<ResultRow>) =
+        existing.into_iter().partition(|r| r.experiment != plan.name || current.contains(r.cell_hash.as_str()));
+    if !stale.is_empty() {
+        tracing::info!("dropping {} result rows of cells no longer in the spec", stale.len());
+        results::write_results(out, &keep)?;
+    }
+    Ok(keep.into_iter().filter(|r| r.experiment == plan.name).map(|r| r.cell_hash).collect())
+}
+
+fn run_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, shard: Shard, force: bool, summary: &mut RunSummary) -> Result<()> {
+    let dir = ctx.cell_dir(cell);
+    if force && dir.exists() && shard == Shard::WHOLE {
+        fs_err::remove_dir_all(&dir).map_err(|e| BenchError::file(&dir, format!("cannot clear: {e}")))?;
+    }
+    if let PartOutcome::Locked(pid) = run_part(ctx, cell, sampler, shard)? {
+        tracing::warn!("cell {} part {}: locked by process {pid}; skipped", cell.index, shard.tag());
+        summary.cells_locked += 1;
+        return Ok(());
+    }
+    // An unsharded run finishes whatever partition the cell's finished parts came from.
+    let partition = if shard == Shard::WHOLE { existing_partition(&dir).unwrap_or(Shard::WHOLE) } else { shard };
+    if partition != Shard::WHOLE && shard == Shard::WHOLE {
+        for k in 1..=partition.count {
+            let part = Shard { index: k, count: partition.count };
+            if let PartOutcome::Locked(pid) = run_part(ctx, cell, sampler, part)? {
+                return Err(BenchError::user(format!(
+                    "cell {} {}: locked by running process {pid}; wait for it or stop it",
+                    cell.index,
+                    part.tag()
+                )));
+            }
+        }
+    }
+    if finish_cell(ctx, cell, sampler, partition)? {
+        summary.cells_finished += 1;
+    } else {
+        summary.cells_partial += 1;
+    }
+    Ok(())
+}
+
+fn write_run_info(plan: &Plan, device: Device, started: Instant) -> Result<()> {
+    let env = crate::doctor::Environment::probe();
+    let info = RunInfo {
+        bench_version: crate::VERSION.into(),
+        git_commit: crate::GIT_COMMIT.into(),
+        libtorch_version: Some(env.libtorch_version.clone()),
+        cuda_version: None,
+        cudnn_version: env.cudnn_version.map(|v| v.to_string()),
+        device_name: device_name(&env, device),
+        precision: plan.precision.to_string(),
+        fid_mode: plan.metrics.fid.as_ref().map(|f| f.mode.as_str().to_string()),
+        input_sha256: plan.input_hashes(),
+        schedule_source: Some(plan.schedule_source.clone()),
+        seed: plan.seed,
+        samples: plan.samples,
+        spec_hash: plan.spec_hash.clone(),
+        total_wall_seconds: Some(started.elapsed().as_secs_f64()),
+        hostname: std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()),
+        command: Some(std::env::args().collect::<Vec<_>>().join(" ")),
+        ..RunInfo::default()
+    };
+    results::write_run_info(&plan.output, &info)
+}
+
+fn device_name(env: &crate::doctor::Environment, device: Device) -> String {
+    match device {
+        Device::Cuda(i) => env.cuda_devices.get(i).cloned().unwrap_or_else(|| format!("cuda:{i}")),
+        _ => format!("cpu ({} threads)", env.threads),
+    }
+}
+
+/// The sampler a cell names, configured from the cell's parameters.
+pub fn build_sampler(plan: &Plan, cell: &Cell, schedule: &crate::schedule::NoiseSchedule) -> Result<Box<dyn Sampler>> {
+    cell.def()
+        .build(&cell.params, cell.skip, cell.steps, schedule)
+        .map_err(|e| BenchError::user(format!("{}: cell {} ({}): {e}", plan.spec_path.display(), cell.index, cell.sampler)))
+}
+
+/// NFE per sample of a cell (for cost estimates before anything runs).
+pub fn estimate_nfe(plan: &Plan, cell: &Cell) -> u64 {
+    plan.schedule
+        .noise_schedule()
+        .ok()
+        .and_then(|s| build_sampler(plan, cell, &s).ok())
+        .map_or(cell.steps as u64, |s| s.nfe() as u64)
+}
+
+/// One model call on a full batch before anything is timed: first calls pay for allocator
+/// growth, cuDNN autotuning and lazy initialisation.
+fn warm_up(ctx: &Ctx, sampler: &dyn Sampler) -> Result<()> {
+    let b = ctx.plan.batch_size.min(ctx.plan.samples).max(1) as i64;
+    let mut shape = vec![b];
+    shape.extend(&ctx.model.sample_shape);
+    let x = Tensor::zeros(shape.as_slice(), (Kind::Float, ctx.device));
+    let label = sampler.labels().first().copied().unwrap_or(0.0);
+    let _ = tch::no_grad(|| Counted::new(ctx.model.denoiser.as_ref(), ctx.model.prediction).raw(&x, label))?;
+    sync(ctx.device);
+    Ok(())
+}
+
+/// Wraps a model to measure the seconds spent inside it (synchronised on CUDA), so a cell's
+/// time splits into model time and sampler overhead.
+struct TimedModel<'a> {
+    inner: &'a dyn Denoiser,
+    device: Device,
+    seconds: StdCell<f64>,
+}
+
+impl Denoiser for TimedModel<'_> {
+    fn forward(&self, x: &Tensor, t: &Tensor, cond: Option<&Condition>) -> Result<Tensor> {
+        sync(self.device);
+        let start = Instant::now();
+        let e = self.inner.forward(x, t, cond);
+        sync(self.device);
+        self.seconds.set(self.seconds.get() + start.elapsed().as_secs_f64());
+        e
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+enum PartOutcome {
+    Done,
+    Locked(u32),
+}
+
+/// Run (or resume) one part of one cell to completion.
+fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard) -> Result<PartOutcome> {
+    let plan = ctx.plan;
+    let dir = ctx.cell_dir(cell);
+    fs_err::create_dir_all(&dir).map_err(|e| BenchError::file(&dir, format!("cannot create: {e}")))?;
+    let tag = part.tag();
+    let lock = match PartLock::acquire(dir.join(format!("{tag}.lock")))? {
+        Ok(l) => l,
+        Err(pid) => return Ok(PartOutcome::Locked(pid)),
+    };
+    let state_path = dir.join(format!("{tag}.json"));
+    let (first, end) = part.range(plan.samples);
+    let (mut state, mut stats) = match read_state(&state_path) {
+        Some(s) if s.first == first && s.end == end => {
+            let stats = match &s.stats_tag {
+                Some(t) => ctx.load_accumulators(&dir, t)?,
+                None => ctx.accumulators(),
+            };
+            (s, stats)
+        }
+        _ => (PartState { first, end, next: first, ..Default::default() }, ctx.accumulators()),
+    };
+    if state.done {
+        drop(lock);
+        return Ok(PartOutcome::Done);
+    }
+    let bar = ctx.progress.add(ProgressBar::new(end - first));
+    bar.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg}").expect("valid template").progress_chars("=> "));
+    bar.set_prefix(format!("cell {}", cell.index));
+    bar.set_message(format!("{} {} S={}", cell.sampler, cell.params_text(), cell.steps));
+    bar.set_position(state.next - first);
+    let batch = plan.batch_size.max(1);
+    let save_limit = plan.save_samples.limit(plan.samples);
+    let mut since_checkpoint = 0;
+    while state.next < end {
+        let count = batch.min(end - state.next);
+        let timed = TimedModel { inner: ctx.model.denoiser.as_ref(), device: ctx.device, seconds: StdCell::new(0.0) };
+        sync(ctx.device);
+        let t0 = Instant::now();
+        let sampled = sample_batch(plan.seed, &timed, ctx.model, sampler, ctx.device, state.next, count)
+            .map_err(|e| interrupted_cell(cell, &e));
+        let (x0, nfe, evals) = sampled?;
+        sync(ctx.device);
+        state.seconds_sampling += t0.elapsed().as_secs_f64();
+        state.seconds_model += timed.seconds.get();
+        state.nfe_per_sample = nfe as u64;
+        state.unet_evals_per_sample = evals as u64;
+        let t1 = Instant::now();
+        observe_batch(ctx, &mut stats, &mut state, &x0, &dir, save_limit).map_err(|e| interrupted_cell(cell, &e))?;
+        sync(ctx.device);
+        state.seconds_metrics += t1.elapsed().as_secs_f64();
+        state.batches += 1;
+        state.next += count;
+        bar.set_position(state.next - first);
+        ctx.overall.inc(count * state.nfe_per_sample);
+        since_checkpoint += 1;
+        if since_checkpoint >= CHECKPOINT_EVERY || state.next >= end {
+            since_checkpoint = 0;
+            state.done = state.next >= end;
+            checkpoint(&dir, &tag, &mut state, &stats, &state_path)?;
+        }
+    }
+    bar.finish_and_clear();
+    ctx.progress.remove(&bar);
+    drop(lock);
+    Ok(PartOutcome::Done)
+}
+
+/// A failure mid-cell keeps the last checkpoint: the message says so (one line).
+fn interrupted_cell(cell: &Cell, e: &BenchError) -> BenchError {
+    let what = match e {
+        BenchError::Model(m) => m.clone(),
+        other => other.to_string(),
+    };
+    let msg = format!(
+        "cell {} ({} {}): {what}; its last checkpoint is kept: fix the cause and rerun the same command to resume",
+        cell.index,
+        cell.sampler,
+        cell.params_text()
+    );
+    match e {
+        BenchError::User(_) | BenchError::File { .. } => BenchError::User(msg),
+        _ => BenchError::Model(msg),
+    }
+}
+
+/// Samples `first..first+count` of a cell: the one place x_T and step noise are drawn, both
+/// functions of (seed, sample index, step) only. Returns the samples (decoded to images for
+/// latent models), the NFE and the network evaluations per sample.
+pub fn sample_batch(
+    seed: u64,
+    denoiser: &dyn Denoiser,
+    model: &LoadedModel,
+    sampler: &dyn Sampler,
+    device: Device,
+    first: u64,
+    count: u64,
+) -> Result<(Tensor, usize, usize)> {
+    let counted = Counted::new(denoiser, model.prediction);
+    let mut noise = SeededNoise { seed, first, count: count as usize };
+    let x_t = noise.initial(&model.sample_shape, device, Kind::Float);
+    let x0 = tch::no_grad(|| sampler.sample(&counted, x_t, &mut noise))?;
+    let x0 = match &model.decoder {
+        Some(d) => tch::no_grad(|| d.decode(&x0))?,
+        None => x0,
+    };
+    Ok((x0, counted.nfe(), counted.network_evals()))
+}
+
+/// Check for NaN/Inf, quantise if a metric needs images, feed every metric, keep PNGs of the
+/// first samples.
+fn observe_batch(ctx: &Ctx, stats: &mut [NamedAccumulator], state: &mut PartState, x0: &Tensor, dir: &Path, save_limit: u64) -> Result<()> {
+    let b = x0.size()[0];
+    let flat = x0.f_reshape([b, -1])?;
+    let finite = flat.f_isfinite()?.f_all_dim(1, false)?;
+    let finite_idx = finite.f_nonzero()?.f_squeeze_dim(1)?;
+    let n_finite = finite_idx.size()[0];
+    if n_finite < b {
+        let bad: Vec<bool> = Vec::try_from(finite.logical_not().to_device(Device::Cpu)).unwrap_or_default();
+        let first_bad = bad.iter().position(|&x| x).map(|p| state.next + p as u64);
+        state.nan_samples += (b - n_finite) as u64;
+        if state.first_nan_index.is_none() {
+            state.first_nan_index = first_bad;
+        }
+    }
+    let good = if n_finite < b { x0.f_index_select(0, &finite_idx)? } else { x0.shallow_clone() };
+    let is_image = matches!(x0.size().as_slice(), [_, 1 | 3, _, _]);
+    let save_here = state.next < save_limit && is_image;
+    let images = (ctx.needs_images() || save_here).then(|| quantize(&x0.nan_to_num(0.0, 0.0, 0.0)));
+    let good_images = match &images {
+        Some(i) if n_finite < b => Some(i.f_index_select(0, &finite_idx)?),
+        Some(i) => Some(i.shallow_clone()),
+        None => None,
+    };
+    if n_finite > 0 {
+        let batch = Batch { samples: &good, images: good_images.as_ref() };
+        for s in stats.iter_mut() {
+            s.acc.observe(&batch)?;
+        }
+    }
+    if let (true, Some(images)) = (save_here, &images) {
+        let keep = (save_limit - state.next).min(b as u64) as i64;
+        save_pngs(&images.narrow(0, 0, keep), &ctx.plan.output.join("samples").join(dir.file_name().unwrap_or_default()), state.next)?;
+    }
+    Ok(())
+}
+
+fn save_pngs(images: &Tensor, dir: &Path, first: u64) -> Result<()> {
+    fs_err::create_dir_all(dir).map_err(|e| BenchError::file(dir, format!("cannot create: {e}")))?;
+    let (n, c, h, w) = images.size4().map_err(|e| BenchError::Internal(e.to_string()))?;
+    let hwc = images.permute([0, 2, 3, 1]).contiguous().to_device(Device::Cpu);
+    let data: Vec<u8> = Vec::try_from(hwc.flatten(0, -1)).map_err(|e: tch::TchError| BenchError::Internal(e.to_string()))?;
+    let per = (h * w * c) as usize;
+    for i in 0..n as usize {
+        let path = dir.join(format!("{:05}.png", first + i as u64));
+        let color = if c == 3 { image::ExtendedColorType::Rgb8 } else { image::ExtendedColorType::L8 };
+        crate::fsutil::write_atomic_with(&path, |tmp| {
+            image::save_buffer_with_format(tmp, &data[i * per..(i + 1) * per], w as u32, h as u32, color, image::ImageFormat::Png)
+                .map_err(|e| crate::fsutil::write_error(&path, e))
+        })?;
+    }
+    Ok(())
+}
+
+/// Merge the parts of a finished cell, compute its metrics and append its row. Returns false
+/// when some part is not finished yet (another shard's work).
+fn finish_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, partition: Shard) -> Result<bool> {
+    let plan = ctx.plan;
+    let dir = ctx.cell_dir(cell);
+    let mut total = PartState::default();
+    let mut stats = ctx.accumulators();
+    for k in 1..=partition.count {
+        let part = Shard { index: k, count: partition.count };
+        let Some(s) = read_state(&dir.join(format!("{}.json", part.tag()))).filter(|s| s.done) else {
+            return Ok(false);
+        };
+        if let Some(t) = &s.stats_tag {
+            for a in &mut stats {
+                a.acc.merge_file(&stats_path(&dir, t, a.name))?;
+            }
+        }
+        total.nan_samples += s.nan_samples;
+        total.first_nan_index = total.first_nan_index.or(s.first_nan_index);
+        total.seconds_sampling += s.seconds_sampling;
+        total.seconds_model += s.seconds_model;
+        total.seconds_metrics += s.seconds_metrics;
+        total.batches += s.batches;
+        total.nfe_per_sample = s.nfe_per_sample;
+        total.unet_evals_per_sample = s.unet_evals_per_sample;
+    }
+    let t0 = Instant::now();
+    let fcx = FinishContext { sampler, model: ctx.model };
+    let mut values = std::collections::BTreeMap::new();
+    for a in &stats {
+        values.extend(a.acc.finish(&fcx)?);
+    }
+    for m in ctx.metrics.iter().filter(|m| !m.has_statistics()) {
+        values.extend(m.accumulator().finish(&fcx)?);
+    }
+    total.seconds_metrics += t0.elapsed().as_secs_f64();
+    if total.nan_samples > 0 {
+        tracing::warn!(
+            "cell {} ({} {}): {} samples are NaN/Inf (first at index {}); metrics use the finite ones",
+            cell.index,
+            cell.sampler,
+            cell.params_text(),
+            total.nan_samples,
+            total.first_nan_index.unwrap_or(0)
+        );
+    }
+    let def = cell.def();
+    let steps_run = (total.batches.max(1) * cell.steps as u64) as f64;
+    let row = ResultRow {
+        experiment: plan.name.clone(),
+        model: ctx.model.describe(),
+        dataset: plan.dataset.clone(),
+        sampler: cell.sampler.clone(),
+        variant: def.variant_column(&cell.params),
+        order: def.order_column(&cell.params),
+        eta: def.eta_column(&cell.params),
+        skip: Some(cell.skip.to_string()),
+        steps: cell.steps as u64,
+        nfe: total.nfe_per_sample,
+        unet_evals: total.unet_evals_per_sample,
+        samples: plan.samples,
+        seed: plan.seed,
+        metrics: values,
+        nan_samples: total.nan_samples,
+        first_nan_index: total.first_nan_index,
+        seconds_sampling: total.seconds_sampling,
+        seconds_metrics: total.seconds_metrics,
+        seconds_model: Some(total.seconds_model),
+        seconds_overhead: Some((total.seconds_sampling - total.seconds_model).max(0.0)),
+        seconds_per_step: total.seconds_sampling / steps_run,
+        images_per_second: plan.samples as f64 / total.seconds_sampling.max(1e-12),
+        peak_memory_bytes: None,
+        batch_size: plan.batch_size,
+        device: plan.device.to_string(),
+        precision: plan.precision.to_string(),
+        fid_mode: plan.metrics.fid.as_ref().map(|f| f.mode.as_str().to_string()),
+        bench_version: crate::VERSION.into(),
+        git_commit: crate::GIT_COMMIT.into(),
+        spec_hash: plan.spec_hash.clone(),
+        cell_hash: cell.hash.clone(),
+        ..ResultRow::default()
+    };
+    results::append_result(&plan.output, &row)?;
+    Ok(true)
+}

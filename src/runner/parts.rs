@@ -1,0 +1,152 @@
+//! Parts of a cell and their crash-safe bookkeeping.
+//!
+//! A *part* is a contiguous sample range of a cell (`--shard K/N` runs part K of N of every
+//! cell; an unsharded run is part 1 of 1). Each part keeps, in `OUTPUT/cells/<cell_hash>/`:
+//! - `part-K-of-N.json` ([`PartState`]): the next sample index, timings, NaN counts, and which
+//!   statistics files belong to it;
+//! - `part-K-of-N.next-I.<metric>.npz`: each metric's running statistics after sample I−1;
+//! - `part-K-of-N.lock` while a process works on it.
+//!
+//! A checkpoint writes the statistics under a new name first, then the JSON that points at them,
+//! then removes the old statistics: a crash at any point leaves a consistent pair.
+use crate::fsutil::write_atomic;
+use crate::metrics::Accumulator;
+use crate::{BenchError, Result};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1-based.
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    pub const WHOLE: Shard = Shard { index: 1, count: 1 };
+
+    pub fn parse(s: &str) -> Result<Shard> {
+        let bad = || BenchError::user(format!("--shard {s:?}: expected K/N with 1 ≤ K ≤ N, e.g. 2/4"));
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (k.trim().parse::<usize>().map_err(|_| bad())?, n.trim().parse::<usize>().map_err(|_| bad())?);
+        if index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+    /// The sample range of this part of a cell of `samples` samples.
+    pub fn range(&self, samples: u64) -> (u64, u64) {
+        let n = self.count as u64;
+        let k = self.index as u64 - 1;
+        (samples * k / n, samples * (k + 1) / n)
+    }
+    pub fn tag(&self) -> String {
+        format!("part-{}-of-{}", self.index, self.count)
+    }
+}
+
+/// Progress of one part of one cell, checkpointed as JSON next to its statistics files.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct PartState {
+    pub first: u64,
+    pub end: u64,
+    pub next: u64,
+    pub done: bool,
+    pub nan_samples: u64,
+    pub first_nan_index: Option<u64>,
+    pub seconds_sampling: f64,
+    pub seconds_model: f64,
+    pub seconds_metrics: f64,
+    pub batches: u64,
+    pub nfe_per_sample: u64,
+    #[serde(default)]
+    pub unet_evals_per_sample: u64,
+    /// Suffix of the statistics files that belong to this state (`next` at the time of writing).
+    pub stats_tag: Option<String>,
+}
+
+pub fn read_state(path: &Path) -> Option<PartState> {
+    serde_json::from_str(&fs_err::read_to_string(path).ok()?).ok()
+}
+
+fn write_state(path: &Path, state: &PartState) -> Result<()> {
+    let text = serde_json::to_string_pretty(state).map_err(|e| BenchError::Internal(e.to_string()))?;
+    write_atomic(path, text.as_bytes())
+}
+
+/// The statistics file of one metric for one checkpoint tag.
+pub fn stats_path(dir: &Path, tag: &str, metric: &str) -> PathBuf {
+    dir.join(format!("{tag}.{metric}.npz"))
+}
+
+/// A metric's accumulator with the name its files carry.
+pub struct NamedAccumulator<'a> {
+    pub name: &'static str,
+    pub acc: Box<dyn Accumulator + 'a>,
+}
+
+/// Statistics files first (under a new name), then the JSON that points at them, then the old
+/// statistics are removed.
+pub fn checkpoint(dir: &Path, tag: &str, state: &mut PartState, stats: &[NamedAccumulator], state_path: &Path) -> Result<()> {
+    let stats_tag = format!("{tag}.next-{}", state.next);
+    for s in stats {
+        let path = stats_path(dir, &stats_tag, s.name);
+        crate::fsutil::write_atomic_with(&path, |tmp| s.acc.save(tmp))?;
+    }
+    let old = state.stats_tag.replace(stats_tag);
+    write_state(state_path, state)?;
+    if let Some(old) = old.filter(|o| Some(o) != state.stats_tag.as_ref()) {
+        for s in stats {
+            let _ = std::fs::remove_file(stats_path(dir, &old, s.name));
+        }
+    }
+    Ok(())
+}
+
+/// The partition (N) of a cell's finished or started parts, if any.
+pub fn existing_partition(dir: &Path) -> Option<Shard> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| {
+            let rest = n.strip_prefix("part-")?.strip_suffix(".json")?;
+            let (k, count) = rest.split_once("-of-")?;
+            Some(Shard { index: k.parse().ok()?, count: count.parse().ok()? })
+        })
+        .map(|s| Shard { index: 1, count: s.count })
+        .max_by_key(|s| s.count)
+}
+
+/// A lock file holding the owner's pid; a lock whose process is gone is taken over.
+pub struct PartLock(PathBuf);
+
+impl PartLock {
+    /// Ok(Err(pid)) when another live process holds it.
+    pub fn acquire(path: PathBuf) -> Result<std::result::Result<PartLock, u32>> {
+        use std::io::Write;
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    let _ = write!(f, "{}", std::process::id());
+                    return Ok(Ok(PartLock(path)));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid: Option<u32> = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
+                    match pid {
+                        Some(p) if p != std::process::id() && Path::new(&format!("/proc/{p}")).exists() => return Ok(Err(p)),
+                        _ => {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
+                }
+                Err(e) => return Err(BenchError::file(&path, format!("cannot create the lock: {e}"))),
+            }
+        }
+        Err(BenchError::Internal(format!("could not take lock {}", path.display())))
+    }
+}
+
+impl Drop for PartLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

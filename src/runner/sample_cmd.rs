@@ -1,0 +1,92 @@
+//! `bench sample`: one sampler with the spec's model and schedule from given initial noise; the
+//! final samples unquantised (decoded for latent models), optionally every model input and raw
+//! output per NFE (`--trace`), for sample-by-sample comparisons with reference implementations.
+use crate::models::load_model;
+use crate::noise::SeededNoise;
+use crate::plan::Plan;
+use crate::sampling::{find, Counted};
+use crate::spec::ParamValue;
+use crate::timesteps::Skip;
+use crate::{BenchError, Result};
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+pub struct SampleRequest<'a> {
+    pub noise: &'a Path,
+    pub out: &'a Path,
+    /// Default: the spec's first cell's sampler (with that cell's parameters).
+    pub sampler: Option<String>,
+    pub steps: Option<usize>,
+    /// `--set key=value` overrides (`skip` sets the timestep rule).
+    pub set: Vec<(String, String)>,
+    pub trace: Option<&'a Path>,
+}
+
+fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
+    crate::fsutil::write_atomic_with(path, |tmp| {
+        t.to_kind(Kind::Float).to_device(Device::Cpu).write_npy(tmp).map_err(|e| crate::fsutil::write_error(path, e))
+    })
+}
+
+/// Runs the request; returns the NFE made.
+pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<usize> {
+    let first = plan.cells.first().ok_or_else(|| BenchError::user("the spec has no cells"))?;
+    let name = req.sampler.clone().unwrap_or_else(|| first.sampler.clone());
+    let def = find(&name).ok_or_else(|| {
+        let names: Vec<&str> = crate::sampling::DEFINITIONS.iter().map(|d| d.name).collect();
+        BenchError::user(format!("--sampler {name}: unknown sampler (known: {})", names.join(", ")))
+    })?;
+    let (mut params, mut skip) = if name == first.sampler { (first.params.clone(), first.skip) } else { (def.defaults(), def.default_skip) };
+    for (k, v) in &req.set {
+        if k == "skip" {
+            skip = Skip::parse(v.trim())?;
+            continue;
+        }
+        let p = def.param(k).ok_or_else(|| BenchError::user(format!("--set {k}: {}", def.unknown_param(k))))?;
+        let value = def.check_value(p, &ParamValue::from_text(v)).map_err(|m| BenchError::user(format!("--set {k}={v}: {m}")))?;
+        params.insert(k.clone(), value);
+    }
+    def.check_skip(skip).map_err(BenchError::user)?;
+    def.check_prediction(plan.prediction).map_err(BenchError::user)?;
+    let model = load_model(plan)?;
+    let device = plan.device.to_tch();
+    let x_t = Tensor::read_npy(req.noise).map_err(|e| {
+        BenchError::file(req.noise, format!("cannot read as .npy: {}", crate::models::first_line(&e.to_string())))
+    })?;
+    let want: Vec<i64> = model.sample_shape.clone();
+    if x_t.kind() != Kind::Float || x_t.dim() != want.len() + 1 || x_t.size()[1..] != want[..] {
+        return Err(BenchError::file(
+            req.noise,
+            format!(
+                "expected float32 [B,{}] noise, got {:?} {:?}",
+                want.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
+                x_t.kind(),
+                x_t.size()
+            ),
+        ));
+    }
+    let steps = req.steps.unwrap_or(first.steps);
+    let schedule = plan.schedule.noise_schedule()?;
+    let sampler = def.build(&params, skip, steps, &schedule)?;
+    let counted = Counted::new(model.denoiser.as_ref(), model.prediction);
+    let counted = if req.trace.is_some() { counted.with_trace() } else { counted };
+    let b = x_t.size()[0] as usize;
+    let mut noise = SeededNoise { seed: plan.seed, first: 0, count: b };
+    let x0 = tch::no_grad(|| sampler.sample(&counted, x_t.to_device(device), &mut noise))?;
+    let x0 = match &model.decoder {
+        Some(d) => tch::no_grad(|| d.decode(&x0))?,
+        None => x0,
+    };
+    write_npy(req.out, &x0)?;
+    if let Some(dir) = req.trace {
+        fs_err::create_dir_all(dir).map_err(|e| BenchError::file(dir, format!("cannot create: {e}")))?;
+        let mut labels = String::new();
+        for (k, (label, x, out)) in counted.take_trace().into_iter().enumerate() {
+            write_npy(&dir.join(format!("nfe-{k:04}-x.npy")), &x)?;
+            write_npy(&dir.join(format!("nfe-{k:04}-out.npy")), &out)?;
+            labels.push_str(&format!("{k}\t{label:.17}\n"));
+        }
+        crate::fsutil::write_atomic(&dir.join("labels.tsv"), labels.as_bytes())?;
+    }
+    Ok(counted.nfe())
+}
