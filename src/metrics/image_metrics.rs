@@ -12,15 +12,17 @@
 //! 50,000 samples at 2048 dims: 64 MiB of sums (as for FID alone), 80 KiB of IS sums, 400 MB of
 //! features when KID or precision/recall are on.
 use crate::metrics::feature_bank::FeatureBank;
-use crate::metrics::fid_cli::ReferenceFile;
+use crate::metrics::fid_cli::{FeatureExtractor, ImageBatch, InceptionExtractor, ReferenceFile};
 use crate::metrics::frechet::frechet_distance;
 use crate::metrics::inception_score::{InceptionScore, InceptionScoreStats, IsParams};
 use crate::metrics::kid::{kid, Kid, KidParams};
 use crate::metrics::prdc::{prdc, Prdc, PrdcParams};
 use crate::metrics::stats::{npz_writer, open_npz, FeatureStats};
+use crate::metrics::{Accumulator, Batch, FinishContext};
 use crate::{BenchError, Result};
+use std::cell::Ref;
 use std::path::Path;
-use tch::Device;
+use tch::{Device, Tensor};
 
 /// Which metrics besides FID, with their parameters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -159,4 +161,99 @@ pub fn image_metrics(
         }
     }
     Ok(ImageMetrics { fid, inception_score, kid: kid_out, prdc: prdc_out })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same metrics in `bench run`: one Inception pass per batch, read by every metric's accumulator.
+
+/// The FID Inception's outputs for one batch of images: pool features [B, dims] and, when some
+/// metric needs them, the unbiased logits [B, 1008].
+pub struct InceptionOutput {
+    pub features: Tensor,
+    pub logits: Option<Tensor>,
+}
+
+/// The FID Inception of a run, shared by `fid`, `inception_score`, `kid` and `prdc`: the first of
+/// them to see a batch runs the network and leaves the outputs in [`Batch::inception`] for the rest.
+pub struct SharedInception {
+    pub extractor: InceptionExtractor,
+    /// Whether the pass also computes the logits (the Inception Score is on).
+    pub logits: bool,
+}
+
+impl SharedInception {
+    /// This batch's outputs, computed on first use.
+    pub fn outputs<'b>(&self, batch: &'b Batch) -> Result<Ref<'b, InceptionOutput>> {
+        if batch.inception.borrow().is_none() {
+            let images = batch.images.ok_or_else(|| BenchError::Internal("Inception metrics: batch without images".into()))?;
+            let (features, logits) = self.extractor.features_and_logits(&ImageBatch::Uniform(images.shallow_clone()), self.logits)?;
+            *batch.inception.borrow_mut() = Some(InceptionOutput { features, logits });
+        }
+        Ref::filter_map(batch.inception.borrow(), Option::as_ref)
+            .map_err(|_| BenchError::Internal("Inception outputs missing".into()))
+    }
+}
+
+/// Runs of consecutive sample indices in a batch, as (first sample index, first row, length):
+/// the per-index statistics take contiguous blocks, and rows of NaN samples leave gaps.
+pub fn contiguous_runs(indices: &[u64]) -> Vec<(u64, i64, i64)> {
+    let mut runs: Vec<(u64, i64, i64)> = Vec::new();
+    for (row, &i) in indices.iter().enumerate() {
+        match runs.last_mut() {
+            Some((first, _, len)) if *first + *len as u64 == i => *len += 1,
+            _ => runs.push((i, row as i64, 1)),
+        }
+    }
+    runs
+}
+
+/// What KID and PRDC compute from: the generated samples' features against the reference's.
+pub type FeatureScore<'a> = dyn Fn(&Tensor) -> Result<Vec<(String, f64)>> + 'a;
+
+/// Keeps every sample's pool features for a metric that needs the whole set (KID, PRDC). A part's
+/// file holds its features ([`FeatureBank`]'s `features`, `features_index`: 8 KiB per sample at
+/// 2048 dims), so parts and resumed checkpoints merge by sample index.
+pub struct KeptFeatures<'a> {
+    pub inception: &'a SharedInception,
+    pub bank: FeatureBank,
+    pub device: Device,
+    pub score: Box<FeatureScore<'a>>,
+}
+
+impl Accumulator for KeptFeatures<'_> {
+    fn observe(&mut self, batch: &Batch) -> Result<()> {
+        let out = self.inception.outputs(batch)?;
+        for (first, row, len) in contiguous_runs(batch.indices) {
+            self.bank.add_batch(first, &out.features.f_narrow(0, row, len)?)?;
+        }
+        Ok(())
+    }
+    fn save(&self, path: &Path) -> Result<()> {
+        let mut w = npz_writer(path)?;
+        self.bank.write_arrays(&mut w, path)?;
+        w.finish().map_err(|e| BenchError::file(path, format!("writing .npz: {e}")))?;
+        Ok(())
+    }
+    fn merge_file(&mut self, path: &Path) -> Result<()> {
+        let other = FeatureBank::read_arrays(&mut open_npz(path)?, path)?
+            .ok_or_else(|| BenchError::file(path, "has no per-sample features"))?;
+        self.bank.merge(&other)
+    }
+    fn finish(&self, _cx: &FinishContext) -> Result<Vec<(String, f64)>> {
+        (self.score)(&self.bank.to_tensor(self.device)?)
+    }
+}
+
+/// A reference's kept features on `device`, checked for width: what KID and PRDC compare with.
+pub fn reference_features(path: &Path, dims: usize, device: Device) -> Result<Tensor> {
+    let bank = FeatureBank::read_arrays(&mut open_npz(path)?, path)?.ok_or_else(|| {
+        BenchError::file(
+            path,
+            "has no reference features, which metrics.kid and metrics.prdc need: make it with `bench stats --ref-features N`",
+        )
+    })?;
+    if bank.dims() != dims {
+        return Err(BenchError::file(path, format!("reference features have {} dims but metrics.fid.dims is {dims}", bank.dims())));
+    }
+    bank.to_tensor(device)
 }

@@ -15,12 +15,15 @@
 //! `is_count` [S] u64, `is_prob_sum`, `is_prob_sum_err` [S, C] f64, `is_plogp_sum`,
 //! `is_plogp_sum_err` [S] f64.
 use crate::metrics::numpy_random::RandomState;
-use crate::metrics::stats::{compensated_add, read_array, read_f64, to_array1, to_array2, NpzOut};
+use crate::metrics::image_metrics::{contiguous_runs, SharedInception, INCEPTION_CLASSES};
+use crate::metrics::stats::{compensated_add, npz_writer, open_npz, read_array, read_f64, to_array1, to_array2, NpzOut};
+use crate::metrics::{Accumulator, Batch, Better, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
 use crate::{BenchError, Result};
 use ndarray::{Array0, Array1, Ix0, Ix1, Ix2};
 use ndarray_npy::NpzReader;
 use std::fs::File;
 use std::path::Path;
+use std::rc::Rc;
 use tch::{Device, Kind, Tensor};
 
 /// torch-fidelity's defaults: `isc_splits = 10`, `samples_shuffle = True`, `rng_seed = 2020`.
@@ -87,9 +90,14 @@ impl InceptionScoreStats {
                 params.splits.max(1)
             )));
         }
+        Ok(Self::empty(total, params, classes, device))
+    }
+
+    /// [`Self::new`] for parameters already checked (1 ≤ splits ≤ total).
+    fn empty(total: usize, params: IsParams, classes: usize, device: Device) -> Self {
         let (s, c) = (params.splits as i64, classes as i64);
         let z = |shape: &[i64]| Tensor::zeros(shape, (Kind::Double, device));
-        Ok(InceptionScoreStats {
+        InceptionScoreStats {
             total: total as u64,
             params,
             classes,
@@ -99,7 +107,7 @@ impl InceptionScoreStats {
             prob_err: z(&[s, c]),
             plogp_sum: z(&[s]),
             plogp_err: z(&[s]),
-        })
+        }
     }
 
     pub fn total(&self) -> u64 {
@@ -190,6 +198,15 @@ impl InceptionScoreStats {
                 self.count()
             )));
         }
+        self.score_of_present()
+    }
+
+    /// The score of the samples added, each split over the samples of it that are present (a
+    /// run leaves NaN/Inf samples out, as for every metric).
+    pub fn score_of_present(&self) -> Result<InceptionScore> {
+        if let Some(s) = self.count.iter().position(|&c| c == 0) {
+            return Err(BenchError::user(format!("the Inception Score's split {s} has no (finite) sample")));
+        }
         let prob = to_array2_rect(&self.prob_sum.f_add(&self.prob_err)?, self.params.splits, self.classes)?;
         let plogp = to_array1(&self.plogp_sum.f_add(&self.plogp_err)?)?;
         let scores: Vec<f64> = (0..self.params.splits)
@@ -268,6 +285,90 @@ fn to_array2_rect(t: &Tensor, rows: usize, cols: usize) -> Result<ndarray::Array
     }
     let v = Vec::<f64>::try_from(t.f_to_device(Device::Cpu)?.f_contiguous()?.f_reshape([-1])?)?;
     ndarray::Array2::from_shape_vec((rows, cols), v).map_err(|e| BenchError::Internal(format!("IS sums shape: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// `metrics.inception_score` in `bench run`.
+//
+// Default gate tolerance: the logits come from the same float32 convolutions as FID's features
+// and move by ~1e-6 of their scale between machines (see `fid.rs`). log IS is a mean of KL
+// divergences of softmaxes, and a softmax's log-probabilities move by at most 2·max|Δz| when
+// the logits z move by Δz, so |Δ log IS| ≤ 4·max|Δz| ≈ 4e-6·max|z|; with max|z| ≲ 25 (trained and
+// random-weight Inceptions alike) that is ≤ 1e-4 relative, the bound used.
+
+pub static DEF: MetricDef = MetricDef {
+    name: "inception_score",
+    columns: &[ColumnDef {
+        name: "inception_score",
+        help: "Inception Score, mean over splits (torch-fidelity's `inception_score_mean`), from `metrics.fid`'s Inception pass",
+        better: Better::Higher,
+        tolerance: Tolerance { abs: 0.0, rel: 1e-4 },
+    }],
+};
+
+/// The Inception Score of a cell's `samples` samples.
+pub struct InceptionScoreMetric {
+    inception: Rc<SharedInception>,
+    params: IsParams,
+    samples: usize,
+}
+
+impl InceptionScoreMetric {
+    pub fn new(inception: Rc<SharedInception>, params: IsParams, samples: usize) -> Result<Self> {
+        if !inception.extractor.net.has_classifier() {
+            return Err(BenchError::user(
+                "metrics.inception_score needs Inception weights with the classifier (fc) layer; metrics.fid.weights has none",
+            ));
+        }
+        InceptionScoreStats::new(samples, params, INCEPTION_CLASSES, Device::Cpu)?;
+        Ok(InceptionScoreMetric { inception, params, samples })
+    }
+}
+
+impl Metric for InceptionScoreMetric {
+    fn def(&self) -> &'static MetricDef {
+        &DEF
+    }
+    fn needs_images(&self) -> bool {
+        true
+    }
+    fn accumulator(&self) -> Box<dyn Accumulator + '_> {
+        let device = self.inception.extractor.net.device();
+        Box::new(IsAccumulator {
+            inception: &self.inception,
+            stats: InceptionScoreStats::empty(self.samples, self.params, INCEPTION_CLASSES, device),
+        })
+    }
+}
+
+struct IsAccumulator<'a> {
+    inception: &'a SharedInception,
+    stats: InceptionScoreStats,
+}
+
+impl Accumulator for IsAccumulator<'_> {
+    fn observe(&mut self, batch: &Batch) -> Result<()> {
+        let out = self.inception.outputs(batch)?;
+        let logits = out.logits.as_ref().ok_or_else(|| BenchError::Internal("inception_score: pass without logits".into()))?;
+        for (first, row, len) in contiguous_runs(batch.indices) {
+            self.stats.add_batch(first, &logits.f_narrow(0, row, len)?)?;
+        }
+        Ok(())
+    }
+    fn save(&self, path: &Path) -> Result<()> {
+        let mut w = npz_writer(path)?;
+        self.stats.write_arrays(&mut w, path)?;
+        w.finish().map_err(|e| BenchError::file(path, format!("writing .npz: {e}")))?;
+        Ok(())
+    }
+    fn merge_file(&mut self, path: &Path) -> Result<()> {
+        let other = InceptionScoreStats::read_arrays(&mut open_npz(path)?, path, self.stats.prob_sum.device())?
+            .ok_or_else(|| BenchError::file(path, "has no Inception Score statistics"))?;
+        self.stats.merge(&other)
+    }
+    fn finish(&self, _cx: &FinishContext) -> Result<Vec<(String, f64)>> {
+        Ok(vec![("inception_score".into(), self.stats.score_of_present()?.mean)])
+    }
 }
 
 #[cfg(test)]

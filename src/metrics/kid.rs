@@ -8,8 +8,12 @@
 //!
 //! torch-fidelity evaluates the kernels in the features' float32; here they are f64 (products of
 //! f32 features are exact there), so the two agree to torch-fidelity's own f32 rounding.
+use crate::metrics::feature_bank::FeatureBank;
+use crate::metrics::image_metrics::{KeptFeatures, SharedInception};
 use crate::metrics::numpy_random::RandomState;
+use crate::metrics::{Accumulator, Better, ColumnDef, Metric, MetricDef, Tolerance};
 use crate::{BenchError, Result};
+use std::rc::Rc;
 use tch::{Kind, Tensor};
 
 /// torch-fidelity's defaults: `kid_subsets = 100`, `kid_subset_size = 1000`, `rng_seed = 2020`.
@@ -93,6 +97,51 @@ pub fn kid(generated: &Tensor, reference: &Tensor, params: &KidParams) -> Result
     let ss = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>();
     let standard_error = if values.len() > 1 { (ss / (s - 1.0)).sqrt() / s.sqrt() } else { 0.0 };
     Ok(Kid { mean, std: (ss / s).sqrt(), standard_error, subset_values: values })
+}
+
+// ---------------------------------------------------------------------------------------------
+// `metrics.kid` in `bench run`.
+//
+// Default gate tolerance: only the generated features change between machines (~1e-6 relative,
+// float32 convolutions, see `fid.rs`); the reference's are read from its file and the kernels are
+// f64. With s = xᵀy/d, k = (s + 1)³ moves by 3(s + 1)²·Δs ≤ 3ε·k·s/(s + 1) ≤ 3ε·k̄ per entry, so each
+// of MMD²'s three kernel means moves by ≤ 3ε·k̄ and MMD² by ≤ 12ε·k̄ ≈ 1.2e-5·k̄. KID is a
+// difference of those means (≈ 0 for a good model), so the bound is absolute: 1e-4 covers kernel
+// means k̄ up to 8 (s̄ ≤ 1, i.e. pool features of mean square ≤ 1).
+
+pub static DEF: MetricDef = MetricDef {
+    name: "kid",
+    columns: &[ColumnDef {
+        name: "kid",
+        help: "Kernel Inception Distance, mean unbiased MMD² over subsets (torch-fidelity's `kernel_inception_distance_mean`) against the features kept in `metrics.fid.reference`",
+        better: Better::Lower,
+        tolerance: Tolerance { abs: 1e-4, rel: 0.0 },
+    }],
+};
+
+/// KID of a cell's samples against a reference's kept features.
+pub struct KidMetric {
+    pub inception: Rc<SharedInception>,
+    /// Reference features [n, dims] (f32, on the network's device).
+    pub reference: Tensor,
+    pub params: KidParams,
+}
+
+impl Metric for KidMetric {
+    fn def(&self) -> &'static MetricDef {
+        &DEF
+    }
+    fn needs_images(&self) -> bool {
+        true
+    }
+    fn accumulator(&self) -> Box<dyn Accumulator + '_> {
+        Box::new(KeptFeatures {
+            inception: &self.inception,
+            bank: FeatureBank::new(self.inception.extractor.dims),
+            device: self.inception.extractor.net.device(),
+            score: Box::new(move |g| Ok(vec![("kid".into(), kid(g, &self.reference, &self.params)?.mean)])),
+        })
+    }
 }
 
 #[cfg(test)]

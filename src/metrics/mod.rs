@@ -56,11 +56,19 @@ impl std::fmt::Display for Tolerance {
     }
 }
 
-/// One result column a metric fills (lower is better for every metric here).
+/// Which way a column improves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Lower,
+    Higher,
+}
+
+/// One result column a metric fills.
 #[derive(Debug)]
 pub struct ColumnDef {
     pub name: &'static str,
     pub help: &'static str,
+    pub better: Better,
     /// `bench check`'s default, derived from the arithmetic that produces the number (see the
     /// metric's module); baselines record the tolerance they were written with.
     pub tolerance: Tolerance,
@@ -74,7 +82,8 @@ pub struct MetricDef {
 }
 
 /// Every metric, in the order reports prefer them.
-pub static METRICS: &[&MetricDef] = &[&fid::DEF, &fd_exact::DEF, &fd_pixel::DEF];
+pub static METRICS: &[&MetricDef] =
+    &[&fid::DEF, &fd_exact::DEF, &fd_pixel::DEF, &inception_score::DEF, &kid::DEF, &prdc::DEF];
 
 /// The column definition of a known metric column.
 pub fn column(name: &str) -> Option<&'static ColumnDef> {
@@ -87,7 +96,11 @@ pub fn render_markdown() -> String {
     let mut out = String::from("| spec key | column | meaning | default `bench check` tolerance |\n|---|---|---|---|\n");
     for m in METRICS {
         for c in m.columns {
-            out += &format!("| `metrics.{}` | `{}` | {} | {} |\n", m.name, c.name, c.help, c.tolerance);
+            let dir = match c.better {
+                Better::Lower => "lower is better",
+                Better::Higher => "higher is better",
+            };
+            out += &format!("| `metrics.{}` | `{}` | {} ({dir}) | {} |\n", m.name, c.name, c.help, c.tolerance);
         }
     }
     out
@@ -98,6 +111,11 @@ pub fn render_markdown() -> String {
 pub struct Batch<'a> {
     pub samples: &'a Tensor,
     pub images: Option<&'a Tensor>,
+    /// Index within the cell of each row (rows of NaN/Inf samples are left out, so gaps occur).
+    pub indices: &'a [u64],
+    /// The FID Inception's outputs for `images`, filled by the first metric that reads them
+    /// ([`image_metrics::SharedInception`]), so one forward serves FID, IS, KID and PRDC.
+    pub inception: &'a std::cell::RefCell<Option<image_metrics::InceptionOutput>>,
 }
 
 /// What a metric's final numbers may use besides its statistics.

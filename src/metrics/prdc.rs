@@ -20,7 +20,11 @@
 //! recall, are identical unless a distance lies within ~1e-6 relative of a radius. Only
 //! block-sized distance matrices exist at a time (and the k+1 smallest distances per row), not
 //! the n × n matrix.
+use crate::metrics::feature_bank::FeatureBank;
+use crate::metrics::image_metrics::{KeptFeatures, SharedInception};
+use crate::metrics::{Accumulator, Better, ColumnDef, Metric, MetricDef, Tolerance};
 use crate::{BenchError, Result};
+use std::rc::Rc;
 use tch::{Kind, Tensor};
 
 /// torch-fidelity's defaults: `prc_neighborhood = 3`, `prc_batch_size = 10000`.
@@ -173,6 +177,81 @@ pub fn prdc(generated: &Tensor, real: &Tensor, params: &PrdcParams) -> Result<Pr
         generated: n_fake as u64,
         real: n_real as u64,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// `metrics.prdc` in `bench run`.
+//
+// Default gate tolerance: each value is a count over n samples (density over k·n), so it moves in
+// steps of 1/n, and a step needs one distance to cross a radius under the cross-machine change of
+// the generated features (~1e-6 relative, see `fid.rs`) plus the float32 distance rounding (~1e-6
+// relative). With distances spread over the scale of the radii, a sample's k-th-neighbour
+// comparisons land that close with probability ~1e-5 (the tests measure gaps far larger at n ≤ 10⁴),
+// so abs 1e-3 (one sample in a thousand) leaves two orders of margin.
+
+const PRDC_TOLERANCE: Tolerance = Tolerance { abs: 1e-3, rel: 0.0 };
+
+pub static DEF: MetricDef = MetricDef {
+    name: "prdc",
+    columns: &[
+        ColumnDef {
+            name: "prdc_precision",
+            help: "improved precision: fraction of samples inside some reference k-NN ball (torch-fidelity), against the features kept in `metrics.fid.reference`",
+            better: Better::Higher,
+            tolerance: PRDC_TOLERANCE,
+        },
+        ColumnDef {
+            name: "prdc_recall",
+            help: "improved recall: fraction of reference samples inside some sample k-NN ball (torch-fidelity)",
+            better: Better::Higher,
+            tolerance: PRDC_TOLERANCE,
+        },
+        ColumnDef {
+            name: "prdc_density",
+            help: "density: mean number of reference k-NN balls holding a sample, over k (prdc)",
+            better: Better::Higher,
+            tolerance: PRDC_TOLERANCE,
+        },
+        ColumnDef {
+            name: "prdc_coverage",
+            help: "coverage: fraction of reference balls holding their nearest sample (prdc)",
+            better: Better::Higher,
+            tolerance: PRDC_TOLERANCE,
+        },
+    ],
+};
+
+/// Precision, recall, density and coverage of a cell's samples against a reference's kept features.
+pub struct PrdcMetric {
+    pub inception: Rc<SharedInception>,
+    /// Reference features [n, dims] (f32, on the network's device).
+    pub reference: Tensor,
+    pub params: PrdcParams,
+}
+
+impl Metric for PrdcMetric {
+    fn def(&self) -> &'static MetricDef {
+        &DEF
+    }
+    fn needs_images(&self) -> bool {
+        true
+    }
+    fn accumulator(&self) -> Box<dyn Accumulator + '_> {
+        Box::new(KeptFeatures {
+            inception: &self.inception,
+            bank: FeatureBank::new(self.inception.extractor.dims),
+            device: self.inception.extractor.net.device(),
+            score: Box::new(move |g| {
+                let p = prdc(g, &self.reference, &self.params)?;
+                Ok(vec![
+                    ("prdc_precision".into(), p.precision),
+                    ("prdc_recall".into(), p.recall),
+                    ("prdc_density".into(), p.density),
+                    ("prdc_coverage".into(), p.coverage),
+                ])
+            }),
+        })
+    }
 }
 
 #[cfg(test)]

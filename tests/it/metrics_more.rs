@@ -433,3 +433,84 @@ fn ldm_precision_recall_numbers_parse() {
     let r = rows.iter().find(|r| r.dataset == "lsun_church" && r.metric == "recall").unwrap();
     assert_eq!((r.value, r.steps, r.eta), (0.52, Some(400), Some(0.0)));
 }
+
+/// `bench run` with `inception_score`, `kid` and `prdc` beside `fid` (one Inception pass), in two
+/// shards that merge, equals the library's one-pass computation on the PNGs the run saved (uint8
+/// images round-trip PNG exactly, and the same 12-image batches go through the same network, so
+/// the features are the same floats); IS sums are merged in another order (TwoSum-compensated:
+/// ≤ 1e-12 relative), KID and PRDC see the same features (equal). Spec errors exit 2.
+#[test]
+fn bench_run_computes_is_kid_prdc_from_fids_inception_pass_across_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let w = d.join("w");
+    let made = std::process::Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/make_ci_weights.py"))
+        .arg(&w)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    let weights = w.join("inception.pth");
+    let refstats = d.join("ref.npz");
+    let o = bench(&[
+        "stats", w.join("reference_images.npz").to_str().unwrap(), "--out", refstats.to_str().unwrap(),
+        "--weights", weights.to_str().unwrap(), "--allow-custom-weights", "--ref-features", "60", "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let head = "name: m\noutput: out_m\nmodel: {kind: diffusers, path: w/unet}\nsamplers: [{name: ddim, eta: 0.0}]\nsteps: 2\nsamples: 24\n\
+                batch_size: 12\ndevice: cpu\nsave_samples: all\n";
+    let metrics = "metrics:\n  fid: {reference: ref.npz, weights: w/inception.pth, allow_custom_weights: true}\n  \
+                   inception_score: {splits: 4}\n  kid: {subsets: 7, subset_size: 10}\n  prdc:\n";
+    std::fs::write(d.join("m.yaml"), format!("{head}{metrics}")).unwrap();
+    let spec = d.join("m.yaml");
+    for shard in ["2/2", "1/2"] {
+        let o = bench(&["run", spec.to_str().unwrap(), "--shard", shard, "--quiet"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let rows = samplerbench::results::read_results(&d.join("out_m")).unwrap();
+    assert_eq!(rows.len(), 1);
+    let got = |k: &str| rows[0].metric(k).unwrap_or_else(|| panic!("no {k} in {:?}", rows[0].metrics));
+
+    // The library on the saved PNGs, in one pass with the same batches.
+    let net = FidInception::load(&weights, Device::Cpu, true).unwrap();
+    let ex = InceptionExtractor { net, mode: ResizeMode::PytorchFid, dims: 2048 };
+    let cfg = ImageMetricsConfig {
+        inception_score: Some(IsParams { splits: 4, shuffle_seed: Some(2020) }),
+        kid: Some(KidParams { subsets: 7, subset_size: 10, seed: 2020 }),
+        prdc: Some(PrdcParams::default()),
+    };
+    let samples = d.join("out_m/samples").join(&rows[0].cell_hash);
+    let Input::Images(gen) = open_input(samples.to_str().unwrap()).unwrap() else { panic!() };
+    assert_eq!(gen.len(), 24);
+    let mut state = ImageMetricsState::new(&cfg, 24, 2048, Device::Cpu).unwrap();
+    fid_cli::for_each_batch(gen.as_ref(), &ex, 12, true, true, &mut |first, feats, logits| state.add_batch(first, feats, logits))
+        .unwrap();
+    let reference = fid_cli::load_reference_file(&refstats).unwrap();
+    let want = image_metrics(&state, &reference, &cfg, Device::Cpu).unwrap();
+    let (is, kd, pr) = (want.inception_score.unwrap(), want.kid.unwrap(), want.prdc.unwrap());
+    eprintln!(
+        "bench run: FID {} IS {} KID {:e} P {} R {} D {} C {}; library: FID {} IS {} KID {:e}",
+        got("fid"), got("inception_score"), got("kid"), got("prdc_precision"), got("prdc_recall"), got("prdc_density"), got("prdc_coverage"),
+        want.fid, is.mean, kd.mean
+    );
+    assert!(rel(got("fid"), want.fid) < 1e-12, "{} vs {}", got("fid"), want.fid);
+    // The random Inception's logits are small, so IS is 1 + O(1e-7): compare log IS, which the
+    // merged f64 sums carry to ~1e-16 absolute, i.e. ≤ 1e-6 relative at this size.
+    assert!(is.mean - 1.0 > 1e-8, "degenerate fixture: {is:?}");
+    assert!(rel(got("inception_score").ln(), is.mean.ln()) < 1e-6, "{} vs {is:?}", got("inception_score"));
+    assert_eq!(got("kid"), kd.mean);
+    assert_eq!((got("prdc_precision"), got("prdc_recall"), got("prdc_density"), got("prdc_coverage")), (pr.precision, pr.recall, pr.density, pr.coverage));
+
+    // Without fid, or with a reference that keeps no features: exit 2, one line naming the key/file.
+    std::fs::write(d.join("nofid.yaml"), format!("{head}metrics: {{kid: {{}}}}\n")).unwrap();
+    let o = bench(&["run", d.join("nofid.yaml").to_str().unwrap(), "--quiet"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("metrics.kid") && stderr(&o).contains("needs `metrics.fid`"), "{}", stderr(&o));
+    let plain = d.join("plain.npz");
+    let o = bench(&["stats", refstats.to_str().unwrap(), "--out", plain.to_str().unwrap(), "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    std::fs::write(d.join("plain.yaml"), format!("{}{}", head.replace("out_m", "out_p"), metrics.replace("ref.npz", "plain.npz"))).unwrap();
+    let o = bench(&["run", d.join("plain.yaml").to_str().unwrap(), "--quiet"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("plain.npz") && stderr(&o).contains("--ref-features"), "{}", stderr(&o));
+}
