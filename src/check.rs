@@ -173,10 +173,13 @@ pub fn compare(
             let tol = tolerance_override.unwrap_or_else(|| tolerance_of(baseline, metric));
             let allowed = tol.abs.max(tol.rel * base.abs());
             let value = now.get(metric).copied();
+            // How much worse than the baseline (columns that improve upwards count the other way).
+            let higher = crate::metrics::column(metric).is_some_and(|c| c.better == crate::metrics::Better::Higher);
+            let worse = |v: f64| if higher { base - v } else { v - base };
             let status = match value {
                 None => Status::Missing,
-                Some(v) if !(v - base <= allowed) => Status::Regressed,
-                Some(v) if base - v > allowed => Status::Improved,
+                Some(v) if !(worse(v) <= allowed) => Status::Regressed,
+                Some(v) if -worse(v) > allowed => Status::Improved,
                 Some(_) => Status::Ok,
             };
             lines.push(CheckLine { cell: b.cell.clone(), metric: metric.clone(), baseline: Some(base), now: value, allowed: Some(allowed), status });

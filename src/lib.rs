@@ -10,6 +10,7 @@ pub mod hashing;
 pub mod registry;
 pub mod schedule;
 pub mod timesteps;
+pub mod respacing;
 pub mod models;
 pub mod sampling;
 pub mod spec;

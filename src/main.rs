@@ -184,6 +184,13 @@ enum Command {
         source: String,
         #[arg(long, value_name = "FILE.npz")]
         out: PathBuf,
+        /// Also store the features of a seeded subset of at most N images (keys `features`,
+        /// `features_index`), the reference side of KID and precision/recall.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        ref_features: usize,
+        /// Seed of that subset (numpy RandomState(seed).choice).
+        #[arg(long, value_name = "SEED", default_value_t = 0)]
+        ref_features_seed: u32,
         #[command(flatten)]
         feat: FeatureArgs,
     },
@@ -232,6 +239,7 @@ impl FeatureArgs {
             weights: self.weights.clone(),
             allow_custom_weights: self.allow_custom_weights,
             quiet: self.quiet,
+            ..FidOptions::default()
         })
     }
 }
@@ -517,8 +525,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             println!("{}", fid_cli::format_fid(fid));
         }
-        Command::Stats { source, out, feat } => {
-            let opts = feat.options()?;
+        Command::Stats { source, out, ref_features, ref_features_seed, feat } => {
+            let opts = FidOptions { ref_features, ref_features_seed, ..feat.options()? };
             let m = fid_cli::run_stats(&source, &out, &opts, &mut || fid_cli::load_inception(&opts))?;
             eprintln!("wrote {} ({}-d mu, sigma)", out.display(), m.dims());
         }

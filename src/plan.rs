@@ -35,7 +35,7 @@
 //! | `seed` | `0` | ≥ 0 |
 //! | `device` | `auto` | `auto` (cuda:0 if CUDA is available, else cpu), `cpu`, `cuda`, `cuda:N` |
 //! | `precision` | `fp32` | `fp32`; `tf32`, `bf16`, `fp16` need a CUDA device (an error on cpu, no silent fallback) |
-//! | `metrics` | none; a Gaussian oracle always gets `fd_exact` | `fid`, `fd_pixel`, `fd_exact` |
+//! | `metrics` | none; a Gaussian oracle always gets `fd_exact` | `fid`, `fd_pixel`, `fd_exact`, `inception_score`, `kid`, `prdc` |
 //! | `metrics.fid.reference` | required | an `.npz` of reference statistics |
 //! | `metrics.fid.weights` | `$BENCH_DATA/models/pt_inception-2015-12-05-6726825d.pth` (`$BENCH_DATA` defaults to `./data`) | a file |
 //! | `metrics.fid.mode` | `pytorch-fid` | `pytorch-fid`, `tf`, `clean` |
@@ -43,6 +43,9 @@
 //! | `metrics.fid.allow_custom_weights` | `false` | `true` accepts Inception weights other than pytorch-fid's file |
 //! | `metrics.fd_pixel.reference` | the oracle's exact moments | an `.npz`; required unless the model is an oracle |
 //! | `metrics.fd_exact` | on for a Gaussian oracle | Gaussian oracle only |
+//! | `metrics.inception_score` | off; `{}` or no value: torch-fidelity's defaults | `splits` (`10`, ≤ `samples`), `shuffle` (`true`), `seed` (`2020`); needs `metrics.fid` with classifier weights |
+//! | `metrics.kid` | off | `subsets` (`100`), `subset_size` (`min(1000, samples)`), `seed` (`2020`); needs `metrics.fid` whose reference keeps features (`bench stats --ref-features N`) |
+//! | `metrics.prdc` | off | `k` (`3`), `batch_size` (`10000`); needs `metrics.fid` whose reference keeps features |
 //! | `output` | `reports/<name>` under the working directory | a folder |
 //! | `save_samples` | `64` | integer ≥ 0, or `all` |
 //!
@@ -60,6 +63,9 @@
 //! Not in it: device, batch size, output, save_samples (they must not change any number).
 //! `spec_hash` = SHA-256 of the JSON of the whole parsed spec (comments and formatting excluded).
 use crate::hashing::HashCache;
+use crate::metrics::inception_score::IsParams;
+use crate::metrics::kid::KidParams;
+use crate::metrics::prdc::PrdcParams;
 use crate::models::unet::DdimModelConfig;
 use crate::models::Prediction;
 use crate::registry;
@@ -176,6 +182,10 @@ pub struct MetricsPlan {
     pub fd_pixel: Option<FdPixelPlan>,
     /// Closed-form Fréchet distance to the Gaussian oracle's data distribution.
     pub fd_exact: bool,
+    /// From `fid`'s Inception pass; KID and PRDC against the features kept in `fid`'s reference.
+    pub inception_score: Option<IsParams>,
+    pub kid: Option<KidParams>,
+    pub prdc: Option<PrdcParams>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -272,6 +282,13 @@ pub struct MetricsIdentity {
     /// Some(has a reference file) when fd_pixel is on.
     pub fd_pixel: Option<bool>,
     pub fd_exact: bool,
+    // Left out when off, so cells without them keep their hashes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inception_score: Option<IsParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid: Option<KidParams>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prdc: Option<PrdcParams>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -1091,7 +1108,7 @@ impl Cx<'_> {
 
     fn metrics(&self, model: &ModelPlan) -> Result<(MetricsPlan, MetricsIdentity, Vec<Input>)> {
         let at = YamlPath::root().key("metrics");
-        let none = spec::RawMetrics { fid: None, fd_pixel: None, fd_exact: None };
+        let none = spec::RawMetrics::default();
         let m = self.spec.raw.metrics.as_ref().unwrap_or(&none);
         let gaussian = matches!(model, ModelPlan::Oracle(DataPlan::Gaussian { .. }));
         let oracle = matches!(model, ModelPlan::Oracle(_));
@@ -1144,10 +1161,14 @@ impl Cx<'_> {
                 "needs a Gaussian oracle model (`model: {kind: oracle, data: {kind: gaussian, ...}}`)",
             ));
         }
+        let (inception_score, kid, prdc) = self.inception_metrics(m)?;
         let identity = MetricsIdentity {
             fid: m.fid.as_ref().map(|f| FidIdentity { mode: f.mode.unwrap_or(ResizeMode::PytorchFid), dims: f.dims.unwrap_or(2048) }),
             fd_pixel: m.fd_pixel.as_ref().map(|p| p.reference.is_some()),
             fd_exact: gaussian,
+            inception_score,
+            kid,
+            prdc,
         };
         let input = |role: &str, path: &Path| Input { role: role.into(), path: path.to_owned(), sha256: None };
         let mut inputs = Vec::new();
@@ -1158,7 +1179,71 @@ impl Cx<'_> {
         if let Some(FdPixelPlan { reference: Some(r) }) = &fd_pixel {
             inputs.push(input("metrics.fd_pixel.reference", r));
         }
-        Ok((MetricsPlan { fid, fd_pixel, fd_exact: gaussian }, identity, inputs))
+        Ok((MetricsPlan { fid, fd_pixel, fd_exact: gaussian, inception_score, kid, prdc }, identity, inputs))
+    }
+
+    /// `inception_score`, `kid`, `prdc`: they read `fid`'s Inception pass, so they need `fid`.
+    #[allow(clippy::type_complexity)]
+    fn inception_metrics(&self, m: &spec::RawMetrics) -> Result<(Option<IsParams>, Option<KidParams>, Option<PrdcParams>)> {
+        let at = YamlPath::root().key("metrics");
+        for (name, on) in [("inception_score", m.inception_score.is_some()), ("kid", m.kid.is_some()), ("prdc", m.prdc.is_some())] {
+            if on && m.fid.is_none() {
+                return Err(self.err(
+                    &at.key(name),
+                    "needs `metrics.fid` (it reads FID's Inception pass; kid and prdc also the features kept in its reference by `bench stats --ref-features N`)",
+                ));
+            }
+        }
+        // `samples` itself is checked (≥ 1) with the other top-level keys.
+        let samples = self.spec.raw.samples.unwrap_or(50_000).max(1) as u64;
+        let positive = |key: YamlPath, v: Option<u64>, default: usize, max: u64, what: &str| -> Result<usize> {
+            match v {
+                None => Ok(default),
+                Some(v) if v >= 1 && v <= max => Ok(v as usize),
+                Some(v) => Err(self.err(&key, format!("must be 1..={max} ({what}), got {v}"))),
+            }
+        };
+        let is = match &m.inception_score {
+            None => None,
+            Some(r) => {
+                let iat = at.key("inception_score");
+                let d = IsParams::default();
+                let splits = positive(iat.key("splits"), r.splits, d.splits, samples, "at most `samples`")?;
+                if splits as u64 > samples {
+                    return Err(self.err(&iat.key("splits"), format!("the default {splits} splits need at least {splits} samples; `samples` is {samples}")));
+                }
+                let shuffle_seed = match (r.shuffle.unwrap_or(true), r.seed) {
+                    (true, seed) => Some(seed.unwrap_or(2020)),
+                    (false, None) => None,
+                    (false, Some(_)) => return Err(self.err(&iat.key("seed"), "is the shuffle's seed; it has no effect with `shuffle: false`")),
+                };
+                Some(IsParams { splits, shuffle_seed })
+            }
+        };
+        let kid = match &m.kid {
+            None => None,
+            Some(r) => {
+                let kat = at.key("kid");
+                let d = KidParams::default();
+                let subset_size = positive(kat.key("subset_size"), r.subset_size, d.subset_size.min(samples as usize), samples, "at most `samples`")?;
+                if subset_size < 2 {
+                    return Err(self.err(&kat.key("subset_size"), "must be at least 2 (the unbiased MMD² divides by m(m − 1))"));
+                }
+                let subsets = positive(kat.key("subsets"), r.subsets, d.subsets, 1_000_000, "subsets drawn")?;
+                Some(KidParams { subsets, subset_size, seed: r.seed.unwrap_or(d.seed) })
+            }
+        };
+        let prdc = match &m.prdc {
+            None => None,
+            Some(r) => {
+                let pat = at.key("prdc");
+                let d = PrdcParams::default();
+                let k = positive(pat.key("k"), r.k, d.k, samples.saturating_sub(1).max(1), "fewer than `samples`")?;
+                let batch_size = positive(pat.key("batch_size"), r.batch_size, d.batch_size, 1 << 20, "rows per distance block")?;
+                Some(PrdcParams { k, batch_size })
+            }
+        };
+        Ok((is, kid, prdc))
     }
 }
 
@@ -1396,7 +1481,10 @@ cell  sampler     params    skip       steps  nfe  nfe×samples  status
         assert_eq!(p.schedule_source, "spec");
         assert_eq!(p.output, PathBuf::from("reports/t"));
         assert_eq!(p.save_samples, SaveSamples::Count(64));
-        assert_eq!(p.metrics, MetricsPlan { fid: None, fd_pixel: None, fd_exact: true });
+        assert_eq!(
+            p.metrics,
+            MetricsPlan { fid: None, fd_pixel: None, fd_exact: true, inception_score: None, kid: None, prdc: None }
+        );
         assert_eq!(
             p.model,
             ModelPlan::Oracle(DataPlan::Gaussian {

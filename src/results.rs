@@ -414,6 +414,13 @@ pub fn read_run_info(dir: &Path) -> Result<Option<RunInfo>> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn no_metric_column_shadows_a_fixed_column() {
+        for c in crate::metrics::METRICS.iter().flat_map(|m| m.columns.iter()) {
+            assert!(!FIXED_COLUMNS.contains(&c.name), "metric column {} is also a fixed column", c.name);
+        }
+    }
+
     fn row(cell: &str, sampler: &str, eta: Option<f64>, steps: u64, fid: Option<f64>) -> ResultRow {
         ResultRow {
             experiment: "t".into(),

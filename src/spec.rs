@@ -179,7 +179,7 @@ impl Precision {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     pub fid: Option<RawFid>,
@@ -188,6 +188,40 @@ pub struct RawMetrics {
     pub fd_pixel: Option<RawFdPixel>,
     #[serde(default, deserialize_with = "null_means_default")]
     pub fd_exact: Option<RawFdExact>,
+    /// The three below read `fid`'s Inception pass (and, KID and PRDC, its reference's features).
+    #[serde(default, deserialize_with = "null_means_default")]
+    pub inception_score: Option<RawInceptionScore>,
+    #[serde(default, deserialize_with = "null_means_default")]
+    pub kid: Option<RawKid>,
+    #[serde(default, deserialize_with = "null_means_default")]
+    pub prdc: Option<RawPrdc>,
+}
+
+/// torch-fidelity's `isc_splits` and shuffle seed (`rng_seed`; `shuffle: false` keeps sample order).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInceptionScore {
+    pub splits: Option<u64>,
+    pub shuffle: Option<bool>,
+    pub seed: Option<u32>,
+}
+
+/// torch-fidelity's `kid_subsets`, `kid_subset_size`, `rng_seed`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKid {
+    pub subsets: Option<u64>,
+    pub subset_size: Option<u64>,
+    pub seed: Option<u32>,
+}
+
+/// The neighbourhood size k (torch-fidelity's `prc_neighborhood`, prdc's `nearest_k`) and the
+/// distance block size (`prc_batch_size`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrdc {
+    pub k: Option<u64>,
+    pub batch_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

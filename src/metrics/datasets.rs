@@ -2,7 +2,8 @@
 //!
 //! Source specs (the `bench fid` / `bench stats` PATH arguments):
 //! - an image folder (recursive; PNG/JPEG/WebP; sorted by path; converted to RGB like PIL's
-//!   `convert('RGB')`, which drops alpha);
+//!   `convert('RGB')`, which drops alpha). Sizes may differ, as clean-fid allows: each image is
+//!   then resized on its own by the metric's preprocessing (`read_images`);
 //! - a `.npz` of uint8 images under `arr_0`, NHWC (OpenAI's samples files);
 //! - `cifar10:train:DIR` / `cifar10:test:DIR`: CIFAR-10, binary version (`data_batch_1..5.bin` /
 //!   `test_batch.bin` in DIR or DIR/cifar-10-batches-bin) or python version (`data_batch_1..5` /
@@ -17,7 +18,8 @@ use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
-/// A finite, ordered set of same-size RGB images.
+/// A finite, ordered set of RGB images, all of one size unless [`ImageSource::uniform_size`] says
+/// otherwise (an image folder of mixed sizes).
 pub trait ImageSource: Send + Sync {
     /// What the source is, for logs and errors (e.g. `cifar10:train:/data/cifar`).
     fn describe(&self) -> String;
@@ -25,10 +27,18 @@ pub trait ImageSource: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// (height, width) of every image.
+    /// (height, width) of every image (of the first one when sizes are mixed).
     fn image_size(&self) -> (usize, usize);
-    /// Images `start .. start+count` as a uint8 [count,3,H,W] CPU tensor.
+    /// Images `start .. start+count` as a uint8 [count,3,H,W] CPU tensor (uniform sizes only).
     fn read_batch(&self, start: usize, count: usize) -> Result<Tensor>;
+    /// Whether all images have `image_size()`, so that `read_batch` works.
+    fn uniform_size(&self) -> bool {
+        true
+    }
+    /// Images `start .. start+count`, each a uint8 [1,3,H,W] CPU tensor at its own size.
+    fn read_images(&self, start: usize, count: usize) -> Result<Vec<Tensor>> {
+        Ok(self.read_batch(start, count)?.split(1, 0))
+    }
 }
 
 /// What a PATH argument names: images to run through the network, or finished statistics.
@@ -42,7 +52,7 @@ pub enum Input {
 const SPEC_HELP: &str =
     "expected an image folder, an images .npz (arr_0), a statistics .npz (mu, sigma), cifar10:train:DIR, cifar10:test:DIR or celeba:DIR";
 
-/// Opens a source spec and validates it (exists, has ≥ 2 images of one size, ...).
+/// Opens a source spec and validates it (exists, has ≥ 2 images, ...).
 pub fn open_input(spec: &str) -> Result<Input> {
     let input = if let Some(rest) = spec.strip_prefix("cifar10:") {
         let (split, dir) = rest.split_once(':').ok_or_else(|| {
@@ -236,9 +246,12 @@ impl CelebaTransform {
 pub struct ImageFolder {
     root: PathBuf,
     files: Vec<PathBuf>,
-    /// Size of the stored images (before any transform).
+    /// (height, width) of each stored image (before any transform).
+    sizes: Vec<(usize, usize)>,
+    /// Size of the first stored image; that of all of them when `uniform`.
     height: usize,
     width: usize,
+    uniform: bool,
     transform: Option<CelebaTransform>,
 }
 
@@ -287,11 +300,12 @@ impl ImageFolder {
         }
         let sizes: Vec<(usize, usize)> = files.par_iter().map(|f| image_dimensions(f)).collect::<Result<_>>()?;
         let (height, width) = sizes[0];
-        if let Some(i) = sizes.iter().position(|&s| s != sizes[0]) {
+        let mixed = sizes.iter().position(|&s| s != sizes[0]);
+        if let (Some(i), Some(_)) = (mixed, transform) {
             return Err(BenchError::file(
                 dir,
                 format!(
-                    "images have different sizes: {} is {}x{} but {} is {}x{} (width x height); FID needs one size",
+                    "images have different sizes: {} is {}x{} but {} is {}x{} (width x height); the CelebA crop needs one size",
                     rel(dir, &files[0]),
                     width,
                     height,
@@ -309,22 +323,23 @@ impl ImageFolder {
                 format!("images are {width}x{height}; the CelebA crop needs at least 153x185 (img_align_celeba is 178x218)"),
             ));
         }
-        Ok(ImageFolder { root: dir.to_path_buf(), files, height, width, transform })
+        Ok(ImageFolder { root: dir.to_path_buf(), files, sizes, height, width, uniform: mixed.is_none(), transform })
     }
 
     pub fn files(&self) -> &[PathBuf] {
         &self.files
     }
 
-    /// One image as HWC RGB after the transform.
-    fn load(&self, path: &Path) -> Result<Vec<u8>> {
+    /// Image `i` as HWC RGB after the transform.
+    fn load(&self, i: usize) -> Result<Vec<u8>> {
+        let path = &self.files[i];
         let img = image::ImageReader::open(path)
             .and_then(|r| r.with_guessed_format())
             .map_err(|e| BenchError::file(path, format!("cannot open image: {e}")))?
             .decode()
             .map_err(|e| BenchError::file(path, format!("cannot decode image: {e}")))?;
         let rgb = img.to_rgb8();
-        if (rgb.height() as usize, rgb.width() as usize) != (self.height, self.width) {
+        if (rgb.height() as usize, rgb.width() as usize) != self.sizes[i] {
             return Err(BenchError::file(path, "image size changed while reading"));
         }
         let raw = rgb.into_raw();
@@ -370,10 +385,33 @@ impl ImageSource for ImageFolder {
         }
     }
     fn read_batch(&self, start: usize, count: usize) -> Result<Tensor> {
+        if !self.uniform {
+            return Err(BenchError::Internal(format!(
+                "{}: images of mixed sizes are read one by one (read_images)",
+                self.root.display()
+            )));
+        }
         let end = (start + count).min(self.files.len());
-        let images: Vec<Vec<u8>> = self.files[start..end].par_iter().map(|f| self.load(f)).collect::<Result<_>>()?;
+        let images: Vec<Vec<u8>> = (start..end).into_par_iter().map(|i| self.load(i)).collect::<Result<_>>()?;
         let (h, w) = self.image_size();
         Ok(Tensor::from_slice(&hwc_to_nchw(&images, h, w)).reshape([(end - start) as i64, 3, h as i64, w as i64]))
+    }
+    fn uniform_size(&self) -> bool {
+        self.uniform
+    }
+    fn read_images(&self, start: usize, count: usize) -> Result<Vec<Tensor>> {
+        let end = (start + count).min(self.files.len());
+        (start..end)
+            .into_par_iter()
+            .map(|i| {
+                let (h, w) = match self.transform {
+                    Some(_) => (CelebaTransform::OUT, CelebaTransform::OUT),
+                    None => self.sizes[i],
+                };
+                let img = self.load(i)?;
+                Ok(Tensor::from_slice(&hwc_to_nchw(&[img], h, w)).reshape([1, 3, h as i64, w as i64]))
+            })
+            .collect()
     }
 }
 

@@ -4,7 +4,7 @@
 //! Default gate tolerance: computed in f64 from the sampler's own arithmetic (probes of the
 //! affine map), so it differs between machines only by libm's last-bit differences in exp/log
 //! of the schedule: 1e-9 relative.
-use super::{Accumulator, Batch, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
+use super::{Accumulator, Better, Batch, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
 use crate::sampling::exact::exact_fd;
 use crate::Result;
 use std::path::Path;
@@ -14,6 +14,7 @@ pub static DEF: MetricDef = MetricDef {
     columns: &[ColumnDef {
         name: "fd_exact",
         help: "Fréchet distance to the oracle's exact data moments (Gaussian oracle, affine samplers; empty otherwise)",
+        better: Better::Lower,
         tolerance: Tolerance { abs: 0.0, rel: 1e-9 },
     }],
 };

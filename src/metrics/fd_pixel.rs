@@ -8,7 +8,7 @@
 //! the traces of the same order on the gate's oracle specs, rel 1e-6 of the value.
 use super::frechet::frechet_distance;
 use super::stats::{FeatureStats, Moments};
-use super::{Accumulator, Batch, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
+use super::{Accumulator, Better, Batch, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
 use crate::Result;
 use std::path::Path;
 use tch::{Device, Kind};
@@ -18,6 +18,7 @@ pub static DEF: MetricDef = MetricDef {
     columns: &[ColumnDef {
         name: "fd_pixel",
         help: "Fréchet distance on the raw (unquantised) samples, in the model's [−1, 1] units, against the oracle's exact moments or a reference .npz",
+        better: Better::Lower,
         tolerance: Tolerance { abs: 0.0, rel: 1e-6 },
     }],
 };

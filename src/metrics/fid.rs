@@ -8,12 +8,14 @@
 //! random-weight Inception, where FID is of the order of the traces, the measured spread across
 //! thread counts and emulated ISAs is below 1e-5 relative: 1e-4 leaves a 10× margin.
 //! When FID ≪ the traces (real models), set an absolute tolerance in the baseline.
-use super::fid_cli::{FeatureExtractor, InceptionExtractor};
+use super::fid_cli::FeatureExtractor;
 use super::frechet::frechet_distance;
+use super::image_metrics::SharedInception;
 use super::stats::{FeatureStats, Moments};
-use super::{Accumulator, Batch, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
-use crate::{BenchError, Result};
+use super::{Accumulator, Better, Batch, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
+use crate::Result;
 use std::path::Path;
+use std::rc::Rc;
 use tch::Kind;
 
 pub static DEF: MetricDef = MetricDef {
@@ -21,12 +23,14 @@ pub static DEF: MetricDef = MetricDef {
     columns: &[ColumnDef {
         name: "fid",
         help: "FID against the reference statistics (`fid_mode` says which pipeline)",
+        better: Better::Lower,
         tolerance: Tolerance { abs: 0.0, rel: 1e-4 },
     }],
 };
 
 pub struct Fid {
-    pub extractor: InceptionExtractor,
+    /// The run's Inception pass (shared with the Inception Score, KID and PRDC).
+    pub inception: Rc<SharedInception>,
     pub reference: Moments,
 }
 
@@ -38,7 +42,7 @@ impl Metric for Fid {
         true
     }
     fn accumulator(&self) -> Box<dyn Accumulator + '_> {
-        Box::new(FidStats { metric: self, stats: FeatureStats::new(self.extractor.dims(), self.extractor.net.device()) })
+        Box::new(FidStats { metric: self, stats: FeatureStats::new(self.inception.extractor.dims(), self.inception.extractor.net.device()) })
     }
 }
 
@@ -49,11 +53,8 @@ struct FidStats<'a> {
 
 impl Accumulator for FidStats<'_> {
     fn observe(&mut self, batch: &Batch) -> Result<()> {
-        let images = batch.images.ok_or_else(|| BenchError::Internal("fid: batch without images".into()))?;
-        if images.size()[0] > 0 {
-            self.stats.add_batch(&self.metric.extractor.features(images)?.to_kind(Kind::Double))?;
-        }
-        Ok(())
+        let out = self.metric.inception.outputs(batch)?;
+        self.stats.add_batch(&out.features.f_to_kind(Kind::Double)?)
     }
     fn save(&self, path: &Path) -> Result<()> {
         self.stats.save_npz(path)

@@ -305,6 +305,9 @@ pub struct FidInception {
     mixed_7a: BlockD,
     mixed_7b: BlockE,
     mixed_7c: BlockE,
+    /// The 1008-way classifier's weight `[1008, 2048]` (`fc.weight`), when the file has it: the
+    /// Inception Score's logits are `pool · fcᵀ` without the bias, torch-fidelity's `logits_unbiased`.
+    fc_weight: Option<Tensor>,
     device: Device,
     /// SHA-256 of the weights file, recorded with results.
     pub weights_sha256: String,
@@ -403,16 +406,21 @@ impl FidInception {
             mixed_7a: BlockD::load(&mut p, "Mixed_7a", 768),
             mixed_7b: BlockE::load(&mut p, "Mixed_7b", 1280, false),
             mixed_7c: BlockE::load(&mut p, "Mixed_7c", 2048, true),
+            fc_weight: None,
             device,
             weights_sha256: String::new(),
         };
-        // The 1008-way classifier is part of the published file but not of the features.
+        // The 1008-way classifier is part of the published file but not of the features; its
+        // weight is kept for the Inception Score.
+        let mut net = net;
         for (name, shape) in [("fc.weight", vec![1008i64, 2048]), ("fc.bias", vec![1008])] {
             if let Some(t) = p.sd.get(name) {
                 p.used.insert(name.to_string());
-                if t.size() != shape {
+                if t.size() != shape || !t.is_floating_point() {
                     p.problems
                         .push(format!("`{name}` has shape {:?}, expected {shape:?}", t.size()));
+                } else if name == "fc.weight" {
+                    net.fc_weight = Some(t.to_kind(Kind::Float).to_device(device));
                 }
             }
         }
@@ -450,20 +458,57 @@ impl FidInception {
     /// `[B,dims]` float32 on this device. Blocks before 2048 are global-average-pooled as
     /// pytorch-fid's `get_activations` does.
     pub fn forward(&self, x: &Tensor, dims: usize) -> Result<Tensor> {
+        Ok(self.forward_outputs(x, dims, false)?.0)
+    }
+
+    /// One forward → (features `[B,dims]`, unbiased logits `[B,1008]`), both float32 on this
+    /// device. The logits are torch-fidelity's `logits_unbiased` (feature_extractor_inceptionv3.py:
+    /// `x.mm(self.fc.weight.T)` on the 2048-d pool features, no bias), which its Inception Score
+    /// uses. The features are exactly those of [`Self::forward`].
+    pub fn forward_with_logits(&self, x: &Tensor, dims: usize) -> Result<(Tensor, Tensor)> {
+        let (features, logits) = self.forward_outputs(x, dims, true)?;
+        let logits = logits.ok_or_else(|| BenchError::Internal("logits were not computed".into()))?;
+        Ok((features, logits))
+    }
+
+    /// Whether the weights include the classifier (`fc.weight`) that the Inception Score needs.
+    pub fn has_classifier(&self) -> bool {
+        self.fc_weight.is_some()
+    }
+
+    fn forward_outputs(&self, x: &Tensor, dims: usize, logits: bool) -> Result<(Tensor, Option<Tensor>)> {
         if !FEATURE_DIMS.contains(&dims) {
             return Err(BenchError::user(format!(
                 "unsupported feature dims {dims}; allowed: 64, 192, 768, 2048"
             )));
         }
-        let pooled = |y: Tensor| y.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
-        let out = tch::no_grad(|| {
+        let fc = match (logits, &self.fc_weight) {
+            (false, _) => None,
+            (true, Some(w)) => Some(w),
+            (true, None) => {
+                return Err(BenchError::user(
+                    "the Inception weights have no classifier (`fc.weight` [1008, 2048]); the Inception Score needs it",
+                ))
+            }
+        };
+        let pooled = |y: &Tensor| y.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        let out = tch::no_grad(|| -> Result<(Tensor, Option<Tensor>)> {
+            let mut features = None;
             let x = max_pool_3x3_s2(&chain(&self.stem0, &x.to_kind(Kind::Float)));
             if dims == 64 {
-                return pooled(x);
+                let f = pooled(&x);
+                if fc.is_none() {
+                    return Ok((f, None));
+                }
+                features = Some(f);
             }
             let x = max_pool_3x3_s2(&chain(&self.stem1, &x));
             if dims == 192 {
-                return pooled(x);
+                let f = pooled(&x);
+                if fc.is_none() {
+                    return Ok((f, None));
+                }
+                features = Some(f);
             }
             let mut x = x;
             for b in &self.mixed_5 {
@@ -474,14 +519,31 @@ impl FidInception {
                 x = b.forward(&x);
             }
             if dims == 768 {
-                return pooled(x);
+                let f = pooled(&x);
+                if fc.is_none() {
+                    return Ok((f, None));
+                }
+                features = Some(f);
             }
             let x = self
                 .mixed_7c
                 .forward(&self.mixed_7b.forward(&self.mixed_7a.forward(&x)));
-            pooled(x)
-        });
+            let pool = pooled(&x);
+            let logits = match fc {
+                Some(w) => Some(pool.f_mm(&w.f_tr()?)?),
+                None => None,
+            };
+            Ok((features.unwrap_or(pool), logits))
+        })?;
         Ok(out)
+    }
+
+    /// uint8 images `[B,3,H,W]` → (features `[B,dims]`, unbiased logits `[B,1008]`), float32 on
+    /// this network's device, resized/normalised per `mode` there: one forward for FID, IS, KID
+    /// and precision/recall.
+    pub fn features_and_logits(&self, images_u8: &Tensor, mode: ResizeMode, dims: usize) -> Result<(Tensor, Tensor)> {
+        let x = tch::no_grad(|| preprocess(&images_u8.to_device(self.device), mode))?;
+        self.forward_with_logits(&x, dims)
     }
 
     /// uint8 images `[B,3,H,W]` (any device) → features `[B,dims]` float32 on the CPU, with the

@@ -3,19 +3,32 @@
 //! consumes (samples, uint8 images) and makes mergeable per-part [`Accumulator`]s.
 //!
 //! Metrics: `fid.rs` (FID), `fd_pixel.rs` (Fréchet distance of raw samples), `fd_exact.rs`
-//! (closed form on the Gaussian oracle). Their machinery: images → FID Inception features
-//! (`preprocess.rs`, `inception.rs`) → streaming statistics (`stats.rs`) → Fréchet distance
+//! (closed form on the Gaussian oracle); from the same Inception pass as FID,
+//! `inception_score.rs` (IS), `kid.rs` (KID), `prdc.rs` (precision/recall/density/coverage).
+//! Their machinery: images → FID Inception features (`preprocess.rs`, `inception.rs`) →
+//! streaming statistics (`stats.rs`) or kept features (`feature_bank.rs`) → Fréchet distance
 //! (`frechet.rs`); image sources and the `bench fid` / `bench stats` pipeline (`datasets.rs`,
-//! `fid_cli.rs`); CLIP score (`clip_score.rs`).
+//! `fid_cli.rs`, `image_metrics.rs`). Beside them: FD in any TorchScript encoder's feature space
+//! (`fd_features.rs`), Context-FID and the Sines data for time series (`context_fid.rs`,
+//! `sines.rs`); CLIP score (`clip_score.rs`).
 pub mod clip_score;
+pub mod context_fid;
 pub mod datasets;
 pub mod fd_exact;
+pub mod fd_features;
 pub mod fd_pixel;
+pub mod feature_bank;
 pub mod fid;
 pub mod fid_cli;
 pub mod frechet;
+pub mod image_metrics;
 pub mod inception;
+pub mod inception_score;
+pub mod kid;
+pub mod numpy_random;
+pub mod prdc;
 pub mod preprocess;
+pub mod sines;
 pub mod stats;
 
 pub use preprocess::ResizeMode;
@@ -44,11 +57,19 @@ impl std::fmt::Display for Tolerance {
     }
 }
 
-/// One result column a metric fills (lower is better for every metric here).
+/// Which way a column improves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Lower,
+    Higher,
+}
+
+/// One result column a metric fills.
 #[derive(Debug)]
 pub struct ColumnDef {
     pub name: &'static str,
     pub help: &'static str,
+    pub better: Better,
     /// `bench check`'s default, derived from the arithmetic that produces the number (see the
     /// metric's module); baselines record the tolerance they were written with.
     pub tolerance: Tolerance,
@@ -62,7 +83,8 @@ pub struct MetricDef {
 }
 
 /// Every metric, in the order reports prefer them.
-pub static METRICS: &[&MetricDef] = &[&fid::DEF, &fd_exact::DEF, &fd_pixel::DEF];
+pub static METRICS: &[&MetricDef] =
+    &[&fid::DEF, &fd_exact::DEF, &fd_pixel::DEF, &inception_score::DEF, &kid::DEF, &prdc::DEF];
 
 /// The column definition of a known metric column.
 pub fn column(name: &str) -> Option<&'static ColumnDef> {
@@ -75,7 +97,11 @@ pub fn render_markdown() -> String {
     let mut out = String::from("| spec key | column | meaning | default `bench check` tolerance |\n|---|---|---|---|\n");
     for m in METRICS {
         for c in m.columns {
-            out += &format!("| `metrics.{}` | `{}` | {} | {} |\n", m.name, c.name, c.help, c.tolerance);
+            let dir = match c.better {
+                Better::Lower => "lower is better",
+                Better::Higher => "higher is better",
+            };
+            out += &format!("| `metrics.{}` | `{}` | {} ({dir}) | {} |\n", m.name, c.name, c.help, c.tolerance);
         }
     }
     out
@@ -86,6 +112,11 @@ pub fn render_markdown() -> String {
 pub struct Batch<'a> {
     pub samples: &'a Tensor,
     pub images: Option<&'a Tensor>,
+    /// Index within the cell of each row (rows of NaN/Inf samples are left out, so gaps occur).
+    pub indices: &'a [u64],
+    /// The FID Inception's outputs for `images`, filled by the first metric that reads them
+    /// ([`image_metrics::SharedInception`]), so one forward serves FID, IS, KID and PRDC.
+    pub inception: &'a std::cell::RefCell<Option<image_metrics::InceptionOutput>>,
 }
 
 /// What a metric's final numbers may use besides its statistics.

@@ -39,7 +39,7 @@ pub struct FeatureStats {
 }
 
 /// value + err += x, carrying the rounding error of the addition into `err` (TwoSum, exact).
-fn compensated_add(value: &mut Tensor, err: &mut Tensor, x: &Tensor) -> Result<()> {
+pub(crate) fn compensated_add(value: &mut Tensor, err: &mut Tensor, x: &Tensor) -> Result<()> {
     let s = value.f_add(x)?;
     let x_part = s.f_sub(value)?;
     let value_part = s.f_sub(&x_part)?;
@@ -125,6 +125,14 @@ impl FeatureStats {
     /// statistics file and a mergeable/resumable checkpoint.
     pub fn save_npz(&self, path: &Path) -> Result<()> {
         let mut w = npz_writer(path)?;
+        self.write_arrays(&mut w, path)?;
+        w.finish().map_err(|e| BenchError::file(path, format!("writing .npz: {e}")))?;
+        Ok(())
+    }
+
+    /// The arrays of [`Self::save_npz`], into an open writer (so other metrics' arrays can share
+    /// the file).
+    pub fn write_arrays(&self, w: &mut NpzOut, path: &Path) -> Result<()> {
         let err = |e: ndarray_npy::WriteNpzError| BenchError::file(path, format!("writing .npz: {e}"));
         if self.count >= 2 {
             let m = self.moments()?;
@@ -136,7 +144,6 @@ impl FeatureStats {
         w.add_array("feature_sum_err", &to_array1(&self.sum_err)?).map_err(err)?;
         w.add_array("outer_sum", &to_array2(&self.outer, self.dims)?).map_err(err)?;
         w.add_array("outer_sum_err", &to_array2(&self.outer_err, self.dims)?).map_err(err)?;
-        w.finish().map_err(err)?;
         Ok(())
     }
 
@@ -226,7 +233,11 @@ impl Moments {
     }
 }
 
-fn npz_writer(path: &Path) -> Result<NpzWriter<BufWriter<File>>> {
+/// An `.npz` being written.
+pub type NpzOut = NpzWriter<BufWriter<File>>;
+
+/// Creates `path` (and its folder) for writing arrays.
+pub fn npz_writer(path: &Path) -> Result<NpzOut> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| BenchError::io(format!("creating {}", dir.display()), e))?;
     }
@@ -239,7 +250,7 @@ pub(crate) fn open_npz(path: &Path) -> Result<NpzReader<File>> {
     NpzReader::new(f).map_err(|e| BenchError::file(path, format!("not a readable .npz (zip) file: {e}")))
 }
 
-fn read_array<D: ndarray::Dimension, T: ndarray_npy::ReadableElement>(
+pub(crate) fn read_array<D: ndarray::Dimension, T: ndarray_npy::ReadableElement>(
     r: &mut NpzReader<File>,
     path: &Path,
     key: &str,
@@ -248,7 +259,7 @@ fn read_array<D: ndarray::Dimension, T: ndarray_npy::ReadableElement>(
 }
 
 /// Reads a float64 array, accepting float32 files (some published statistics are float32).
-fn read_f64<D: ndarray::Dimension>(r: &mut NpzReader<File>, path: &Path, key: &str) -> Result<ndarray::Array<f64, D>> {
+pub(crate) fn read_f64<D: ndarray::Dimension>(r: &mut NpzReader<File>, path: &Path, key: &str) -> Result<ndarray::Array<f64, D>> {
     match r.by_name::<ndarray::OwnedRepr<f64>, D>(key) {
         Ok(a) => Ok(a),
         Err(ReadNpzError::Npy(ndarray_npy::ReadNpyError::WrongDescriptor(_))) => {
@@ -260,12 +271,12 @@ fn read_f64<D: ndarray::Dimension>(r: &mut NpzReader<File>, path: &Path, key: &s
     }
 }
 
-fn to_array1(t: &Tensor) -> Result<Array1<f64>> {
+pub(crate) fn to_array1(t: &Tensor) -> Result<Array1<f64>> {
     let v = Vec::<f64>::try_from(t.f_to_device(Device::Cpu)?.f_contiguous()?)?;
     Ok(Array1::from(v))
 }
 
-fn to_array2(t: &Tensor, d: usize) -> Result<Array2<f64>> {
+pub(crate) fn to_array2(t: &Tensor, d: usize) -> Result<Array2<f64>> {
     let v = Vec::<f64>::try_from(t.f_to_device(Device::Cpu)?.f_contiguous()?.f_reshape([-1])?)?;
     Array2::from_shape_vec((d, d), v).map_err(|e| BenchError::Internal(format!("covariance shape: {e}")))
 }

@@ -16,6 +16,10 @@ use crate::metrics::fid_cli::InceptionExtractor;
 use crate::metrics::inception::FidInception;
 use crate::metrics::preprocess::quantize;
 use crate::metrics::stats::Moments;
+use crate::metrics::image_metrics::{reference_features, SharedInception};
+use crate::metrics::inception_score::InceptionScoreMetric;
+use crate::metrics::kid::KidMetric;
+use crate::metrics::prdc::PrdcMetric;
 use crate::metrics::{fd_exact::FdExact, fd_pixel::FdPixel, Batch, FinishContext, Metric};
 use crate::models::{load_model, Condition, Denoiser, LoadedModel};
 use crate::noise::SeededNoise;
@@ -28,6 +32,7 @@ use lease::{Holder, Lease};
 use parts::{checkpoint, existing_partition, read_state, stats_path, NamedAccumulator};
 use std::cell::Cell as StdCell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -155,7 +160,34 @@ fn load_metrics(plan: &Plan, model: &LoadedModel) -> Result<Vec<Box<dyn Metric>>
                 format!("reference statistics have {} dims but metrics.fid.dims is {}", reference.mu.len(), f.dims),
             ));
         }
-        metrics.push(Box::new(Fid { extractor: InceptionExtractor { net, mode: f.mode, dims: f.dims }, reference }));
+        let m = &plan.metrics;
+        let inception = Rc::new(SharedInception {
+            extractor: InceptionExtractor { net, mode: f.mode, dims: f.dims },
+            logits: m.inception_score.is_some(),
+        });
+        metrics.push(Box::new(Fid { inception: inception.clone(), reference }));
+        if let Some(params) = m.inception_score {
+            metrics.push(Box::new(InceptionScoreMetric::new(inception.clone(), params, plan.samples as usize)?));
+        }
+        if m.kid.is_some() || m.prdc.is_some() {
+            let features = reference_features(&f.reference, f.dims, device)?;
+            let n_ref = features.size()[0] as usize;
+            if let Some(params) = m.kid {
+                if params.subset_size > n_ref {
+                    return Err(BenchError::file(
+                        &f.reference,
+                        format!("keeps {n_ref} reference features, fewer than metrics.kid.subset_size {}", params.subset_size),
+                    ));
+                }
+                metrics.push(Box::new(KidMetric { inception: inception.clone(), reference: features.shallow_clone(), params }));
+            }
+            if let Some(params) = m.prdc {
+                if params.k >= n_ref {
+                    return Err(BenchError::file(&f.reference, format!("keeps {n_ref} reference features; metrics.prdc.k {} needs more", params.k)));
+                }
+                metrics.push(Box::new(PrdcMetric { inception, reference: features, params }));
+            }
+        }
     }
     if plan.metrics.fd_exact {
         metrics.push(Box::new(FdExact));
@@ -471,7 +503,13 @@ fn observe_batch(ctx: &Ctx, stats: &mut [NamedAccumulator], state: &mut PartStat
         None => None,
     };
     if n_finite > 0 {
-        let batch = Batch { samples: &good, images: good_images.as_ref() };
+        let indices: Vec<u64> = Vec::<i64>::try_from(finite_idx.to_device(Device::Cpu))
+            .map_err(|e| BenchError::Internal(e.to_string()))?
+            .into_iter()
+            .map(|r| state.next + r as u64)
+            .collect();
+        let inception = std::cell::RefCell::new(None);
+        let batch = Batch { samples: &good, images: good_images.as_ref(), indices: &indices, inception: &inception };
         for s in stats.iter_mut() {
             s.acc.observe(&batch)?;
         }

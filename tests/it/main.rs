@@ -17,3 +17,4 @@ mod slurm;
 mod prediction;
 mod clip;
 mod edm;
+mod metrics_more;
