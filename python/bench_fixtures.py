@@ -3,6 +3,7 @@
 Import with ``python/`` on ``sys.path`` (``tests/it/common.rs`` sets PYTHONPATH for every test
 snippet; scripts in this folder import it directly).
 """
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -25,21 +26,45 @@ def random_fid_inception(seed=0):
     net.Mixed_6e = inc.FIDInceptionC(768, channels_7x7=192)
     net.Mixed_7b = inc.FIDInceptionE_1(1280)
     net.Mixed_7c = inc.FIDInceptionE_2(2048)
+    portable_reinit(net, seed)
+    rng = np.random.default_rng(seed + 1)
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = None
             m.reset_running_stats()
             with torch.no_grad():
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.2)
-    # Calibrated in float64, then rounded to float32: float32 convolutions sum in an order that
-    # depends on the CPU (oneDNN picks kernels by ISA), float64 ones differ only far below
-    # float32's resolution, so the fixture's weights are the same on every machine.
-    calib = torch.rand(2, 3, 160, 160) * 2 - 1
+                m.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, m.weight.shape)))
+                m.bias.copy_(torch.from_numpy(rng.normal(0.0, 0.2, m.bias.shape)))
+    # Running statistics from one calibration batch in float64, rounded to 12 significant bits:
+    # the convolutions' summation order depends on the CPU and thread count, and only a rounding
+    # far coarser than those differences gives the same bits everywhere.
+    calib = torch.from_numpy(rng.uniform(-1.0, 1.0, (2, 3, 160, 160)))
     net.double().train()
     with torch.no_grad():
-        net(calib.double())
+        net(calib)
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(_coarse(m.running_mean))
+                m.running_var.copy_(_coarse(m.running_var))
     return net.float().eval()
+
+
+def _coarse(t, bits=12):
+    m, e = np.frexp(t.numpy())
+    return torch.from_numpy(np.ldexp(np.round(m * 2.0**bits) / 2.0**bits, e))
+
+
+def portable_reinit(net, seed):
+    """Replaces every randomly initialised parameter (any that is not constant) with numpy draws,
+    uniform in ±(the power of two nearest its largest magnitude): torch's CPU random kernels are
+    vectorised per instruction set, so torch-seeded weights differ between CPUs, numpy's do not.
+    Constant parameters (norm scales and shifts) are kept."""
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        for _, p in sorted(net.named_parameters()):
+            if p.numel() > 1 and float(p.max()) != float(p.min()):
+                b = 2.0 ** np.round(np.log2(float(p.abs().max())))
+                p.copy_(torch.from_numpy(rng.uniform(-b, b, tuple(p.shape))))
 
 
 def pytorch_fid_model(net, dims=(0, 1, 2, 3)):
