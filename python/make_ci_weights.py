@@ -19,7 +19,7 @@ unet = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_blo
 portable_reinit(unet, seed=0)
 unet.save_pretrained(os.path.join(out, "unet"))
 
-net = random_fid_inception(seed=0)
+net = random_fid_inception(seed=0, portable=True)
 torch.save(net.state_dict(), os.path.join(out, "inception.pth"))
 
 # Reference "dataset": smooth random images (NHWC uint8, OpenAI samples-file layout).

@@ -450,7 +450,9 @@ fn bench_run_computes_is_kid_prdc_from_fids_inception_pass_across_shards() {
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", stderr(&made));
-    let weights = w.join("inception.pth");
+    // The parity fixtures' Inception (make_ci_weights' portable one gives IS − 1 ≈ 2e-9 and
+    // all-zero PRDC on these images: too degenerate to show anything).
+    let weights = random_inception().join("zip.pth");
     let refstats = d.join("ref.npz");
     let o = bench(&[
         "stats", w.join("reference_images.npz").to_str().unwrap(), "--out", refstats.to_str().unwrap(),
@@ -459,8 +461,11 @@ fn bench_run_computes_is_kid_prdc_from_fids_inception_pass_across_shards() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let head = "name: m\noutput: out_m\nmodel: {kind: diffusers, path: w/unet}\nsamplers: [{name: ddim, eta: 0.0}]\nsteps: 2\nsamples: 24\n\
                 batch_size: 12\ndevice: cpu\nsave_samples: all\n";
-    let metrics = "metrics:\n  fid: {reference: ref.npz, weights: w/inception.pth, allow_custom_weights: true}\n  \
-                   inception_score: {splits: 4}\n  kid: {subsets: 7, subset_size: 10}\n  prdc:\n";
+    let metrics = format!(
+        "metrics:\n  fid: {{reference: ref.npz, weights: {}, allow_custom_weights: true}}\n  \
+         inception_score: {{splits: 4}}\n  kid: {{subsets: 7, subset_size: 10}}\n  prdc:\n",
+        weights.display()
+    );
     std::fs::write(d.join("m.yaml"), format!("{head}{metrics}")).unwrap();
     let spec = d.join("m.yaml");
     for shard in ["2/2", "1/2"] {

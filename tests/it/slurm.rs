@@ -21,11 +21,12 @@ const LIGHT: &str = "name: light\nmodel:\n  kind: oracle\n  data: {kind: gaussia
 samplers:\n  - {name: ddim, eta: [0.0, 0.5, 1.0], skip: uniform}\nsteps: 20\nsamples: 400\nbatch_size: 25\nseed: 7\ndevice: cpu\n\
 metrics:\n  fd_pixel: {}\n  fd_exact: {}\nsave_samples: 0\n";
 
-/// One cell whose halves take seconds (60 batches of 4 samples × 100 steps each, checkpoint every
-/// 4 batches): caught at its first checkpoint, a half has 56 batches to go, far longer than a
-/// signal takes to arrive.
+/// One cell whose halves take seconds (60 batches of 4 samples × 400 steps each, ~4 s on an idle
+/// core, checkpoint every 4 batches): caught at its first checkpoint, a half has 56 batches to go,
+/// far longer than a signal takes to arrive (at 100 steps an idle machine finished a half between
+/// two polls).
 const HEAVY: &str = "name: heavy\nmodel:\n  kind: oracle\n  data: {kind: gaussian, shape: [3, 4, 4], mean: [0.1, -0.2, 0.0], std: [0.3, 0.8, 0.5]}\n\
-samplers:\n  - {name: ddim, eta: 1.0, skip: uniform}\nsteps: 100\nsamples: 480\nbatch_size: 4\nseed: 11\ndevice: cpu\n\
+samplers:\n  - {name: ddim, eta: 1.0, skip: uniform}\nsteps: 400\nsamples: 480\nbatch_size: 4\nseed: 11\ndevice: cpu\n\
 metrics:\n  fd_pixel: {}\n  fd_exact: {}\nsave_samples: 0\n";
 
 /// Generous: the 2-core machine also runs the rest of the suite.
@@ -231,7 +232,7 @@ fn a_cancelled_task_resumes_with_submit_resume_to_the_identical_result() {
     assert_eq!((st["merge_job"]["state"].as_str(), st["merge_job"]["reason"].as_str()), (Some("CANCELLED"), Some("DependencyNeverSatisfied")));
     assert_eq!((st["cells_finished"].as_u64(), st["cells"][0]["done"].as_u64()), (Some(0), Some(stopped.next)));
     let text = stdout(&cluster.bench(&["status", s(&out)]));
-    assert!(text.contains(&format!("   0  ddim eta=1 S=100  {}/480  240 {}\n", stopped.next, stopped.next - 240)), "{text}");
+    assert!(text.contains(&format!("   0  ddim eta=1 S=400  {}/480  240 {}\n", stopped.next, stopped.next - 240)), "{text}");
     assert!(text.contains(&format!("{task} CANCELLED\n")) && text.contains(&format!("{merge} CANCELLED (DependencyNeverSatisfied)\n")), "{text}");
     assert!(text.contains("\nfinished cells 0/1; ETA "), "{text}");
 
