@@ -10,8 +10,9 @@
 //! |---|---|---|
 //! | `name` | required | letters, digits, `_`, `-`, `.` (names the results rows) |
 //! | `dataset` | none; `cifar10`/`celeba64` for the DDIM presets | what the model was trained on (`cifar10`, `celeba64`, ...); finds published numbers |
-//! | `model.kind` | required | `diffusers`, `ddim`, `torchscript`, `oracle` |
-//! | `model.path` | required for diffusers, ddim, torchscript | diffusers: a folder with `config.json`; ddim/torchscript: a file |
+//! | `model.kind` | required | `diffusers`, `ddim`, `torchscript`, `oracle`, `edm` |
+//! | `model.path` | required for diffusers, ddim, torchscript, edm | diffusers: a folder with `config.json`; ddim/torchscript: a file; edm: a `network-snapshot-*.pkl` |
+//! | `model.space` | `vp` | oracle only: `vp`, or `sigma` (x = x0 + σ·ε; answers EDM's denoiser D(x; σ); for `edm_heun`, `edm_euler`) |
 //! | `model.config` | required for ddim | `cifar10`, `celeba`, or a map: `ch`, `ch_mult`, `num_res_blocks` (2), `attn_resolutions`, `resolution`, `in_channels` (3), `out_ch` (3), `dropout` (0), `resamp_with_conv` (true) |
 //! | `model.ema` | `true` | ddim only: use the checkpoint's EMA weights |
 //! | `model.shape` | required for torchscript | `[C, H, W]` |
@@ -27,7 +28,7 @@
 //! | `schedule.timesteps` | `1000` | ≥ 2 |
 //! | `samplers` | required, ≥ 1 entry | each `{name, <params>, skip?, steps?}`; a list value sweeps |
 //! | `samplers[i].<param>` | the sampler's default (catalog) | the sampler's parameters only |
-//! | `samplers[i].skip` | the sampler's default (catalog; `uniform`) | `uniform`, `quadratic`, `leading`, `trailing`, `linspace`, `time_uniform`, `logsnr`, `time_quadratic`, `karras` |
+//! | `samplers[i].skip` | the sampler's default (catalog; `uniform`) | `uniform`, `quadratic`, `leading`, `trailing`, `linspace`, `time_uniform`, `logsnr`, `time_quadratic`, `karras`, `edm` |
 //! | `samplers[i].steps` | top-level `steps` | integers 1..=`schedule.timesteps` |
 //! | `steps` | required unless every entry has `steps` | as above |
 //! | `samples` | `50000` | ≥ 1 |
@@ -67,7 +68,7 @@ use crate::metrics::inception_score::IsParams;
 use crate::metrics::kid::KidParams;
 use crate::metrics::prdc::PrdcParams;
 use crate::models::unet::DdimModelConfig;
-use crate::models::Prediction;
+use crate::models::{NoiseSpace, Prediction};
 use crate::registry;
 use crate::sampling::{self, SamplerDef};
 use crate::schedule::{NoiseSchedule, ScheduleKind};
@@ -140,6 +141,10 @@ pub enum ModelPlan {
         decoder: Option<PathBuf>,
     },
     Oracle(DataPlan),
+    /// An NVlabs/EDM network pickle, read as data (never executed); a σ-space denoiser.
+    Edm {
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -273,6 +278,13 @@ pub struct ModelIdentity {
     pub data: Option<RawData>,
     pub prediction: Prediction,
     pub decoder: bool,
+    /// Left out for VP models, so their cells keep their hashes.
+    #[serde(skip_serializing_if = "is_vp")]
+    pub space: NoiseSpace,
+}
+
+fn is_vp(space: &NoiseSpace) -> bool {
+    *space == NoiseSpace::Vp
 }
 
 /// The metric configuration, defaults resolved; files by content (see [`ModelIdentity`]).
@@ -467,7 +479,9 @@ pub fn build(spec: &SpecFile, host: &Host) -> Result<Plan> {
         (None, _) => None,
     };
     let (schedule, prediction, schedule_source) = cx.schedule(&raw.model, setup.scheduler.as_ref())?;
-    let expanded = cx.expand(&schedule, prediction)?;
+    let space = setup.identity.space;
+    let prediction = if space == NoiseSpace::Sigma { Prediction::Sample } else { prediction };
+    let expanded = cx.expand(&schedule, prediction, space)?;
     let samples = cx.at_least_1(&root.key("samples"), raw.samples.unwrap_or(50_000))?;
     let batch_size = cx.at_least_1(&root.key("batch_size"), raw.batch_size.unwrap_or(500))?;
     let seed = match raw.seed.unwrap_or(0) {
@@ -633,13 +647,15 @@ impl Cx<'_> {
             ("prediction", m.prediction.is_some()),
             ("decoder", m.decoder.is_some()),
             ("override_model_scheduler", m.override_model_scheduler.is_some()),
+            ("space", m.space.is_some()),
         ];
         let what = format!("model kind `{}`", m.kind.as_str());
         let allowed: &[&str] = match m.kind {
             ModelKind::Diffusers => &["kind", "path", "prediction", "override_model_scheduler"],
             ModelKind::Ddim => &["kind", "path", "config", "ema", "prediction"],
             ModelKind::Torchscript => &["kind", "path", "shape", "prediction", "decoder"],
-            ModelKind::Oracle => &["kind", "data", "prediction"],
+            ModelKind::Oracle => &["kind", "data", "prediction", "space"],
+            ModelKind::Edm => &["kind", "path", "prediction"],
         };
         self.only_keys(&at, &what, &written, allowed)?;
         let path = |hint: &str| -> Result<PathBuf> {
@@ -741,7 +757,23 @@ impl Cx<'_> {
                 }
                 ModelPlan::Oracle(data)
             }
+            ModelKind::Edm => {
+                let p = path("an NVlabs/EDM network-snapshot-*.pkl")?;
+                inputs.push(input("model.weights", &p));
+                ModelPlan::Edm { path: p }
+            }
         };
+        let space = match m.kind {
+            ModelKind::Edm => NoiseSpace::Sigma,
+            _ => m.space.unwrap_or_default(),
+        };
+        // A σ-space model's output is the denoised x̂0 by definition.
+        if space == NoiseSpace::Sigma && m.prediction.is_some_and(|p| p != Prediction::Sample) {
+            return Err(self.err(
+                &at.key("prediction"),
+                "a σ-space model outputs the denoised sample: leave `prediction` out or write `sample`",
+            ));
+        }
         let identity = ModelIdentity {
             kind: m.kind,
             ddim_config,
@@ -750,6 +782,7 @@ impl Cx<'_> {
             data: data_identity,
             prediction: m.prediction.unwrap_or_default(),
             decoder: m.decoder.is_some(),
+            space,
         };
         Ok(ModelSetup { plan, identity, inputs, scheduler })
     }
@@ -983,7 +1016,7 @@ impl Cx<'_> {
         Ok(out)
     }
 
-    fn expand(&self, schedule: &SchedulePlan, prediction: Prediction) -> Result<Vec<Expanded>> {
+    fn expand(&self, schedule: &SchedulePlan, prediction: Prediction, space: NoiseSpace) -> Result<Vec<Expanded>> {
         let timesteps = schedule.timesteps;
         let noise_schedule = &schedule.noise_schedule()?;
         let raw = &self.spec.raw;
@@ -1006,6 +1039,7 @@ impl Cx<'_> {
                 }
                 return Err(self.err(&at.key("name"), msg + &format!(" (known: {})", names.join(", "))));
             };
+            def.check_space(space).map_err(|m| self.err(&at.key("name"), m))?;
             def.check_prediction(prediction).map_err(|m| self.err(&at.key("name"), m))?;
             // Axes of the product, in written order; then skip; then steps.
             let mut axes: Vec<(String, Vec<ParamValue>)> = Vec::new();

@@ -71,6 +71,8 @@ pub enum ModelKind {
     Ddim,
     Torchscript,
     Oracle,
+    /// An NVlabs/EDM `network-snapshot-*.pkl` (σ space).
+    Edm,
 }
 
 impl ModelKind {
@@ -80,6 +82,7 @@ impl ModelKind {
             ModelKind::Ddim => "ddim",
             ModelKind::Torchscript => "torchscript",
             ModelKind::Oracle => "oracle",
+            ModelKind::Edm => "edm",
         }
     }
 }
@@ -101,6 +104,8 @@ pub struct RawModel {
     pub decoder: Option<String>,
     /// Let the spec's `schedule`/`prediction` replace what the model folder's scheduler config says.
     pub override_model_scheduler: Option<bool>,
+    /// An oracle's noise parameterisation: `vp` (default) or `sigma` (EDM's denoiser in σ).
+    pub space: Option<crate::models::NoiseSpace>,
 }
 
 /// `model.config` of a `ddim` model: a preset name or the DDIM repo's `model:` section.

@@ -27,6 +27,8 @@ pub enum Skip {
     TimeQuadratic,
     /// Karras et al. 2022 eq. 5, ρ = 7.
     Karras,
+    /// Karras et al. 2022 eq. 5 in a σ-space model's own σ (EDM's samplers; ρ a parameter).
+    Edm,
 }
 
 impl std::fmt::Display for Skip {
@@ -36,7 +38,7 @@ impl std::fmt::Display for Skip {
 }
 
 impl Skip {
-    pub const ALL: [Skip; 9] = [
+    pub const ALL: [Skip; 10] = [
         Skip::Uniform,
         Skip::Quadratic,
         Skip::Leading,
@@ -46,6 +48,7 @@ impl Skip {
         Skip::Logsnr,
         Skip::TimeQuadratic,
         Skip::Karras,
+        Skip::Edm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +62,7 @@ impl Skip {
             Skip::Logsnr => "logsnr",
             Skip::TimeQuadratic => "time_quadratic",
             Skip::Karras => "karras",
+            Skip::Edm => "edm",
         }
     }
 
@@ -72,6 +76,12 @@ impl Skip {
     /// Rules that produce integer labels for the discrete samplers (DDIM, DDPM, PNDM family).
     pub fn is_discrete(self) -> bool {
         matches!(self, Skip::Uniform | Skip::Quadratic | Skip::Leading | Skip::Trailing | Skip::Linspace)
+    }
+
+    /// Rules in a σ-space model's own noise levels; samplers taking only these run on σ-space
+    /// models only.
+    pub fn is_sigma_space(self) -> bool {
+        self == Skip::Edm
     }
 }
 
@@ -115,7 +125,7 @@ pub fn discrete_labels(skip: Skip, steps: usize, train_steps: usize, steps_offse
         }
         // diffusers: `linspace(0, T − 1, S).round()` (round-half-to-even); no steps_offset.
         Skip::Linspace => numpy_linspace(0.0, (t - 1) as f64, s).into_iter().map(|x| x.round_ties_even() as usize).collect(),
-        Skip::TimeUniform | Skip::Logsnr | Skip::TimeQuadratic | Skip::Karras => {
+        Skip::TimeUniform | Skip::Logsnr | Skip::TimeQuadratic | Skip::Karras | Skip::Edm => {
             return Err(BenchError::user(format!(
                 "skip: {:?} applies to the continuous-time solvers (dpm_solver, unipc, karras family); \
                  discrete samplers take uniform, quadratic, leading, trailing or linspace",

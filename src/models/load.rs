@@ -108,9 +108,21 @@ pub fn load_model(plan: &Plan) -> Result<LoadedModel> {
             let mean = moment_tensor(mean, *shape, "mean")?;
             let std = moment_tensor(std, *shape, "std")?;
             let cov = std.flatten(0, -1).square().diag(0);
-            let exact = GaussianOracle::new(schedule.clone(), mean.shallow_clone(), std.shallow_clone());
-            let model = GaussianOracle::new(schedule, mean.shallow_clone(), std).with_output(plan.prediction);
+            let space = plan.model_identity.space;
+            let exact = GaussianOracle::new(schedule.clone(), mean.shallow_clone(), std.shallow_clone()).in_space(space);
+            let model = GaussianOracle::new(schedule, mean.shallow_clone(), std).with_output(plan.prediction).in_space(space);
             LoadedModel { gaussian: Some(exact), data_moments: Some(to_moments(&mean, &cov)?), ..plain(Box::new(model), shape.to_vec()) }
+        }
+        ModelPlan::Edm { path } => {
+            let net = super::edm::EdmNetwork::load_pickle(path, device, kind)?;
+            if net.label_dim() > 0 {
+                return Err(BenchError::file(
+                    path,
+                    format!("a class-conditional EDM network ({} classes); bench samples unconditional EDM networks only", net.label_dim()),
+                ));
+            }
+            let shape = vec![net.channels(), net.resolution(), net.resolution()];
+            plain(Box::new(net), shape)
         }
         ModelPlan::Oracle(DataPlan::Gmm { shape, mixture }) => {
             let oracle = match mixture {

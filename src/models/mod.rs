@@ -62,6 +62,27 @@ impl Prediction {
     }
 }
 
+/// How a model's noise level enters its input and label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseSpace {
+    /// The discrete VP chain: x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε, labels are timesteps of the schedule.
+    #[default]
+    Vp,
+    /// σ (VE/EDM): x = x0 + σ ε, the label is σ itself and the output is the denoised x̂0
+    /// (EDM's D(x; σ), Karras et al. 2022 Eq. 7).
+    Sigma,
+}
+
+impl NoiseSpace {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoiseSpace::Vp => "vp",
+            NoiseSpace::Sigma => "sigma",
+        }
+    }
+}
+
 /// A per-sample condition, batched like x (first dimension B).
 #[derive(Debug)]
 pub enum Condition {
@@ -105,6 +126,15 @@ pub trait Denoiser {
     fn forward(&self, x: &Tensor, t: &Tensor, cond: Option<&Condition>) -> Result<Tensor>;
     /// Short description recorded in results.
     fn describe(&self) -> String;
+    /// σ-space models: the noise levels the network supports (EDM's `sigma_min`, `sigma_max`);
+    /// samplers clamp their σ range to it as EDM's sampler does.
+    fn sigma_range(&self) -> (f64, f64) {
+        (0.0, f64::INFINITY)
+    }
+    /// σ-space models: σ snapped to a level the network was trained on (EDM's `round_sigma`).
+    fn round_sigma(&self, sigma: &Tensor) -> Tensor {
+        sigma.shallow_clone()
+    }
 }
 
 /// The stage between a sampler's output and the metrics (latent → image).

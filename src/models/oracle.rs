@@ -1,6 +1,6 @@
 //! Exact-score oracle models: when the data distribution is known in closed form, the optimal
 //! ε-predictor E[ε | x_t] is closed form too, so samplers can be measured without a network.
-use super::{Condition, Denoiser, Prediction};
+use super::{Condition, Denoiser, NoiseSpace, Prediction};
 use crate::schedule::NoiseSchedule;
 use crate::{BenchError, Result};
 use tch::{Kind, Tensor};
@@ -44,6 +44,9 @@ fn express(output: Prediction, schedule: &NoiseSchedule, eps: Tensor, x: &Tensor
 /// Data x0 ~ N(μ, diag(s²)) with μ, s of the sample shape [C,H,W] (broadcast from a number or
 /// per-channel list by the caller). Then x_t ~ N(√ᾱ μ, ᾱ s² + 1 − ᾱ) and
 /// ε*(x_t) = √(1−ᾱ) (x_t − √ᾱ μ) / (ᾱ s² + 1 − ᾱ).
+///
+/// In σ space (x = x0 + σ ε, label σ) it answers EDM's exact denoiser instead:
+/// D*(x; σ) = μ + s²/(s² + σ²)·(x − μ).
 pub struct GaussianOracle {
     pub schedule: NoiseSchedule,
     /// [C,H,W], f64.
@@ -52,16 +55,30 @@ pub struct GaussianOracle {
     pub std: Tensor,
     /// The parameterisation `forward` answers in (ε* re-expressed).
     pub output: Prediction,
+    pub space: NoiseSpace,
 }
 
 impl GaussianOracle {
     pub fn new(schedule: NoiseSchedule, mean: Tensor, std: Tensor) -> Self {
-        GaussianOracle { schedule, mean: mean.to_kind(Kind::Double), std: std.to_kind(Kind::Double), output: Prediction::Epsilon }
+        let (mean, std) = (mean.to_kind(Kind::Double), std.to_kind(Kind::Double));
+        GaussianOracle { schedule, mean, std, output: Prediction::Epsilon, space: NoiseSpace::Vp }
     }
     /// The same oracle answering as a v- or x0-model.
     pub fn with_output(mut self, output: Prediction) -> Self {
         self.output = output;
         self
+    }
+    /// The same data in σ space: the output is EDM's denoiser D*(x; σ) (an x0 prediction).
+    pub fn in_space(mut self, space: NoiseSpace) -> Self {
+        self.space = space;
+        if space == NoiseSpace::Sigma {
+            self.output = Prediction::Sample;
+        }
+        self
+    }
+    /// Another data distribution with this oracle's schedule, output and space.
+    pub fn with_data(&self, mean: Tensor, std: Tensor) -> Self {
+        GaussianOracle { output: self.output, space: self.space, ..GaussianOracle::new(self.schedule.clone(), mean, std) }
     }
     pub fn shape(&self) -> Vec<i64> {
         self.mean.size()
@@ -69,6 +86,17 @@ impl GaussianOracle {
     /// ε*(x, t) for per-sample labels t.
     pub fn eps(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
         self.eps_at(x, &host_labels(t)?)
+    }
+
+    /// D*(x; σ) = μ + s²/(s² + σ²)·(x − μ) for per-sample σ (the labels), in x's dtype.
+    fn denoised(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
+        let dev = x.device();
+        let mut shape = vec![-1i64];
+        shape.extend(std::iter::repeat_n(1, x.dim().saturating_sub(1)));
+        let s2 = sigma.to_kind(Kind::Double).to_device(dev).square().view(shape.as_slice());
+        let (mean, var) = (self.mean.to_device(dev).unsqueeze(0), self.std.to_device(dev).square().unsqueeze(0));
+        let d = &mean + (x.to_kind(Kind::Double) - &mean) * &var / (&var + s2);
+        d.to_kind(x.kind())
     }
 
     fn eps_at(&self, x: &Tensor, labels: &[f64]) -> Result<Tensor> {
@@ -96,6 +124,9 @@ impl GaussianOracle {
 
 impl Denoiser for GaussianOracle {
     fn forward(&self, x: &Tensor, t: &Tensor, _cond: Option<&Condition>) -> Result<Tensor> {
+        if self.space == NoiseSpace::Sigma {
+            return Ok(self.denoised(x, t));
+        }
         let labels = host_labels(t)?;
         express(self.output, &self.schedule, self.eps_at(x, &labels)?, x, &labels)
     }

@@ -3,8 +3,8 @@
 //! reference and constructor. Spec validation and default filling ([`SamplerDef::resolve`]),
 //! `bench samplers`, the README's sampler table and the results columns all read these; nothing
 //! else describes a sampler's parameters.
-use super::{ddim, deis, dpm_solver, karras, pndm, unipc, Sampler, Schedule};
-use crate::models::Prediction;
+use super::{ddim, deis, dpm_solver, edm, karras, pndm, unipc, Sampler, Schedule};
+use crate::models::{NoiseSpace, Prediction};
 use crate::spec::{suggest, ParamValue};
 use crate::timesteps::Skip;
 use crate::{BenchError, Result};
@@ -123,6 +123,8 @@ pub static DEFINITIONS: &[&SamplerDef] = &[
     &karras::KDPM2_ANCESTRAL,
     &karras::LMS,
     &karras::KARRAS_VE,
+    &edm::EDM_HEUN,
+    &edm::EDM_EULER,
 ];
 
 pub fn find(name: &str) -> Option<&'static SamplerDef> {
@@ -208,6 +210,33 @@ impl SamplerDef {
         }
         let names: Vec<&str> = self.skips.iter().map(|k| k.name()).collect();
         Err(format!("`{}` does not support skip `{skip}` (allowed: {})", self.name, names.join(", ")))
+    }
+
+    /// The models it runs on: σ-space samplers are those whose timestep rules are all in σ.
+    pub fn space(&self) -> NoiseSpace {
+        if self.skips.iter().all(|s| s.is_sigma_space()) {
+            NoiseSpace::Sigma
+        } else {
+            NoiseSpace::Vp
+        }
+    }
+
+    pub fn check_space(&self, space: NoiseSpace) -> std::result::Result<(), String> {
+        if self.space() == space {
+            return Ok(());
+        }
+        let fits: Vec<&str> = DEFINITIONS.iter().filter(|d| d.space() == space).map(|d| d.name).collect();
+        Err(match space {
+            NoiseSpace::Sigma => format!(
+                "`{}` runs on discrete-VP models; this model is in σ space (x = x0 + σ·ε): use {}",
+                self.name,
+                fits.join(", ")
+            ),
+            NoiseSpace::Vp => format!(
+                "`{}` runs on σ-space models (model kind edm, or an oracle with space: sigma); this model is a discrete-VP model",
+                self.name
+            ),
+        })
     }
 
     pub fn check_prediction(&self, p: Prediction) -> std::result::Result<(), String> {

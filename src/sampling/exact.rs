@@ -8,7 +8,6 @@
 //! since samplers act on each batch row independently.
 use super::{Counted, NoiseSource, Sampler};
 use crate::models::oracle::GaussianOracle;
-use crate::models::Prediction;
 use crate::{BenchError, Result};
 use std::collections::BTreeSet;
 use tch::{Device, Kind, Tensor};
@@ -50,7 +49,7 @@ pub fn exact_output_moments(sampler: &dyn Sampler, oracle: &GaussianOracle) -> R
         s
     };
     let opts = (Kind::Double, Device::Cpu);
-    let model = Counted::new(oracle, Prediction::Epsilon);
+    let model = Counted::new(oracle, oracle.output);
     let mut rec = RecordSteps(BTreeSet::new());
     let _ = sampler.sample(&model, Tensor::zeros(one(1), opts), &mut rec)?;
     let steps: Vec<usize> = rec.0.into_iter().collect();
@@ -61,7 +60,7 @@ pub fn exact_output_moments(sampler: &dyn Sampler, oracle: &GaussianOracle) -> R
     let x = Tensor::zeros(one(n), opts);
     let _ = x.get(1).fill_(1.0);
     let _ = x.get(2).fill_(PROBE);
-    let out = sampler.sample(&Counted::new(oracle, Prediction::Epsilon), x, &mut UnitProbes { steps, first: 3 })?;
+    let out = sampler.sample(&Counted::new(oracle, oracle.output), x, &mut UnitProbes { steps, first: 3 })?;
     let m = out.get(0);
     let a = out.get(1) - &m;
     let a2 = out.get(2) - &m;
@@ -107,11 +106,7 @@ pub fn exact_fd(sampler: &dyn Sampler, oracle: &GaussianOracle) -> Result<f64> {
             c.push(n);
             (a, b, c)
         });
-    let reduced = GaussianOracle::new(
-        oracle.schedule.clone(),
-        Tensor::from_slice(&mu).view([k, 1, 1]),
-        Tensor::from_slice(&sd).view([k, 1, 1]),
-    );
+    let reduced = oracle.with_data(Tensor::from_slice(&mu).view([k, 1, 1]), Tensor::from_slice(&sd).view([k, 1, 1]));
     let (m, v) = exact_output_moments(sampler, &reduced)?;
     let count = Tensor::from_slice(&count).view([k, 1, 1]);
     let per = (&m - &reduced.mean).square() + (v.sqrt() - &reduced.std).square();

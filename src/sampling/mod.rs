@@ -5,6 +5,7 @@ pub mod continuous;
 pub mod ddim;
 pub mod deis;
 pub mod def;
+pub mod edm;
 pub mod dpm_solver;
 pub mod exact;
 pub mod karras;
@@ -53,6 +54,14 @@ impl<'a> Counted<'a> {
     }
     pub fn prediction(&self) -> Prediction {
         self.prediction
+    }
+    /// The σ range a σ-space model supports.
+    pub fn sigma_range(&self) -> (f64, f64) {
+        self.model.sigma_range()
+    }
+    /// σ snapped to the model's trained levels.
+    pub fn round_sigma(&self, sigma: &Tensor) -> Tensor {
+        self.model.round_sigma(sigma)
     }
 
     /// The network's raw output at (x, label), guidance applied.

@@ -356,3 +356,74 @@ for name, edit in [{}]:
     }
     assert!(bad[1].as_ref().unwrap().to_string().contains("expected a floating-point [B, 3, H, W] with H and W divisible by 4"));
 }
+
+/// `model: {kind: edm}` end to end: `bench sample` with `edm_heun` reproduces EDM's own
+/// 5-step trajectory (the golden one above; latents rounded to fp32 first, 6e-8 relative), and
+/// a DDIM entry is refused at plan time with the samplers that fit.
+#[test]
+fn bench_sample_and_run_drive_an_edm_pickle() {
+    let (g, inp) = (golden(), inputs());
+    let d = tempfile::tempdir().unwrap();
+    let pkl = fixtures().join("vp_ddpmpp.pkl");
+    inp["latents"].to_kind(Kind::Float).write_npy(d.path().join("latents.npy")).unwrap();
+    let spec = d.path().join("edm.yaml");
+    let text = format!(
+        "name: edm\nmodel: {{kind: edm, path: {}}}\nsamplers:\n  - {{name: edm_heun}}\nsteps: 5\nsamples: 4\nbatch_size: 2\ndevice: cpu\noutput: {}\n",
+        pkl.display(),
+        d.path().join("out").display()
+    );
+    std::fs::write(&spec, &text).unwrap();
+    let (latents, out) = (d.path().join("latents.npy"), d.path().join("x0.npy"));
+    let o = bench(&["sample", spec.to_str().unwrap(), "--noise", latents.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("(9 model evaluations)"), "{}", stderr(&o));
+    let e = rel_err(&Tensor::read_npy(&out).unwrap(), &g["traj_heun__vp_ddpmpp"]);
+    eprintln!("bench sample edm_heun vs EDM: relative L2 {e:.1e}");
+    assert!(e <= 1e-5, "relative L2 error {e}");
+
+    let o = bench(&["run", spec.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows = samplerbench::results::read_results(&d.path().join("out")).unwrap();
+    assert_eq!((rows.len(), rows[0].sampler.as_str(), rows[0].nfe, rows[0].samples), (1, "edm_heun", 9, 4));
+    assert!(rows[0].seconds_per_step > 0.0 && rows[0].nan_samples == 0, "{:?}", rows[0]);
+
+    std::fs::write(&spec, text.replace("{name: edm_heun}", "{name: ddim}")).unwrap();
+    let o = bench(&["run", spec.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("samplers[0].name: `ddim` runs on discrete-VP models; this model is in σ space (x = x0 + σ·ε): use edm_heun, edm_euler"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// EDM's samplers on the exact Gaussian denoiser through `bench run` (`space: sigma`): fd_exact
+/// equals the closed-form values of a numpy transcription of EDM's loop on N(0.3, 0.5²) data
+/// (per coordinate: Heun 16 steps 1.3056678205e-3, Euler 16 steps 7.447337748e-3; 4 coordinates).
+#[test]
+fn sigma_space_oracle_runs_edm_samplers_with_exact_fd() {
+    let d = tempfile::tempdir().unwrap();
+    let spec = d.path().join("s.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: s\nmodel: {{kind: oracle, space: sigma, data: {{kind: gaussian, shape: [1, 2, 2], mean: 0.3, std: 0.5}}}}\n\
+             samplers:\n  - {{name: edm_heun}}\n  - {{name: edm_euler}}\nsteps: 16\nsamples: 8\nbatch_size: 8\ndevice: cpu\n\
+             metrics: {{fd_exact: {{}}}}\noutput: {}\n",
+            d.path().join("out").display()
+        ),
+    )
+    .unwrap();
+    let o = bench(&["run", spec.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows = samplerbench::results::read_results(&d.path().join("out")).unwrap();
+    let fd = |name: &str| rows.iter().find(|r| r.sampler == name).and_then(|r| r.metric("fd_exact")).unwrap();
+    for (name, want) in [("edm_heun", 4.0 * 1.3056678205409e-3), ("edm_euler", 4.0 * 7.447337748187e-3)] {
+        assert!((fd(name) / want - 1.0).abs() < 1e-9, "{name}: {} vs {want}", fd(name));
+    }
+    // The σ-space oracle outputs x̂0 by definition; another prediction is refused.
+    std::fs::write(&spec, std::fs::read_to_string(&spec).unwrap().replace("space: sigma,", "space: sigma, prediction: epsilon,")).unwrap();
+    let o = bench(&["run", spec.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("model.prediction: a σ-space model outputs the denoised sample"), "{}", stderr(&o));
+}

@@ -348,3 +348,27 @@ impl EdmNetwork {
         }
     }
 }
+
+/// A σ-space [`crate::models::Denoiser`]: labels are σ, the output is D(x; σ); class conditions
+/// (int64 labels) are passed one-hot, as EDM's `generate.py` does.
+impl crate::models::Denoiser for EdmNetwork {
+    fn forward(&self, x: &Tensor, t: &Tensor, cond: Option<&crate::models::Condition>) -> Result<Tensor> {
+        let labels = match cond {
+            Some(crate::models::Condition::Labels(l)) if self.label_dim > 0 => {
+                Some(l.to_kind(Kind::Int64).onehot(self.label_dim).to_kind(Kind::Float))
+            }
+            Some(_) => return Err(BenchError::user(format!("{}: this network takes no such condition", self.source))),
+            None => None,
+        };
+        self.denoise(x, t, labels.as_ref())
+    }
+    fn describe(&self) -> String {
+        EdmNetwork::describe(self)
+    }
+    fn sigma_range(&self) -> (f64, f64) {
+        (self.sigma_min, self.sigma_max)
+    }
+    fn round_sigma(&self, sigma: &Tensor) -> Tensor {
+        EdmNetwork::round_sigma(self, sigma)
+    }
+}
