@@ -28,7 +28,7 @@
 //! | `schedule.timesteps` | `1000` | ≥ 2 |
 //! | `samplers` | required, ≥ 1 entry | each `{name, <params>, skip?, steps?}`; a list value sweeps |
 //! | `samplers[i].<param>` | the sampler's default (catalog) | the sampler's parameters only |
-//! | `samplers[i].skip` | the sampler's default (catalog; `uniform`) | `uniform`, `quadratic`, `leading`, `trailing`, `linspace`, `time_uniform`, `logsnr`, `time_quadratic`, `karras`, `edm` |
+//! | `samplers[i].skip` | the sampler's default (catalog; `uniform`) | `uniform`, `quadratic`, `leading`, `trailing`, `linspace`, `time_uniform`, `logsnr`, `time_quadratic`, `karras`, `edm`, `consistency` |
 //! | `samplers[i].steps` | top-level `steps` | integers 1..=`schedule.timesteps` |
 //! | `steps` | required unless every entry has `steps` | as above |
 //! | `samples` | `50000` | ≥ 1 |
@@ -144,6 +144,12 @@ pub enum ModelPlan {
     /// An NVlabs/EDM network pickle, read as data (never executed); a σ-space denoiser.
     Edm {
         path: PathBuf,
+    },
+    /// A diffusers `ConsistencyModelPipeline` folder: its `unet/` inside the boundary
+    /// parameterisation its `scheduler/` config defines; a σ-space model.
+    Consistency {
+        unet: PathBuf,
+        scheduler: PathBuf,
     },
 }
 
@@ -350,6 +356,13 @@ pub struct Plan {
     /// The located one-line error naming every missing file, if any (see [`Plan::check_files`]).
     pub missing_files: Option<String>,
     pub cells: Vec<Cell>,
+}
+
+/// The `_class_name` of a diffusers pipeline folder's `model_index.json`, if it has one.
+fn pipeline_class(dir: &Path) -> Option<String> {
+    let text = fs_err::read_to_string(dir.join("model_index.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("_class_name")?.as_str().map(str::to_owned)
 }
 
 /// Bumped whenever the identity document changes shape: every finished cell is then recomputed.
@@ -668,8 +681,23 @@ impl Cx<'_> {
         let mut scheduler = None;
         let mut data_identity = m.data.clone();
         let plan = match m.kind {
-            ModelKind::Diffusers => {
+            ModelKind::Diffusers => 'diffusers: {
                 let p = path("a diffusers model folder")?;
+                if let Some(class) = pipeline_class(&p) {
+                    if class == "ConsistencyModelPipeline" {
+                        let (unet, scheduler) = (p.join("unet"), p.join("scheduler").join("scheduler_config.json"));
+                        for f in [p.join("model_index.json"), unet.join("config.json"), scheduler.clone()] {
+                            self.existing(&at.key("path"), f)?;
+                        }
+                        inputs.push(input("model.pipeline", &p.join("model_index.json")));
+                        inputs.push(input("model.config", &unet.join("config.json")));
+                        if let Some(w) = crate::models::unet::diffusers_weights_file(&unet) {
+                            inputs.push(input("model.weights", &w));
+                        }
+                        inputs.push(input("model.scheduler", &scheduler));
+                        break 'diffusers ModelPlan::Consistency { unet, scheduler };
+                    }
+                }
                 if p.exists() && !p.join("config.json").is_file() {
                     let hint = if p.join("model_index.json").is_file() && p.join("unet").join("config.json").is_file() {
                         format!(" — it is a pipeline folder: use {}", p.join("unet").display())
@@ -763,8 +791,8 @@ impl Cx<'_> {
                 ModelPlan::Edm { path: p }
             }
         };
-        let space = match m.kind {
-            ModelKind::Edm => NoiseSpace::Sigma,
+        let space = match plan {
+            ModelPlan::Edm { .. } | ModelPlan::Consistency { .. } => NoiseSpace::Sigma,
             _ => m.space.unwrap_or_default(),
         };
         // A σ-space model's output is the denoised x̂0 by definition.

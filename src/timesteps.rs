@@ -29,6 +29,9 @@ pub enum Skip {
     Karras,
     /// Karras et al. 2022 eq. 5 in a σ-space model's own σ (EDM's samplers; ρ a parameter).
     Edm,
+    /// diffusers `CMStochasticIterativeScheduler`: S levels of an N-level Karras grid at
+    /// indices k·⌊N/S⌋ (consistency models).
+    Consistency,
 }
 
 impl std::fmt::Display for Skip {
@@ -38,7 +41,7 @@ impl std::fmt::Display for Skip {
 }
 
 impl Skip {
-    pub const ALL: [Skip; 10] = [
+    pub const ALL: [Skip; 11] = [
         Skip::Uniform,
         Skip::Quadratic,
         Skip::Leading,
@@ -49,6 +52,7 @@ impl Skip {
         Skip::TimeQuadratic,
         Skip::Karras,
         Skip::Edm,
+        Skip::Consistency,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +67,7 @@ impl Skip {
             Skip::TimeQuadratic => "time_quadratic",
             Skip::Karras => "karras",
             Skip::Edm => "edm",
+            Skip::Consistency => "consistency",
         }
     }
 
@@ -81,7 +86,7 @@ impl Skip {
     /// Rules in a σ-space model's own noise levels; samplers taking only these run on σ-space
     /// models only.
     pub fn is_sigma_space(self) -> bool {
-        self == Skip::Edm
+        matches!(self, Skip::Edm | Skip::Consistency)
     }
 }
 
@@ -125,7 +130,7 @@ pub fn discrete_labels(skip: Skip, steps: usize, train_steps: usize, steps_offse
         }
         // diffusers: `linspace(0, T − 1, S).round()` (round-half-to-even); no steps_offset.
         Skip::Linspace => numpy_linspace(0.0, (t - 1) as f64, s).into_iter().map(|x| x.round_ties_even() as usize).collect(),
-        Skip::TimeUniform | Skip::Logsnr | Skip::TimeQuadratic | Skip::Karras | Skip::Edm => {
+        Skip::TimeUniform | Skip::Logsnr | Skip::TimeQuadratic | Skip::Karras | Skip::Edm | Skip::Consistency => {
             return Err(BenchError::user(format!(
                 "skip: {:?} applies to the continuous-time solvers (dpm_solver, unipc, karras family); \
                  discrete samplers take uniform, quadratic, leading, trailing or linspace",

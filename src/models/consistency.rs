@@ -2,6 +2,11 @@
 //! openai/consistency_models `KarrasDenoiser`): f(x, σ) = c_skip(σ)·x + c_out(σ)·F(c_in(σ)·x; c_noise(σ))
 //! with the boundary condition f(x, σ_min) = x built into c_skip and c_out.
 
+use super::{Condition, Denoiser};
+use crate::{BenchError, Result};
+use std::path::Path;
+use tch::{Kind, Tensor};
+
 /// σ_data of the released consistency models (and of EDM).
 pub const SIGMA_DATA: f64 = 0.5;
 /// The smallest noise level ε, where f is the identity.
@@ -29,6 +34,75 @@ pub fn noise_input(sigma: f64) -> f64 {
 pub fn denoised(x: &tch::Tensor, model_output: &tch::Tensor, sigma: f64, sigma_data: f64, sigma_min: f64) -> tch::Tensor {
     let (c_skip, c_out, _) = boundary_scalings(sigma, sigma_data, sigma_min);
     x * c_skip + model_output * c_out
+}
+
+/// The constants a diffusers `CMStochasticIterativeScheduler` config gives the model (the
+/// sampler's grid options live with the `consistency` sampler).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BoundaryConfig {
+    pub sigma_min: f64,
+    pub sigma_max: f64,
+    pub sigma_data: f64,
+}
+
+impl BoundaryConfig {
+    /// Reads `scheduler_config.json` of a `ConsistencyModelPipeline` folder; absent keys take
+    /// diffusers' defaults (those of the released models).
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = fs_err::read_to_string(path).map_err(|e| BenchError::file(path, format!("cannot read: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| BenchError::file(path, format!("not valid JSON: {e}")))?;
+        match v.get("_class_name").and_then(|c| c.as_str()) {
+            Some("CMStochasticIterativeScheduler") | None => {}
+            Some(other) => {
+                return Err(BenchError::file(path, format!("_class_name {other:?}: a consistency pipeline needs a CMStochasticIterativeScheduler config")))
+            }
+        }
+        let num = |k: &str, d: f64| match v.get(k) {
+            None | Some(serde_json::Value::Null) => Ok(d),
+            Some(x) => x.as_f64().filter(|x| *x > 0.0).ok_or_else(|| BenchError::file(path, format!("{k} must be a number > 0"))),
+        };
+        let c = BoundaryConfig { sigma_min: num("sigma_min", SIGMA_MIN)?, sigma_max: num("sigma_max", SIGMA_MAX)?, sigma_data: num("sigma_data", SIGMA_DATA)? };
+        if c.sigma_min >= c.sigma_max {
+            return Err(BenchError::file(path, format!("sigma_min {} must be below sigma_max {}", c.sigma_min, c.sigma_max)));
+        }
+        Ok(c)
+    }
+}
+
+/// A consistency model as a σ-space denoiser: a diffusers `UNet2DModel` F inside the boundary
+/// parameterisation, f(x, σ) = c_skip·x + c_out·F(c_in·x; 250·ln σ) (diffusers
+/// `ConsistencyModelPipeline` with `CMStochasticIterativeScheduler`: `scale_model_input`,
+/// `sigma_to_t`, `get_scalings_for_boundary_condition`).
+pub struct ConsistencyModel {
+    pub network: Box<dyn Denoiser>,
+    pub config: BoundaryConfig,
+}
+
+impl Denoiser for ConsistencyModel {
+    fn forward(&self, x: &Tensor, sigma: &Tensor, cond: Option<&Condition>) -> Result<Tensor> {
+        let c = self.config;
+        let sigma: Vec<f64> = Vec::try_from(sigma.to_kind(Kind::Double).to_device(tch::Device::Cpu).flatten(0, -1))
+            .map_err(|e: tch::TchError| BenchError::Internal(format!("consistency σ: {e}")))?;
+        let scalings: Vec<(f64, f64, f64)> = sigma.iter().map(|&s| boundary_scalings(s, c.sigma_data, c.sigma_min)).collect();
+        let mut shape = vec![-1i64];
+        shape.extend(std::iter::repeat_n(1, x.dim().saturating_sub(1)));
+        let column = |f: fn(&(f64, f64, f64)) -> f64| {
+            let v: Vec<f64> = scalings.iter().map(f).collect();
+            Tensor::from_slice(&v).to_device(x.device()).view(shape.as_slice())
+        };
+        let (c_skip, c_out, c_in) = (column(|s| s.0), column(|s| s.1), column(|s| s.2));
+        let labels: Vec<f64> = sigma.iter().map(|&s| noise_input(s)).collect();
+        let labels = Tensor::from_slice(&labels).to_device(x.device());
+        let xd = x.to_kind(Kind::Double);
+        let f = self.network.forward(&(&xd * &c_in).to_kind(x.kind()), &labels, cond)?;
+        Ok((xd * c_skip + f.to_kind(Kind::Double) * c_out).to_kind(x.kind()))
+    }
+    fn describe(&self) -> String {
+        format!("consistency:{}", self.network.describe())
+    }
+    fn sigma_range(&self) -> (f64, f64) {
+        (self.config.sigma_min, self.config.sigma_max)
+    }
 }
 
 #[cfg(test)]

@@ -124,6 +124,15 @@ pub fn load_model(plan: &Plan) -> Result<LoadedModel> {
             let shape = vec![net.channels(), net.resolution(), net.resolution()];
             plain(Box::new(net), shape)
         }
+        ModelPlan::Consistency { unet, scheduler } => {
+            let config = super::consistency::BoundaryConfig::read(scheduler)?;
+            let network = super::unet::load_diffusers(unet, device, kind)?;
+            let c = network.config.in_channels;
+            let size = network.config.sample_size.ok_or_else(|| {
+                BenchError::file(unet.join("config.json"), "no sample_size: the sample resolution is unknown")
+            })?;
+            plain(Box::new(super::consistency::ConsistencyModel { network: Box::new(network), config }), vec![c, size, size])
+        }
         ModelPlan::Oracle(DataPlan::Gmm { shape, mixture }) => {
             let oracle = match mixture {
                 GmmPlan::Explicit { weights, means, stds } => {

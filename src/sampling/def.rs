@@ -3,7 +3,7 @@
 //! reference and constructor. Spec validation and default filling ([`SamplerDef::resolve`]),
 //! `bench samplers`, the README's sampler table and the results columns all read these; nothing
 //! else describes a sampler's parameters.
-use super::{ddim, deis, dpm_solver, edm, karras, pndm, unipc, Sampler, Schedule};
+use super::{consistency, ddim, deis, dpm_solver, edm, karras, pndm, unipc, Sampler, Schedule};
 use crate::models::{NoiseSpace, Prediction};
 use crate::spec::{suggest, ParamValue};
 use crate::timesteps::Skip;
@@ -125,6 +125,7 @@ pub static DEFINITIONS: &[&SamplerDef] = &[
     &karras::KARRAS_VE,
     &edm::EDM_HEUN,
     &edm::EDM_EULER,
+    &consistency::CONSISTENCY,
 ];
 
 pub fn find(name: &str) -> Option<&'static SamplerDef> {

@@ -1,6 +1,7 @@
 //! Samplers: one trait, the shared pieces (model calls with NFE counting and the conversions
 //! between parameterisations, x̂0 clipping, the DDIM step φ, noise), the one definition per
 //! sampler in [`def`], and one file per family next to the equations it implements.
+pub mod consistency;
 pub mod continuous;
 pub mod ddim;
 pub mod deis;

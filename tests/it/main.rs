@@ -17,4 +17,5 @@ mod slurm;
 mod prediction;
 mod clip;
 mod edm;
+mod consistency;
 mod metrics_more;

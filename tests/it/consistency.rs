@@ -1,0 +1,64 @@
+//! Consistency models: a diffusers `ConsistencyModelPipeline` folder (tiny random-weight
+//! `UNet2DModel`, written by the test) sampled by `bench sample` with the `consistency` sampler,
+//! against the pipeline itself.
+use crate::common::*;
+use tch::{Kind, Tensor};
+
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
+    (&a - &b).norm().double_value(&[]) / b.norm().double_value(&[])
+}
+
+/// 1, 2 and 3 steps. One step draws no noise; for 2 and 3 both sides run with `s_noise: 0`, so
+/// the grid, the boundary scalings, the network input c_in·x at 250·ln σ, the x̂0 clipping and
+/// the re-noising levels are compared without sampling noise. The pipeline's image is
+/// (x/2 + 0.5) clamped to [0, 1]; ours is mapped the same way. Both compute the scalings from
+/// float32 σ, diffusers in float32 and bench in float64: ≤1e-6 relative, well inside 1e-5.
+#[test]
+fn consistency_pipeline_folder_matches_diffusers() {
+    let d = tempfile::tempdir().unwrap();
+    let report = run_python(
+        r#"
+import sys, os, json, numpy as np, torch
+from diffusers import UNet2DModel, CMStochasticIterativeScheduler, ConsistencyModelPipeline
+out = sys.argv[1]
+torch.manual_seed(0)
+unet = UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1,
+                   block_out_channels=(32, 64), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                   up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=8).eval()
+pipe = ConsistencyModelPipeline(unet=unet, scheduler=CMStochasticIterativeScheduler())
+pipe.save_pretrained(os.path.join(out, "pipe"))
+x = torch.randn(2, 3, 16, 16)
+np.save(os.path.join(out, "xT.npy"), x.numpy())
+for steps in (1, 2, 3):
+    pipe.scheduler = CMStochasticIterativeScheduler(s_noise=0.0 if steps > 1 else 1.0)
+    with torch.no_grad():
+        img = pipe(batch_size=2, latents=x.clone(), num_inference_steps=steps, output_type="pt").images
+    np.save(os.path.join(out, f"ref{steps}.npy"), img.numpy())
+print(json.dumps([float(s) for s in pipe.scheduler.sigmas]))
+"#,
+        &[d.path().to_str().unwrap()],
+    );
+    let spec = d.path().join("cm.yaml");
+    std::fs::write(&spec, "name: cm\nmodel: {kind: diffusers, path: pipe}\nsamplers:\n  - {name: consistency}\nsteps: 1\ndevice: cpu\n").unwrap();
+    let x_t = d.path().join("xT.npy");
+    let mut errs = vec![];
+    for steps in [1, 2, 3] {
+        let out = d.path().join(format!("x{steps}.npy"));
+        let steps_arg = format!("--steps={steps}");
+        let mut args = vec!["sample", spec.to_str().unwrap(), "--noise", x_t.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.push(&steps_arg);
+        if steps > 1 {
+            args.extend(["--set", "s_noise=0"]);
+        }
+        let o = bench(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("({steps} model evaluations)")), "{}", stderr(&o));
+        let ours = (Tensor::read_npy(&out).unwrap() / 2.0 + 0.5).clamp(0.0, 1.0);
+        let reference = Tensor::read_npy(d.path().join(format!("ref{steps}.npy"))).unwrap();
+        let e = rel_err(&ours, &reference);
+        errs.push(format!("{steps} steps {e:.1e}"));
+        assert!(e <= 1e-5, "{steps} steps: relative L2 error {e}; sigmas {report}");
+    }
+    eprintln!("consistency vs ConsistencyModelPipeline: {}", errs.join(", "));
+}
