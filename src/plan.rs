@@ -12,7 +12,7 @@
 //! | `dataset` | none; `cifar10`/`celeba64` for the DDIM presets | what the model was trained on (`cifar10`, `celeba64`, ...); finds published numbers |
 //! | `model.kind` | required | `diffusers`, `ddim`, `torchscript`, `oracle`, `edm` |
 //! | `model.path` | required for diffusers, ddim, torchscript, edm | diffusers: a folder with `config.json`; ddim/torchscript: a file; edm: a `network-snapshot-*.pkl` |
-//! | `model.space` | `vp` | oracle only: `vp`, or `sigma` (x = x0 + σ·ε; answers EDM's denoiser D(x; σ); for `edm_heun`, `edm_euler`) |
+//! | `model.space` | `vp`; `flow` when `prediction: flow` | oracle only: `vp`, `sigma` (x = x0 + σ·ε; answers EDM's denoiser D(x; σ)) or `flow` (x_t = (1−t)·x0 + t·ε; answers the velocity) |
 //! | `model.config` | required for ddim | `cifar10`, `celeba`, or a map: `ch`, `ch_mult`, `num_res_blocks` (2), `attn_resolutions`, `resolution`, `in_channels` (3), `out_ch` (3), `dropout` (0), `resamp_with_conv` (true) |
 //! | `model.ema` | `true` | ddim only: use the checkpoint's EMA weights |
 //! | `model.shape` | required for torchscript | `[C, H, W]` |
@@ -28,7 +28,7 @@
 //! | `schedule.timesteps` | `1000` | ≥ 2 |
 //! | `samplers` | required, ≥ 1 entry | each `{name, <params>, skip?, steps?}`; a list value sweeps |
 //! | `samplers[i].<param>` | the sampler's default (catalog) | the sampler's parameters only |
-//! | `samplers[i].skip` | the sampler's default (catalog; `uniform`) | `uniform`, `quadratic`, `leading`, `trailing`, `linspace`, `time_uniform`, `logsnr`, `time_quadratic`, `karras`, `edm`, `consistency` |
+//! | `samplers[i].skip` | the sampler's default (catalog; `uniform`) | `uniform`, `quadratic`, `leading`, `trailing`, `linspace`, `time_uniform`, `logsnr`, `time_quadratic`, `karras`, `edm`, `consistency`, `flow` |
 //! | `samplers[i].steps` | top-level `steps` | integers 1..=`schedule.timesteps` |
 //! | `steps` | required unless every entry has `steps` | as above |
 //! | `samples` | `50000` | ≥ 1 |
@@ -493,7 +493,7 @@ pub fn build(spec: &SpecFile, host: &Host) -> Result<Plan> {
     };
     let (schedule, prediction, schedule_source) = cx.schedule(&raw.model, setup.scheduler.as_ref())?;
     let space = setup.identity.space;
-    let prediction = if space == NoiseSpace::Sigma { Prediction::Sample } else { prediction };
+    let prediction = space.implied_prediction().unwrap_or(prediction);
     let expanded = cx.expand(&schedule, prediction, space)?;
     let samples = cx.at_least_1(&root.key("samples"), raw.samples.unwrap_or(50_000))?;
     let batch_size = cx.at_least_1(&root.key("batch_size"), raw.batch_size.unwrap_or(500))?;
@@ -791,16 +791,27 @@ impl Cx<'_> {
                 ModelPlan::Edm { path: p }
             }
         };
-        let space = match plan {
-            ModelPlan::Edm { .. } | ModelPlan::Consistency { .. } => NoiseSpace::Sigma,
-            _ => m.space.unwrap_or_default(),
+        let space = match (&plan, m.space, m.prediction) {
+            (ModelPlan::Edm { .. } | ModelPlan::Consistency { .. }, _, _) => NoiseSpace::Sigma,
+            (_, Some(s), _) => s,
+            (_, None, Some(Prediction::Flow)) => NoiseSpace::Flow,
+            _ => NoiseSpace::Vp,
         };
-        // A σ-space model's output is the denoised x̂0 by definition.
-        if space == NoiseSpace::Sigma && m.prediction.is_some_and(|p| p != Prediction::Sample) {
-            return Err(self.err(
-                &at.key("prediction"),
-                "a σ-space model outputs the denoised sample: leave `prediction` out or write `sample`",
-            ));
+        // σ-space models output the denoised x̂0 and flow models the velocity, by definition.
+        match (space.implied_prediction(), m.prediction) {
+            (Some(want), Some(p)) if p != want => {
+                return Err(self.err(
+                    &at.key("prediction"),
+                    format!("a {} model outputs `{}`: leave `prediction` out or write `{}`", space.as_str(), want.as_str(), want.as_str()),
+                ))
+            }
+            (None, Some(Prediction::Flow)) => {
+                return Err(self.err(&at.key("space"), "`prediction: flow` is a rectified-flow model: leave `space` out or write `flow`"))
+            }
+            _ => {}
+        }
+        if space != NoiseSpace::Vp && matches!(plan, ModelPlan::Oracle(DataPlan::Gmm { .. })) {
+            return Err(self.err(&at.key("space"), format!("`{}` needs data kind `gaussian` (the mixture oracle is VP only)", space.as_str())));
         }
         let identity = ModelIdentity {
             kind: m.kind,

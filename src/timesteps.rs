@@ -32,6 +32,9 @@ pub enum Skip {
     /// diffusers `CMStochasticIterativeScheduler`: S levels of an N-level Karras grid at
     /// indices k·⌊N/S⌋ (consistency models).
     Consistency,
+    /// diffusers `FlowMatchEulerDiscreteScheduler`: t uniform from 1 to 1/T (in timesteps t·T),
+    /// then shifted (rectified-flow models).
+    Flow,
 }
 
 impl std::fmt::Display for Skip {
@@ -41,7 +44,7 @@ impl std::fmt::Display for Skip {
 }
 
 impl Skip {
-    pub const ALL: [Skip; 11] = [
+    pub const ALL: [Skip; 12] = [
         Skip::Uniform,
         Skip::Quadratic,
         Skip::Leading,
@@ -53,6 +56,7 @@ impl Skip {
         Skip::Karras,
         Skip::Edm,
         Skip::Consistency,
+        Skip::Flow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +72,7 @@ impl Skip {
             Skip::Karras => "karras",
             Skip::Edm => "edm",
             Skip::Consistency => "consistency",
+            Skip::Flow => "flow",
         }
     }
 
@@ -83,10 +88,14 @@ impl Skip {
         matches!(self, Skip::Uniform | Skip::Quadratic | Skip::Leading | Skip::Trailing | Skip::Linspace)
     }
 
-    /// Rules in a σ-space model's own noise levels; samplers taking only these run on σ-space
-    /// models only.
-    pub fn is_sigma_space(self) -> bool {
-        matches!(self, Skip::Edm | Skip::Consistency)
+    /// The kind of model whose noise levels the rule produces (a sampler's rules share one).
+    pub fn space(self) -> crate::models::NoiseSpace {
+        use crate::models::NoiseSpace;
+        match self {
+            Skip::Edm | Skip::Consistency => NoiseSpace::Sigma,
+            Skip::Flow => NoiseSpace::Flow,
+            _ => NoiseSpace::Vp,
+        }
     }
 }
 
@@ -130,7 +139,7 @@ pub fn discrete_labels(skip: Skip, steps: usize, train_steps: usize, steps_offse
         }
         // diffusers: `linspace(0, T − 1, S).round()` (round-half-to-even); no steps_offset.
         Skip::Linspace => numpy_linspace(0.0, (t - 1) as f64, s).into_iter().map(|x| x.round_ties_even() as usize).collect(),
-        Skip::TimeUniform | Skip::Logsnr | Skip::TimeQuadratic | Skip::Karras | Skip::Edm | Skip::Consistency => {
+        Skip::TimeUniform | Skip::Logsnr | Skip::TimeQuadratic | Skip::Karras | Skip::Edm | Skip::Consistency | Skip::Flow => {
             return Err(BenchError::user(format!(
                 "skip: {:?} applies to the continuous-time solvers (dpm_solver, unipc, karras family); \
                  discrete samplers take uniform, quadratic, leading, trailing or linspace",
@@ -229,7 +238,7 @@ impl Grid {
 }
 
 /// numpy.linspace(start, stop, num): `arange(num) * step + start`, last element set to stop.
-fn numpy_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
+pub(crate) fn numpy_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     if num == 1 {
         return vec![start];
     }

@@ -46,15 +46,19 @@ pub enum Prediction {
     VPrediction,
     /// x̂0: the clean sample (diffusers `sample`; Diffusion-TS).
     Sample,
+    /// The rectified-flow velocity v = ε − x0 of x_t = (1 − t)·x0 + t·ε (flow matching; SD3,
+    /// Flux); such a model is in [`NoiseSpace::Flow`].
+    Flow,
 }
 
 impl Prediction {
-    pub const ALL: [Prediction; 3] = [Prediction::Epsilon, Prediction::VPrediction, Prediction::Sample];
+    pub const ALL: [Prediction; 4] = [Prediction::Epsilon, Prediction::VPrediction, Prediction::Sample, Prediction::Flow];
     pub fn as_str(self) -> &'static str {
         match self {
             Prediction::Epsilon => "epsilon",
             Prediction::VPrediction => "v_prediction",
             Prediction::Sample => "sample",
+            Prediction::Flow => "flow",
         }
     }
     pub fn parse(s: &str) -> Option<Prediction> {
@@ -72,6 +76,9 @@ pub enum NoiseSpace {
     /// σ (VE/EDM): x = x0 + σ ε, the label is σ itself and the output is the denoised x̂0
     /// (EDM's D(x; σ), Karras et al. 2022 Eq. 7).
     Sigma,
+    /// Rectified flow: x_t = (1 − t)·x0 + t·ε, t ∈ [0, 1], the label is t·T (diffusers'
+    /// flow-matching timesteps) and the output the velocity ε − x0.
+    Flow,
 }
 
 impl NoiseSpace {
@@ -79,6 +86,15 @@ impl NoiseSpace {
         match self {
             NoiseSpace::Vp => "vp",
             NoiseSpace::Sigma => "sigma",
+            NoiseSpace::Flow => "flow",
+        }
+    }
+    /// What the output of a model in this space means, where the space fixes it.
+    pub fn implied_prediction(self) -> Option<Prediction> {
+        match self {
+            NoiseSpace::Vp => None,
+            NoiseSpace::Sigma => Some(Prediction::Sample),
+            NoiseSpace::Flow => Some(Prediction::Flow),
         }
     }
 }

@@ -68,11 +68,14 @@ impl GaussianOracle {
         self.output = output;
         self
     }
-    /// The same data in σ space: the output is EDM's denoiser D*(x; σ) (an x0 prediction).
+    /// The same data in σ space (the output is EDM's denoiser D*(x; σ), an x0 prediction) or in
+    /// rectified-flow space (the output is the velocity).
     pub fn in_space(mut self, space: NoiseSpace) -> Self {
         self.space = space;
-        if space == NoiseSpace::Sigma {
-            self.output = Prediction::Sample;
+        match space {
+            NoiseSpace::Sigma => self.output = Prediction::Sample,
+            NoiseSpace::Flow => self.output = Prediction::Flow,
+            NoiseSpace::Vp => {}
         }
         self
     }
@@ -97,6 +100,20 @@ impl GaussianOracle {
         let (mean, var) = (self.mean.to_device(dev).unsqueeze(0), self.std.to_device(dev).square().unsqueeze(0));
         let d = &mean + (x.to_kind(Kind::Double) - &mean) * &var / (&var + s2);
         d.to_kind(x.kind())
+    }
+
+    /// Rectified flow x_t = a·x0 + b·ε with a = 1 − t, b = t, t = label/T: the exact velocity
+    /// v* = E[ε − x0 | x_t] = (b − a s²)/(a² s² + b²)·(x_t − a μ) − μ.
+    fn velocity(&self, x: &Tensor, labels: &Tensor) -> Tensor {
+        let dev = x.device();
+        let mut shape = vec![-1i64];
+        shape.extend(std::iter::repeat_n(1, x.dim().saturating_sub(1)));
+        let b = (labels.to_kind(Kind::Double).to_device(dev) / self.schedule.len() as f64).view(shape.as_slice());
+        let a = b.ones_like() - &b;
+        let (mean, var) = (self.mean.to_device(dev).unsqueeze(0), self.std.to_device(dev).square().unsqueeze(0));
+        let centred = x.to_kind(Kind::Double) - &a * &mean;
+        let gain = (&b - &a * &var) / (a.square() * &var + b.square());
+        (gain * centred - mean).to_kind(x.kind())
     }
 
     fn eps_at(&self, x: &Tensor, labels: &[f64]) -> Result<Tensor> {
@@ -124,8 +141,10 @@ impl GaussianOracle {
 
 impl Denoiser for GaussianOracle {
     fn forward(&self, x: &Tensor, t: &Tensor, _cond: Option<&Condition>) -> Result<Tensor> {
-        if self.space == NoiseSpace::Sigma {
-            return Ok(self.denoised(x, t));
+        match self.space {
+            NoiseSpace::Sigma => return Ok(self.denoised(x, t)),
+            NoiseSpace::Flow => return Ok(self.velocity(x, t)),
+            NoiseSpace::Vp => {}
         }
         let labels = host_labels(t)?;
         express(self.output, &self.schedule, self.eps_at(x, &labels)?, x, &labels)

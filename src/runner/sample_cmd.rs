@@ -47,6 +47,7 @@ pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<usize> {
         params.insert(k.clone(), value);
     }
     def.check_skip(skip).map_err(BenchError::user)?;
+    def.check_space(plan.model_identity.space).map_err(BenchError::user)?;
     def.check_prediction(plan.prediction).map_err(BenchError::user)?;
     let model = load_model(plan)?;
     let device = plan.device.to_tch();

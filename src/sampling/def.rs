@@ -3,7 +3,7 @@
 //! reference and constructor. Spec validation and default filling ([`SamplerDef::resolve`]),
 //! `bench samplers`, the README's sampler table and the results columns all read these; nothing
 //! else describes a sampler's parameters.
-use super::{consistency, ddim, deis, dpm_solver, edm, karras, pndm, unipc, Sampler, Schedule};
+use super::{consistency, ddim, deis, dpm_solver, edm, flow, karras, pndm, unipc, Sampler, Schedule};
 use crate::models::{NoiseSpace, Prediction};
 use crate::spec::{suggest, ParamValue};
 use crate::timesteps::Skip;
@@ -126,6 +126,7 @@ pub static DEFINITIONS: &[&SamplerDef] = &[
     &edm::EDM_HEUN,
     &edm::EDM_EULER,
     &consistency::CONSISTENCY,
+    &flow::FLOW_EULER,
 ];
 
 pub fn find(name: &str) -> Option<&'static SamplerDef> {
@@ -213,13 +214,9 @@ impl SamplerDef {
         Err(format!("`{}` does not support skip `{skip}` (allowed: {})", self.name, names.join(", ")))
     }
 
-    /// The models it runs on: σ-space samplers are those whose timestep rules are all in σ.
+    /// The models it runs on: those whose noise levels its timestep rules produce.
     pub fn space(&self) -> NoiseSpace {
-        if self.skips.iter().all(|s| s.is_sigma_space()) {
-            NoiseSpace::Sigma
-        } else {
-            NoiseSpace::Vp
-        }
+        self.default_skip.space()
     }
 
     pub fn check_space(&self, space: NoiseSpace) -> std::result::Result<(), String> {
@@ -227,17 +224,17 @@ impl SamplerDef {
             return Ok(());
         }
         let fits: Vec<&str> = DEFINITIONS.iter().filter(|d| d.space() == space).map(|d| d.name).collect();
-        Err(match space {
-            NoiseSpace::Sigma => format!(
-                "`{}` runs on discrete-VP models; this model is in σ space (x = x0 + σ·ε): use {}",
-                self.name,
-                fits.join(", ")
-            ),
-            NoiseSpace::Vp => format!(
-                "`{}` runs on σ-space models (model kind edm, or an oracle with space: sigma); this model is a discrete-VP model",
-                self.name
-            ),
-        })
+        let model = |s: NoiseSpace| match s {
+            NoiseSpace::Vp => "discrete-VP models",
+            NoiseSpace::Sigma => "σ-space models (x = x0 + σ·ε: model kind edm, consistency pipelines, an oracle with space: sigma)",
+            NoiseSpace::Flow => "rectified-flow models (prediction: flow)",
+        };
+        let space_of_model = match space {
+            NoiseSpace::Vp => "a discrete-VP model",
+            NoiseSpace::Sigma => "in σ space (x = x0 + σ·ε)",
+            NoiseSpace::Flow => "a rectified-flow model",
+        };
+        Err(format!("`{}` runs on {}; this model is {space_of_model}: use {}", self.name, model(self.space()), fits.join(", ")))
     }
 
     pub fn check_prediction(&self, p: Prediction) -> std::result::Result<(), String> {

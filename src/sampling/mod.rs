@@ -9,6 +9,7 @@ pub mod def;
 pub mod edm;
 pub mod dpm_solver;
 pub mod exact;
+pub mod flow;
 pub mod karras;
 pub mod multistep;
 pub mod pndm;
@@ -140,6 +141,7 @@ impl Output<'_> {
             Prediction::Epsilon => (self.x - &self.raw * s) / a,
             Prediction::VPrediction => self.x * a - &self.raw * s,
             Prediction::Sample => self.raw.shallow_clone(),
+            Prediction::Flow => unreachable!("{FLOW_IN_VP}"),
         }
     }
     /// x̂0 after clipping / dynamic thresholding.
@@ -157,6 +159,9 @@ impl Output<'_> {
     }
 }
 
+/// Flow models run only flow samplers: the plan and `bench sample` check the sampler's space.
+const FLOW_IN_VP: &str = "a flow model reached a VP sampler";
+
 /// A raw output → ε̂ at (x, node). PNDM converts its combined outputs with this at each
 /// transfer's start, as diffusers' `PNDMScheduler._get_prev_sample` does.
 pub fn raw_to_eps(prediction: Prediction, raw: &Tensor, x: &Tensor, at: &Node) -> Tensor {
@@ -164,6 +169,7 @@ pub fn raw_to_eps(prediction: Prediction, raw: &Tensor, x: &Tensor, at: &Node) -
         Prediction::Epsilon => raw.shallow_clone(),
         Prediction::VPrediction => raw * at.alpha + x * at.sigma,
         Prediction::Sample => (x - raw * at.alpha) / at.sigma,
+        Prediction::Flow => unreachable!("{FLOW_IN_VP}"),
     }
 }
 

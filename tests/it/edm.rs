@@ -425,5 +425,5 @@ fn sigma_space_oracle_runs_edm_samplers_with_exact_fd() {
     std::fs::write(&spec, std::fs::read_to_string(&spec).unwrap().replace("space: sigma,", "space: sigma, prediction: epsilon,")).unwrap();
     let o = bench(&["run", spec.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("model.prediction: a σ-space model outputs the denoised sample"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("model.prediction: a sigma model outputs `sample`: leave `prediction` out or write `sample`"), "{}", stderr(&o));
 }

@@ -18,4 +18,5 @@ mod prediction;
 mod clip;
 mod edm;
 mod consistency;
+mod flow;
 mod metrics_more;
