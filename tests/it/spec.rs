@@ -65,7 +65,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         (
             edit(2, "model: {kind: oracle, dat: {kind: gaussian, shape: [3, 8, 8]}}"),
-            "SPEC:2:23: model.dat: unknown key `dat`; did you mean `data`? (allowed: kind, path, config, ema, shape, data, prediction, decoder, override_model_scheduler)",
+            "SPEC:2:23: model.dat: unknown key `dat`; did you mean `data`? (allowed: kind, path, config, ema, shape, data, prediction, decoder, override_model_scheduler, space)",
         ),
         (
             BASE.to_owned() + "metrics:\n  fd_pixel: {refrence: x.npz}\n",
@@ -85,11 +85,11 @@ fn invalid_specs_give_exact_one_line_errors() {
         // Unknown values of closed vocabularies.
         (
             edit(2, "model: {kind: oracel}"),
-            "SPEC:2:15: model.kind: unknown value `oracel`; did you mean `oracle`? (allowed: diffusers, ddim, torchscript, oracle)",
+            "SPEC:2:15: model.kind: unknown value `oracel`; did you mean `oracle`? (allowed: diffusers, ddim, torchscript, oracle, edm)",
         ),
         (
             edit(4, "  - {name: ddim, skip: quadratc}"),
-            "SPEC:4:24: samplers[0].skip: unknown value `quadratc`; did you mean `quadratic`? (allowed: uniform, quadratic, leading, trailing, linspace, time_uniform, logsnr, time_quadratic, karras)",
+            "SPEC:4:24: samplers[0].skip: unknown value `quadratc`; did you mean `quadratic`? (allowed: uniform, quadratic, leading, trailing, linspace, time_uniform, logsnr, time_quadratic, karras, edm, consistency, flow)",
         ),
         (
             BASE.to_owned() + "precision: fp64\n",
@@ -125,7 +125,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         (
             edit(4, "  - {name: ddpm-large}"),
-            "SPEC:4:6: samplers[0].name: unknown sampler `ddpm-large`; did you mean `ddpm_large`? (known: ddim, ddpm, ddpm_large, f-pndm, s-pndm, fon, plms, dpm_solver, dpm_solver++, unipc, deis, euler, euler_ancestral, heun, kdpm2, kdpm2_ancestral, lms, karras_ve)",
+            "SPEC:4:6: samplers[0].name: unknown sampler `ddpm-large`; did you mean `ddpm_large`? (known: ddim, ddpm, ddpm_large, f-pndm, s-pndm, fon, plms, dpm_solver, dpm_solver++, unipc, deis, euler, euler_ancestral, heun, kdpm2, kdpm2_ancestral, lms, karras_ve, edm_heun, edm_euler, consistency, flow_euler)",
         ),
         (edit(4, "  - {eta: 0.5}"), "SPEC:4:5: samplers[0]: missing required key `name`"),
         // Empty sweeps.
@@ -230,7 +230,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         (
             edit(2, "model: {kind: oracle, prediction: velocity, data: {kind: gaussian, shape: [3, 8, 8]}}"),
-            "SPEC:2:35: model.prediction: unknown value `velocity` (allowed: epsilon, v_prediction, sample)",
+            "SPEC:2:35: model.prediction: unknown value `velocity` (allowed: epsilon, v_prediction, sample, flow)",
         ),
         // Other shapes of input.
         (BASE.to_owned() + "save_samples: some\n", "SPEC:7:15: save_samples: expected a number of samples ≥ 0 or `all`, got string \"some\""),
