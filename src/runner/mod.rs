@@ -347,6 +347,14 @@ impl Denoiser for TimedModel<'_> {
         self.seconds.set(self.seconds.get() + start.elapsed().as_secs_f64());
         e
     }
+    fn forward_with_variance(&self, x: &Tensor, t: &Tensor, cond: Option<&Condition>) -> Result<(Tensor, Option<Tensor>)> {
+        sync(self.device);
+        let start = Instant::now();
+        let e = self.inner.forward_with_variance(x, t, cond);
+        sync(self.device);
+        self.seconds.set(self.seconds.get() + start.elapsed().as_secs_f64());
+        e
+    }
     fn describe(&self) -> String {
         self.inner.describe()
     }
