@@ -376,6 +376,25 @@ mod tests {
     }
 
     #[test]
+    fn pipelines_are_recognised_from_their_published_names() {
+        assert_eq!(pipeline_of("TF Inception (tf-gan, ScoreSDE evaluation code)"), Some("tf-gan"));
+        assert_eq!(pipeline_of("pytorch-fid 0.3.0"), Some("pytorch-fid"));
+        assert_eq!(pipeline_of("clean-fid (legacy_tensorflow)"), Some("clean"));
+        assert_eq!(pipeline_of("TTUR"), Some("tf"));
+        assert_eq!(pipeline_of("unknown"), None);
+        // The shipped DDIM rows: 50,000 samples, pipeline not stated; a 50,000-sample run without
+        // run.json gets only the not-stated caveat, so Δ is shown.
+        let all = load(None).unwrap();
+        let mut r = cell("ddim:cifar10", "ddim", Some(0.0), "quadratic", 10);
+        r.samples = 50_000;
+        let p = all.iter().find(|p| matches(p, &r, "fid") && p.table == "Table 1").unwrap();
+        let c = caveats(p, &r, None, "fid");
+        assert_eq!(c.iter().map(|c| (c.label.as_str(), c.no_delta)).collect::<Vec<_>>(), [("FID pipeline not stated", false)]);
+        // fd_pixel is not an Inception metric: no Inception or pipeline caveats.
+        assert!(caveats(p, &r, None, "fd_pixel").is_empty());
+    }
+
+    #[test]
     fn bad_published_csv_names_file_row_and_value() {
         let e = parse_csv("x.csv", "source,table,dataset,sampler,metric,value\ns,t,cifar10,ddim,fid,abc\n").unwrap_err();
         assert_eq!(e.to_string(), "published numbers x.csv: row 2: value=\"abc\" is not a number");
