@@ -66,7 +66,8 @@ PY
 diffusers_case() {
   local label=$1
   local la; la=$(loadavg)
-  timeout "$limit" "$py" - "$work/unet" "$label" "$la" <<'PY' || echo "| $label | | | > ${limit} s for 2 batches (stopped) | | $la |"
+  local row
+  row=$(timeout "$limit" "$py" - "$work/unet" "$label" "$la" <<'PY'
 import sys, time, statistics, torch
 from diffusers import UNet2DModel, DDIMScheduler
 unet = UNet2DModel.from_pretrained(sys.argv[1]).eval()
@@ -84,6 +85,8 @@ with torch.inference_mode():
 print(f"| {sys.argv[2]} | {torch.get_num_threads()} | unset | {statistics.median(per)*1e3:.1f} | "
       f"{min(per)*1e3:.1f}–{max(per)*1e3:.1f} | {sys.argv[3]} |")
 PY
+  ) || true
+  if [ -n "$row" ]; then echo "$row"; else echo "| $label | | | > ${limit} s for 2 batches (stopped) | | $la |"; fi
 }
 
 rows=()
