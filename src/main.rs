@@ -258,6 +258,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BENCH_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
+    if matches!(cli.command, Command::Run { .. } | Command::Sample { .. }) {
+        samplerbench::runner::timing::configure_cpu_threads();
+    }
     // A panic anywhere (a bug, or a libtorch exception outside a guarded call) is one line, not
     // a backtrace: the quiet hook prints nothing and this guard reports it.
     match std::panic::catch_unwind(|| run(cli)) {

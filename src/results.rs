@@ -111,6 +111,8 @@ pub struct RunInfo {
     pub device_name: String,
     pub precision: String,
     pub fid_mode: Option<String>,
+    /// Feature dimensions of the FID Inception features (2048 unless `metrics.fid.dims` says otherwise).
+    pub fid_dims: Option<u64>,
     /// SHA-256 of every file the cells' numbers depend on, by role (`model.weights`,
     /// `metrics.fid.reference`, …); null for a file that was missing.
     pub input_sha256: BTreeMap<String, Option<String>>,
@@ -126,6 +128,31 @@ pub struct RunInfo {
     pub hostname: Option<String>,
     /// The command line as run.
     pub command: Option<String>,
+    /// 1-, 5- and 15-minute load averages (`/proc/loadavg`) when the run started and ended:
+    /// timings from a loaded machine are slower and more spread out.
+    pub load_average_start: Option<[f64; 3]>,
+    pub load_average_end: Option<[f64; 3]>,
+    /// libtorch intra-op threads, rayon threads and `OMP_WAIT_POLICY` the run had.
+    pub torch_threads: Option<i32>,
+    pub rayon_threads: Option<usize>,
+    pub omp_wait_policy: Option<String>,
+    /// Per cell: the spread of seconds per step over its batches.
+    pub cell_timing: Vec<CellTiming>,
+}
+
+/// The spread of one cell's time per step over its batches (each batch timed alone), and the
+/// load average when the cell finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CellTiming {
+    pub cell: usize,
+    pub cell_hash: String,
+    pub batches: u64,
+    pub seconds_per_step_median: f64,
+    pub seconds_per_step_min: f64,
+    pub seconds_per_step_q1: f64,
+    pub seconds_per_step_q3: f64,
+    pub seconds_per_step_max: f64,
+    pub load_average: Option<[f64; 3]>,
 }
 
 fn polars_err(path: &Path, e: PolarsError) -> BenchError {

@@ -140,6 +140,13 @@ pub struct Guidance {
 /// [`Prediction`] says.
 pub trait Denoiser {
     fn forward(&self, x: &Tensor, t: &Tensor, cond: Option<&Condition>) -> Result<Tensor>;
+    /// [`Denoiser::forward`] plus, for a model that learns its variance (Nichol & Dhariwal 2021
+    /// §3.1: `out_channels` = 2 × `in_channels`), the variance half of the same evaluation: the
+    /// raw values v that DDPM sampling with `variance_type: learned_range` reads. None for
+    /// models without one.
+    fn forward_with_variance(&self, x: &Tensor, t: &Tensor, cond: Option<&Condition>) -> Result<(Tensor, Option<Tensor>)> {
+        Ok((self.forward(x, t, cond)?, None))
+    }
     /// Short description recorded in results.
     fn describe(&self) -> String;
     /// σ-space models: the noise levels the network supports (EDM's `sigma_min`, `sigma_max`);

@@ -783,8 +783,11 @@ impl Denoiser for UNet {
     /// for `timestep`, [B, time_embed_dim] for `identity`). A learned-variance model returns
     /// only its first `in_channels` channels, the ε half (diffusers' schedulers split
     /// `model_output` the same way); the variance half is for samplers that use it, through
-    /// the inherent [`UNet::forward`].
+    /// [`Denoiser::forward_with_variance`].
     fn forward(&self, x: &Tensor, t: &Tensor, cond: Option<&Condition>) -> Result<Tensor> {
+        Ok(self.forward_with_variance(x, t, cond)?.0)
+    }
+    fn forward_with_variance(&self, x: &Tensor, t: &Tensor, cond: Option<&Condition>) -> Result<(Tensor, Option<Tensor>)> {
         let labels = match cond {
             None => None,
             Some(Condition::Labels(l)) => Some(l),
@@ -798,8 +801,12 @@ impl Denoiser for UNet {
         // Shapes and labels are checked by the forward; what can still fail inside (out of
         // memory, a device error) is a libtorch exception, reported as one error line.
         let out = super::catch_torch("UNet forward", || UNet::forward(self, x, t, labels))??;
-        let out = if self.config.learned_variance() { out.f_narrow(1, 0, self.config.in_channels)? } else { out };
-        Ok(out.f_to_device(x.device())?.f_to_kind(x.kind())?)
+        let like_x = |t: Tensor| -> Result<Tensor> { Ok(t.f_to_device(x.device())?.f_to_kind(x.kind())?) };
+        if !self.config.learned_variance() {
+            return Ok((like_x(out)?, None));
+        }
+        let c = self.config.in_channels;
+        Ok((like_x(out.f_narrow(1, 0, c)?)?, Some(like_x(out.f_narrow(1, c, c)?)?)))
     }
     fn describe(&self) -> String {
         format!("unet:{}", self.source)

@@ -155,7 +155,7 @@ pub fn write_report(dir: &Path, metric: Metric) -> Result<ReportSummary> {
         }
         body.extend(tabs.into_iter().map(Part::Table));
         body.push(Part::Heading(3, "Published numbers".into()));
-        match tables::published_table(block, metric, &published) {
+        match tables::published_table(block, metric, &published, run.as_ref()) {
             Some(t) => body.push(Part::Table(t)),
             None => body.push(Part::Para(match &block.dataset {
                 None => "No published counterpart: the model names no known dataset (set the results' `dataset` column, \

@@ -19,7 +19,16 @@
 //!    `method=singlestep order=3`, see [`super::tables::variant_text`]);
 //!    an empty field in P matches anything. So DDIM Table 1's CIFAR10 rows (skip `quadratic`)
 //!    match only quadratic-skip runs, while the solver headline numbers (NFE only) match by NFE.
-use crate::results::ResultRow;
+//!
+//! ## Caveats
+//!
+//! A match is not a like-for-like comparison. [`caveats`] lists what differs between our setup
+//! (the result row and `run.json`) and the paper's: custom Inception weights, another sample
+//! count, no more samples than feature dimensions (FID's covariance is then singular), a model
+//! checkpoint whose SHA-256 is not the published one (the optional `model_sha256` column), an
+//! FID pipeline that is not ours or not stated. Where the setups are known to differ the report
+//! shows no Δ.
+use crate::results::{ResultRow, RunInfo};
 use crate::{BenchError, Result};
 use polars::prelude::*;
 use std::path::Path;
@@ -37,6 +46,8 @@ pub struct Published {
     pub table: String,
     pub dataset: String,
     pub model_checkpoint: String,
+    /// SHA-256 of the published checkpoint file, where known (optional column `model_sha256`).
+    pub model_sha256: Option<String>,
     pub fid_pipeline: String,
     pub sampler: String,
     pub variant: Option<String>,
@@ -90,13 +101,14 @@ pub fn parse_csv(name: &str, text: &str) -> Result<Vec<Published>> {
         ("metric", true),
         ("value", true),
         ("notes", false),
+        ("model_sha256", false),
     ]
     .iter()
     .map(|(k, req)| column(k, *req))
     .collect::<Result<_>>()?;
     let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
     let mut out = Vec::with_capacity(df.height());
-    // i indexes the same row in all 16 columns; an iterator over one column would not read better.
+    // i indexes the same row in all 17 columns; an iterator over one column would not read better.
     #[allow(clippy::needless_range_loop)]
     for i in 0..df.height() {
         // Row i of column k (the columns are in the order listed above).
@@ -130,6 +142,7 @@ pub fn parse_csv(name: &str, text: &str) -> Result<Vec<Published>> {
             metric: c(13).into(),
             value: num(14, "value")?.ok_or_else(|| bad(format!("row {}: value is empty", i + 2)))?,
             notes: c(15).into(),
+            model_sha256: opt(c(16)).map(|h| h.to_lowercase()),
         });
     }
     Ok(out)
@@ -184,6 +197,116 @@ pub fn matches(p: &Published, row: &ResultRow, metric: &str) -> bool {
         && same(&p.steps, Some(row.steps))
         && same(&p.nfe, Some(row.nfe))
         && p.eta.is_none_or(|e| row.eta.is_some_and(|r| (r - e).abs() < 1e-9))
+}
+
+/// One reason a published number is not directly comparable with ours.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Caveat {
+    /// Short form for the table cell.
+    pub label: String,
+    /// One sentence for the notes under the table.
+    pub detail: String,
+    /// The setups are known to differ, so ours − paper measures the setup, not the sampler: the
+    /// report shows no Δ.
+    pub no_delta: bool,
+}
+
+/// Metrics computed from the FID Inception network's features or logits.
+fn inception_based(metric: &str) -> bool {
+    matches!(metric, "fid" | "kid" | "inception_score" | "precision" | "recall") || metric.starts_with("prdc_")
+}
+
+/// The FID pipeline a published `fid_pipeline` text names, as bench's `fid_mode` names it; tf-gan
+/// (ScoreSDE, DPM-Solver) has no bench mode. None: not stated or not recognised.
+fn pipeline_of(text: &str) -> Option<&'static str> {
+    let t = text.to_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| t.contains(n));
+    if has(&["tf-gan", "tfgan"]) {
+        Some("tf-gan")
+    } else if has(&["clean-fid", "cleanfid", "clean fid"]) {
+        Some("clean")
+    } else if has(&["pytorch-fid", "pytorch_fid"]) {
+        Some("pytorch-fid")
+    } else if has(&["ttur", "torch-fidelity", "torch_fidelity"]) {
+        Some("tf")
+    } else {
+        None
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+/// What differs between the paper's setup for `p` and ours for `row` (see the module docs).
+/// `run` is the run's `run.json` (None: unknown, and the caveats that need it are left out).
+pub fn caveats(p: &Published, row: &ResultRow, run: Option<&RunInfo>, metric: &str) -> Vec<Caveat> {
+    let mut out = Vec::new();
+    let input = |role: &str| run.and_then(|r| r.input_sha256.get(role)).and_then(|h| h.clone());
+    if inception_based(metric) {
+        let standard = crate::registry::FID_INCEPTION.sha256.unwrap_or_default();
+        if let Some(sha) = input("metrics.fid.weights").filter(|s| s != standard) {
+            out.push(Caveat {
+                label: "custom Inception weights".into(),
+                detail: format!(
+                    "custom Inception weights: ours (SHA-256 {}…) are not pytorch-fid's pt_inception-2015-12-05, so our {metric} is in another network's feature space.",
+                    short(&sha)
+                ),
+                no_delta: true,
+            });
+        }
+    }
+    if let Some(n) = p.samples.filter(|&n| n != row.samples) {
+        out.push(Caveat {
+            label: format!("{} vs {n} samples", row.samples),
+            detail: "a different sample count: FID is biased upward, the more the fewer samples (Chong & Forsyth 2020); compare at the paper's count.".into(),
+            no_delta: false,
+        });
+    }
+    if metric == "fid" {
+        let dims = run.and_then(|r| r.fid_dims).unwrap_or(2048);
+        if row.samples <= dims {
+            out.push(Caveat {
+                label: format!("{} samples ≤ {dims} dims", row.samples),
+                detail: format!(
+                    "samples ≤ feature dimensions ({dims}): the sample covariance is singular and FID is heavily biased upward; the number is not comparable with any published FID."
+                ),
+                no_delta: true,
+            });
+        }
+    }
+    if let Some(theirs) = &p.model_sha256 {
+        match input("model.weights") {
+            Some(ours) if &ours != theirs => out.push(Caveat {
+                label: "other checkpoint".into(),
+                detail: format!("another checkpoint: our model weights' SHA-256 {}… is not the published one ({}…).", short(&ours), short(theirs)),
+                no_delta: true,
+            }),
+            Some(_) => {}
+            None => out.push(Caveat {
+                label: "checkpoint unverified".into(),
+                detail: "checkpoint unverified: run.json records no model weights hash to compare with the published one.".into(),
+                no_delta: false,
+            }),
+        }
+    }
+    if inception_based(metric) {
+        let ours = row.fid_mode.clone().or_else(|| run.and_then(|r| r.fid_mode.clone()));
+        match (pipeline_of(&p.fid_pipeline), ours) {
+            (Some(theirs), Some(ours)) if theirs != ours => out.push(Caveat {
+                label: "other FID pipeline".into(),
+                detail: format!("another FID pipeline: the paper's is {} ({theirs}), ours is {ours}.", p.fid_pipeline),
+                no_delta: true,
+            }),
+            (Some(_), _) => {}
+            (None, _) => out.push(Caveat {
+                label: "FID pipeline not stated".into(),
+                detail: "the paper's FID pipeline is not stated (or not one bench knows): resize and Inception port may differ from ours.".into(),
+                no_delta: false,
+            }),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -250,6 +373,25 @@ mod tests {
         fast.variant = Some("multistep".into());
         assert_eq!(found(&fast), [5.94]);
         assert!(all.iter().all(|p| !matches(p, &fast, "fd_pixel")));
+    }
+
+    #[test]
+    fn pipelines_are_recognised_from_their_published_names() {
+        assert_eq!(pipeline_of("TF Inception (tf-gan, ScoreSDE evaluation code)"), Some("tf-gan"));
+        assert_eq!(pipeline_of("pytorch-fid 0.3.0"), Some("pytorch-fid"));
+        assert_eq!(pipeline_of("clean-fid (legacy_tensorflow)"), Some("clean"));
+        assert_eq!(pipeline_of("TTUR"), Some("tf"));
+        assert_eq!(pipeline_of("unknown"), None);
+        // The shipped DDIM rows: 50,000 samples, pipeline not stated; a 50,000-sample run without
+        // run.json gets only the not-stated caveat, so Δ is shown.
+        let all = load(None).unwrap();
+        let mut r = cell("ddim:cifar10", "ddim", Some(0.0), "quadratic", 10);
+        r.samples = 50_000;
+        let p = all.iter().find(|p| matches(p, &r, "fid") && p.table == "Table 1").unwrap();
+        let c = caveats(p, &r, None, "fid");
+        assert_eq!(c.iter().map(|c| (c.label.as_str(), c.no_delta)).collect::<Vec<_>>(), [("FID pipeline not stated", false)]);
+        // fd_pixel is not an Inception metric: no Inception or pipeline caveats.
+        assert!(caveats(p, &r, None, "fd_pixel").is_empty());
     }
 
     #[test]

@@ -432,17 +432,21 @@ pub fn nfe_table(block: &Block, metric: Metric) -> Option<Table> {
     Some(g.render(metric, &[]))
 }
 
-/// Ours beside every published counterpart (see [`published`] for the matching rule).
-pub fn published_table(block: &Block, metric: Metric, published: &[Published]) -> Option<Table> {
+/// Ours beside every published counterpart (see [`published`] for the matching rule), with the
+/// caveats that apply to each comparison; no Δ where the setups are known to differ. `run` is the
+/// run's `run.json`, if there is one.
+pub fn published_table(block: &Block, metric: Metric, published: &[Published], run: Option<&crate::results::RunInfo>) -> Option<Table> {
     let with_skip = block.mixes_skips();
     let mut rows: Vec<&ResultRow> = block.rows.clone();
     rows.sort_by(|a, b| series_label(a, with_skip).cmp(&series_label(b, with_skip)).then(a.steps.cmp(&b.steps)).then(a.nfe.cmp(&b.nfe)));
     let mut t = Table {
         title: format!("{}: ours vs published ({})", block.title(), metric.name()),
-        header: ["sampler", "S", "NFE", "ours", "paper", "Δ (ours − paper)", "ref"].map(String::from).to_vec(),
+        header: ["sampler", "S", "NFE", "ours", "paper", "Δ (ours − paper)", "caveats", "ref"].map(String::from).to_vec(),
         ..Default::default()
     };
     let mut refs: Vec<&Published> = Vec::new();
+    let mut details: Vec<String> = Vec::new();
+    let mut withheld = false;
     for r in rows {
         for p in published.iter().filter(|p| published::matches(p, r, metric.name())) {
             let same_ref = |q: &&Published| {
@@ -456,6 +460,14 @@ pub fn published_table(block: &Block, metric: Metric, published: &[Published]) -
                 }
             };
             let ours = metric.of(r);
+            let caveats = published::caveats(p, r, run, metric.name());
+            for c in &caveats {
+                if !details.contains(&c.detail) {
+                    details.push(c.detail.clone());
+                }
+            }
+            let comparable = !caveats.iter().any(|c| c.no_delta);
+            withheld |= !comparable;
             t.rows.push(
                 [
                     series_label(r, with_skip),
@@ -463,7 +475,12 @@ pub fn published_table(block: &Block, metric: Metric, published: &[Published]) -
                     r.nfe.to_string(),
                     ours.map_or("n/a".into(), fmt_value),
                     fmt_value(p.value),
-                    ours.map_or("n/a".into(), |o| fmt_signed(o - p.value, p.value)),
+                    match ours {
+                        None => "n/a".into(),
+                        Some(_) if !comparable => "—".into(),
+                        Some(o) => fmt_signed(o - p.value, p.value),
+                    },
+                    if caveats.is_empty() { "none".into() } else { caveats.iter().map(|c| c.label.as_str()).collect::<Vec<_>>().join("; ") },
                     format!("[{}]", k + 1),
                 ]
                 .into_iter()
@@ -485,6 +502,12 @@ pub fn published_table(block: &Block, metric: Metric, published: &[Published]) -
             p.fid_pipeline,
             p.samples.map_or("unknown number of".into(), |s| s.to_string())
         ));
+    }
+    if withheld {
+        t.notes.push("Δ —: the setups are known to differ (see the caveats), so the difference would not measure the sampler.".into());
+    }
+    for d in details {
+        t.notes.push(format!("Caveat: {d}"));
     }
     Some(t)
 }

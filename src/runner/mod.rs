@@ -7,6 +7,7 @@
 pub mod lease;
 pub mod parts;
 pub mod sample_cmd;
+pub mod timing;
 
 pub use parts::{PartState, Shard};
 pub use sample_cmd::{sample_trajectory, SampleRequest};
@@ -24,7 +25,7 @@ use crate::metrics::{fd_exact::FdExact, fd_pixel::FdPixel, Batch, FinishContext,
 use crate::models::{load_model, Condition, Denoiser, LoadedModel};
 use crate::noise::SeededNoise;
 use crate::plan::{Cell, Plan};
-use crate::results::{self, ResultRow, RunInfo};
+use crate::results::{self, CellTiming, ResultRow, RunInfo};
 use crate::sampling::{Counted, Sampler};
 use crate::{BenchError, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -100,6 +101,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
 /// [`run`] with an already loaded model (library users, tests that wrap a model).
 pub fn run_with(plan: &Plan, model: &LoadedModel, opts: &RunOptions) -> Result<RunSummary> {
     let started = Instant::now();
+    let load_at_start = timing::load_average();
     prepare_output(plan)?;
     let device = plan.device.to_tch();
     if device.is_cuda() {
@@ -136,7 +138,7 @@ pub fn run_with(plan: &Plan, model: &LoadedModel, opts: &RunOptions) -> Result<R
         run_cell(&ctx, cell, sampler.as_ref(), shard, opts.force, &mut summary)?;
     }
     ctx.overall.finish_and_clear();
-    write_run_info(plan, device, started)?;
+    write_run_info(plan, device, started, load_at_start)?;
     Ok(summary)
 }
 
@@ -270,7 +272,16 @@ fn run_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, shard: Shard, force: 
     Ok(())
 }
 
-fn write_run_info(plan: &Plan, device: Device, started: Instant) -> Result<()> {
+/// A finished cell's [`CellTiming`], next to its part states.
+const TIMING_FILE: &str = "timing.json";
+
+fn write_run_info(plan: &Plan, device: Device, started: Instant, load_at_start: Option<[f64; 3]>) -> Result<()> {
+    let cell_timing = plan
+        .cells
+        .iter()
+        .filter_map(|c| fs_err::read_to_string(plan.output.join("cells").join(&c.hash).join(TIMING_FILE)).ok())
+        .filter_map(|text| serde_json::from_str::<CellTiming>(&text).ok())
+        .collect();
     let env = crate::doctor::Environment::probe();
     let info = RunInfo {
         bench_version: crate::VERSION.into(),
@@ -281,6 +292,7 @@ fn write_run_info(plan: &Plan, device: Device, started: Instant) -> Result<()> {
         device_name: device_name(&env, device),
         precision: plan.precision.to_string(),
         fid_mode: plan.metrics.fid.as_ref().map(|f| f.mode.as_str().to_string()),
+        fid_dims: plan.metrics.fid.as_ref().map(|f| f.dims as u64),
         input_sha256: plan.input_hashes(),
         schedule_source: Some(plan.schedule_source.clone()),
         seed: plan.seed,
@@ -289,6 +301,12 @@ fn write_run_info(plan: &Plan, device: Device, started: Instant) -> Result<()> {
         total_wall_seconds: Some(started.elapsed().as_secs_f64()),
         hostname: std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()),
         command: Some(std::env::args().collect::<Vec<_>>().join(" ")),
+        load_average_start: load_at_start,
+        load_average_end: timing::load_average(),
+        torch_threads: Some(tch::get_num_threads()),
+        rayon_threads: Some(rayon::current_num_threads()),
+        omp_wait_policy: std::env::var("OMP_WAIT_POLICY").ok(),
+        cell_timing,
         ..RunInfo::default()
     };
     results::write_run_info(&plan.output, &info)
@@ -343,6 +361,14 @@ impl Denoiser for TimedModel<'_> {
         sync(self.device);
         let start = Instant::now();
         let e = self.inner.forward(x, t, cond);
+        sync(self.device);
+        self.seconds.set(self.seconds.get() + start.elapsed().as_secs_f64());
+        e
+    }
+    fn forward_with_variance(&self, x: &Tensor, t: &Tensor, cond: Option<&Condition>) -> Result<(Tensor, Option<Tensor>)> {
+        sync(self.device);
+        let start = Instant::now();
+        let e = self.inner.forward_with_variance(x, t, cond);
         sync(self.device);
         self.seconds.set(self.seconds.get() + start.elapsed().as_secs_f64());
         e
@@ -409,7 +435,9 @@ fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard) -> Resul
             .map_err(|e| interrupted_cell(cell, &e));
         let (x0, nfe, evals) = sampled?;
         sync(ctx.device);
-        state.seconds_sampling += t0.elapsed().as_secs_f64();
+        let seconds = t0.elapsed().as_secs_f64();
+        state.seconds_sampling += seconds;
+        state.batch_seconds_per_step.push(seconds / cell.steps.max(1) as f64);
         state.seconds_model += timed.seconds.get();
         state.nfe_per_sample = nfe as u64;
         state.unet_evals_per_sample = evals as u64;
@@ -561,6 +589,7 @@ fn finish_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, partition: Shard) 
         total.seconds_model += s.seconds_model;
         total.seconds_metrics += s.seconds_metrics;
         total.batches += s.batches;
+        total.batch_seconds_per_step.extend(&s.batch_seconds_per_step);
         total.nfe_per_sample = s.nfe_per_sample;
         total.unet_evals_per_sample = s.unet_evals_per_sample;
     }
@@ -583,6 +612,10 @@ fn finish_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, partition: Shard) 
             total.nan_samples,
             total.first_nan_index.unwrap_or(0)
         );
+    }
+    if let Some(t) = CellTiming::from_batches(cell.index, &cell.hash, &total.batch_seconds_per_step, timing::load_average()) {
+        let text = serde_json::to_string_pretty(&t).map_err(|e| BenchError::Internal(e.to_string()))?;
+        crate::fsutil::write_atomic(&dir.join(TIMING_FILE), text.as_bytes())?;
     }
     let def = cell.def();
     let steps_run = (total.batches.max(1) * cell.steps as u64) as f64;

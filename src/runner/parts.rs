@@ -62,6 +62,9 @@ pub struct PartState {
     pub unet_evals_per_sample: u64,
     /// Suffix of the statistics files that belong to this state (`next` at the time of writing).
     pub stats_tag: Option<String>,
+    /// Seconds per step of each batch, in order (the spread recorded in `run.json`).
+    #[serde(default)]
+    pub batch_seconds_per_step: Vec<f64>,
 }
 
 pub fn read_state(path: &Path) -> Option<PartState> {

@@ -14,6 +14,18 @@ pub enum DdimRule {
     Generalized { eta: f64 },
     /// DDIM repo `ddpm_steps`: clamped x̂0, noise std √β_t.
     LargeVariance,
+    /// DDPM posterior mean with the model's learned variance.
+    Learned(LearnedVariance),
+}
+
+/// How a learned-variance model's variance values v become the step's log variance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LearnedVariance {
+    /// log σ² = f log β_t + (1 − f) log β̃_t with f = (v + 1)/2 (Nichol & Dhariwal 2021 eq. 15;
+    /// guided-diffusion `LEARNED_RANGE`, diffusers `learned_range`).
+    Range,
+    /// log σ² = v (guided-diffusion `LEARNED`).
+    Log,
 }
 
 pub struct Ddim {
@@ -66,6 +78,37 @@ fn large_variance_step(x: &Tensor, eps: &Tensor, a: f64, a_prev: f64, label: i64
     }
 }
 
+/// diffusers `DDPMScheduler.step` with `_get_variance` for `learned_range` (guided-diffusion
+/// `p_mean_variance`): the posterior mean (Ho et al. eq. 7) plus exp(½ log σ²) z, noise only at
+/// labels > 0. β̃_t is clamped to ≥ 1e-20 before its log, as diffusers does.
+#[allow(clippy::too_many_arguments)]
+fn learned_variance_step(
+    x: &Tensor,
+    x0: &Tensor,
+    eps: &Tensor,
+    v: &Tensor,
+    kind: LearnedVariance,
+    (a, a_prev): (f64, f64),
+    label: i64,
+    step: usize,
+    noise: &mut dyn NoiseSource,
+) -> Tensor {
+    let mean = ddim_update(x0, eps, a, a_prev, 1.0, None);
+    let beta = 1.0 - a / a_prev;
+    if label <= 0 || beta <= 0.0 {
+        return mean;
+    }
+    let posterior = ((1.0 - a_prev) / (1.0 - a) * beta).max(1e-20);
+    let log_var = match kind {
+        LearnedVariance::Range => {
+            let frac = (v + 1.0) / 2.0;
+            &frac * beta.ln() + (1.0 - frac) * posterior.ln()
+        }
+        LearnedVariance::Log => v.shallow_clone(),
+    };
+    mean + noise.noise(step, x) * (log_var * 0.5).exp()
+}
+
 impl Ddim {
     /// x̂0 (clipped if asked) and the ε̂ the step uses with it.
     fn x0_and_eps(&self, out: &Output, x: &Tensor, a: f64) -> (Tensor, Tensor) {
@@ -107,6 +150,20 @@ impl Sampler for Ddim {
                     generalized_step(&x, &x0, &eps, a, a_prev, eta, k, noise)
                 }
                 DdimRule::LargeVariance => large_variance_step(&x, &out.eps(), a, a_prev, t, k, noise),
+                DdimRule::Learned(kind) => {
+                    let v = out.variance.as_ref().ok_or_else(|| {
+                        BenchError::user(format!(
+                            "sampler {}: variance_type {} needs a model that learns its variance (out_channels = 2 × in_channels); this one returns none",
+                            self.name,
+                            match kind {
+                                LearnedVariance::Range => "learned_range",
+                                LearnedVariance::Log => "learned",
+                            }
+                        ))
+                    })?;
+                    let (x0, eps) = self.x0_and_eps(&out, &x, a);
+                    learned_variance_step(&x, &x0, &eps, v, kind, (a, a_prev), t, k, noise)
+                }
             };
         }
         Ok(x)
@@ -205,20 +262,40 @@ pub static DDIM: SamplerDef = SamplerDef {
 
 pub static DDPM: SamplerDef = SamplerDef {
     name: "ddpm",
-    params: &[STEPS_OFFSET, PREV, ALPHA_TO_ONE, CLIP_SAMPLE, CLIP_SAMPLE_RANGE, THRESHOLDING, DYNAMIC_THRESHOLDING_RATIO, SAMPLE_MAX_VALUE],
+    params: &[
+        STEPS_OFFSET,
+        PREV,
+        ALPHA_TO_ONE,
+        CLIP_SAMPLE,
+        CLIP_SAMPLE_RANGE,
+        THRESHOLDING,
+        DYNAMIC_THRESHOLDING_RATIO,
+        SAMPLE_MAX_VALUE,
+        ParamDef {
+            name: "variance_type",
+            kind: ParamKind::Choice { allowed: &["fixed_small", "learned_range", "learned"], default: "fixed_small" },
+            help: "fixed_small: posterior β̃_t; learned_range: the model's v interpolates log β_t and log β̃_t (iDDPM eq. 15); learned: v is log σ² (guided-diffusion LEARNED; diffusers' learned reads v as σ² instead). The learned ones need a learned-variance model",
+            diffusers: Some("variance_type"),
+        },
+    ],
     skips: DISCRETE_SKIPS,
     default_skip: Skip::Quadratic,
     nfe: "S",
     end_point: "ᾱ=1",
-    reference: "Ho et al. 2020 eq. 6-7 (posterior variance) = DDIM η=1; diffusers DDPMScheduler (variance fixed_small)",
+    reference: "Ho et al. 2020 eq. 6-7 (posterior variance) = DDIM η=1; diffusers DDPMScheduler (variance_type fixed_small, learned_range); Nichol & Dhariwal 2021 eq. 15",
     predictions: ALL_PREDICTIONS,
     note: "",
     eta: Some(EtaColumn::Fixed(1.0)),
     variant: None,
     build: |a| {
         let cfg = grid_config(a, true)?;
+        let rule = match a.str("variance_type")? {
+            "learned_range" => DdimRule::Learned(LearnedVariance::Range),
+            "learned" => DdimRule::Learned(LearnedVariance::Log),
+            _ => DdimRule::Generalized { eta: 1.0 },
+        };
         // DDPMScheduler's posterior mean from the clipped x̂0 and x_t is DDIM η=1 with ε̂ from that x̂0.
-        Ok(Box::new(Ddim::new("ddpm", DdimRule::Generalized { eta: 1.0 }, a.schedule, &cfg)?.with_clip(X0Clip::from_args(a)?, true)))
+        Ok(Box::new(Ddim::new("ddpm", rule, a.schedule, &cfg)?.with_clip(X0Clip::from_args(a)?, true)))
     },
 };
 
@@ -299,6 +376,58 @@ mod tests {
         let with_noise = large_variance_step(&x, &e, a, ap, 100, 0, &mut Ones).double_value(&[0]);
         let without = large_variance_step(&x, &e, a, ap, 0, 0, &mut Ones).double_value(&[0]);
         assert!((with_noise - without - (1.0 - a / ap).sqrt()).abs() < 1e-12);
+    }
+
+    /// iDDPM eq. 15 at its ends: v = −1 is the posterior variance β̃_t (fixed_small, i.e. η = 1),
+    /// v = +1 is β_t; `learned` reads v as log σ²; no noise at label 0.
+    #[test]
+    fn learned_variance_spans_posterior_to_beta() {
+        struct Ones;
+        impl NoiseSource for Ones {
+            fn noise(&mut self, _: usize, like: &Tensor) -> Tensor {
+                like.ones_like()
+            }
+        }
+        let s = NoiseSchedule::ddpm_linear();
+        let (a, ap) = (s.alpha_bar(500), s.alpha_bar(450));
+        let x = Tensor::from_slice(&[0.7f64, -1.3]);
+        let e = Tensor::from_slice(&[0.2f64, 0.9]);
+        let x0 = x0_from_eps(&x, &e, a);
+        let v = |c: f64| Tensor::from_slice(&[c, c]);
+        let std_of = |v: &Tensor, kind, label| {
+            let with = learned_variance_step(&x, &x0, &e, v, kind, (a, ap), label, 0, &mut Ones);
+            let mean = ddim_update(&x0, &e, a, ap, 1.0, None);
+            (with - mean).double_value(&[1])
+        };
+        let beta = 1.0 - a / ap;
+        let posterior = (1.0 - ap) / (1.0 - a) * beta;
+        // exp/log round trips in f64: a few ulps.
+        let close = |got: f64, want: f64| assert!((got - want).abs() <= 1e-14 * want.abs().max(1.0), "{got} vs {want}");
+        close(std_of(&v(-1.0), LearnedVariance::Range, 500), posterior.sqrt());
+        close(std_of(&v(1.0), LearnedVariance::Range, 500), beta.sqrt());
+        close(std_of(&v(0.0), LearnedVariance::Range, 500), (beta * posterior).powf(0.25));
+        close(std_of(&v(-3.0), LearnedVariance::Log, 500), (-1.5f64).exp());
+        assert_eq!(std_of(&v(1.0), LearnedVariance::Range, 0), 0.0);
+        // v = −1 is the η = 1 step exactly.
+        let eta1 = generalized_step(&x, &x0, &e, a, ap, 1.0, 0, &mut Ones);
+        let learned = learned_variance_step(&x, &x0, &e, &v(-1.0), LearnedVariance::Range, (a, ap), 500, 0, &mut Ones);
+        let err = (eta1 - learned).abs().max().double_value(&[]);
+        assert!(err < 1e-14, "{err}");
+    }
+
+    #[test]
+    fn learned_variance_needs_a_learned_variance_model() {
+        let s = NoiseSchedule::ddpm_linear();
+        let sampler = super::super::build_from_text("ddpm", &[("variance_type", "learned_range")], 5, &s).unwrap();
+        let oracle = crate::models::oracle::GaussianOracle::new(
+            s.clone(),
+            Tensor::zeros([2], (Kind::Double, Device::Cpu)),
+            Tensor::ones([2], (Kind::Double, Device::Cpu)),
+        );
+        let counted = Counted::new(&oracle, crate::models::Prediction::Epsilon);
+        let err = sampler.sample(&counted, Tensor::zeros([1, 2], (Kind::Double, Device::Cpu)), &mut super::super::GlobalRng).err().unwrap();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("variance_type learned_range needs a model that learns its variance"), "{err}");
     }
 
     #[test]

@@ -68,14 +68,21 @@ impl<'a> Counted<'a> {
 
     /// The network's raw output at (x, label), guidance applied.
     pub fn raw(&self, x: &Tensor, label: f64) -> Result<Tensor> {
-        let out = self.guided_call(x, label)?;
+        Ok(self.raw_with_variance(x, label)?.0)
+    }
+
+    /// [`Counted::raw`] and the learned-variance values of the same call, if the model has them.
+    pub fn raw_with_variance(&self, x: &Tensor, label: f64) -> Result<(Tensor, Option<Tensor>)> {
+        let (out, var) = self.guided_call(x, label)?;
         if let Some(tr) = &self.trace {
             tr.borrow_mut().push((label, x.shallow_clone(), out.shallow_clone()));
         }
-        Ok(out)
+        Ok((out, var))
     }
 
-    fn guided_call(&self, x: &Tensor, label: f64) -> Result<Tensor> {
+    /// Under guidance the variance is the conditional half's, as guided-diffusion's and
+    /// diffusers' (DeepFloyd IF) pipelines take it: only the mean is guided.
+    fn guided_call(&self, x: &Tensor, label: f64) -> Result<(Tensor, Option<Tensor>)> {
         self.nfe.set(self.nfe.get() + 1);
         let b = x.size()[0];
         let labels = |n: i64| Tensor::full([n], label, (Kind::Double, x.device()));
@@ -84,17 +91,18 @@ impl<'a> Counted<'a> {
                 self.network_evals.set(self.network_evals.get() + 2);
                 let x2 = Tensor::f_cat(&[x, x], 0)?;
                 let c2 = g.uncond.cat(&g.cond)?;
-                let out = self.model.forward(&x2, &labels(2 * b), Some(&c2))?;
+                let (out, var) = self.model.forward_with_variance(&x2, &labels(2 * b), Some(&c2))?;
                 let (u, c) = (out.f_narrow(0, 0, b)?, out.f_narrow(0, b, b)?);
-                Ok(&u + (&c - &u) * g.scale)
+                let var = var.map(|v| v.f_narrow(0, b, b)).transpose()?;
+                Ok((&u + (&c - &u) * g.scale, var))
             }
             Some(g) => {
                 self.network_evals.set(self.network_evals.get() + 1);
-                self.model.forward(x, &labels(b), Some(&g.cond))
+                self.model.forward_with_variance(x, &labels(b), Some(&g.cond))
             }
             None => {
                 self.network_evals.set(self.network_evals.get() + 1);
-                self.model.forward(x, &labels(b), self.cond)
+                self.model.forward_with_variance(x, &labels(b), self.cond)
             }
         }
     }
@@ -102,7 +110,8 @@ impl<'a> Counted<'a> {
     /// The model's prediction at grid node `at` (its label and VP coefficients α, σ), ready to
     /// be read as ε̂ or x̂0.
     pub fn call<'x>(&self, x: &'x Tensor, at: &Node) -> Result<Output<'x>> {
-        Ok(Output { raw: self.raw(x, at.label)?, x, at: *at, prediction: self.prediction })
+        let (raw, variance) = self.raw_with_variance(x, at.label)?;
+        Ok(Output { raw, variance, x, at: *at, prediction: self.prediction })
     }
     /// ε̂ at `at` (the common case).
     pub fn eps(&self, x: &Tensor, at: &Node) -> Result<Tensor> {
@@ -124,6 +133,9 @@ impl<'a> Counted<'a> {
 /// (x_t = α x0 + σ ε, v = α ε − σ x0; Salimans & Ho 2022 §4).
 pub struct Output<'x> {
     pub raw: Tensor,
+    /// A learned-variance model's variance values from the same call (see
+    /// [`Denoiser::forward_with_variance`]).
+    pub variance: Option<Tensor>,
     x: &'x Tensor,
     at: Node,
     prediction: Prediction,
@@ -347,7 +359,7 @@ mod tests {
         let x0 = (&x - &eps * at.sigma) / at.alpha;
         let v = &eps * at.alpha - &x0 * at.sigma;
         for (p, raw) in [(Prediction::Epsilon, &eps), (Prediction::VPrediction, &v), (Prediction::Sample, &x0)] {
-            let o = Output { raw: raw.shallow_clone(), x: &x, at, prediction: p };
+            let o = Output { raw: raw.shallow_clone(), variance: None, x: &x, at, prediction: p };
             let de = (o.eps() - &eps).abs().max().double_value(&[]);
             let dx = (o.x0() - &x0).abs().max().double_value(&[]);
             assert!(de < 1e-14 && dx < 1e-14, "{p:?}: {de} {dx}");
@@ -359,7 +371,7 @@ mod tests {
         let at = Node::from_alpha_bar(3.0, 0.5);
         let x = Tensor::from_slice(&[3.0f64, 0.0]).view([1, 2]);
         let eps = Tensor::zeros([1, 2], (Kind::Double, tch::Device::Cpu));
-        let o = Output { raw: eps.shallow_clone(), x: &x, at, prediction: Prediction::Epsilon };
+        let o = Output { raw: eps.shallow_clone(), variance: None, x: &x, at, prediction: Prediction::Epsilon };
         let clip = X0Clip { clip_sample: true, ..X0Clip::OFF };
         // x̂0 = x/α = (4.24, 0) → clipped to (1, 0); ε = (x − α x̂0)/σ.
         let e = o.eps_clipped(&clip);

@@ -81,7 +81,7 @@ fn golden_tables_for_the_fixture() {
     md.push('\n');
     md += &tables::nfe_table(b, Metric::FID).unwrap().to_markdown();
     md.push('\n');
-    md += &tables::published_table(b, Metric::FID, &published).unwrap().to_markdown();
+    md += &tables::published_table(b, Metric::FID, &published, None).unwrap().to_markdown();
     md.push('\n');
     md += &report::cells_table(b, Metric::FID).to_markdown();
     insta::assert_snapshot!("report_tables", md);
@@ -175,7 +175,8 @@ fn report_writes_markdown_html_plots_and_grids() {
         "## What is missing",
         "- ddim:data/models/ddim_cifar10/model-790000.ckpt (cifar10): ddim σ̂ at S=20",
         "NaN: ddim:data/models/ddim_cifar10/model-790000.ckpt (cifar10): ddim η=1.0 at S=10: fid = NaN, 3 of 1000 samples",
-        "| ddim η=0.0 | 10 | 10 | 13.10 | 13.36 | −0.26 | [1] |",
+        // 1000 samples ≤ 2048 Inception dimensions: caveats and no Δ.
+        "| ddim η=0.0 | 10 | 10 | 13.10 | 13.36 | — | 1000 vs 50000 samples; 1000 samples ≤ 2048 dims; FID pipeline not stated | [1] |",
         "[1] Song, Meng & Ermon 2021, Denoising Diffusion Implicit Models (ICLR 2021, arXiv 2010.02502), Table 1",
         "| total wall time | 42.5 s |",
         "```yaml\nname: golden\nsteps: [10, 20, 50]\n```",
@@ -310,4 +311,59 @@ fn cli_missing_results_or_bad_metric_exit_2_with_one_line() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(stderr(&out).trim(), "error: --metric fd_exact: no cell has it; the results have: fid");
     assert_eq!(std::fs::read_to_string(dir.path().join("report.md")).unwrap(), "earlier report");
+}
+
+/// A published comparison says what differs. A 64-sample FID with random Inception weights next
+/// to a 50,000-sample published number gets every caveat that applies and no Δ; the paper's own
+/// setup (its sample count, pytorch-fid's weights and pipeline, its checkpoint) gets a Δ and none.
+#[test]
+fn published_comparisons_show_caveats_and_no_delta_where_setups_differ() {
+    let standard = samplerbench::registry::FID_INCEPTION.sha256.unwrap();
+    let checkpoint = "ab".repeat(32);
+    let csv = format!(
+        "source,table,dataset,model_checkpoint,fid_pipeline,sampler,variant,order,eta,skip,steps,nfe,samples,metric,value,notes,model_sha256\n\
+         Paper,T1,cifar10,ckpt,pytorch-fid,ddim,,,0.0,quadratic,10,10,50000,fid,13.36,,{checkpoint}\n"
+    );
+    let published = report::published::parse_csv("p.csv", &csv).unwrap();
+    let run = |weights: &str, model: &str| RunInfo {
+        fid_mode: Some("pytorch-fid".into()),
+        input_sha256: [("metrics.fid.weights".to_string(), Some(weights.to_string())), ("model.weights".to_string(), Some(model.to_string()))]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    let table = |samples: u64, fid: f64, info: &RunInfo| {
+        let mut r = row("ddim", None, None, Some(0.0), 10, 10, fid, 1.0);
+        r.samples = samples;
+        let rows = vec![r];
+        let blocks = tables::blocks(&rows);
+        tables::published_table(&blocks[0], Metric::FID, &published, Some(info)).unwrap().to_markdown()
+    };
+    let random = table(64, 5.3e7, &run(&"0".repeat(64), &"cd".repeat(32)));
+    let want_random = "#### ddim:data/models/ddim_cifar10/model-790000.ckpt (cifar10): ours vs published (fid)\n\n\
+| sampler | S | NFE | ours | paper | Δ (ours − paper) | caveats | ref |\n\
+|---|---:|---:|---:|---:|---:|---:|---:|\n\
+| ddim η=0.0 | 10 | 10 | 53000000.00 | 13.36 | — | custom Inception weights; 64 vs 50000 samples; 64 samples ≤ 2048 dims; other checkpoint | [1] |\n\n\
+[1] Paper, T1; checkpoint: ckpt; FID pipeline: pytorch-fid; 50000 samples.  \n\
+Δ —: the setups are known to differ (see the caveats), so the difference would not measure the sampler.  \n\
+Caveat: custom Inception weights: ours (SHA-256 000000000000…) are not pytorch-fid's pt_inception-2015-12-05, so our fid is in another network's feature space.  \n\
+Caveat: a different sample count: FID is biased upward, the more the fewer samples (Chong & Forsyth 2020); compare at the paper's count.  \n\
+Caveat: samples ≤ feature dimensions (2048): the sample covariance is singular and FID is heavily biased upward; the number is not comparable with any published FID.  \n\
+Caveat: another checkpoint: our model weights' SHA-256 cdcdcdcdcdcd… is not the published one (abababababab…).  \n";
+    assert_eq!(random, want_random, "{random}");
+    let matching = table(50_000, 13.1, &run(standard, &checkpoint));
+    let want_matching = "#### ddim:data/models/ddim_cifar10/model-790000.ckpt (cifar10): ours vs published (fid)\n\n\
+| sampler | S | NFE | ours | paper | Δ (ours − paper) | caveats | ref |\n\
+|---|---:|---:|---:|---:|---:|---:|---:|\n\
+| ddim η=0.0 | 10 | 10 | 13.10 | 13.36 | −0.26 | none | [1] |\n\n\
+[1] Paper, T1; checkpoint: ckpt; FID pipeline: pytorch-fid; 50000 samples.  \n";
+    assert_eq!(matching, want_matching, "{matching}");
+    // Another FID pipeline alone withholds Δ too.
+    let mut tf = run(standard, &checkpoint);
+    tf.fid_mode = Some("tf".into());
+    let mut r = row("ddim", None, None, Some(0.0), 10, 10, 13.1, 1.0);
+    r.samples = 50_000;
+    r.fid_mode = Some("tf".into());
+    let caveats = report::published::caveats(&published[0], &r, Some(&tf), "fid");
+    assert_eq!(caveats.iter().map(|c| (c.label.as_str(), c.no_delta)).collect::<Vec<_>>(), [("other FID pipeline", true)]);
 }

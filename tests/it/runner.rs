@@ -346,3 +346,46 @@ torch.jit.script(Flaky()).save(sys.argv[1])
     let (x, y) = (a.metric("fd_pixel").unwrap(), b.metric("fd_pixel").unwrap());
     assert!((x - y).abs() <= 1e-12 * y.abs(), "resumed {x} vs uninterrupted {y}");
 }
+
+/// `run.json` carries what a timing needs to be trusted on a shared machine: the load average at
+/// start and end, the thread settings (the binary re-executes itself with passive OpenMP waits),
+/// and per cell the spread of seconds per step over its batches (min ≤ q1 ≤ median ≤ q3 ≤ max).
+#[test]
+fn run_json_records_timing_spread_load_and_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "s.yaml",
+        &small_spec("  - {name: ddim, skip: uniform}\n  - {name: ddpm, skip: uniform}", 12, 4, "steps: 5\n"),
+    );
+    let out = dir.path().join("out");
+    let out_s = out.to_str().unwrap();
+    let cmd = std::process::Command::new(bench_bin())
+        .args(["run", spec.to_str().unwrap(), "--out", out_s, "--quiet"])
+        .env_remove("OMP_WAIT_POLICY")
+        .env_remove("BENCH_NO_REEXEC")
+        .output()
+        .unwrap();
+    assert_eq!(cmd.status.code(), Some(0), "{}", stderr(&cmd));
+    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    for key in ["load_average_start", "load_average_end"] {
+        let l = info[key].as_array().unwrap_or_else(|| panic!("{key}: {info}"));
+        assert_eq!(l.len(), 3, "{key}");
+        assert!(l.iter().all(|v| v.as_f64().is_some_and(|x| x >= 0.0)), "{key}: {l:?}");
+    }
+    assert_eq!(info["omp_wait_policy"], "PASSIVE");
+    assert!(info["torch_threads"].as_i64().unwrap() >= 1);
+    assert_eq!(info["rayon_threads"].as_i64().unwrap(), info["torch_threads"].as_i64().unwrap());
+    let cells = info["cell_timing"].as_array().unwrap();
+    assert_eq!(cells.len(), 2);
+    for c in cells {
+        // 12 samples in batches of 4.
+        assert_eq!(c["batches"], 3, "{c}");
+        let q: Vec<f64> = ["min", "q1", "median", "q3", "max"].iter().map(|k| c[format!("seconds_per_step_{k}")].as_f64().unwrap()).collect();
+        assert!(q[0] > 0.0 && q.windows(2).all(|w| w[0] <= w[1]), "{q:?}");
+        assert_eq!(c["load_average"].as_array().unwrap().len(), 3);
+    }
+    let rows = read_results(&out).unwrap();
+    let hashes: std::collections::BTreeSet<&str> = cells.iter().map(|c| c["cell_hash"].as_str().unwrap()).collect();
+    assert_eq!(hashes, rows.iter().map(|r| r.cell_hash.as_str()).collect());
+}
