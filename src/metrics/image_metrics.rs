@@ -17,7 +17,7 @@ use crate::metrics::frechet::frechet_distance;
 use crate::metrics::inception_score::{InceptionScore, InceptionScoreStats, IsParams};
 use crate::metrics::kid::{kid, Kid, KidParams};
 use crate::metrics::prdc::{prdc, Prdc, PrdcParams};
-use crate::metrics::stats::{npz_writer, open_npz, FeatureStats};
+use crate::metrics::stats::{npz_writer, write_npz, open_npz, FeatureStats};
 use crate::metrics::{Accumulator, Batch, FinishContext};
 use crate::{BenchError, Result};
 use std::cell::Ref;
@@ -93,16 +93,15 @@ impl ImageMetricsState {
     }
 
     pub fn save_npz(&self, path: &Path) -> Result<()> {
-        let mut w = npz_writer(path)?;
-        self.fid.write_arrays(&mut w, path)?;
+        let mut w = npz_writer();
+        self.fid.write_arrays(&mut w, path, true)?;
         if let Some(is) = &self.inception_score {
             is.write_arrays(&mut w, path)?;
         }
         if let Some(bank) = &self.features {
             bank.write_arrays(&mut w, path)?;
         }
-        w.finish().map_err(|e| BenchError::file(path, format!("writing .npz: {e}")))?;
-        Ok(())
+        write_npz(w, path)
     }
 
     pub fn load_npz(path: &Path, device: Device) -> Result<Self> {
@@ -229,10 +228,9 @@ impl Accumulator for KeptFeatures<'_> {
         Ok(())
     }
     fn save(&self, path: &Path) -> Result<()> {
-        let mut w = npz_writer(path)?;
+        let mut w = npz_writer();
         self.bank.write_arrays(&mut w, path)?;
-        w.finish().map_err(|e| BenchError::file(path, format!("writing .npz: {e}")))?;
-        Ok(())
+        write_npz(w, path)
     }
     fn merge_file(&mut self, path: &Path) -> Result<()> {
         let other = FeatureBank::read_arrays(&mut open_npz(path)?, path)?

@@ -621,5 +621,8 @@ fn finish_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, partition: Shard) 
         ..ResultRow::default()
     };
     results::append_result(&plan.output, &row)?;
+    if !plan.keep_stats {
+        parts::remove_parts(&dir, partition);
+    }
     Ok(true)
 }
