@@ -185,7 +185,13 @@ impl SharedInception {
     pub fn outputs<'b>(&self, batch: &'b Batch) -> Result<Ref<'b, InceptionOutput>> {
         if batch.inception.borrow().is_none() {
             let images = batch.images.ok_or_else(|| BenchError::Internal("Inception metrics: batch without images".into()))?;
-            let (features, logits) = self.extractor.features_and_logits(&ImageBatch::Uniform(images.shallow_clone()), self.logits)?;
+            // Grayscale samples go in as pytorch-fid feeds grayscale files: PIL's
+            // convert('RGB') repeats the one channel three times.
+            let images = match images.size().as_slice() {
+                [_, 1, _, _] => images.f_expand([-1, 3, -1, -1], false)?,
+                _ => images.shallow_clone(),
+            };
+            let (features, logits) = self.extractor.features_and_logits(&ImageBatch::Uniform(images), self.logits)?;
             *batch.inception.borrow_mut() = Some(InceptionOutput { features, logits });
         }
         Ref::filter_map(batch.inception.borrow(), Option::as_ref)

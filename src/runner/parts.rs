@@ -90,7 +90,7 @@ pub fn checkpoint(dir: &Path, tag: &str, state: &mut PartState, stats: &[NamedAc
     let stats_tag = format!("{tag}.next-{}", state.next);
     for s in stats {
         let path = stats_path(dir, &stats_tag, s.name);
-        crate::fsutil::write_atomic_with(&path, |tmp| s.acc.save(tmp))?;
+        s.acc.save(&path)?;
     }
     let old = state.stats_tag.replace(stats_tag);
     write_state(state_path, state)?;
