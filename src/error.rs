@@ -52,7 +52,19 @@ impl BenchError {
         match self {
             BenchError::Interrupted { signal } => 128 + signal,
             BenchError::User(_) | BenchError::File { .. } => 2,
-            BenchError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 2,
+            // A missing path, a read-only folder or a full disk is the user's to fix.
+            BenchError::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound
+                        | std::io::ErrorKind::PermissionDenied
+                        | std::io::ErrorKind::ReadOnlyFilesystem
+                        | std::io::ErrorKind::StorageFull
+                        | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                2
+            }
             _ => 1,
         }
     }

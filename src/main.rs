@@ -164,14 +164,15 @@ enum Command {
         quiet: bool,
     },
     /// Fréchet Inception Distance between two image sets or statistics files (like `python -m pytorch_fid`).
+    /// `bench fid --save-stats SOURCE OUT.npz` (pytorch-fid's form) writes SOURCE's statistics.
     Fid {
         /// Image folder, images .npz (arr_0), statistics .npz, cifar10:train:DIR, cifar10:test:DIR or celeba:DIR.
         path1: String,
         /// Same kinds as PATH1 (usually the reference set).
-        path2: String,
+        path2: Option<String>,
         #[command(flatten)]
         feat: FeatureArgs,
-        /// Also write PATH1's statistics (mu, sigma and mergeable sums) to this .npz.
+        /// Also write PATH1's statistics (mu, sigma; with --sums the mergeable sums) to this .npz.
         #[arg(long, value_name = "OUT.npz")]
         save_stats: Option<PathBuf>,
         /// Also write PATH2's statistics to this .npz.
@@ -227,6 +228,17 @@ struct FeatureArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Also search the subfolders of image folders (pytorch-fid does not).
+    #[arg(long)]
+    recursive: bool,
+    /// Image decoding threads (pytorch-fid's data loader workers; 0 decodes on one thread)
+    /// [default: one per core].
+    #[arg(long, value_name = "N")]
+    num_workers: Option<usize>,
+    /// Saved statistics also carry the mergeable sums (count, Σf, packed Σffᵀ) beside mu and
+    /// sigma, so shards' files can be merged; about as large again.
+    #[arg(long)]
+    sums: bool,
 }
 
 impl FeatureArgs {
@@ -239,8 +251,18 @@ impl FeatureArgs {
             weights: self.weights.clone(),
             allow_custom_weights: self.allow_custom_weights,
             quiet: self.quiet,
+            recursive: self.recursive,
+            sums: self.sums,
             ..FidOptions::default()
         })
+    }
+
+    /// Sizes the decoding thread pool (`--num-workers`) before any image is read.
+    fn configure_workers(&self) -> anyhow::Result<()> {
+        if let Some(n) = self.num_workers {
+            rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global()?;
+        }
+        Ok(())
     }
 }
 
@@ -267,7 +289,11 @@ fn main() -> ExitCode {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
             let code = e.downcast_ref::<BenchError>().map_or(1, BenchError::exit_code);
-            eprintln!("error: {e:#}");
+            // A BenchError's message already names its cause; anyhow's chain would repeat it.
+            match e.downcast_ref::<BenchError>() {
+                Some(b) => eprintln!("error: {b}"),
+                None => eprintln!("error: {e:#}"),
+            }
             ExitCode::from(code as u8)
         }
         Err(payload) => {
@@ -297,6 +323,11 @@ fn run_on_devices(spec: &std::path::Path, plan: &samplerbench::plan::Plan, list:
         .split(',')
         .map(|d| d.trim().parse::<usize>().map_err(|_| BenchError::user(format!("--devices {list:?}: expected GPU indices like 0,1,2"))))
         .collect::<Result<_, _>>()?;
+    let available = tch::Cuda::device_count().max(0) as usize;
+    if let Some(d) = devices.iter().find(|&&d| d >= available) {
+        let seen = if available == 0 { "no CUDA device is available".to_string() } else { format!("only {available} CUDA devices are visible (0..{})", available - 1) };
+        return Err(BenchError::user(format!("--devices {list}: GPU {d} does not exist; {seen}")).into());
+    }
     let exe = std::env::current_exe()?;
     let n = devices.len();
     let children: Vec<_> = devices
@@ -518,6 +549,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Fid { path1, path2, feat, save_stats, save_ref_stats } => {
             let opts = feat.options()?;
+            feat.configure_workers()?;
+            let Some(path2) = path2 else {
+                // pytorch-fid's `--save-stats SOURCE OUT`: clap reads SOURCE as the option's value.
+                let Some(source) = save_stats else {
+                    return Err(BenchError::user("bench fid needs PATH1 and PATH2 (or --save-stats SOURCE OUT.npz)").into());
+                };
+                let source = source.to_string_lossy();
+                let m = fid_cli::run_stats(&source, std::path::Path::new(&path1), &opts, &mut || fid_cli::load_inception(&opts))?;
+                eprintln!("wrote {path1} ({}-d mu, sigma)", m.dims());
+                return Ok(());
+            };
             let fid = fid_cli::run_fid(
                 &path1,
                 &path2,
@@ -530,6 +572,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Stats { source, out, ref_features, ref_features_seed, feat } => {
             let opts = FidOptions { ref_features, ref_features_seed, ..feat.options()? };
+            feat.configure_workers()?;
             let m = fid_cli::run_stats(&source, &out, &opts, &mut || fid_cli::load_inception(&opts))?;
             eprintln!("wrote {} ({}-d mu, sigma)", out.display(), m.dims());
         }

@@ -49,6 +49,7 @@
 //! | `metrics.prdc` | off | `k` (`3`), `batch_size` (`10000`); needs `metrics.fid` whose reference keeps features |
 //! | `output` | `reports/<name>` under the working directory | a folder |
 //! | `save_samples` | `64` | integer ≥ 0, or `all` |
+//! | `keep_stats` | `false` | `true` keeps each part's statistics checkpoint (`OUT/cells/<hash>/`) after the cell's row is written |
 //!
 //! Relative paths written in a spec are resolved against the spec file's folder (so a spec and its
 //! data can move together); defaults that are not written (FID weights, output) are relative to
@@ -61,7 +62,7 @@
 //! everything that determines the cell's samples and metrics: the model as written (kind, path
 //! string, resolved DDIM config, data) plus an optional weights fingerprint, the schedule, the
 //! sampler, its parameters, skip, steps, samples, seed, precision and the metric configuration.
-//! Not in it: device, batch size, output, save_samples (they must not change any number).
+//! Not in it: device, batch size, output, save_samples, keep_stats (they must not change any number).
 //! `spec_hash` = SHA-256 of the JSON of the whole parsed spec (comments and formatting excluded).
 use crate::hashing::HashCache;
 use crate::metrics::inception_score::IsParams;
@@ -353,6 +354,7 @@ pub struct Plan {
     pub metrics_identity: MetricsIdentity,
     pub output: PathBuf,
     pub save_samples: SaveSamples,
+    pub keep_stats: bool,
     /// The located one-line error naming every missing file, if any (see [`Plan::check_files`]).
     pub missing_files: Option<String>,
     pub cells: Vec<Cell>,
@@ -547,6 +549,7 @@ pub fn build(spec: &SpecFile, host: &Host) -> Result<Plan> {
         metrics_identity,
         output,
         save_samples: raw.save_samples.unwrap_or(SaveSamples::Count(64)),
+        keep_stats: raw.keep_stats.unwrap_or(false),
         missing_files,
         cells: Vec::new(),
     };

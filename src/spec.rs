@@ -62,6 +62,9 @@ pub struct RawSpec {
     pub metrics: Option<RawMetrics>,
     pub output: Option<String>,
     pub save_samples: Option<SaveSamples>,
+    /// Keep each part's statistics checkpoint after the cell's row is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_stats: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]

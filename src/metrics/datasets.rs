@@ -1,7 +1,7 @@
 //! Image sources for FID: each yields uint8 [B,3,H,W] batches (CPU) in a fixed order.
 //!
 //! Source specs (the `bench fid` / `bench stats` PATH arguments):
-//! - an image folder (recursive; PNG/JPEG/WebP; sorted by path; converted to RGB like PIL's
+//! - an image folder (its own files, as pytorch-fid lists them; subfolders too with `--recursive`; PNG/JPEG/WebP; sorted by path; converted to RGB like PIL's
 //!   `convert('RGB')`, which drops alpha). Sizes may differ, as clean-fid allows: each image is
 //!   then resized on its own by the metric's preprocessing (`read_images`);
 //! - a `.npz` of uint8 images under `arr_0`, NHWC (OpenAI's samples files);
@@ -52,8 +52,14 @@ pub enum Input {
 const SPEC_HELP: &str =
     "expected an image folder, an images .npz (arr_0), a statistics .npz (mu, sigma), cifar10:train:DIR, cifar10:test:DIR or celeba:DIR";
 
-/// Opens a source spec and validates it (exists, has ≥ 2 images, ...).
+/// Opens a source spec and validates it (exists, has ≥ 2 images, ...); image folders are listed
+/// without their subfolders, as pytorch-fid does.
 pub fn open_input(spec: &str) -> Result<Input> {
+    open_input_with(spec, false)
+}
+
+/// [`open_input`], searching image folders recursively when `recursive`.
+pub fn open_input_with(spec: &str, recursive: bool) -> Result<Input> {
     let input = if let Some(rest) = spec.strip_prefix("cifar10:") {
         let (split, dir) = rest.split_once(':').ok_or_else(|| {
             BenchError::user(format!("'{spec}': CIFAR-10 sources are cifar10:train:DIR or cifar10:test:DIR"))
@@ -72,11 +78,11 @@ pub fn open_input(spec: &str) -> Result<Input> {
         let dir = Path::new(dir);
         let nested = dir.join("img_align_celeba");
         let dir = if nested.is_dir() { nested } else { dir.to_path_buf() };
-        Input::Images(Box::new(ImageFolder::open_with(&dir, Some(CelebaTransform))?))
+        Input::Images(Box::new(ImageFolder::open_with(&dir, Some(CelebaTransform), false)?))
     } else {
         let path = Path::new(spec);
         if path.is_dir() {
-            Input::Images(Box::new(ImageFolder::open(path)?))
+            Input::Images(Box::new(ImageFolder::open_with(path, None, recursive)?))
         } else if path.is_file() && spec.to_ascii_lowercase().ends_with(".npz") {
             open_npz_input(path)?
         } else if path.exists() {
@@ -106,7 +112,7 @@ fn open_npz_input(path: &Path) -> Result<Input> {
     if has("arr_0") && !has("mu") {
         return Ok(Input::Images(Box::new(NpzImages::open(path)?)));
     }
-    if has("outer_sum") && has("mu") {
+    if (has("outer_sum_packed") || has("outer_sum")) && has("mu") {
         // A `bench stats` file: mu/sigma plus mergeable sums; the moments are what FID needs.
         return Ok(Input::Sums(FeatureStats::load_npz(path, Device::Cpu)?));
     }
@@ -262,12 +268,14 @@ fn is_image_file(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+fn collect_images(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| BenchError::file(dir, format!("cannot list folder: {e}")))?;
     for entry in entries {
         let path = entry.map_err(|e| BenchError::file(dir, format!("cannot list folder: {e}")))?.path();
         if path.is_dir() {
-            collect_images(&path, out)?;
+            if recursive {
+                collect_images(&path, recursive, out)?;
+            }
         } else if is_image_file(&path) {
             out.push(path);
         }
@@ -284,19 +292,21 @@ fn image_dimensions(path: &Path) -> Result<(usize, usize)> {
 }
 
 impl ImageFolder {
+    /// The images directly in `dir` (pytorch-fid's listing).
     pub fn open(dir: &Path) -> Result<Self> {
-        Self::open_with(dir, None)
+        Self::open_with(dir, None, false)
     }
 
-    pub fn open_with(dir: &Path, transform: Option<CelebaTransform>) -> Result<Self> {
+    pub fn open_with(dir: &Path, transform: Option<CelebaTransform>, recursive: bool) -> Result<Self> {
         if !dir.is_dir() {
             return Err(BenchError::file(dir, "no such folder"));
         }
         let mut files = Vec::new();
-        collect_images(dir, &mut files)?;
+        collect_images(dir, recursive, &mut files)?;
         files.sort();
         if files.is_empty() {
-            return Err(BenchError::file(dir, "no PNG, JPEG or WebP images found (searched recursively)"));
+            let how = if recursive { "searched recursively" } else { "subfolders are searched with --recursive" };
+            return Err(BenchError::file(dir, format!("no PNG, JPEG or WebP images found ({how})")));
         }
         let sizes: Vec<(usize, usize)> = files.par_iter().map(|f| image_dimensions(f)).collect::<Result<_>>()?;
         let (height, width) = sizes[0];
@@ -338,7 +348,7 @@ impl ImageFolder {
             .map_err(|e| BenchError::file(path, format!("cannot open image: {e}")))?
             .decode()
             .map_err(|e| BenchError::file(path, format!("cannot decode image: {e}")))?;
-        let rgb = img.to_rgb8();
+        let rgb = to_rgb8_like_pil(img);
         if (rgb.height() as usize, rgb.width() as usize) != self.sizes[i] {
             return Err(BenchError::file(path, "image size changed while reading"));
         }
@@ -347,6 +357,43 @@ impl ImageFolder {
             Some(t) => t.apply(&raw, self.width),
             None => raw,
         })
+    }
+}
+
+/// RGB as PIL's `Image.open(path).convert('RGB')` gives it (pytorch-fid's loader). PIL opens a
+/// 16-bit gray PNG as mode "I;16" and converts it to RGB by clipping at 255 (values ≥ 256 become
+/// 255, not scaled); 16-bit RGB(A) and gray+alpha PNGs it opens as 8-bit RGB(A) keeping the high
+/// byte of each sample. The `image` crate scales both by 255/65535 instead.
+fn to_rgb8_like_pil(img: image::DynamicImage) -> image::RgbImage {
+    use image::DynamicImage as D;
+    let high = |v: u16| (v >> 8) as u8;
+    match img {
+        D::ImageLuma16(b) => {
+            let (w, h) = b.dimensions();
+            image::RgbImage::from_fn(w, h, |x, y| {
+                let v = b.get_pixel(x, y)[0].min(255) as u8;
+                image::Rgb([v, v, v])
+            })
+        }
+        D::ImageLumaA16(b) => {
+            let (w, h) = b.dimensions();
+            image::RgbImage::from_fn(w, h, |x, y| {
+                let v = high(b.get_pixel(x, y)[0]);
+                image::Rgb([v, v, v])
+            })
+        }
+        D::ImageRgb16(b) => {
+            let (w, h) = b.dimensions();
+            image::RgbImage::from_fn(w, h, |x, y| image::Rgb(b.get_pixel(x, y).0.map(high)))
+        }
+        D::ImageRgba16(b) => {
+            let (w, h) = b.dimensions();
+            image::RgbImage::from_fn(w, h, |x, y| {
+                let [r, g, bl, _] = b.get_pixel(x, y).0;
+                image::Rgb([high(r), high(g), high(bl)])
+            })
+        }
+        other => other.to_rgb8(),
     }
 }
 

@@ -6,11 +6,8 @@
 //! LAPACK Fréchet step (OpenBLAS kernels differ by CPU) adds ~1e-12 relative to the traces. The
 //! distance is a difference of traces, so allow 1e-6 relative to the traces' scale: with FD and
 //! the traces of the same order on the gate's oracle specs, rel 1e-6 of the value.
-use super::frechet::frechet_distance;
-use super::stats::{FeatureStats, Moments};
-use super::{Accumulator, Better, Batch, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
-use crate::Result;
-use std::path::Path;
+use super::stats::{FeatureStats, FrechetAccumulator, Moments};
+use super::{Accumulator, Better, ColumnDef, Metric, MetricDef, Tolerance};
 use tch::{Device, Kind};
 
 pub static DEF: MetricDef = MetricDef {
@@ -33,29 +30,14 @@ impl Metric for FdPixel {
         &DEF
     }
     fn accumulator(&self) -> Box<dyn Accumulator + '_> {
-        Box::new(PixelStats { metric: self, stats: FeatureStats::new(self.reference.dims(), self.device) })
-    }
-}
-
-struct PixelStats<'a> {
-    metric: &'a FdPixel,
-    stats: FeatureStats,
-}
-
-impl Accumulator for PixelStats<'_> {
-    fn observe(&mut self, batch: &Batch) -> Result<()> {
-        let n = batch.samples.size()[0];
-        self.stats.add_batch(&batch.samples.reshape([n, -1]).to_kind(Kind::Double))
-    }
-    fn save(&self, path: &Path) -> Result<()> {
-        self.stats.save_npz(path)
-    }
-    fn merge_file(&mut self, path: &Path) -> Result<()> {
-        self.stats.merge(&FeatureStats::load_npz(path, self.stats.device())?)
-    }
-    fn finish(&self, _cx: &FinishContext) -> Result<Vec<(String, f64)>> {
-        let m = self.stats.moments()?;
-        let r = &self.metric.reference;
-        Ok(vec![("fd_pixel".into(), frechet_distance(m.mu.view(), m.sigma.view(), r.mu.view(), r.sigma.view())?)])
+        Box::new(FrechetAccumulator {
+            column: "fd_pixel",
+            features: Box::new(|batch| {
+                let n = batch.samples.size()[0];
+                Ok(batch.samples.f_reshape([n, -1])?.f_to_kind(Kind::Double)?)
+            }),
+            reference: &self.reference,
+            stats: FeatureStats::new(self.reference.dims(), self.device),
+        })
     }
 }

@@ -9,12 +9,9 @@
 //! thread counts and emulated ISAs is below 1e-5 relative: 1e-4 leaves a 10× margin.
 //! When FID ≪ the traces (real models), set an absolute tolerance in the baseline.
 use super::fid_cli::FeatureExtractor;
-use super::frechet::frechet_distance;
 use super::image_metrics::SharedInception;
-use super::stats::{FeatureStats, Moments};
-use super::{Accumulator, Better, Batch, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
-use crate::Result;
-use std::path::Path;
+use super::stats::{FeatureStats, FrechetAccumulator, Moments};
+use super::{Accumulator, Better, ColumnDef, Metric, MetricDef, Tolerance};
 use std::rc::Rc;
 use tch::Kind;
 
@@ -42,29 +39,12 @@ impl Metric for Fid {
         true
     }
     fn accumulator(&self) -> Box<dyn Accumulator + '_> {
-        Box::new(FidStats { metric: self, stats: FeatureStats::new(self.inception.extractor.dims(), self.inception.extractor.net.device()) })
-    }
-}
-
-struct FidStats<'a> {
-    metric: &'a Fid,
-    stats: FeatureStats,
-}
-
-impl Accumulator for FidStats<'_> {
-    fn observe(&mut self, batch: &Batch) -> Result<()> {
-        let out = self.metric.inception.outputs(batch)?;
-        self.stats.add_batch(&out.features.f_to_kind(Kind::Double)?)
-    }
-    fn save(&self, path: &Path) -> Result<()> {
-        self.stats.save_npz(path)
-    }
-    fn merge_file(&mut self, path: &Path) -> Result<()> {
-        self.stats.merge(&FeatureStats::load_npz(path, self.stats.device())?)
-    }
-    fn finish(&self, _cx: &FinishContext) -> Result<Vec<(String, f64)>> {
-        let m = self.stats.moments()?;
-        let r = &self.metric.reference;
-        Ok(vec![("fid".into(), frechet_distance(m.mu.view(), m.sigma.view(), r.mu.view(), r.sigma.view())?)])
+        let ex = &self.inception.extractor;
+        Box::new(FrechetAccumulator {
+            column: "fid",
+            features: Box::new(move |batch| Ok(self.inception.outputs(batch)?.features.f_to_kind(Kind::Double)?)),
+            reference: &self.reference,
+            stats: FeatureStats::new(ex.dims(), ex.net.device()),
+        })
     }
 }

@@ -1,12 +1,12 @@
 //! `bench fid` and `bench stats`: source → uint8 batches → features → statistics → Fréchet distance,
 //! mirroring `python -m pytorch_fid`. The feature network comes in through `FeatureExtractor`, so
 //! the pipeline does not depend on how the network is built or loaded.
-use crate::metrics::datasets::{open_input, ImageSource, Input};
+use crate::metrics::datasets::{open_input_with, ImageSource, Input};
 use crate::metrics::feature_bank::{reference_subset, FeatureBank};
 use crate::metrics::frechet::frechet_distance;
 use crate::metrics::inception::{default_weights_path, FidInception};
 use crate::metrics::preprocess::preprocess;
-use crate::metrics::stats::{npz_writer, open_npz, FeatureStats, Moments, NpzOut};
+use crate::metrics::stats::{npz_writer, write_npz, open_npz, FeatureStats, Moments, NpzOut};
 use crate::metrics::ResizeMode;
 use crate::{BenchError, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -125,6 +125,11 @@ pub struct FidOptions {
     pub ref_features: usize,
     /// Seed of that subset (numpy `RandomState(seed).choice(n, ref_features, replace=False)`).
     pub ref_features_seed: u32,
+    /// Saved statistics also carry the mergeable sums (`bench stats --sums`); otherwise only
+    /// `mu` and `sigma`, pytorch-fid's file.
+    pub sums: bool,
+    /// Image folders are searched recursively (pytorch-fid lists only the folder itself).
+    pub recursive: bool,
 }
 
 impl Default for FidOptions {
@@ -139,6 +144,8 @@ impl Default for FidOptions {
             quiet: false,
             ref_features: 0,
             ref_features_seed: 0,
+            sums: false,
+            recursive: false,
         }
     }
 }
@@ -294,11 +301,11 @@ fn input_stats(
     }
 }
 
-fn save(stats: &InputStats, out: &Path) -> Result<()> {
-    let mut w = npz_writer(out)?;
+fn save(stats: &InputStats, out: &Path, opts: &FidOptions) -> Result<()> {
+    let mut w = npz_writer();
     match &stats.sums {
-        Some(s) => s.write_arrays(&mut w, out)?,
-        None => write_moments(&stats.moments, &mut w, out)?,
+        Some(s) if opts.sums => s.write_arrays(&mut w, out, true)?,
+        Some(_) | None => write_moments(&stats.moments, &mut w, out)?,
     }
     if let Some((bank, total, seed)) = &stats.features {
         bank.write_arrays(&mut w, out)?;
@@ -306,8 +313,7 @@ fn save(stats: &InputStats, out: &Path) -> Result<()> {
         w.add_array("features_source_count", &Array0::from_elem((), *total as u64)).map_err(err)?;
         w.add_array("features_seed", &Array0::from_elem((), *seed as u64)).map_err(err)?;
     }
-    w.finish().map_err(|e| BenchError::file(out, format!("writing .npz: {e}")))?;
-    Ok(())
+    write_npz(w, out)
 }
 
 fn write_moments(m: &Moments, w: &mut NpzOut, path: &Path) -> Result<()> {
@@ -343,21 +349,34 @@ pub fn run_fid(
     make_extractor: &mut dyn FnMut() -> Result<Box<dyn FeatureExtractor>>,
 ) -> Result<f64> {
     check_dims(opts.dims)?;
-    let in1 = open_input(path1)?;
-    let in2 = open_input(path2)?;
+    for out in save_stats.iter().chain(&save_ref_stats) {
+        ensure_writable_destination(out)?;
+    }
+    let in1 = open_input_with(path1, opts.recursive)?;
+    let in2 = open_input_with(path2, opts.recursive)?;
     let mut cache = None;
     let s1 = input_stats(in1, opts, make_extractor, &mut cache)?;
     let s2 = input_stats(in2, opts, make_extractor, &mut cache)?;
     if let Some(out) = save_stats {
-        save(&s1, out)?;
+        save(&s1, out, opts)?;
     }
     if let Some(out) = save_ref_stats {
-        save(&s2, out)?;
+        save(&s2, out, opts)?;
     }
     fid_of(&s1.moments, &s2.moments)
 }
 
-/// `bench stats SOURCE --out FILE.npz`: statistics of one input (mu, sigma and mergeable sums).
+/// The folder of an output file must be writable before any features are computed.
+fn ensure_writable_destination(out: &Path) -> Result<()> {
+    if out.is_dir() {
+        return Err(BenchError::file(out, "is a folder; expected an output .npz file name"));
+    }
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    crate::fsutil::ensure_writable_dir(dir)
+}
+
+/// `bench stats SOURCE --out FILE.npz`: statistics of one input (mu and sigma; with
+/// `opts.sums` also the mergeable sums).
 pub fn run_stats(
     source: &str,
     out: &Path,
@@ -365,9 +384,10 @@ pub fn run_stats(
     make_extractor: &mut dyn FnMut() -> Result<Box<dyn FeatureExtractor>>,
 ) -> Result<Moments> {
     check_dims(opts.dims)?;
-    let input = open_input(source)?;
+    ensure_writable_destination(out)?;
+    let input = open_input_with(source, opts.recursive)?;
     let stats = input_stats(input, opts, make_extractor, &mut None)?;
-    save(&stats, out)?;
+    save(&stats, out, opts)?;
     Ok(stats.moments)
 }
 

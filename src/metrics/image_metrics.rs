@@ -17,7 +17,7 @@ use crate::metrics::frechet::frechet_distance;
 use crate::metrics::inception_score::{InceptionScore, InceptionScoreStats, IsParams};
 use crate::metrics::kid::{kid, Kid, KidParams};
 use crate::metrics::prdc::{prdc, Prdc, PrdcParams};
-use crate::metrics::stats::{npz_writer, open_npz, FeatureStats};
+use crate::metrics::stats::{npz_writer, write_npz, open_npz, FeatureStats};
 use crate::metrics::{Accumulator, Batch, FinishContext};
 use crate::{BenchError, Result};
 use std::cell::Ref;
@@ -93,16 +93,15 @@ impl ImageMetricsState {
     }
 
     pub fn save_npz(&self, path: &Path) -> Result<()> {
-        let mut w = npz_writer(path)?;
-        self.fid.write_arrays(&mut w, path)?;
+        let mut w = npz_writer();
+        self.fid.write_arrays(&mut w, path, true)?;
         if let Some(is) = &self.inception_score {
             is.write_arrays(&mut w, path)?;
         }
         if let Some(bank) = &self.features {
             bank.write_arrays(&mut w, path)?;
         }
-        w.finish().map_err(|e| BenchError::file(path, format!("writing .npz: {e}")))?;
-        Ok(())
+        write_npz(w, path)
     }
 
     pub fn load_npz(path: &Path, device: Device) -> Result<Self> {
@@ -186,7 +185,13 @@ impl SharedInception {
     pub fn outputs<'b>(&self, batch: &'b Batch) -> Result<Ref<'b, InceptionOutput>> {
         if batch.inception.borrow().is_none() {
             let images = batch.images.ok_or_else(|| BenchError::Internal("Inception metrics: batch without images".into()))?;
-            let (features, logits) = self.extractor.features_and_logits(&ImageBatch::Uniform(images.shallow_clone()), self.logits)?;
+            // Grayscale samples go in as pytorch-fid feeds grayscale files: PIL's
+            // convert('RGB') repeats the one channel three times.
+            let images = match images.size().as_slice() {
+                [_, 1, _, _] => images.f_expand([-1, 3, -1, -1], false)?,
+                _ => images.shallow_clone(),
+            };
+            let (features, logits) = self.extractor.features_and_logits(&ImageBatch::Uniform(images), self.logits)?;
             *batch.inception.borrow_mut() = Some(InceptionOutput { features, logits });
         }
         Ref::filter_map(batch.inception.borrow(), Option::as_ref)
@@ -229,10 +234,9 @@ impl Accumulator for KeptFeatures<'_> {
         Ok(())
     }
     fn save(&self, path: &Path) -> Result<()> {
-        let mut w = npz_writer(path)?;
+        let mut w = npz_writer();
         self.bank.write_arrays(&mut w, path)?;
-        w.finish().map_err(|e| BenchError::file(path, format!("writing .npz: {e}")))?;
-        Ok(())
+        write_npz(w, path)
     }
     fn merge_file(&mut self, path: &Path) -> Result<()> {
         let other = FeatureBank::read_arrays(&mut open_npz(path)?, path)?

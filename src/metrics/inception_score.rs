@@ -16,7 +16,7 @@
 //! `is_plogp_sum_err` [S] f64.
 use crate::metrics::numpy_random::RandomState;
 use crate::metrics::image_metrics::{contiguous_runs, SharedInception, INCEPTION_CLASSES};
-use crate::metrics::stats::{compensated_add, npz_writer, open_npz, read_array, read_f64, to_array1, to_array2, NpzOut};
+use crate::metrics::stats::{compensated_add, npz_writer, open_npz, write_npz, read_array, read_f64, to_array1, to_array2, NpzOut};
 use crate::metrics::{Accumulator, Batch, Better, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
 use crate::{BenchError, Result};
 use ndarray::{Array0, Array1, Ix0, Ix1, Ix2};
@@ -356,10 +356,9 @@ impl Accumulator for IsAccumulator<'_> {
         Ok(())
     }
     fn save(&self, path: &Path) -> Result<()> {
-        let mut w = npz_writer(path)?;
+        let mut w = npz_writer();
         self.stats.write_arrays(&mut w, path)?;
-        w.finish().map_err(|e| BenchError::file(path, format!("writing .npz: {e}")))?;
-        Ok(())
+        write_npz(w, path)
     }
     fn merge_file(&mut self, path: &Path) -> Result<()> {
         let other = InceptionScoreStats::read_arrays(&mut open_npz(path)?, path, self.stats.prob_sum.device())?

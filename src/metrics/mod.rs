@@ -129,7 +129,8 @@ pub struct FinishContext<'a> {
 /// part's checkpoint, merged across parts (sums, so the order does not matter).
 pub trait Accumulator {
     fn observe(&mut self, batch: &Batch) -> Result<()>;
-    /// Writes the statistics to `path` (a fresh file the caller renames into place).
+    /// Writes the statistics to `path`, atomically ([`stats::write_npz`]): a failure leaves
+    /// neither a partial file nor a temporary one.
     fn save(&self, path: &Path) -> Result<()>;
     /// Adds the statistics another part saved at `path`.
     fn merge_file(&mut self, path: &Path) -> Result<()>;

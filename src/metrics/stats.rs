@@ -1,24 +1,60 @@
 //! Streaming feature statistics for FID: count, Σf and Σffᵀ in f64, mergeable across batches,
-//! shards and processes; mean and unbiased covariance (N−1, like `np.cov`) at the end.
+//! shards and processes; mean and unbiased covariance (N−1, like `np.cov`) at the end. The one
+//! moments accumulator of every Fréchet metric (FID's Inception features, fd_pixel's samples).
 //!
 //! The sums live as f64 tensors on the feature extractor's device, so a batch costs one f64
 //! `XᵀX` there (every product of two f32 features is exact in f64). Batch contributions are added
 //! with Knuth's TwoSum into a (sum, rounding error) pair, so the accumulated value is the exact
 //! sum of the batch contributions to ~2⁻¹⁰⁴ relative and its f64 rounding does not depend on the
 //! order or grouping of additions: shards merged in any order give bit-identical mu and sigma to
-//! one pass over the same batches, and a resumed run equals an uninterrupted one.
+//! one pass over the same batches, and a resumed run equals an uninterrupted one. Σffᵀ is kept
+//! exactly symmetric (each batch's upper triangle mirrored), so files store one triangle.
 //!
 //! Files (`.npz`, readable by numpy):
 //! - statistics: `mu` [D], `sigma` [D,D] (f64) — the pytorch-fid / TTUR / clean-fid / EDM keys;
-//! - raw sums (for merge/resume), written alongside by `save_npz`: `count` (u64, shape ()),
-//!   `feature_sum`, `feature_sum_err` [D], `outer_sum`, `outer_sum_err` [D,D].
+//! - raw sums (for merge/resume): `count` (u64, shape ()), `feature_sum`, `feature_sum_err` [D],
+//!   `outer_sum_packed` [D(D+1)/2] (the upper triangle of Σffᵀ, row by row) and its TwoSum error:
+//!   absent when zero (one batch), as `outer_sum_err_index` (u32) / `outer_sum_err_value` where
+//!   fewer than two thirds of the entries are nonzero, else dense `outer_sum_err_packed`.
+//!   Checkpoints hold the sums only; `bench stats --sums` writes both. Files with the older
+//!   dense `outer_sum` / `outer_sum_err` [D,D] still load.
+use super::frechet::frechet_distance;
+use super::{Accumulator, Batch, FinishContext};
 use crate::{BenchError, Result};
 use ndarray::{Array0, Array1, Array2, Ix0, Ix1, Ix2};
 use ndarray_npy::{NpzReader, NpzWriter, ReadNpzError};
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::Cursor;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
+
+/// The accumulator of every Fréchet-distance metric (FID, fd_pixel): each batch's features
+/// (`features` says what they are) go into one [`FeatureStats`]; part checkpoints hold its sums;
+/// the result is the Fréchet distance of the moments to `reference`.
+pub struct FrechetAccumulator<'a> {
+    pub column: &'static str,
+    pub features: Box<dyn Fn(&Batch) -> Result<Tensor> + 'a>,
+    pub reference: &'a Moments,
+    pub stats: FeatureStats,
+}
+
+impl Accumulator for FrechetAccumulator<'_> {
+    fn observe(&mut self, batch: &Batch) -> Result<()> {
+        let f = (self.features)(batch)?;
+        self.stats.add_batch(&f)
+    }
+    fn save(&self, path: &Path) -> Result<()> {
+        self.stats.save_sums_npz(path)
+    }
+    fn merge_file(&mut self, path: &Path) -> Result<()> {
+        self.stats.merge(&FeatureStats::load_npz(path, self.stats.device())?)
+    }
+    fn finish(&self, _cx: &FinishContext) -> Result<Vec<(String, f64)>> {
+        let m = self.stats.moments()?;
+        let r = self.reference;
+        Ok(vec![(self.column.into(), frechet_distance(m.mu.view(), m.sigma.view(), r.mu.view(), r.sigma.view())?)])
+    }
+}
 
 /// Mean and covariance of a feature set: what FID compares and what stats files hold.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,7 +116,9 @@ impl FeatureStats {
         }
         let x = features.f_to_device(self.device())?.f_to_kind(Kind::Double)?;
         let batch_sum = x.f_sum_dim_intlist(Some(&[0i64][..]), false, Kind::Double)?;
-        let batch_outer = x.f_tr()?.f_matmul(&x)?;
+        let full = x.f_tr()?.f_matmul(&x)?;
+        // BLAS need not round (i,j) and (j,i) alike: mirror the upper triangle.
+        let batch_outer = full.f_triu(0)?.f_add(&full.f_triu(1)?.f_tr()?)?;
         compensated_add(&mut self.sum, &mut self.sum_err, &batch_sum)?;
         compensated_add(&mut self.outer, &mut self.outer_err, &batch_outer)?;
         self.count += size[0] as u64;
@@ -122,19 +160,25 @@ impl FeatureStats {
     }
 
     /// Writes `mu`/`sigma` (when N ≥ 2) and the raw sums, so the file is both a pytorch-fid
-    /// statistics file and a mergeable/resumable checkpoint.
+    /// statistics file and a mergeable/resumable one (`bench stats --sums`).
     pub fn save_npz(&self, path: &Path) -> Result<()> {
-        let mut w = npz_writer(path)?;
-        self.write_arrays(&mut w, path)?;
-        w.finish().map_err(|e| BenchError::file(path, format!("writing .npz: {e}")))?;
-        Ok(())
+        let mut w = npz_writer();
+        self.write_arrays(&mut w, path, true)?;
+        write_npz(w, path)
     }
 
-    /// The arrays of [`Self::save_npz`], into an open writer (so other metrics' arrays can share
-    /// the file).
-    pub fn write_arrays(&self, w: &mut NpzOut, path: &Path) -> Result<()> {
+    /// The raw sums only (a part checkpoint: what merge/resume needs, nothing more).
+    pub fn save_sums_npz(&self, path: &Path) -> Result<()> {
+        let mut w = npz_writer();
+        self.write_arrays(&mut w, path, false)?;
+        write_npz(w, path)
+    }
+
+    /// The arrays of [`Self::save_npz`] (without `mu`/`sigma` unless `moments`), into an open
+    /// writer (so other metrics' arrays can share the file).
+    pub fn write_arrays(&self, w: &mut NpzOut, path: &Path, moments: bool) -> Result<()> {
         let err = |e: ndarray_npy::WriteNpzError| BenchError::file(path, format!("writing .npz: {e}"));
-        if self.count >= 2 {
+        if moments && self.count >= 2 {
             let m = self.moments()?;
             w.add_array("mu", &m.mu).map_err(err)?;
             w.add_array("sigma", &m.sigma).map_err(err)?;
@@ -142,22 +186,35 @@ impl FeatureStats {
         w.add_array("count", &Array0::from_elem((), self.count)).map_err(err)?;
         w.add_array("feature_sum", &to_array1(&self.sum)?).map_err(err)?;
         w.add_array("feature_sum_err", &to_array1(&self.sum_err)?).map_err(err)?;
-        w.add_array("outer_sum", &to_array2(&self.outer, self.dims)?).map_err(err)?;
-        w.add_array("outer_sum_err", &to_array2(&self.outer_err, self.dims)?).map_err(err)?;
+        w.add_array("outer_sum_packed", &Array1::from(pack_upper(&self.outer, self.dims)?)).map_err(err)?;
+        let e = pack_upper(&self.outer_err, self.dims)?;
+        let nonzero: Vec<u32> = (0..e.len() as u32).filter(|&i| e[i as usize] != 0.0).collect();
+        if nonzero.is_empty() {
+            // One batch (or exact sums): nothing to compensate.
+        } else if nonzero.len() * 3 < e.len() * 2 {
+            // 4 + 8 bytes per listed entry against 8 per entry when dense.
+            let values: Array1<f64> = nonzero.iter().map(|&i| e[i as usize]).collect();
+            w.add_array("outer_sum_err_index", &Array1::from(nonzero)).map_err(err)?;
+            w.add_array("outer_sum_err_value", &values).map_err(err)?;
+        } else {
+            w.add_array("outer_sum_err_packed", &Array1::from(e)).map_err(err)?;
+        }
         Ok(())
     }
 
-    /// Reads the raw sums written by `save_npz` onto `device`.
+    /// Reads the raw sums written by `save_npz` / `save_sums_npz` onto `device`.
     pub fn load_npz(path: &Path, device: Device) -> Result<Self> {
         let mut r = open_npz(path)?;
         let names = r.names().map_err(|e| BenchError::file(path, format!("not a readable .npz: {e}")))?;
-        for key in ["count", "feature_sum", "feature_sum_err", "outer_sum", "outer_sum_err"] {
-            if !names.iter().any(|n| n == key) {
+        let has = |k: &str| names.iter().any(|n| n == k);
+        for key in ["count", "feature_sum", "feature_sum_err"] {
+            if !has(key) || !(has("outer_sum_packed") || has("outer_sum")) {
+                let key = if has(key) { "outer_sum_packed" } else { key };
                 return Err(BenchError::file(
                     path,
                     format!(
                         "has no '{key}' array, so it holds no mergeable feature sums (found: {}); \
-                         write it with `bench stats`",
+                         write it with `bench stats --sums`",
                         names.join(", ")
                     ),
                 ));
@@ -167,16 +224,40 @@ impl FeatureStats {
         let sum = read_f64::<Ix1>(&mut r, path, "feature_sum")?;
         let dims = sum.len();
         let sum_err = read_f64::<Ix1>(&mut r, path, "feature_sum_err")?;
-        let outer = read_f64::<Ix2>(&mut r, path, "outer_sum")?;
-        let outer_err = read_f64::<Ix2>(&mut r, path, "outer_sum_err")?;
-        if sum_err.len() != dims || outer.dim() != (dims, dims) || outer_err.dim() != (dims, dims) {
-            return Err(BenchError::file(path, "feature sums have inconsistent shapes"));
-        }
-        let t1 = |a: &Array1<f64>| Tensor::from_slice(a.as_slice().unwrap_or(&a.to_vec())).to_device(device);
-        let t2 = |a: &Array2<f64>| {
-            let v: Vec<f64> = a.iter().cloned().collect();
-            Tensor::from_slice(&v).reshape([dims as i64, dims as i64]).to_device(device)
+        let packed_len = dims * (dims + 1) / 2;
+        let bad = || BenchError::file(path, "feature sums have inconsistent shapes");
+        let (outer, outer_err) = if has("outer_sum_packed") {
+            let outer = read_f64::<Ix1>(&mut r, path, "outer_sum_packed")?;
+            let mut err = vec![0.0; packed_len];
+            if has("outer_sum_err_packed") {
+                err = read_f64::<Ix1>(&mut r, path, "outer_sum_err_packed")?.to_vec();
+            } else if has("outer_sum_err_index") {
+                let index: Array1<u32> = read_array::<Ix1, u32>(&mut r, path, "outer_sum_err_index")?;
+                let value = read_f64::<Ix1>(&mut r, path, "outer_sum_err_value")?;
+                if index.len() != value.len() {
+                    return Err(bad());
+                }
+                for (&i, &v) in index.iter().zip(value.iter()) {
+                    *err.get_mut(i as usize).ok_or_else(bad)? = v;
+                }
+            }
+            if outer.len() != packed_len || err.len() != packed_len {
+                return Err(bad());
+            }
+            (unpack_upper(&outer.to_vec(), dims), unpack_upper(&err, dims))
+        } else {
+            let outer = read_f64::<Ix2>(&mut r, path, "outer_sum")?;
+            let outer_err = read_f64::<Ix2>(&mut r, path, "outer_sum_err")?;
+            if outer.dim() != (dims, dims) || outer_err.dim() != (dims, dims) {
+                return Err(bad());
+            }
+            (outer.iter().cloned().collect(), outer_err.iter().cloned().collect())
         };
+        if sum_err.len() != dims {
+            return Err(bad());
+        }
+        let t1 = |a: &Array1<f64>| Tensor::from_slice(&a.to_vec()).to_device(device);
+        let t2 = |v: &[f64]| Tensor::from_slice(v).reshape([dims as i64, dims as i64]).to_device(device);
         Ok(FeatureStats {
             dims,
             count: count.into_scalar(),
@@ -188,6 +269,30 @@ impl FeatureStats {
     }
 }
 
+/// The upper triangle (diagonal included) of a [d,d] tensor, row by row.
+fn pack_upper(t: &Tensor, d: usize) -> Result<Vec<f64>> {
+    let full = Vec::<f64>::try_from(t.f_to_device(Device::Cpu)?.f_contiguous()?.f_reshape([-1])?)?;
+    let mut out = Vec::with_capacity(d * (d + 1) / 2);
+    for i in 0..d {
+        out.extend_from_slice(&full[i * d + i..(i + 1) * d]);
+    }
+    Ok(out)
+}
+
+/// The symmetric [d,d] matrix (row-major) of a packed upper triangle.
+fn unpack_upper(packed: &[f64], d: usize) -> Vec<f64> {
+    let mut full = vec![0.0; d * d];
+    let mut k = 0;
+    for i in 0..d {
+        for j in i..d {
+            full[i * d + j] = packed[k];
+            full[j * d + i] = packed[k];
+            k += 1;
+        }
+    }
+    full
+}
+
 impl Moments {
     pub fn dims(&self) -> usize {
         self.mu.len()
@@ -195,12 +300,11 @@ impl Moments {
 
     /// `mu` and `sigma` as float64, the pytorch-fid / TTUR format.
     pub fn save_npz(&self, path: &Path) -> Result<()> {
-        let mut w = npz_writer(path)?;
+        let mut w = npz_writer();
         let err = |e: ndarray_npy::WriteNpzError| BenchError::file(path, format!("writing .npz: {e}"));
         w.add_array("mu", &self.mu).map_err(err)?;
         w.add_array("sigma", &self.sigma).map_err(err)?;
-        w.finish().map_err(err)?;
-        Ok(())
+        write_npz(w, path)
     }
 
     /// Reads `mu` [D] and `sigma` [D,D] (float64 or float32), as written by pytorch-fid
@@ -233,16 +337,23 @@ impl Moments {
     }
 }
 
-/// An `.npz` being written.
-pub type NpzOut = NpzWriter<BufWriter<File>>;
+/// An `.npz` being assembled in memory: nothing touches the destination until [`write_npz`], so
+/// a failed write (full disk, read-only folder) leaves no partial file and no zip writer that
+/// fails again when dropped.
+pub type NpzOut = NpzWriter<Cursor<Vec<u8>>>;
 
-/// Creates `path` (and its folder) for writing arrays.
-pub fn npz_writer(path: &Path) -> Result<NpzOut> {
+pub fn npz_writer() -> NpzOut {
+    NpzWriter::new(Cursor::new(Vec::new()))
+}
+
+/// Finishes `w` and writes it to `path` (creating its folder) through a temporary file, fsync and
+/// rename ([`crate::fsutil::write_atomic`]).
+pub fn write_npz(w: NpzOut, path: &Path) -> Result<()> {
+    let bytes = w.finish().map_err(|e| BenchError::file(path, format!("writing .npz: {e}")))?.into_inner();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| BenchError::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| BenchError::file(dir, format!("cannot create the folder: {e}")))?;
     }
-    let f = File::create(path).map_err(|e| BenchError::io(format!("creating {}", path.display()), e))?;
-    Ok(NpzWriter::new(BufWriter::new(f)))
+    crate::fsutil::write_atomic(path, &bytes)
 }
 
 pub(crate) fn open_npz(path: &Path) -> Result<NpzReader<File>> {

@@ -138,7 +138,7 @@ pub fn run_with(plan: &Plan, model: &LoadedModel, opts: &RunOptions) -> Result<R
         run_cell(&ctx, cell, sampler.as_ref(), shard, opts.force, &mut summary)?;
     }
     ctx.overall.finish_and_clear();
-    write_run_info(plan, device, started, load_at_start)?;
+    write_run_info(plan, model, device, started, load_at_start)?;
     Ok(summary)
 }
 
@@ -154,6 +154,7 @@ fn load_metrics(plan: &Plan, model: &LoadedModel) -> Result<Vec<Box<dyn Metric>>
     let device = plan.device.to_tch();
     let mut metrics: Vec<Box<dyn Metric>> = Vec::new();
     if let Some(f) = &plan.metrics.fid {
+        fid_channels(plan, model)?;
         let net = FidInception::load(&f.weights, device, f.allow_custom_weights)?;
         let reference = Moments::load_npz(&f.reference)?;
         if reference.mu.len() != f.dims {
@@ -224,6 +225,34 @@ fn load_metrics(plan: &Plan, model: &LoadedModel) -> Result<Vec<Box<dyn Metric>>
     Ok(metrics)
 }
 
+/// The Inception metrics take RGB images; grayscale ones are repeated to three channels (as
+/// pytorch-fid's loader does for grayscale files). Returns the number of image channels; any
+/// other shape is refused before anything is sampled.
+fn fid_channels(plan: &Plan, model: &LoadedModel) -> Result<i64> {
+    match model.image_shape.as_slice() {
+        [c @ (1 | 3), _, _] => Ok(*c),
+        shape => Err(BenchError::user(format!(
+            "{}: metrics.fid needs images with 1 or 3 channels, but model {} makes samples of shape {shape:?} ({})",
+            plan.spec_path.display(),
+            model.describe(),
+            match shape {
+                [c, _, _] => format!("{c} channels"),
+                _ => "not [C,H,W]".to_string(),
+            }
+        ))),
+    }
+}
+
+/// The `fid_mode` column: the preprocessing pipeline, and a note when grayscale samples were
+/// repeated to RGB for the Inception network.
+fn fid_mode(plan: &Plan, model: &LoadedModel) -> Option<String> {
+    let f = plan.metrics.fid.as_ref()?;
+    Some(match fid_channels(plan, model) {
+        Ok(1) => format!("{} (grayscale repeated to RGB)", f.mode.as_str()),
+        _ => f.mode.as_str().to_string(),
+    })
+}
+
 /// Drops rows of this experiment whose cells the spec no longer has (a changed parameter or
 /// input file changes the hash); rows of other experiments in the same folder are kept.
 /// Returns the finished cells' hashes.
@@ -275,7 +304,7 @@ fn run_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, shard: Shard, force: 
 /// A finished cell's [`CellTiming`], next to its part states.
 const TIMING_FILE: &str = "timing.json";
 
-fn write_run_info(plan: &Plan, device: Device, started: Instant, load_at_start: Option<[f64; 3]>) -> Result<()> {
+fn write_run_info(plan: &Plan, model: &LoadedModel, device: Device, started: Instant, load_at_start: Option<[f64; 3]>) -> Result<()> {
     let cell_timing = plan
         .cells
         .iter()
@@ -291,7 +320,7 @@ fn write_run_info(plan: &Plan, device: Device, started: Instant, load_at_start: 
         cudnn_version: env.cudnn_version.map(|v| v.to_string()),
         device_name: device_name(&env, device),
         precision: plan.precision.to_string(),
-        fid_mode: plan.metrics.fid.as_ref().map(|f| f.mode.as_str().to_string()),
+        fid_mode: fid_mode(plan, model),
         fid_dims: plan.metrics.fid.as_ref().map(|f| f.dims as u64),
         input_sha256: plan.input_hashes(),
         schedule_source: Some(plan.schedule_source.clone()),
@@ -646,7 +675,7 @@ fn finish_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, partition: Shard) 
         batch_size: plan.batch_size,
         device: plan.device.to_string(),
         precision: plan.precision.to_string(),
-        fid_mode: plan.metrics.fid.as_ref().map(|f| f.mode.as_str().to_string()),
+        fid_mode: fid_mode(plan, ctx.model),
         bench_version: crate::VERSION.into(),
         git_commit: crate::GIT_COMMIT.into(),
         spec_hash: plan.spec_hash.clone(),
@@ -654,5 +683,8 @@ fn finish_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, partition: Shard) 
         ..ResultRow::default()
     };
     results::append_result(&plan.output, &row)?;
+    if !plan.keep_stats {
+        parts::remove_parts(&dir, partition);
+    }
     Ok(true)
 }

@@ -93,7 +93,7 @@ pub fn checkpoint(dir: &Path, tag: &str, state: &mut PartState, stats: &[NamedAc
     let stats_tag = format!("{tag}.next-{}", state.next);
     for s in stats {
         let path = stats_path(dir, &stats_tag, s.name);
-        crate::fsutil::write_atomic_with(&path, |tmp| s.acc.save(tmp))?;
+        s.acc.save(&path)?;
     }
     let old = state.stats_tag.replace(stats_tag);
     write_state(state_path, state)?;
@@ -103,6 +103,27 @@ pub fn checkpoint(dir: &Path, tag: &str, state: &mut PartState, stats: &[NamedAc
         }
     }
     Ok(())
+}
+
+/// Removes the checkpoints (state and statistics files) of every part of `partition` once the
+/// cell's row is written, and the cell's folder if nothing else is left in it. Best effort: a
+/// file that cannot be removed costs disk space, not correctness.
+pub fn remove_parts(dir: &Path, partition: Shard) {
+    for k in 1..=partition.count {
+        let tag = Shard { index: k, count: partition.count }.tag();
+        // Every checkpoint generation of the part (a crash may have left an older one).
+        let prefix = format!("{tag}.next-");
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) && name.ends_with(".npz") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_file(dir.join(format!("{tag}.json")));
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// The partition (N) of a cell's finished or started parts, if any.

@@ -55,3 +55,50 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A small tmpfs mounted on a fresh temporary folder (unmounted on drop): a real full disk, or,
+/// after [`Tmpfs::read_only`], a read-only folder that root cannot write either. Needs
+/// CAP_SYS_ADMIN (the test machines run as root); a mount failure fails the test.
+pub struct Tmpfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn new(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let o = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path()).output().expect("spawn mount");
+        assert!(o.status.success(), "mount -t tmpfs failed (these tests need root): {}", String::from_utf8_lossy(&o.stderr));
+        Tmpfs { dir }
+    }
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+    /// Remounts it read-only.
+    pub fn read_only(self) -> Tmpfs {
+        let o = Command::new("mount").args(["-o", "remount,ro"]).arg(self.dir.path()).output().expect("spawn mount");
+        assert!(o.status.success(), "remount,ro failed: {}", String::from_utf8_lossy(&o.stderr));
+        self
+    }
+    /// Every name in the folder (recursively), relative to it.
+    pub fn files(&self) -> Vec<String> {
+        fn walk(root: &std::path::Path, d: &std::path::Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                let p = e.path();
+                out.push(p.strip_prefix(root).unwrap_or(&p).display().to_string());
+                if p.is_dir() {
+                    walk(root, &p, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.path(), self.path(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).output();
+    }
+}

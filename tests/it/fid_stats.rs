@@ -4,7 +4,7 @@
 use crate::common::*;
 use ndarray::{Array1, Array2, Array4};
 use ndarray_npy::{NpzReader, NpzWriter};
-use samplerbench::metrics::datasets::{open_input, Cifar10Binary, Cifar10Split, ImageSource, Input};
+use samplerbench::metrics::datasets::{open_input, open_input_with, Cifar10Binary, Cifar10Split, ImageSource, Input};
 use samplerbench::metrics::fid_cli::{self, FeatureExtractor, FidOptions};
 use samplerbench::metrics::frechet::{frechet_distance, trace_sqrt_product_with_path, FactorPath};
 use samplerbench::metrics::stats::{FeatureStats, Moments};
@@ -246,7 +246,7 @@ np.savez(d + "/want.npz", arr_0=arr)
 "#;
     run_python(py, &[dir.path().to_str().unwrap()]);
     let want: Array4<u8> = NpzReader::new(File::open(dir.path().join("want.npz")).unwrap()).unwrap().by_name("arr_0").unwrap();
-    let Input::Images(folder) = open_input(dir.path().join("imgs").to_str().unwrap()).unwrap() else { panic!() };
+    let Input::Images(folder) = open_input_with(dir.path().join("imgs").to_str().unwrap(), true).unwrap() else { panic!() };
     let Input::Images(npz) = open_input(dir.path().join("want.npz").to_str().unwrap()).unwrap() else { panic!() };
     assert_eq!((folder.len(), folder.image_size()), (4, (20, 24)));
     let ours = folder.read_batch(0, 4).unwrap();
@@ -436,7 +436,7 @@ np.savez(d + "/other.npz", x=np.zeros(3))
     run_python(py, &[d.to_str().unwrap()]);
     let p = |s: &str| d.join(s).display().to_string();
     let cases: Vec<(Vec<String>, String)> = vec![
-        (vec![p("empty"), p("s4.npz")], format!("error: {}: no PNG, JPEG or WebP images found (searched recursively)", p("empty"))),
+        (vec![p("empty"), p("s4.npz")], format!("error: {}: no PNG, JPEG or WebP images found (subfolders are searched with --recursive)", p("empty"))),
         (vec![p("one"), p("s4.npz")], format!("error: {}: has 1 image; FID needs at least 2", p("one"))),
         (
             vec![p("s4.npz"), p("nosigma.npz")],
@@ -552,4 +552,87 @@ for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
     assert!(e.to_string().ends_with(
         "no CIFAR-10 test batches: expected test_batch.bin (binary version) or test_batch (python version) here or in cifar-10-batches-bin / cifar-10-batches-py"
     ), "{e}");
+}
+
+/// pytorch-fid lists only the folder's own files (`pathlib.Path.glob('*.png')`); `--recursive`
+/// adds the subfolders' images.
+#[test]
+fn image_folders_are_listed_like_pytorch_fid_unless_recursive() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("imgs");
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    let img = image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([x as u8, y as u8, 7]));
+    for name in ["a.png", "b.png", "c.png", "sub/d.png"] {
+        img.save(d.join(name)).unwrap();
+    }
+    let count = |recursive| match open_input_with(d.to_str().unwrap(), recursive).unwrap() {
+        Input::Images(src) => src.len(),
+        _ => panic!("not images"),
+    };
+    assert_eq!((count(false), count(true)), (3, 4));
+    let Input::Images(src) = open_input(d.to_str().unwrap()).unwrap() else { panic!() };
+    assert_eq!(src.len(), 3);
+    // A folder whose images are all in subfolders says how to reach them.
+    let (code, err) = bench_err(&["stats", dir.path().to_str().unwrap(), "--out", dir.path().join("o.npz").to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no PNG, JPEG or WebP images found (subfolders are searched with --recursive)"), "{err}");
+}
+
+/// 16-bit PNGs convert as pytorch-fid's `Image.open(p).convert('RGB')` does: gray ("I;16")
+/// clipped at 255, RGB / RGBA / gray+alpha to their high byte. Exact (integer) equality.
+#[test]
+fn sixteen_bit_pngs_convert_like_pil() {
+    let dir = tempfile::tempdir().unwrap();
+    let py = r#"
+import sys, os, zlib, struct, numpy as np
+from PIL import Image
+d = sys.argv[1]; rng = np.random.default_rng(16)
+def png16(path, a):  # a: H x W x C uint16, written big-endian as PNG requires
+    h, w, c = a.shape
+    raw = b"".join(b"\x00" + a[i].astype(">u2").tobytes() for i in range(h))
+    chunk = lambda t, x: struct.pack(">I", len(x)) + t + x + struct.pack(">I", zlib.crc32(t + x) & 0xffffffff)
+    kind = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, kind, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+os.makedirs(d + "/imgs")
+names = []
+for k, c in enumerate([1, 3, 4, 2]):
+    # Small values too: the gray conversion clips, so most of the range would read 255.
+    a = rng.integers(0, 65536, (6, 5, c)); a[:3] //= 200
+    names.append(f"imgs/{k}.png"); png16(d + "/" + names[-1], a.astype(np.uint16))
+arr = np.stack([np.asarray(Image.open(d + "/" + p).convert("RGB")) for p in names])
+print(" ".join(Image.open(d + "/" + p).mode for p in names))
+np.savez(d + "/want.npz", arr_0=arr)
+"#;
+    let modes = run_python(py, &[dir.path().to_str().unwrap()]);
+    assert_eq!(modes.trim(), "I;16 RGB RGBA RGBA", "PIL's modes for 16-bit gray, RGB, RGBA, gray+alpha");
+    let Input::Images(folder) = open_input(dir.path().join("imgs").to_str().unwrap()).unwrap() else { panic!() };
+    let Input::Images(npz) = open_input(dir.path().join("want.npz").to_str().unwrap()).unwrap() else { panic!() };
+    let (ours, theirs) = (folder.read_batch(0, 4).unwrap(), npz.read_batch(0, 4).unwrap());
+    assert_eq!(ours.size(), [4, 3, 6, 5]);
+    for i in 0..4 {
+        assert!(ours.get(i).equal(&theirs.get(i)), "image {i} differs from PIL");
+    }
+}
+
+/// pytorch-fid's `--save-stats SOURCE OUT` form writes SOURCE's mu and sigma to OUT, and its
+/// `--num-workers` is accepted (decoding threads).
+#[test]
+fn bench_fid_takes_pytorch_fids_save_stats_form_and_num_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = Moments { mu: Array1::from_shape_fn(64, |i| i as f64 * 0.1), sigma: Array2::from_shape_fn((64, 64), |(i, j)| if i == j { 2.0 } else { 0.01 }) };
+    m.save_npz(&d.join("a.npz")).unwrap();
+    let out = d.join("out.npz");
+    let o = bench(&["fid", "--save-stats", d.join("a.npz").to_str().unwrap(), out.to_str().unwrap(), "--num-workers", "0", "--dims", "64", "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(Moments::load_npz(&out).unwrap(), m);
+    let o = bench(&["fid", d.join("a.npz").to_str().unwrap(), out.to_str().unwrap(), "--num-workers", "3", "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Identical moments: 0 up to the matrix square root's rounding, ~1e-16 of the traces (128).
+    let fid: f64 = stdout(&o).trim_end().strip_prefix("FID: ").unwrap().parse().unwrap();
+    assert!(fid.abs() < 1e-10, "{fid}");
+    let (code, err) = bench_err(&["fid", d.join("a.npz").to_str().unwrap()]);
+    assert_eq!((code, err.trim_end()), (Some(2), "error: bench fid needs PATH1 and PATH2 (or --save-stats SOURCE OUT.npz)"));
 }

@@ -20,3 +20,4 @@ mod edm;
 mod consistency;
 mod flow;
 mod metrics_more;
+mod output_files;

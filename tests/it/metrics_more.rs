@@ -36,7 +36,7 @@ fn oracle(task: &str, dir: &Path, extra: &[&str]) -> Value {
 }
 
 /// pytorch-fid's seeded random FID Inception (fid_net.rs's oracle), made once per test run.
-fn random_inception() -> &'static Path {
+pub(crate) fn random_inception() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("metrics_more_inception");

@@ -389,3 +389,53 @@ fn run_json_records_timing_spread_load_and_threads() {
     let hashes: std::collections::BTreeSet<&str> = cells.iter().map(|c| c["cell_hash"].as_str().unwrap()).collect();
     assert_eq!(hashes, rows.iter().map(|r| r.cell_hash.as_str()).collect());
 }
+
+/// A 1-channel model with FID: the samples go to the Inception network repeated to three
+/// channels (pytorch-fid's `convert('RGB')` of a grayscale file), so the cell's FID equals FID
+/// computed on the saved 1-channel PNGs, which the folder reader repeats to RGB: the same uint8
+/// images in the same batches give the same features, and the one-part sums the same moments
+/// (1e-12 relative leaves room only for LAPACK's square root). `fid_mode` says so. A 2-channel
+/// model is refused before anything is sampled.
+#[test]
+fn a_one_channel_model_gets_fid_on_its_samples_repeated_to_rgb() {
+    use samplerbench::metrics::datasets::{open_input, Input};
+    use samplerbench::metrics::fid_cli::{self, InceptionExtractor};
+    use samplerbench::metrics::inception::FidInception;
+    use samplerbench::metrics::stats::Moments;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let weights = crate::metrics_more::random_inception().join("zip.pth");
+    let reference = Moments { mu: ndarray::Array1::from_elem(2048, 0.1), sigma: ndarray::Array2::eye(2048) };
+    reference.save_npz(&d.join("ref.npz")).unwrap();
+    let spec = |shape: &str| {
+        format!(
+            "name: gray\nmodel:\n  kind: oracle\n  data: {{kind: gaussian, shape: {shape}, mean: 0.1, std: 0.6}}\n\
+             samplers: [{{name: ddim, eta: 0.0}}]\nsteps: 2\nsamples: 6\nbatch_size: 6\nseed: 5\ndevice: cpu\n\
+             metrics:\n  fid: {{reference: ref.npz, weights: {}, allow_custom_weights: true}}\nsave_samples: all\n",
+            weights.display()
+        )
+    };
+    let gray = write_spec(d, "gray.yaml", &spec("[1, 12, 12]"));
+    let out = d.join("out");
+    run_ok(&["run", gray.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let row = &read_results(&out).unwrap()[0];
+    assert_eq!(row.fid_mode.as_deref(), Some("pytorch-fid (grayscale repeated to RGB)"));
+    let got = row.metric("fid").unwrap();
+
+    let samples = out.join("samples").join(&row.cell_hash);
+    let Input::Images(src) = open_input(samples.to_str().unwrap()).unwrap() else { panic!() };
+    assert_eq!((src.len(), src.read_batch(0, 1).unwrap().size()), (6, vec![1, 3, 12, 12]));
+    let net = FidInception::load(&weights, Device::Cpu, true).unwrap();
+    let ex = InceptionExtractor { net, mode: samplerbench::metrics::ResizeMode::PytorchFid, dims: 2048 };
+    let m = fid_cli::source_stats(src.as_ref(), &ex, 6, true).unwrap().moments().unwrap();
+    let want = fid_cli::fid_of(&m, &reference).unwrap();
+    eprintln!("1-channel cell FID {got} vs the PNGs repeated to RGB {want}");
+    assert!(((got - want) / want).abs() < 1e-12, "{got} vs {want}");
+
+    let two = write_spec(d, "two.yaml", &spec("[2, 12, 12]"));
+    let o = bench(&["run", two.to_str().unwrap(), "--out", d.join("out2").to_str().unwrap(), "--quiet"]);
+    let err = stderr(&o);
+    assert_eq!((o.status.code(), err.lines().count()), (Some(2), 1), "{err}");
+    assert!(err.contains("metrics.fid needs images with 1 or 3 channels, but model oracle:gaussian[2, 12, 12]") && err.contains("(2 channels)"), "{err}");
+    assert!(read_results(&d.join("out2")).unwrap_or_default().is_empty());
+}

@@ -61,7 +61,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         // Unknown keys, with suggestions, at every level.
         (
             edit(6, "sampels: 100"),
-            "SPEC:6:1: sampels: unknown key `sampels`; did you mean `samples`? (allowed: name, model, dataset, schedule, samplers, steps, samples, batch_size, seed, device, precision, metrics, output, save_samples)",
+            "SPEC:6:1: sampels: unknown key `sampels`; did you mean `samples`? (allowed: name, model, dataset, schedule, samplers, steps, samples, batch_size, seed, device, precision, metrics, output, save_samples, keep_stats)",
         ),
         (
             edit(2, "model: {kind: oracle, dat: {kind: gaussian, shape: [3, 8, 8]}}"),
