@@ -18,3 +18,4 @@ mod prediction;
 mod clip;
 mod edm;
 mod metrics_more;
+mod timeseries;
