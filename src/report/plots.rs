@@ -521,7 +521,7 @@ mod tests {
         assert_eq!(pareto_front_for(&pts, crate::metrics::Better::Lower), vec![(1.0, 5.0)]);
         assert_eq!(pareto_front_for(&pts, crate::metrics::Better::Higher), vec![(1.0, 5.0), (2.0, 7.0), (4.0, 9.0)]);
         assert_eq!(better_of("inception_score"), crate::metrics::Better::Higher);
-        assert_eq!(better_of("precision"), crate::metrics::Better::Higher);
+        assert_eq!(better_of("prdc_precision"), crate::metrics::Better::Higher);
         assert_eq!(better_of("fd_dinov2"), crate::metrics::Better::Lower);
     }
 
