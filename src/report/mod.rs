@@ -36,7 +36,8 @@ impl Metric {
     }
     /// The column `name` (interned: a report run names a handful of columns, each leaked once).
     pub fn named(name: &str) -> Metric {
-        if let Some(c) = crate::metrics::column(name) {
+        // Known columns by their static name (an `fd_features` column's def is a pattern).
+        if let Some(c) = crate::metrics::column(name).filter(|c| c.name == name) {
             return Metric(c.name);
         }
         static INTERNED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
