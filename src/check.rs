@@ -74,14 +74,32 @@ fn metrics_of(row: &ResultRow) -> BTreeMap<String, f64> {
     row.metrics.clone()
 }
 
+/// `kid`'s gate tolerance is this many standard errors (`kid_se`, from its subsets' spread): a
+/// real change of the generated distribution moves KID by more than its subset-sampling noise;
+/// 3 SE is a two-sided 99.7% band for a normal estimate.
+pub const KID_SE_FACTOR: f64 = 3.0;
+
+/// The tolerance a new baseline records for `metric`: the metric's default, except `kid`, whose
+/// absolute tolerance is max(default, KID_SE_FACTOR × the largest `kid_se` of the cells).
+pub fn derived_tolerance(metric: &str, cells: &[BaselineCell]) -> Option<Tolerance> {
+    let col = crate::metrics::column(metric)?;
+    if metric != "kid" {
+        return Some(col.tolerance);
+    }
+    let se = cells.iter().filter_map(|c| c.metrics.get("kid_se").copied()).filter(|v| v.is_finite()).fold(0.0f64, f64::max);
+    Some(Tolerance { abs: col.tolerance.abs.max(KID_SE_FACTOR * se), rel: col.tolerance.rel })
+}
+
 impl Baseline {
     /// Replaces one class's cells and records the default tolerance of every metric they hold
     /// that has none yet (existing tolerances are kept: they may have been edited on purpose).
     pub fn set_class(&mut self, class: &str, cells: Vec<BaselineCell>) {
         for c in &cells {
             for m in c.metrics.keys() {
-                if let Some(col) = crate::metrics::column(m) {
-                    self.tolerances.entry(m.clone()).or_insert(col.tolerance);
+                if !self.tolerances.contains_key(m) {
+                    if let Some(t) = derived_tolerance(m, &cells) {
+                        self.tolerances.insert(m.clone(), t);
+                    }
                 }
             }
         }
@@ -169,7 +187,8 @@ pub fn compare(
             });
         }
         let now = metrics_of(row);
-        for (metric, &base) in &b.metrics {
+        // With `repeats`, the gate compares the means; their intervals describe seed spread.
+        for (metric, &base) in b.metrics.iter().filter(|(m, _)| !m.ends_with(crate::metrics::repeats::CI_SUFFIX)) {
             let tol = tolerance_override.unwrap_or_else(|| tolerance_of(baseline, metric));
             let allowed = tol.abs.max(tol.rel * base.abs());
             let value = now.get(metric).copied();
@@ -236,4 +255,60 @@ pub fn render(outcome: &Outcome, class: &str) -> String {
         if outcome.failed { "FAILED" } else { "passed" }
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_and_row() -> (Plan, ResultRow) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.yaml");
+        let text = "name: t\nmodel: {kind: oracle, data: {kind: gaussian, shape: [1, 2, 2]}}\nsamplers: [{name: ddim}]\nsteps: 3\nsamples: 8\n";
+        std::fs::write(&path, text).unwrap();
+        let plan = crate::plan::load_with(&path, &crate::plan::Host { cuda_devices: 0 }).unwrap();
+        let row = ResultRow {
+            cell_hash: plan.cells[0].hash.clone(),
+            nfe: 3,
+            metrics: BTreeMap::from([("kid".to_string(), 0.0200), ("kid_se".to_string(), 0.0015)]),
+            ..ResultRow::default()
+        };
+        (plan, row)
+    }
+
+    /// The baseline records kid's tolerance as 3 SE; a rerun passes, a move beyond 3 SE fails.
+    #[test]
+    fn kid_is_gated_by_its_standard_error() {
+        let (plan, row) = plan_and_row();
+        let mut b = Baseline::default();
+        b.set_class("cpu-fp32", cells_from_rows(&plan, std::slice::from_ref(&row)));
+        // 3 × 0.0015 = 0.0045 > the default abs 1e-4.
+        assert!((b.tolerances["kid"].abs - 0.0045).abs() < 1e-15, "{:?}", b.tolerances["kid"]);
+        assert_eq!(b.tolerances["kid_se"], crate::metrics::column("kid_se").unwrap().tolerance);
+        let check = |kid: f64| {
+            let mut r = row.clone();
+            r.metrics.insert("kid".into(), kid);
+            compare(&b, "cpu-fp32", &plan, &[r], None, false).failed
+        };
+        assert!(!check(0.0200), "a rerun passes");
+        assert!(!check(0.0200 + 0.0044), "within 3 SE passes");
+        assert!(check(0.0200 + 0.0046), "beyond 3 SE fails");
+        // Lower KID is an improvement, not a failure, unless improvements fail too.
+        assert!(!check(0.0200 - 0.0046));
+        // Without kid_se (older runs) the default applies.
+        assert_eq!(derived_tolerance("kid", &[]), Some(crate::metrics::column("kid").unwrap().tolerance));
+    }
+
+    /// With repeats, `_ci95` columns are recorded but not gated.
+    #[test]
+    fn interval_columns_are_not_gated() {
+        let (plan, mut row) = plan_and_row();
+        row.metrics.insert("kid_ci95".into(), 0.001);
+        let mut b = Baseline::default();
+        b.set_class("cpu-fp32", cells_from_rows(&plan, std::slice::from_ref(&row)));
+        row.metrics.insert("kid_ci95".into(), 0.5);
+        let out = compare(&b, "cpu-fp32", &plan, &[row], None, false);
+        assert!(!out.failed);
+        assert!(out.lines.iter().all(|l| l.metric != "kid_ci95"));
+    }
 }

@@ -17,7 +17,7 @@
 //! | `model.ema` | `true` | ddim only: use the checkpoint's EMA weights |
 //! | `model.shape` | required for torchscript | `[C, H, W]` |
 //! | `model.data.kind` | required for oracle | `gaussian`, `gmm` |
-//! | `model.data.shape` | required | `[C, H, W]`, sizes ≥ 1 |
+//! | `model.data.shape` | required | one sample's shape, sizes ≥ 1: `[C, H, W]` images, `[C, L]` sequences, any rank |
 //! | `model.data.mean` | `0` | gaussian: a number, one number per channel, or an `.npy` path of the full shape |
 //! | `model.data.std` | `1` | gaussian: like `mean`, values > 0 |
 //! | `model.data.weights`, `means`, `stds` | — | gmm, explicit: K weights > 0 summing to 1, K means and K stds (each like `mean`/`std`) |
@@ -36,7 +36,7 @@
 //! | `seed` | `0` | ≥ 0 |
 //! | `device` | `auto` | `auto` (cuda:0 if CUDA is available, else cpu), `cpu`, `cuda`, `cuda:N` |
 //! | `precision` | `fp32` | `fp32`; `tf32`, `bf16`, `fp16` need a CUDA device (an error on cpu, no silent fallback) |
-//! | `metrics` | none; a Gaussian oracle always gets `fd_exact` | `fid`, `fd_pixel`, `fd_exact`, `inception_score`, `kid`, `prdc` |
+//! | `metrics` | none; a Gaussian oracle always gets `fd_exact` | `fid`, `fd_pixel`, `fd_exact`, `inception_score`, `kid`, `prdc`, `fd_features`, `context_fid` |
 //! | `metrics.fid.reference` | required | an `.npz` of reference statistics |
 //! | `metrics.fid.weights` | `$BENCH_DATA/models/pt_inception-2015-12-05-6726825d.pth` (`$BENCH_DATA` defaults to `./data`) | a file |
 //! | `metrics.fid.mode` | `pytorch-fid` | `pytorch-fid`, `tf`, `clean` |
@@ -47,6 +47,9 @@
 //! | `metrics.inception_score` | off; `{}` or no value: torch-fidelity's defaults | `splits` (`10`, ≤ `samples`), `shuffle` (`true`), `seed` (`2020`); needs `metrics.fid` with classifier weights |
 //! | `metrics.kid` | off | `subsets` (`100`), `subset_size` (`min(1000, samples)`), `seed` (`2020`); needs `metrics.fid` whose reference keeps features (`bench stats --ref-features N`) |
 //! | `metrics.prdc` | off | `k` (`3`), `batch_size` (`10000`); needs `metrics.fid` whose reference keeps features |
+//! | `metrics.fd_features` | none | a list of `{name, encoder, reference, input, resize, normalize}`: FD in a TorchScript encoder's feature space, column `name` (`fd_...`); see `metrics::fd_features` |
+//! | `metrics.context_fid` | off | `encoder` (TS2Vec TorchScript, [B, T, C] → [B, T, D]), `reference` (real windows `.npy` [N, T, C] in [0, 1], or an `.npz` of their statistics), `scaling` (`neg_one_to_one`; `unit`, `{min_max: {min, max}}`), `batch_size` (`256`); samples must be sequences [C, L] |
+//! | `repeats` | `1` | 1..=1000: independent seeds per cell (`seed + r`); each metric column is the mean and `<column>_ci95` the 95% t-interval half-width |
 //! | `output` | `reports/<name>` under the working directory | a folder |
 //! | `save_samples` | `64` | integer ≥ 0, or `all` |
 //! | `keep_stats` | `false` | `true` keeps each part's statistics checkpoint (`OUT/cells/<hash>/`) after the cell's row is written |
@@ -67,6 +70,8 @@
 use crate::hashing::HashCache;
 use crate::metrics::inception_score::IsParams;
 use crate::metrics::kid::KidParams;
+use crate::metrics::context_fid::TsScaling;
+use crate::metrics::fd_features::FdFeaturesSpec;
 use crate::metrics::prdc::PrdcParams;
 use crate::models::unet::DdimModelConfig;
 use crate::models::{NoiseSpace, Prediction};
@@ -156,8 +161,9 @@ pub enum ModelPlan {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DataPlan {
-    Gaussian { shape: [i64; 3], mean: MomentPlan, std: MomentPlan },
-    Gmm { shape: [i64; 3], mixture: GmmPlan },
+    /// `shape` is one sample's: images [C, H, W], sequences [C, L], any rank ≥ 1.
+    Gaussian { shape: Vec<i64>, mean: MomentPlan, std: MomentPlan },
+    Gmm { shape: Vec<i64>, mixture: GmmPlan },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -198,6 +204,18 @@ pub struct MetricsPlan {
     pub inception_score: Option<IsParams>,
     pub kid: Option<KidParams>,
     pub prdc: Option<PrdcParams>,
+    /// `metrics.fd_features` entries, paths resolved.
+    pub fd_features: Vec<FdFeaturesSpec>,
+    pub context_fid: Option<ContextFidPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextFidPlan {
+    pub encoder: PathBuf,
+    /// Real windows `.npy` [N, T, C] in [0, 1], or their representations' statistics `.npz`.
+    pub reference: PathBuf,
+    pub scaling: TsScaling,
+    pub batch_size: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -308,6 +326,11 @@ pub struct MetricsIdentity {
     pub kid: Option<KidParams>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prdc: Option<PrdcParams>,
+    /// The entries with their file paths replaced by the inputs' roles (files count by content).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fd_features: Vec<FdFeaturesSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_fid: Option<TsScaling>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -347,6 +370,8 @@ pub struct Plan {
     pub samples: u64,
     pub batch_size: u64,
     pub seed: u64,
+    /// Independent seeds per cell: repeat r samples with `seed + r` (see `metrics::repeats`).
+    pub repeats: u32,
     pub device: DevicePlan,
     pub precision: Precision,
     pub metrics: MetricsPlan,
@@ -412,8 +437,13 @@ impl Plan {
             steps: usize,
             samples: u64,
             seed: u64,
+            #[serde(skip_serializing_if = "is_one")]
+            repeats: u32,
             precision: Precision,
             metrics: &'a MetricsIdentity,
+        }
+        fn is_one(r: &u32) -> bool {
+            *r == 1
         }
         sha256_json(&CellIdentity {
             scheme: HASH_SCHEME,
@@ -426,6 +456,7 @@ impl Plan {
             steps: cell.steps,
             samples: self.samples,
             seed: self.seed,
+            repeats: self.repeats,
             precision: self.precision,
             metrics: &self.metrics_identity,
         })
@@ -503,6 +534,10 @@ pub fn build(spec: &SpecFile, host: &Host) -> Result<Plan> {
         s if s >= 0 => s as u64,
         s => return Err(cx.err(&root.key("seed"), format!("must be ≥ 0, got {s}"))),
     };
+    let repeats = match raw.repeats.unwrap_or(1) {
+        r @ 1..=1000 => r as u32,
+        r => return Err(cx.err(&root.key("repeats"), format!("must be 1..=1000 (independent seeds per cell), got {r}"))),
+    };
     let device = cx.device(host)?;
     let precision = raw.precision.unwrap_or(Precision::Fp32);
     if device == DevicePlan::Cpu && precision == Precision::Tf32 {
@@ -543,6 +578,7 @@ pub fn build(spec: &SpecFile, host: &Host) -> Result<Plan> {
         samples,
         batch_size,
         seed,
+        repeats,
         device,
         precision,
         metrics,
@@ -837,13 +873,6 @@ impl Cx<'_> {
         Ok(s.to_vec())
     }
 
-    fn shape(&self, at: &YamlPath, s: &[i64]) -> Result<[i64; 3]> {
-        match s {
-            &[c, h, w] if c >= 1 && h >= 1 && w >= 1 => Ok([c, h, w]),
-            _ => Err(self.err(at, format!("must be [C, H, W] with sizes ≥ 1, got {s:?}"))),
-        }
-    }
-
     fn data(&self, at: &YamlPath, d: &RawData) -> Result<DataPlan> {
         let written = [
             ("kind", true),
@@ -861,7 +890,7 @@ impl Cx<'_> {
             DataKind::Gmm => ("data kind `gmm`", &["kind", "shape", "weights", "means", "stds", "components", "seed"]),
         };
         self.only_keys(at, what, &written, allowed)?;
-        let shape = self.shape(&at.key("shape"), self.required(at, &d.shape, "shape", what, "[C, H, W]")?)?;
+        let shape = self.any_shape(&at.key("shape"), self.required(at, &d.shape, "shape", what, "[C, H, W] or [C, L]")?)?;
         let c = shape[0];
         match d.kind {
             DataKind::Gaussian => Ok(DataPlan::Gaussian {
@@ -1238,6 +1267,39 @@ impl Cx<'_> {
             ));
         }
         let (inception_score, kid, prdc) = self.inception_metrics(m)?;
+        let input = |role: &str, path: &Path| Input { role: role.into(), path: path.to_owned(), sha256: None };
+        let mut inputs = Vec::new();
+        let mut fd_features = Vec::new();
+        let mut fd_identity = Vec::new();
+        for (i, e) in m.fd_features.iter().flatten().enumerate() {
+            let eat = at.key("fd_features").index(i);
+            e.validate().map_err(|err| self.err(&eat, err.to_string().trim_start_matches("error: ")))?;
+            if fd_features.iter().any(|f: &FdFeaturesSpec| f.name == e.name) {
+                return Err(self.err(&eat.key("name"), format!("`{}` names another entry's column too", e.name)));
+            }
+            let encoder = self.existing(&eat.key("encoder"), self.resolve(&e.encoder.to_string_lossy()))?;
+            let reference = self.existing(&eat.key("reference"), self.resolve(&e.reference.to_string_lossy()))?;
+            let roles = [format!("metrics.fd_features.{}.encoder", e.name), format!("metrics.fd_features.{}.reference", e.name)];
+            inputs.push(input(&roles[0], &encoder));
+            inputs.push(input(&roles[1], &reference));
+            fd_identity.push(FdFeaturesSpec { encoder: roles[0].clone().into(), reference: roles[1].clone().into(), ..e.clone() });
+            fd_features.push(FdFeaturesSpec { encoder, reference, ..e.clone() });
+        }
+        let context_fid = match &m.context_fid {
+            None => None,
+            Some(c) => {
+                let cat = at.key("context_fid");
+                let encoder = self.existing(&cat.key("encoder"), self.resolve(&c.encoder))?;
+                let reference = self.existing(&cat.key("reference"), self.resolve(&c.reference))?;
+                inputs.push(input("metrics.context_fid.encoder", &encoder));
+                inputs.push(input("metrics.context_fid.reference", &reference));
+                let batch_size = match c.batch_size.unwrap_or(256) {
+                    b @ 1..=1_048_576 => b as usize,
+                    b => return Err(self.err(&cat.key("batch_size"), format!("must be 1..=1048576 (reference windows per encoder call), got {b}"))),
+                };
+                Some(ContextFidPlan { encoder, reference, scaling: c.scaling.clone().unwrap_or(TsScaling::NegOneToOne), batch_size })
+            }
+        };
         let identity = MetricsIdentity {
             fid: m.fid.as_ref().map(|f| FidIdentity { mode: f.mode.unwrap_or(ResizeMode::PytorchFid), dims: f.dims.unwrap_or(2048) }),
             fd_pixel: m.fd_pixel.as_ref().map(|p| p.reference.is_some()),
@@ -1245,9 +1307,9 @@ impl Cx<'_> {
             inception_score,
             kid,
             prdc,
+            fd_features: fd_identity,
+            context_fid: context_fid.as_ref().map(|c| c.scaling.clone()),
         };
-        let input = |role: &str, path: &Path| Input { role: role.into(), path: path.to_owned(), sha256: None };
-        let mut inputs = Vec::new();
         if let Some(f) = &fid {
             inputs.push(input("metrics.fid.weights", &f.weights));
             inputs.push(input("metrics.fid.reference", &f.reference));
@@ -1255,7 +1317,7 @@ impl Cx<'_> {
         if let Some(FdPixelPlan { reference: Some(r) }) = &fd_pixel {
             inputs.push(input("metrics.fd_pixel.reference", r));
         }
-        Ok((MetricsPlan { fid, fd_pixel, fd_exact: gaussian, inception_score, kid, prdc }, identity, inputs))
+        Ok((MetricsPlan { fid, fd_pixel, fd_exact: gaussian, inception_score, kid, prdc, fd_features, context_fid }, identity, inputs))
     }
 
     /// `inception_score`, `kid`, `prdc`: they read `fid`'s Inception pass, so they need `fid`.
@@ -1559,12 +1621,21 @@ cell  sampler     params    skip       steps  nfe  nfe×samples  status
         assert_eq!(p.save_samples, SaveSamples::Count(64));
         assert_eq!(
             p.metrics,
-            MetricsPlan { fid: None, fd_pixel: None, fd_exact: true, inception_score: None, kid: None, prdc: None }
+            MetricsPlan {
+                fid: None,
+                fd_pixel: None,
+                fd_exact: true,
+                inception_score: None,
+                kid: None,
+                prdc: None,
+                fd_features: vec![],
+                context_fid: None
+            }
         );
         assert_eq!(
             p.model,
             ModelPlan::Oracle(DataPlan::Gaussian {
-                shape: [3, 8, 8],
+                shape: vec![3, 8, 8],
                 mean: MomentPlan::Scalar(0.0),
                 std: MomentPlan::PerChannel(vec![0.2, 0.5, 1.0])
             })

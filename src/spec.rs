@@ -65,6 +65,9 @@ pub struct RawSpec {
     /// Keep each part's statistics checkpoint after the cell's row is written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_stats: Option<bool>,
+    /// Independent seeds per cell (mean and 95% t-interval per metric column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -203,6 +206,22 @@ pub struct RawMetrics {
     pub kid: Option<RawKid>,
     #[serde(default, deserialize_with = "null_means_default")]
     pub prdc: Option<RawPrdc>,
+    /// FD in TorchScript encoders' feature spaces, one named column each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd_features: Option<Vec<crate::metrics::fd_features::FdFeaturesSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_fid: Option<RawContextFid>,
+}
+
+/// Context-FID: a TS2Vec TorchScript encoder, the real windows (or their statistics), and how
+/// generated samples reach the real data's [0, 1] scale.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContextFid {
+    pub encoder: String,
+    pub reference: String,
+    pub scaling: Option<crate::metrics::context_fid::TsScaling>,
+    pub batch_size: Option<u64>,
 }
 
 /// torch-fidelity's `isc_splits` and shuffle seed (`rng_seed`; `shuffle: false` keeps sample order).

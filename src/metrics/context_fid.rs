@@ -10,9 +10,16 @@
 //! float32 [B, T, C], output [B, T, D]. Diffusion-TS trains a fresh TS2Vec on the real windows for
 //! every evaluation; here the trained encoder is a file, so repeated evaluations share it.
 //! Features stream into [`FeatureStats`] like FID's.
+//!
+//! In `bench run` (`metrics.context_fid`), a sample [C, L] is the window transposed ([L, C]
+//! after `x.transpose(1, 2)`, Diffusion-TS's layout), and the reference is the real windows
+//! `.npy` [N, T, C] in [0, 1] (encoded once at load) or an `.npz` of their representations'
+//! statistics (`mu`, `sigma`). Default gate tolerance: as FID's (`fid.rs`), rel 1e-4: float32
+//! representations, FD a difference of traces.
 use crate::metrics::fd_features::TorchScriptEncoder;
 use crate::metrics::frechet::frechet_distance;
-use crate::metrics::stats::FeatureStats;
+use crate::metrics::stats::{FeatureStats, Moments};
+use crate::metrics::{Accumulator, Batch, Better, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
 use crate::{BenchError, Result};
 use ndarray::ArrayView2;
 use std::path::Path;
@@ -134,6 +141,88 @@ impl ContextFid {
             s.add_batch(&f)?;
         }
         stats.ok_or_else(|| BenchError::user("Context-FID: no windows"))
+    }
+}
+
+pub static DEF: MetricDef = MetricDef {
+    name: "context_fid",
+    columns: &[ColumnDef {
+        name: "context_fid",
+        help: "Context-FID (Diffusion-TS): FD of a TS2Vec encoder's max-pooled representations of the windows, in the real data's [0, 1] scale, against the real windows'",
+        better: Better::Lower,
+        tolerance: Tolerance { abs: 0.0, rel: 1e-4 },
+    }],
+};
+
+/// Representation statistics of the real windows: an `.npz` (`mu`, `sigma`) as is, or an `.npy`
+/// of windows [N, T, C] in [0, 1] (float32 or float64) encoded here.
+pub fn load_reference(cf: &ContextFid, path: &Path, batch_size: usize) -> Result<Moments> {
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("npz") => Moments::load_npz(path),
+        Some("npy") => {
+            let a: ndarray::Array3<f64> = match ndarray_npy::read_npy::<_, ndarray::Array3<f64>>(path) {
+                Ok(a) => a,
+                Err(_) => ndarray_npy::read_npy::<_, ndarray::Array3<f32>>(path)
+                    .map_err(|e| BenchError::file(path, format!("expected real windows [N, T, C] (float32 or float64) in [0, 1]: {e}")))?
+                    .mapv(f64::from),
+            };
+            let (n, t, c) = a.dim();
+            let x = Tensor::from_slice(a.as_standard_layout().as_slice().unwrap_or(&[])).f_reshape([n as i64, t as i64, c as i64])?;
+            cf.reference_stats(&x, batch_size)?.moments().map_err(|e| BenchError::file(path, e.to_string()))
+        }
+        _ => Err(BenchError::file(path, "reference must be real windows .npy [N, T, C] or representation statistics .npz (mu, sigma)")),
+    }
+}
+
+/// `metrics.context_fid` in `bench run`: samples [B, C, L] against the reference's moments.
+pub struct ContextFidMetric {
+    pub cf: ContextFid,
+    pub reference: Moments,
+}
+
+impl Metric for ContextFidMetric {
+    fn def(&self) -> &'static MetricDef {
+        &DEF
+    }
+    fn accumulator(&self) -> Box<dyn Accumulator + '_> {
+        Box::new(WindowStats { metric: self, stats: FeatureStats::new(self.reference.dims(), Device::Cpu) })
+    }
+}
+
+struct WindowStats<'a> {
+    metric: &'a ContextFidMetric,
+    stats: FeatureStats,
+}
+
+impl Accumulator for WindowStats<'_> {
+    fn observe(&mut self, batch: &Batch) -> Result<()> {
+        if batch.samples.dim() != 3 {
+            return Err(BenchError::user(format!(
+                "metrics.context_fid needs sequence samples [C, L]; a sample has shape {:?}",
+                &batch.samples.size()[1..]
+            )));
+        }
+        let windows = batch.samples.f_transpose(1, 2)?;
+        let f = self.metric.cf.features(&windows)?;
+        if f.size()[1] as usize != self.stats.dims() {
+            return Err(BenchError::user(format!(
+                "metrics.context_fid: the encoder gives {} features but the reference has {}",
+                f.size()[1],
+                self.stats.dims()
+            )));
+        }
+        self.stats.add_batch(&f)
+    }
+    fn save(&self, path: &Path) -> Result<()> {
+        self.stats.save_npz(path)
+    }
+    fn merge_file(&mut self, path: &Path) -> Result<()> {
+        self.stats.merge(&FeatureStats::load_npz(path, self.stats.device())?)
+    }
+    fn finish(&self, _cx: &FinishContext) -> Result<Vec<(String, f64)>> {
+        let (g, r) = (self.stats.moments()?, &self.metric.reference);
+        Ok(vec![("context_fid".into(), frechet_distance(g.mu.view(), g.sigma.view(), r.mu.view(), r.sigma.view())?)])
     }
 }
 

@@ -8,9 +8,14 @@
 //! (calculate_metrics.py): uint8 → float32 → `F.interpolate(size, mode, antialias)` on the 0..255
 //! values → /255 → (x − mean) / std per channel. Raw input hands the float32 tensor to the encoder
 //! unchanged (latents, time series).
+//!
+//! In `bench run` each entry is one metric whose column is the entry's `name` (starting `fd_`).
+//! Default gate tolerance: as FID's (`fid.rs`): float32 encoder features move by ~1e-6 relative
+//! between machines and FD, a difference of traces, carries that relative to the traces: rel 1e-4.
 use crate::metrics::fid_cli::FeatureExtractor;
 use crate::metrics::frechet::frechet_distance;
 use crate::metrics::stats::{FeatureStats, Moments};
+use crate::metrics::{Accumulator, Batch, Better, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
 use crate::{BenchError, Result};
 use ndarray::Array2;
 use std::path::{Path, PathBuf};
@@ -127,9 +132,16 @@ impl FdFeaturesSpec {
     /// Checks what a spec author can get wrong, naming the key.
     pub fn validate(&self) -> Result<()> {
         let n = &self.name;
-        if n.is_empty() || !n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        let reserved = crate::metrics::METRICS.iter().flat_map(|m| m.columns).any(|c| c.name == n);
+        if !n.starts_with("fd_")
+            || n.len() < 4
+            || reserved
+            || n.ends_with(crate::metrics::repeats::CI_SUFFIX)
+            || !n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
             return Err(BenchError::user(format!(
-                "metrics.fd_features.name: {n:?} must be a non-empty column name of a-z, 0-9 and _"
+                "metrics.fd_features.name: {n:?} must be a column name `fd_...` of a-z, 0-9 and _ (e.g. fd_dinov2), not another metric's column and not ending in `{}`",
+                crate::metrics::repeats::CI_SUFFIX
             )));
         }
         let (mean, std) = self.normalize.mean_std();
@@ -315,6 +327,60 @@ impl FdFeatures {
     }
 }
 
+pub static DEF: MetricDef = MetricDef {
+    name: "fd_features",
+    columns: &[ColumnDef {
+        name: "fd_<name>",
+        help: "Fréchet distance in a TorchScript encoder's feature space (e.g. FD_DINOv2), one column per entry, named by its `name`",
+        better: Better::Lower,
+        tolerance: Tolerance { abs: 0.0, rel: 1e-4 },
+    }],
+};
+
+/// One `metrics.fd_features` entry in `bench run`.
+pub struct FdFeaturesMetric(pub FdFeatures);
+
+impl Metric for FdFeaturesMetric {
+    fn def(&self) -> &'static MetricDef {
+        &DEF
+    }
+    fn key(&self) -> String {
+        format!("fd_features.{}", self.0.spec.name)
+    }
+    fn needs_images(&self) -> bool {
+        self.0.spec.input == EncoderInput::Images
+    }
+    fn accumulator(&self) -> Box<dyn Accumulator + '_> {
+        Box::new(EncoderStats { metric: &self.0, stats: self.0.new_stats() })
+    }
+}
+
+struct EncoderStats<'a> {
+    metric: &'a FdFeatures,
+    stats: FeatureStats,
+}
+
+impl Accumulator for EncoderStats<'_> {
+    fn observe(&mut self, batch: &Batch) -> Result<()> {
+        let x = match self.metric.spec.input {
+            EncoderInput::Images => {
+                batch.images.ok_or_else(|| BenchError::Internal("fd_features: the batch carries no images".into()))?
+            }
+            EncoderInput::Raw => batch.samples,
+        };
+        self.stats.add_batch(&self.metric.features(x)?)
+    }
+    fn save(&self, path: &Path) -> Result<()> {
+        self.stats.save_npz(path)
+    }
+    fn merge_file(&mut self, path: &Path) -> Result<()> {
+        self.stats.merge(&FeatureStats::load_npz(path, self.stats.device())?)
+    }
+    fn finish(&self, _cx: &FinishContext) -> Result<Vec<(String, f64)>> {
+        Ok(vec![(self.metric.spec.name.clone(), self.metric.distance(&self.stats)?)])
+    }
+}
+
 impl FeatureExtractor for FdFeatures {
     fn features(&self, images_u8: &Tensor) -> Result<Tensor> {
         FdFeatures::features(self, images_u8)
@@ -342,8 +408,10 @@ mod tests {
         let custom: FdFeaturesSpec =
             serde_yaml_ng::from_str("name: fd_x\nencoder: e.pt\nreference: r.npy\ninput: raw\nnormalize: {mean: [0,0,0], std: [1,1,1]}\n").unwrap();
         custom.validate().unwrap();
-        let bad = FdFeaturesSpec { name: "FD DINO".into(), ..s.clone() };
-        assert!(bad.validate().unwrap_err().to_string().contains("metrics.fd_features.name"));
+        for name in ["FD DINO", "dinov2", "fd_", "fd_pixel", "fid", "fd_x_ci95"] {
+            let bad = FdFeaturesSpec { name: name.into(), ..s.clone() };
+            assert!(bad.validate().unwrap_err().to_string().contains("metrics.fd_features.name"), "{name}");
+        }
         let bad = FdFeaturesSpec { input: EncoderInput::Raw, ..s };
         assert!(bad.validate().is_err());
     }

@@ -116,6 +116,12 @@ pub static DEF: MetricDef = MetricDef {
         help: "Kernel Inception Distance, mean unbiased MMD² over subsets (torch-fidelity's `kernel_inception_distance_mean`) against the features kept in `metrics.fid.reference`",
         better: Better::Lower,
         tolerance: Tolerance { abs: 1e-4, rel: 0.0 },
+    }, ColumnDef {
+        name: "kid_se",
+        help: "standard error of `kid` from its subsets' spread, s/√subsets (torch-fidelity's `kernel_inception_distance_std` / √subsets); `bench check` gates `kid` with 3× it",
+        better: Better::Lower,
+        // The same kernel means' drift as `kid` (see above), through s/√S: abs 1e-4.
+        tolerance: Tolerance { abs: 1e-4, rel: 0.0 },
     }],
 };
 
@@ -139,7 +145,10 @@ impl Metric for KidMetric {
             inception: &self.inception,
             bank: FeatureBank::new(self.inception.extractor.dims),
             device: self.inception.extractor.net.device(),
-            score: Box::new(move |g| Ok(vec![("kid".into(), kid(g, &self.reference, &self.params)?.mean)])),
+            score: Box::new(move |g| {
+                let k = kid(g, &self.reference, &self.params)?;
+                Ok(vec![("kid".into(), k.mean), ("kid_se".into(), k.standard_error)])
+            }),
         })
     }
 }

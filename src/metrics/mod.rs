@@ -28,6 +28,7 @@ pub mod kid;
 pub mod numpy_random;
 pub mod prdc;
 pub mod preprocess;
+pub mod repeats;
 pub mod sines;
 pub mod stats;
 
@@ -83,12 +84,23 @@ pub struct MetricDef {
 }
 
 /// Every metric, in the order reports prefer them.
-pub static METRICS: &[&MetricDef] =
-    &[&fid::DEF, &fd_exact::DEF, &fd_pixel::DEF, &inception_score::DEF, &kid::DEF, &prdc::DEF];
+pub static METRICS: &[&MetricDef] = &[
+    &fid::DEF,
+    &fd_exact::DEF,
+    &fd_pixel::DEF,
+    &inception_score::DEF,
+    &kid::DEF,
+    &prdc::DEF,
+    &fd_features::DEF,
+    &context_fid::DEF,
+];
 
-/// The column definition of a known metric column.
+/// The column definition of a metric column: a known name, else an `fd_features` entry's column
+/// (its spec `name`, which starts with `fd_`).
 pub fn column(name: &str) -> Option<&'static ColumnDef> {
-    METRICS.iter().flat_map(|m| m.columns.iter()).find(|c| c.name == name)
+    METRICS.iter().flat_map(|m| m.columns.iter()).find(|c| c.name == name).or_else(|| {
+        (name.starts_with("fd_") && !name.ends_with(repeats::CI_SUFFIX)).then(|| &fd_features::DEF.columns[0])
+    })
 }
 
 /// The README's metric reference (between its `metrics:begin/end` markers; a test keeps it in
@@ -141,6 +153,10 @@ pub trait Accumulator {
 /// A metric configured for one run (reference statistics and networks loaded).
 pub trait Metric {
     fn def(&self) -> &'static MetricDef;
+    /// Names its statistics files; unique per run (several `fd_features` entries share one def).
+    fn key(&self) -> String {
+        self.def().name.to_owned()
+    }
     /// Whether batches must carry uint8 images.
     fn needs_images(&self) -> bool {
         false

@@ -41,11 +41,16 @@ pub fn precision_kind(precision: Precision) -> Kind {
     }
 }
 
-fn moment_tensor(m: &MomentPlan, shape: [i64; 3], what: &str) -> Result<Tensor> {
+fn moment_tensor(m: &MomentPlan, shape: &[i64], what: &str) -> Result<Tensor> {
     let opts = (Kind::Double, Device::Cpu);
     Ok(match m {
         MomentPlan::Scalar(v) => Tensor::full(shape, *v, opts),
-        MomentPlan::PerChannel(v) => Tensor::from_slice(v).view([shape[0], 1, 1]).expand(shape, false).contiguous(),
+        MomentPlan::PerChannel(v) => {
+            // One value per channel (dimension 0), broadcast over the rest of any rank.
+            let mut view = vec![shape[0]];
+            view.extend(std::iter::repeat_n(1, shape.len() - 1));
+            Tensor::from_slice(v).view(view.as_slice()).expand(shape, false).contiguous()
+        }
         MomentPlan::Npy(p) => {
             let t = Tensor::read_npy(p).map_err(|e| BenchError::file(p, format!("cannot read {what} .npy: {}", super::first_line(&e.to_string()))))?;
             if t.size() != shape {
@@ -105,8 +110,8 @@ pub fn load_model(plan: &Plan) -> Result<LoadedModel> {
             loaded
         }
         ModelPlan::Oracle(DataPlan::Gaussian { shape, mean, std }) => {
-            let mean = moment_tensor(mean, *shape, "mean")?;
-            let std = moment_tensor(std, *shape, "std")?;
+            let mean = moment_tensor(mean, shape, "mean")?;
+            let std = moment_tensor(std, shape, "std")?;
             let cov = std.flatten(0, -1).square().diag(0);
             let space = plan.model_identity.space;
             let exact = GaussianOracle::new(schedule.clone(), mean.shallow_clone(), std.shallow_clone()).in_space(space);
@@ -136,8 +141,8 @@ pub fn load_model(plan: &Plan) -> Result<LoadedModel> {
         ModelPlan::Oracle(DataPlan::Gmm { shape, mixture }) => {
             let oracle = match mixture {
                 GmmPlan::Explicit { weights, means, stds } => {
-                    let m: Vec<Tensor> = means.iter().map(|m| moment_tensor(m, *shape, "gmm mean")).collect::<Result<_>>()?;
-                    let s: Vec<Tensor> = stds.iter().map(|s| moment_tensor(s, *shape, "gmm std")).collect::<Result<_>>()?;
+                    let m: Vec<Tensor> = means.iter().map(|m| moment_tensor(m, shape, "gmm mean")).collect::<Result<_>>()?;
+                    let s: Vec<Tensor> = stds.iter().map(|s| moment_tensor(s, shape, "gmm std")).collect::<Result<_>>()?;
                     GmmOracle::new(schedule, Tensor::from_slice(weights), Tensor::stack(&m, 0), Tensor::stack(&s, 0))?
                 }
                 GmmPlan::Random { components, seed } => GmmOracle::from_seed(schedule, shape, *components, *seed)?,

@@ -36,7 +36,8 @@ impl Metric {
     }
     /// The column `name` (interned: a report run names a handful of columns, each leaked once).
     pub fn named(name: &str) -> Metric {
-        if let Some(c) = crate::metrics::column(name) {
+        // Known columns by their static name (an `fd_features` column's def is a pattern).
+        if let Some(c) = crate::metrics::column(name).filter(|c| c.name == name) {
             return Metric(c.name);
         }
         static INTERNED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
@@ -87,6 +88,8 @@ enum Part {
     Code(String, String),
 }
 
+/// Sequence plots show at most this many samples per cell.
+const SERIES_SAMPLES: usize = 4;
 /// Grids show at most this many samples per cell.
 const GRID_SAMPLES: usize = 64;
 
@@ -123,10 +126,14 @@ pub fn write_report(dir: &Path, metric: Metric) -> Result<ReportSummary> {
     let experiments = distinct(rows.iter().map(|r| r.experiment.clone()));
     parts.push(Part::Heading(1, format!("Benchmark report: {}", if experiments.is_empty() { "(no results)".into() } else { experiments.join(", ") })));
     parts.push(Part::Para(format!(
-        "{} cell{} from `results.parquet`; quality metric: **{}** (lower is better). Report written by bench {} ({}).",
+        "{} cell{} from `results.parquet`; quality metric: **{}** ({}). Report written by bench {} ({}).",
         rows.len(),
         if rows.len() == 1 { "" } else { "s" },
         metric.name(),
+        match plots::better_of(metric.name()) {
+            crate::metrics::Better::Lower => "lower is better",
+            crate::metrics::Better::Higher => "higher is better",
+        },
         crate::VERSION,
         crate::GIT_COMMIT
     )));
@@ -182,22 +189,30 @@ pub fn write_report(dir: &Path, metric: Metric) -> Result<ReportSummary> {
         let short: String = r.cell_hash.chars().take(12).collect();
         // The full hash: a shortened one could name two cells alike.
         let out = plot_dir.join(format!("samples-{}.png", r.cell_hash));
-        let n = plots::sample_grid(&cell_dir, &out, GRID_SAMPLES)?;
+        let mut n = plots::sample_grid(&cell_dir, &out, GRID_SAMPLES)?;
+        let mut what = "samples";
+        if n == 0 {
+            // Sequences (`.npy`, never quantised): a few series, one line per channel.
+            n = plots::sequence_plot(&cell_dir, &out, SERIES_SAMPLES)?;
+            what = "series";
+        }
         if n == 0 {
             continue;
         }
         grid_parts.push(Part::Image {
-            title: format!("{} — {}, S={}, NFE={} ({n} samples, cell {short})", r.model, series_label(r, false), r.steps, r.nfe),
+            title: format!("{} — {}, S={}, NFE={} ({n} {what}, cell {short})", r.model, series_label(r, false), r.steps, r.nfe),
             path: out.clone(),
         });
         grids.push(out);
     }
     if !grid_parts.is_empty() {
         body.push(Part::Heading(2, "Samples".into()));
-        body.push(Part::Para(format!("The first {GRID_SAMPLES} saved samples of each cell, in sample order.")));
+        body.push(Part::Para(format!(
+            "The first {GRID_SAMPLES} saved samples of each cell, in sample order (sequences: the first {SERIES_SAMPLES}, one line per channel)."
+        )));
         body.extend(grid_parts);
     } else if !rows.is_empty() {
-        missing.push("no saved samples (samples/<cell_hash>/*.png); set save_samples in the spec for sample grids".into());
+        missing.push("no saved samples (samples/<cell_hash>/*.png or *.npy); set save_samples in the spec for sample grids".into());
     }
 
     parts.push(Part::Heading(2, "What is missing".into()));

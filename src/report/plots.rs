@@ -286,6 +286,23 @@ fn series_of(block: &Block, metric: Metric, x_of: impl Fn(&ResultRow) -> Option<
     out
 }
 
+/// The Pareto front for a metric that improves in direction `better`: lower cost and a better
+/// metric; for higher-is-better metrics (IS, precision, recall, ...) the metric is negated.
+pub fn pareto_front_for(points: &[(f64, f64)], better: crate::metrics::Better) -> Vec<(f64, f64)> {
+    match better {
+        crate::metrics::Better::Lower => pareto_front(points),
+        crate::metrics::Better::Higher => {
+            let flipped: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (x, -y)).collect();
+            pareto_front(&flipped).into_iter().map(|(x, y)| (x, -y)).collect()
+        }
+    }
+}
+
+/// Which way a metric column improves (unknown columns: lower, like distances).
+pub fn better_of(metric: &str) -> crate::metrics::Better {
+    crate::metrics::column(metric).map_or(crate::metrics::Better::Lower, |c| c.better)
+}
+
 /// Points not dominated by another (lower-or-equal cost and metric, one strictly lower), by cost.
 pub fn pareto_front(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     let mut sorted: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
@@ -318,7 +335,12 @@ pub fn block_plots(dir: &Path, slug: &str, block: &Block, metric: Metric, pal: &
     };
     let by_steps = series_of(block, metric, |r| Some(r.steps as f64));
     let log_y = wants_log(by_steps.iter().flat_map(|s| s.points.iter().map(|p| p.1)).collect::<Vec<_>>().into_iter(), 20.0);
-    let y_desc = format!("{m} (lower is better{})", if log_y { ", log scale" } else { "" });
+    let better = better_of(m);
+    let direction = match better {
+        crate::metrics::Better::Lower => "lower is better",
+        crate::metrics::Better::Higher => "higher is better",
+    };
+    let y_desc = format!("{m} ({direction}{})", if log_y { ", log scale" } else { "" });
     xy("steps", XyPlot {
         title: format!("{m} vs steps — {who}"),
         x_desc: "sampler steps S (log scale)".into(),
@@ -344,7 +366,7 @@ pub fn block_plots(dir: &Path, slug: &str, block: &Block, metric: Metric, pal: &
         title: format!("{m} vs sampling time — {who}"),
         x_desc: format!("wall-clock seconds per 1,000 samples{}", if log_t { " (log scale)" } else { "" }),
         y_desc,
-        frontier: Some(pareto_front(&all)),
+        frontier: Some(pareto_front_for(&all, better)),
         series: by_time,
         log_x: log_t,
         log_y,
@@ -414,9 +436,94 @@ pub fn sample_grid(samples_dir: &Path, out: &Path, max: usize) -> Result<usize> 
     Ok(images.len())
 }
 
+/// A plot of the first `max` saved sequence samples (`samples_dir/*.npy`, float32 [n, C, L] or
+/// [n, L]): one panel per sample, one line per channel, value against position. Returns how many
+/// samples it shows (0 when there are no sequence files).
+pub fn sequence_plot(samples_dir: &Path, out: &Path, max: usize) -> Result<usize> {
+    register_font();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(samples_dir)
+        .map_err(|e| BenchError::io(format!("read {}", samples_dir.display()), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")))
+        .collect();
+    files.sort();
+    // Each sample as channels × positions.
+    let mut series: Vec<Vec<Vec<f64>>> = Vec::new();
+    for f in &files {
+        let t = match tch::Tensor::read_npy(f) {
+            Ok(t) if t.dim() == 2 || t.dim() == 3 => t.to_kind(tch::Kind::Double),
+            Ok(t) => {
+                tracing::warn!("skipping {}: shape {:?} is not [n, C, L] or [n, L]", f.display(), t.size());
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!("skipping unreadable samples {}: {e}", f.display());
+                continue;
+            }
+        };
+        let t = if t.dim() == 2 { t.unsqueeze(1) } else { t };
+        for i in 0..t.size()[0] {
+            if series.len() >= max {
+                break;
+            }
+            let s = t.get(i);
+            let rows = (0..s.size()[0]).map(|c| Vec::<f64>::try_from(s.get(c)).unwrap_or_default()).collect();
+            series.push(rows);
+        }
+    }
+    if series.is_empty() {
+        return Ok(0);
+    }
+    let n = series.len();
+    let (w, h) = (960u32, 170 * n as u32 + 20);
+    let e = |e: String| BenchError::Internal(format!("write {}: {e}", out.display()));
+    {
+        let root = BitMapBackend::new(out, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+        let panels = root.split_evenly((n, 1));
+        for (k, (panel, sample)) in panels.iter().zip(&series).enumerate() {
+            let len = sample.iter().map(Vec::len).max().unwrap_or(1).max(2);
+            let (lo, hi) = sample.iter().flatten().filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            let (lo, hi) = if lo < hi { (lo, hi) } else if lo.is_finite() { (lo - 1.0, lo + 1.0) } else { (-1.0, 1.0) };
+            let mut chart = ChartBuilder::on(panel)
+                .caption(format!("sample {k}"), (FAMILY, 14))
+                .margin(6)
+                .x_label_area_size(22)
+                .y_label_area_size(52)
+                .build_cartesian_2d(0f64..(len - 1) as f64, lo..hi)
+                .map_err(|x| e(x.to_string()))?;
+            chart
+                .configure_mesh()
+                .label_style((FAMILY, 12))
+                .x_label_formatter(&|v| fmt_tick(*v))
+                .y_label_formatter(&|v| fmt_tick(*v))
+                .light_line_style(RGBColor(235, 235, 235))
+                .draw()
+                .map_err(|x| e(x.to_string()))?;
+            for (c, row) in sample.iter().enumerate() {
+                let (r, g, b) = COLOURS[c % COLOURS.len()];
+                let pts: Vec<(f64, f64)> = row.iter().enumerate().filter(|p| p.1.is_finite()).map(|(i, &v)| (i as f64, v)).collect();
+                chart.draw_series(LineSeries::new(pts, RGBColor(r, g, b).stroke_width(2))).map_err(|x| e(x.to_string()))?;
+            }
+        }
+        root.present().map_err(|x| e(x.to_string()))?;
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pareto_front_follows_the_metric_direction() {
+        let pts = [(1.0, 5.0), (2.0, 7.0), (3.0, 6.0), (4.0, 9.0)];
+        assert_eq!(pareto_front_for(&pts, crate::metrics::Better::Lower), vec![(1.0, 5.0)]);
+        assert_eq!(pareto_front_for(&pts, crate::metrics::Better::Higher), vec![(1.0, 5.0), (2.0, 7.0), (4.0, 9.0)]);
+        assert_eq!(better_of("inception_score"), crate::metrics::Better::Higher);
+        assert_eq!(better_of("prdc_precision"), crate::metrics::Better::Higher);
+        assert_eq!(better_of("fd_dinov2"), crate::metrics::Better::Lower);
+    }
 
     #[test]
     fn pareto_front_keeps_only_undominated_points() {

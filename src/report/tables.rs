@@ -12,7 +12,7 @@ use std::fmt::Write;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cell {
     pub text: String,
-    /// Best (lowest) finite value of its column.
+    /// Best finite value of its column (lowest, or highest for higher-is-better metrics).
     pub best: bool,
 }
 
@@ -262,12 +262,14 @@ impl<'a> Grid<'a> {
         t.header.push(self.corner);
         t.header.extend(self.cols.iter().map(|c| c.to_string()));
         t.header.extend(extra.iter().map(|(h, _)| h.to_string()));
+        let better = super::plots::better_of(metric.name());
+        let higher = better == crate::metrics::Better::Higher;
         let best: BTreeMap<u64, f64> = self
             .cols
             .iter()
             .filter_map(|&c| {
                 let vals = (0..self.row_labels.len()).filter_map(|i| self.cells.get(&(i, c)).and_then(|r| metric.of(r)));
-                vals.filter(|v| v.is_finite()).reduce(f64::min).map(|m| (c, m))
+                vals.filter(|v| v.is_finite()).reduce(if higher { f64::max } else { f64::min }).map(|m| (c, m))
             })
             .collect();
         let mut any_nan_samples = false;
@@ -283,6 +285,10 @@ impl<'a> Grid<'a> {
                 present.push(r);
                 let v = metric.of(r);
                 let mut text = v.map_or_else(|| "n/a".to_string(), fmt_value);
+                // With `repeats`, the mean ± its 95% t-interval half-width.
+                if let (Some(_), Some(ci)) = (v, r.metric(&format!("{}{}", metric.name(), crate::metrics::repeats::CI_SUFFIX))) {
+                    text += &format!(" ± {}", fmt_value(ci));
+                }
                 if r.nan_samples > 0 {
                     text.push('†');
                     any_nan_samples = true;
@@ -308,7 +314,8 @@ impl<'a> Grid<'a> {
             }
             t.rows.push(row);
         }
-        t.notes.push(format!("{} (lower is better); best per column in bold; — = not run.", metric.name()));
+        let direction = if higher { "higher is better" } else { "lower is better" };
+        t.notes.push(format!("{} ({direction}); best per column in bold; — = not run.", metric.name()));
         if any_nan_samples {
             t.notes.push("† some samples of this cell were NaN/Inf and were left out of the metric.".into());
         }

@@ -21,6 +21,8 @@ use crate::metrics::image_metrics::{reference_features, SharedInception};
 use crate::metrics::inception_score::InceptionScoreMetric;
 use crate::metrics::kid::KidMetric;
 use crate::metrics::prdc::PrdcMetric;
+use crate::metrics::context_fid::{ContextFid, ContextFidMetric};
+use crate::metrics::fd_features::{FdFeatures, FdFeaturesMetric};
 use crate::metrics::{fd_exact::FdExact, fd_pixel::FdPixel, Batch, FinishContext, Metric};
 use crate::models::{load_model, Condition, Denoiser, LoadedModel};
 use crate::noise::SeededNoise;
@@ -73,18 +75,26 @@ impl Ctx<'_> {
     fn cell_dir(&self, cell: &Cell) -> PathBuf {
         self.plan.output.join("cells").join(&cell.hash)
     }
+    /// Where repeat `r`'s parts live: the cell's folder itself without repeats.
+    fn repeat_dir(&self, cell: &Cell, r: u32) -> PathBuf {
+        if self.plan.repeats <= 1 {
+            self.cell_dir(cell)
+        } else {
+            self.cell_dir(cell).join(format!("r{r}"))
+        }
+    }
     fn needs_images(&self) -> bool {
         self.metrics.iter().any(|m| m.needs_images())
     }
     /// Fresh accumulators of every metric that keeps statistics.
     fn accumulators(&self) -> Vec<NamedAccumulator<'_>> {
-        self.metrics.iter().filter(|m| m.has_statistics()).map(|m| NamedAccumulator { name: m.def().name, acc: m.accumulator() }).collect()
+        self.metrics.iter().filter(|m| m.has_statistics()).map(|m| NamedAccumulator { name: m.key(), acc: m.accumulator() }).collect()
     }
     /// Accumulators loaded from a checkpoint tag.
     fn load_accumulators(&self, dir: &Path, tag: &str) -> Result<Vec<NamedAccumulator<'_>>> {
         let mut accs = self.accumulators();
         for a in &mut accs {
-            a.acc.merge_file(&stats_path(dir, tag, a.name))?;
+            a.acc.merge_file(&stats_path(dir, tag, &a.name))?;
         }
         Ok(accs)
     }
@@ -222,6 +232,21 @@ fn load_metrics(plan: &Plan, model: &LoadedModel) -> Result<Vec<Box<dyn Metric>>
         }
         metrics.push(Box::new(FdPixel { reference, device }));
     }
+    for e in &plan.metrics.fd_features {
+        metrics.push(Box::new(FdFeaturesMetric(FdFeatures::load(e, device)?)));
+    }
+    if let Some(c) = &plan.metrics.context_fid {
+        if model.image_shape.len() != 2 {
+            return Err(BenchError::user(format!(
+                "{}: metrics.context_fid needs sequence samples [C, L]; this model's samples are {:?}",
+                plan.spec_path.display(),
+                model.image_shape
+            )));
+        }
+        let cf = ContextFid::load(&c.encoder, c.scaling.clone(), device)?;
+        let reference = crate::metrics::context_fid::load_reference(&cf, &c.reference, c.batch_size)?;
+        metrics.push(Box::new(ContextFidMetric { cf, reference }));
+    }
     Ok(metrics)
 }
 
@@ -274,26 +299,31 @@ fn run_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, shard: Shard, force: 
     if force && dir.exists() && shard == Shard::WHOLE {
         fs_err::remove_dir_all(&dir).map_err(|e| BenchError::file(&dir, format!("cannot clear: {e}")))?;
     }
-    if let PartOutcome::Locked(holder) = run_part(ctx, cell, sampler, shard)? {
-        tracing::warn!("cell {} part {}: locked by process {holder}; skipped", cell.index, shard.tag());
-        summary.cells_locked += 1;
-        return Ok(());
-    }
-    // An unsharded run finishes whatever partition the cell's finished parts came from.
-    let partition = if shard == Shard::WHOLE { existing_partition(&dir).unwrap_or(Shard::WHOLE) } else { shard };
-    if partition != Shard::WHOLE && shard == Shard::WHOLE {
-        for k in 1..=partition.count {
-            let part = Shard { index: k, count: partition.count };
-            if let PartOutcome::Locked(holder) = run_part(ctx, cell, sampler, part)? {
-                return Err(BenchError::user(format!(
-                    "cell {} {}: locked by running process {holder}; wait for it or stop it",
-                    cell.index,
-                    part.tag()
-                )));
+    let mut partitions = Vec::new();
+    for r in 0..ctx.plan.repeats.max(1) {
+        let dir = ctx.repeat_dir(cell, r);
+        if let PartOutcome::Locked(holder) = run_part(ctx, cell, sampler, shard, r)? {
+            tracing::warn!("cell {} part {}: locked by process {holder}; skipped", cell.index, shard.tag());
+            summary.cells_locked += 1;
+            return Ok(());
+        }
+        // An unsharded run finishes whatever partition the cell's finished parts came from.
+        let partition = if shard == Shard::WHOLE { existing_partition(&dir).unwrap_or(Shard::WHOLE) } else { shard };
+        if partition != Shard::WHOLE && shard == Shard::WHOLE {
+            for k in 1..=partition.count {
+                let part = Shard { index: k, count: partition.count };
+                if let PartOutcome::Locked(holder) = run_part(ctx, cell, sampler, part, r)? {
+                    return Err(BenchError::user(format!(
+                        "cell {} {}: locked by running process {holder}; wait for it or stop it",
+                        cell.index,
+                        part.tag()
+                    )));
+                }
             }
         }
+        partitions.push(partition);
     }
-    if finish_cell(ctx, cell, sampler, partition)? {
+    if finish_cell(ctx, cell, sampler, &partitions)? {
         summary.cells_finished += 1;
     } else {
         summary.cells_partial += 1;
@@ -418,10 +448,10 @@ enum PartOutcome {
     Locked(Holder),
 }
 
-/// Run (or resume) one part of one cell to completion.
-fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard) -> Result<PartOutcome> {
+/// Run (or resume) one part of one repeat of one cell to completion.
+fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard, repeat: u32) -> Result<PartOutcome> {
     let plan = ctx.plan;
-    let dir = ctx.cell_dir(cell);
+    let dir = ctx.repeat_dir(cell, repeat);
     fs_err::create_dir_all(&dir).map_err(|e| BenchError::file(&dir, format!("cannot create: {e}")))?;
     let tag = part.tag();
     let lock = match Lease::acquire(dir.join(format!("{tag}.lock")))? {
@@ -453,14 +483,15 @@ fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard) -> Resul
     bar.set_message(format!("{} {} S={}", cell.sampler, cell.params_text(), cell.steps));
     bar.set_position(state.next - first);
     let batch = plan.batch_size.max(1);
-    let save_limit = plan.save_samples.limit(plan.samples);
+    // Samples are kept of the first repeat only.
+    let save_limit = if repeat == 0 { plan.save_samples.limit(plan.samples) } else { 0 };
     let mut since_checkpoint = 0;
     while state.next < end {
         let count = batch.min(end - state.next);
         let timed = TimedModel { inner: ctx.model.denoiser.as_ref(), device: ctx.device, seconds: StdCell::new(0.0) };
         sync(ctx.device);
         let t0 = Instant::now();
-        let sampled = sample_batch(plan.seed, &timed, ctx.model, sampler, ctx.device, state.next, count)
+        let sampled = sample_batch(plan.seed + repeat as u64, &timed, ctx.model, sampler, ctx.device, state.next, count)
             .map_err(|e| interrupted_cell(cell, &e));
         let (x0, nfe, evals) = sampled?;
         sync(ctx.device);
@@ -471,7 +502,7 @@ fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard) -> Resul
         state.nfe_per_sample = nfe as u64;
         state.unet_evals_per_sample = evals as u64;
         let t1 = Instant::now();
-        observe_batch(ctx, &mut stats, &mut state, &x0, &dir, save_limit).map_err(|e| interrupted_cell(cell, &e))?;
+        observe_batch(ctx, &mut stats, &mut state, &x0, &ctx.cell_dir(cell), save_limit).map_err(|e| interrupted_cell(cell, &e))?;
         sync(ctx.device);
         state.seconds_metrics += t1.elapsed().as_secs_f64();
         state.batches += 1;
@@ -534,8 +565,8 @@ pub fn sample_batch(
     Ok((x0, counted.nfe(), counted.network_evals()))
 }
 
-/// Check for NaN/Inf, quantise if a metric needs images, feed every metric, keep PNGs of the
-/// first samples.
+/// Check for NaN/Inf, quantise if a metric needs images, feed every metric, keep the first
+/// samples (PNGs of images; `.npy` of the float samples of any other shape, never quantised).
 fn observe_batch(ctx: &Ctx, stats: &mut [NamedAccumulator], state: &mut PartState, x0: &Tensor, dir: &Path, save_limit: u64) -> Result<()> {
     let b = x0.size()[0];
     let flat = x0.f_reshape([b, -1])?;
@@ -552,8 +583,8 @@ fn observe_batch(ctx: &Ctx, stats: &mut [NamedAccumulator], state: &mut PartStat
     }
     let good = if n_finite < b { x0.f_index_select(0, &finite_idx)? } else { x0.shallow_clone() };
     let is_image = matches!(x0.size().as_slice(), [_, 1 | 3, _, _]);
-    let save_here = state.next < save_limit && is_image;
-    let images = (ctx.needs_images() || save_here).then(|| quantize(&x0.nan_to_num(0.0, 0.0, 0.0)));
+    let save_here = state.next < save_limit;
+    let images = (ctx.needs_images() || (save_here && is_image)).then(|| quantize(&x0.nan_to_num(0.0, 0.0, 0.0)));
     let good_images = match &images {
         Some(i) if n_finite < b => Some(i.f_index_select(0, &finite_idx)?),
         Some(i) => Some(i.shallow_clone()),
@@ -571,11 +602,22 @@ fn observe_batch(ctx: &Ctx, stats: &mut [NamedAccumulator], state: &mut PartStat
             s.acc.observe(&batch)?;
         }
     }
-    if let (true, Some(images)) = (save_here, &images) {
-        let keep = (save_limit - state.next).min(b as u64) as i64;
-        save_pngs(&images.narrow(0, 0, keep), &ctx.plan.output.join("samples").join(dir.file_name().unwrap_or_default()), state.next)?;
+    let keep = save_limit.saturating_sub(state.next).min(b as u64) as i64;
+    let samples_dir = ctx.plan.output.join("samples").join(dir.file_name().unwrap_or_default());
+    match (save_here, &images) {
+        (true, Some(images)) if is_image => save_pngs(&images.narrow(0, 0, keep), &samples_dir, state.next)?,
+        (true, _) => save_npy(&x0.narrow(0, 0, keep), &samples_dir, state.next)?,
+        _ => {}
     }
     Ok(())
+}
+
+/// Samples that are not images, as float32 `samples/<cell>/<first index>.npy` [n, ...shape].
+fn save_npy(samples: &Tensor, dir: &Path, first: u64) -> Result<()> {
+    fs_err::create_dir_all(dir).map_err(|e| BenchError::file(dir, format!("cannot create: {e}")))?;
+    let path = dir.join(format!("{first:05}.npy"));
+    let x = samples.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_contiguous()?;
+    crate::fsutil::write_atomic_with(&path, |tmp| x.write_npy(tmp).map_err(|e| crate::fsutil::write_error(&path, e)))
 }
 
 fn save_pngs(images: &Tensor, dir: &Path, first: u64) -> Result<()> {
@@ -595,21 +637,48 @@ fn save_pngs(images: &Tensor, dir: &Path, first: u64) -> Result<()> {
     Ok(())
 }
 
-/// Merge the parts of a finished cell, compute its metrics and append its row. Returns false
-/// when some part is not finished yet (another shard's work).
-fn finish_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, partition: Shard) -> Result<bool> {
-    let plan = ctx.plan;
-    let dir = ctx.cell_dir(cell);
+/// Merge the parts of a finished cell (of each repeat), compute its metrics and append its row.
+/// Returns false when some part is not finished yet (another shard's work).
+fn finish_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, partitions: &[Shard]) -> Result<bool> {
     let mut total = PartState::default();
+    let fcx = FinishContext { sampler, model: ctx.model };
+    let mut per_repeat = Vec::new();
+    let t0 = Instant::now();
+    for (r, &partition) in partitions.iter().enumerate() {
+        let Some(values) = finish_repeat(ctx, &ctx.repeat_dir(cell, r as u32), partition, &fcx, &mut total)? else {
+            return Ok(false);
+        };
+        per_repeat.push(values);
+    }
+    let values = if per_repeat.len() == 1 { per_repeat.remove(0) } else { crate::metrics::repeats::combine(&per_repeat)? };
+    total.seconds_metrics += t0.elapsed().as_secs_f64();
+    write_row(ctx, cell, total, values)?;
+    if !ctx.plan.keep_stats {
+        for (r, &partition) in partitions.iter().enumerate() {
+            parts::remove_parts(&ctx.repeat_dir(cell, r as u32), partition);
+        }
+    }
+    Ok(true)
+}
+
+/// One repeat's merged statistics → its metric values (None while a part is unfinished); its
+/// parts' counts and times are added to `total`.
+fn finish_repeat(
+    ctx: &Ctx,
+    dir: &Path,
+    partition: Shard,
+    fcx: &FinishContext,
+    total: &mut PartState,
+) -> Result<Option<std::collections::BTreeMap<String, f64>>> {
     let mut stats = ctx.accumulators();
     for k in 1..=partition.count {
         let part = Shard { index: k, count: partition.count };
         let Some(s) = read_state(&dir.join(format!("{}.json", part.tag()))).filter(|s| s.done) else {
-            return Ok(false);
+            return Ok(None);
         };
         if let Some(t) = &s.stats_tag {
             for a in &mut stats {
-                a.acc.merge_file(&stats_path(&dir, t, a.name))?;
+                a.acc.merge_file(&stats_path(dir, t, &a.name))?;
             }
         }
         total.nan_samples += s.nan_samples;
@@ -622,16 +691,18 @@ fn finish_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, partition: Shard) 
         total.nfe_per_sample = s.nfe_per_sample;
         total.unet_evals_per_sample = s.unet_evals_per_sample;
     }
-    let t0 = Instant::now();
-    let fcx = FinishContext { sampler, model: ctx.model };
     let mut values = std::collections::BTreeMap::new();
     for a in &stats {
-        values.extend(a.acc.finish(&fcx)?);
+        values.extend(a.acc.finish(fcx)?);
     }
     for m in ctx.metrics.iter().filter(|m| !m.has_statistics()) {
-        values.extend(m.accumulator().finish(&fcx)?);
+        values.extend(m.accumulator().finish(fcx)?);
     }
-    total.seconds_metrics += t0.elapsed().as_secs_f64();
+    Ok(Some(values))
+}
+
+fn write_row(ctx: &Ctx, cell: &Cell, total: PartState, values: std::collections::BTreeMap<String, f64>) -> Result<()> {
+    let plan = ctx.plan;
     if total.nan_samples > 0 {
         tracing::warn!(
             "cell {} ({} {}): {} samples are NaN/Inf (first at index {}); metrics use the finite ones",
@@ -644,10 +715,11 @@ fn finish_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, partition: Shard) 
     }
     if let Some(t) = CellTiming::from_batches(cell.index, &cell.hash, &total.batch_seconds_per_step, timing::load_average()) {
         let text = serde_json::to_string_pretty(&t).map_err(|e| BenchError::Internal(e.to_string()))?;
-        crate::fsutil::write_atomic(&dir.join(TIMING_FILE), text.as_bytes())?;
+        crate::fsutil::write_atomic(&ctx.cell_dir(cell).join(TIMING_FILE), text.as_bytes())?;
     }
     let def = cell.def();
     let steps_run = (total.batches.max(1) * cell.steps as u64) as f64;
+    let sampled = plan.samples * plan.repeats.max(1) as u64;
     let row = ResultRow {
         experiment: plan.name.clone(),
         model: ctx.model.describe(),
@@ -670,7 +742,7 @@ fn finish_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, partition: Shard) 
         seconds_model: Some(total.seconds_model),
         seconds_overhead: Some((total.seconds_sampling - total.seconds_model).max(0.0)),
         seconds_per_step: total.seconds_sampling / steps_run,
-        images_per_second: plan.samples as f64 / total.seconds_sampling.max(1e-12),
+        images_per_second: sampled as f64 / total.seconds_sampling.max(1e-12),
         peak_memory_bytes: None,
         batch_size: plan.batch_size,
         device: plan.device.to_string(),
@@ -682,9 +754,5 @@ fn finish_cell(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, partition: Shard) 
         cell_hash: cell.hash.clone(),
         ..ResultRow::default()
     };
-    results::append_result(&plan.output, &row)?;
-    if !plan.keep_stats {
-        parts::remove_parts(&dir, partition);
-    }
-    Ok(true)
+    results::append_result(&plan.output, &row)
 }

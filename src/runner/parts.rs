@@ -83,7 +83,7 @@ pub fn stats_path(dir: &Path, tag: &str, metric: &str) -> PathBuf {
 
 /// A metric's accumulator with the name its files carry.
 pub struct NamedAccumulator<'a> {
-    pub name: &'static str,
+    pub name: String,
     pub acc: Box<dyn Accumulator + 'a>,
 }
 
@@ -92,14 +92,14 @@ pub struct NamedAccumulator<'a> {
 pub fn checkpoint(dir: &Path, tag: &str, state: &mut PartState, stats: &[NamedAccumulator], state_path: &Path) -> Result<()> {
     let stats_tag = format!("{tag}.next-{}", state.next);
     for s in stats {
-        let path = stats_path(dir, &stats_tag, s.name);
+        let path = stats_path(dir, &stats_tag, &s.name);
         s.acc.save(&path)?;
     }
     let old = state.stats_tag.replace(stats_tag);
     write_state(state_path, state)?;
     if let Some(old) = old.filter(|o| Some(o) != state.stats_tag.as_ref()) {
         for s in stats {
-            let _ = std::fs::remove_file(stats_path(dir, &old, s.name));
+            let _ = std::fs::remove_file(stats_path(dir, &old, &s.name));
         }
     }
     Ok(())

@@ -21,3 +21,4 @@ mod consistency;
 mod flow;
 mod metrics_more;
 mod output_files;
+mod timeseries;

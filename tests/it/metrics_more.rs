@@ -453,14 +453,23 @@ fn bench_run_computes_is_kid_prdc_from_fids_inception_pass_across_shards() {
     // The parity fixtures' Inception (make_ci_weights' portable one gives IS − 1 ≈ 2e-9 and
     // all-zero PRDC on these images: too degenerate to show anything).
     let weights = random_inception().join("zip.pth");
+    let head = "name: m\noutput: out_m\nmodel: {kind: diffusers, path: w/unet}\nsamplers: [{name: ddim, eta: 0.0}]\nsteps: 2\nsamples: 24\n\
+                batch_size: 12\ndevice: cpu\nsave_samples: all\n";
+    // The reference: the same model's samples from other seeds, so the generated and reference
+    // features come from one distribution and their k-NN balls overlap (the make_ci_weights
+    // reference images lie far from this model's samples: PRDC would be all zero).
+    let ref_spec = d.join("r.yaml");
+    std::fs::write(&ref_spec, head.replace("name: m", "name: r").replace("out_m", "out_r").replace("samples: 24", "samples: 48") + "seed: 1000\n").unwrap();
+    let o = bench(&["run", ref_spec.to_str().unwrap(), "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let ref_rows = samplerbench::results::read_results(&d.join("out_r")).unwrap();
+    let ref_images = d.join("out_r/samples").join(&ref_rows[0].cell_hash);
     let refstats = d.join("ref.npz");
     let o = bench(&[
-        "stats", w.join("reference_images.npz").to_str().unwrap(), "--out", refstats.to_str().unwrap(),
+        "stats", ref_images.to_str().unwrap(), "--out", refstats.to_str().unwrap(),
         "--weights", weights.to_str().unwrap(), "--allow-custom-weights", "--ref-features", "60", "--quiet",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let head = "name: m\noutput: out_m\nmodel: {kind: diffusers, path: w/unet}\nsamplers: [{name: ddim, eta: 0.0}]\nsteps: 2\nsamples: 24\n\
-                batch_size: 12\ndevice: cpu\nsave_samples: all\n";
     let metrics = format!(
         "metrics:\n  fid: {{reference: ref.npz, weights: {}, allow_custom_weights: true}}\n  \
          inception_score: {{splits: 4}}\n  kid: {{subsets: 7, subset_size: 10}}\n  prdc:\n",
@@ -504,7 +513,14 @@ fn bench_run_computes_is_kid_prdc_from_fids_inception_pass_across_shards() {
     assert!(is.mean - 1.0 > 1e-8, "degenerate fixture: {is:?}");
     assert!(rel(got("inception_score").ln(), is.mean.ln()) < 1e-6, "{} vs {is:?}", got("inception_score"));
     assert_eq!(got("kid"), kd.mean);
+    assert_eq!(got("kid_se"), kd.standard_error);
     assert_eq!((got("prdc_precision"), got("prdc_recall"), got("prdc_density"), got("prdc_coverage")), (pr.precision, pr.recall, pr.density, pr.coverage));
+    // A fixture where every PRDC number means something: none is 0 (no overlap) and precision,
+    // recall and coverage are not all 1 (everything covered).
+    for (k, v) in [("precision", pr.precision), ("recall", pr.recall), ("density", pr.density), ("coverage", pr.coverage)] {
+        assert!(v > 0.0, "degenerate fixture: {k} = {v} ({pr:?})");
+    }
+    assert!(pr.precision < 1.0 || pr.recall < 1.0 || pr.coverage < 1.0, "degenerate fixture: {pr:?}");
 
     // Without fid, or with a reference that keeps no features: exit 2, one line naming the key/file.
     std::fs::write(d.join("nofid.yaml"), format!("{head}metrics: {{kid: {{}}}}\n")).unwrap();
