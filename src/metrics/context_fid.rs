@@ -19,7 +19,8 @@
 use crate::metrics::fd_features::TorchScriptEncoder;
 use crate::metrics::frechet::frechet_distance;
 use crate::metrics::stats::{FeatureStats, Moments};
-use crate::metrics::{Accumulator, Batch, Better, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
+use crate::metrics::stats::FrechetAccumulator;
+use crate::metrics::{Accumulator, Batch, Better, ColumnDef, Metric, MetricDef, Tolerance};
 use crate::{BenchError, Result};
 use ndarray::ArrayView2;
 use std::path::Path;
@@ -186,43 +187,34 @@ impl Metric for ContextFidMetric {
         &DEF
     }
     fn accumulator(&self) -> Box<dyn Accumulator + '_> {
-        Box::new(WindowStats { metric: self, stats: FeatureStats::new(self.reference.dims(), Device::Cpu) })
+        let dims = self.reference.dims();
+        Box::new(FrechetAccumulator {
+            column: "context_fid".into(),
+            features: Box::new(move |batch: &Batch| self.window_features(batch.samples, dims)),
+            reference: &self.reference,
+            stats: FeatureStats::new(dims, Device::Cpu),
+        })
     }
 }
 
-struct WindowStats<'a> {
-    metric: &'a ContextFidMetric,
-    stats: FeatureStats,
-}
-
-impl Accumulator for WindowStats<'_> {
-    fn observe(&mut self, batch: &Batch) -> Result<()> {
-        if batch.samples.dim() != 3 {
+impl ContextFidMetric {
+    /// Samples [B, C, L] → windows [B, L, C] → encoder features (f64), checked against the
+    /// reference's dimension.
+    fn window_features(&self, samples: &Tensor, dims: usize) -> Result<Tensor> {
+        if samples.dim() != 3 {
             return Err(BenchError::user(format!(
                 "metrics.context_fid needs sequence samples [C, L]; a sample has shape {:?}",
-                &batch.samples.size()[1..]
+                &samples.size()[1..]
             )));
         }
-        let windows = batch.samples.f_transpose(1, 2)?;
-        let f = self.metric.cf.features(&windows)?;
-        if f.size()[1] as usize != self.stats.dims() {
+        let f = self.cf.features(&samples.f_transpose(1, 2)?)?;
+        if f.size()[1] as usize != dims {
             return Err(BenchError::user(format!(
-                "metrics.context_fid: the encoder gives {} features but the reference has {}",
-                f.size()[1],
-                self.stats.dims()
+                "metrics.context_fid: the encoder gives {} features but the reference has {dims}",
+                f.size()[1]
             )));
         }
-        self.stats.add_batch(&f)
-    }
-    fn save(&self, path: &Path) -> Result<()> {
-        self.stats.save_npz(path)
-    }
-    fn merge_file(&mut self, path: &Path) -> Result<()> {
-        self.stats.merge(&FeatureStats::load_npz(path, self.stats.device())?)
-    }
-    fn finish(&self, _cx: &FinishContext) -> Result<Vec<(String, f64)>> {
-        let (g, r) = (self.stats.moments()?, &self.metric.reference);
-        Ok(vec![("context_fid".into(), frechet_distance(g.mu.view(), g.sigma.view(), r.mu.view(), r.sigma.view())?)])
+        Ok(f.f_to_kind(Kind::Double)?)
     }
 }
 

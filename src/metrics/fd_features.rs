@@ -15,7 +15,8 @@
 use crate::metrics::fid_cli::FeatureExtractor;
 use crate::metrics::frechet::frechet_distance;
 use crate::metrics::stats::{FeatureStats, Moments};
-use crate::metrics::{Accumulator, Batch, Better, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
+use crate::metrics::stats::FrechetAccumulator;
+use crate::metrics::{Accumulator, Batch, Better, ColumnDef, Metric, MetricDef, Tolerance};
 use crate::{BenchError, Result};
 use ndarray::Array2;
 use std::path::{Path, PathBuf};
@@ -351,33 +352,21 @@ impl Metric for FdFeaturesMetric {
         self.0.spec.input == EncoderInput::Images
     }
     fn accumulator(&self) -> Box<dyn Accumulator + '_> {
-        Box::new(EncoderStats { metric: &self.0, stats: self.0.new_stats() })
-    }
-}
-
-struct EncoderStats<'a> {
-    metric: &'a FdFeatures,
-    stats: FeatureStats,
-}
-
-impl Accumulator for EncoderStats<'_> {
-    fn observe(&mut self, batch: &Batch) -> Result<()> {
-        let x = match self.metric.spec.input {
-            EncoderInput::Images => {
-                batch.images.ok_or_else(|| BenchError::Internal("fd_features: the batch carries no images".into()))?
-            }
-            EncoderInput::Raw => batch.samples,
-        };
-        self.stats.add_batch(&self.metric.features(x)?)
-    }
-    fn save(&self, path: &Path) -> Result<()> {
-        self.stats.save_npz(path)
-    }
-    fn merge_file(&mut self, path: &Path) -> Result<()> {
-        self.stats.merge(&FeatureStats::load_npz(path, self.stats.device())?)
-    }
-    fn finish(&self, _cx: &FinishContext) -> Result<Vec<(String, f64)>> {
-        Ok(vec![(self.metric.spec.name.clone(), self.metric.distance(&self.stats)?)])
+        let m = &self.0;
+        Box::new(FrechetAccumulator {
+            column: m.spec.name.clone(),
+            features: Box::new(move |batch: &Batch| {
+                let x = match m.spec.input {
+                    EncoderInput::Images => {
+                        batch.images.ok_or_else(|| BenchError::Internal("fd_features: the batch carries no images".into()))?
+                    }
+                    EncoderInput::Raw => batch.samples,
+                };
+                Ok(m.features(x)?.f_to_kind(Kind::Double)?)
+            }),
+            reference: &m.reference,
+            stats: m.new_stats(),
+        })
     }
 }
 

@@ -31,7 +31,7 @@ impl Metric for FdPixel {
     }
     fn accumulator(&self) -> Box<dyn Accumulator + '_> {
         Box::new(FrechetAccumulator {
-            column: "fd_pixel",
+            column: "fd_pixel".into(),
             features: Box::new(|batch| {
                 let n = batch.samples.size()[0];
                 Ok(batch.samples.f_reshape([n, -1])?.f_to_kind(Kind::Double)?)

@@ -41,7 +41,7 @@ impl Metric for Fid {
     fn accumulator(&self) -> Box<dyn Accumulator + '_> {
         let ex = &self.inception.extractor;
         Box::new(FrechetAccumulator {
-            column: "fid",
+            column: "fid".into(),
             features: Box::new(move |batch| Ok(self.inception.outputs(batch)?.features.f_to_kind(Kind::Double)?)),
             reference: &self.reference,
             stats: FeatureStats::new(ex.dims(), ex.net.device()),

@@ -32,7 +32,7 @@ use tch::{Device, Kind, Tensor};
 /// (`features` says what they are) go into one [`FeatureStats`]; part checkpoints hold its sums;
 /// the result is the Fréchet distance of the moments to `reference`.
 pub struct FrechetAccumulator<'a> {
-    pub column: &'static str,
+    pub column: String,
     pub features: Box<dyn Fn(&Batch) -> Result<Tensor> + 'a>,
     pub reference: &'a Moments,
     pub stats: FeatureStats,
@@ -52,7 +52,7 @@ impl Accumulator for FrechetAccumulator<'_> {
     fn finish(&self, _cx: &FinishContext) -> Result<Vec<(String, f64)>> {
         let m = self.stats.moments()?;
         let r = self.reference;
-        Ok(vec![(self.column.into(), frechet_distance(m.mu.view(), m.sigma.view(), r.mu.view(), r.sigma.view())?)])
+        Ok(vec![(self.column.clone(), frechet_distance(m.mu.view(), m.sigma.view(), r.mu.view(), r.sigma.view())?)])
     }
 }
 
