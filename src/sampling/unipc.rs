@@ -3,7 +3,7 @@
 //! Written against wl-zhao/UniPC `multistep_uni_pc_bh_update` and diffusers
 //! `UniPCMultistepScheduler` (B(h) variants only).
 use super::continuous::{vp_grid, Node};
-use super::ddim::{DYNAMIC_THRESHOLDING_RATIO, SAMPLE_MAX_VALUE, THRESHOLDING};
+use super::ddim::{DYNAMIC_THRESHOLDING_RATIO, SAMPLE_MAX_VALUE, STEPS_OFFSET, THRESHOLDING};
 use super::def::{ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS};
 use super::dpm_solver::{ends_at_zero, exp_update, final_sigmas, order, phis, vp_rule, History, Integrand, LOWER_ORDER_FINAL, T_END, VP_SKIPS};
 use super::{Counted, EndPoint, NoiseSource, Sampler, X0Clip};
@@ -200,6 +200,7 @@ pub static UNIPC: SamplerDef = SamplerDef {
         },
         ParamDef { help: "last steps use min(order, S−i) (no step threshold, as both references)", ..LOWER_ORDER_FINAL },
         T_END,
+        STEPS_OFFSET,
         final_sigmas("zero"),
         THRESHOLDING,
         DYNAMIC_THRESHOLDING_RATIO,
@@ -221,7 +222,7 @@ pub static UNIPC: SamplerDef = SamplerDef {
         if pred == Integrand::Noise && ends_at_zero(rule) {
             return Err(a.error("final_sigmas=zero needs predict=data (or final_sigmas=sigma_min)"));
         }
-        let u = UniPc::new(pred, variant, a.usize("order")?, vp_grid(a.schedule, rule, a.steps), a.bool("lower_order_final")?, &[]);
+        let u = UniPc::new(pred, variant, a.usize("order")?, vp_grid(a.schedule, rule, a.steps)?, a.bool("lower_order_final")?, &[]);
         Ok(Box::new(UniPc { clip: X0Clip::from_args(a)?, ..u }))
     },
 };

@@ -152,6 +152,69 @@ fn noise_for(steps: usize, seed: i64) -> Vec<Tensor> {
 
 #[test]
 fn parity_with_diffusers() {
+    check_against_diffusers(cases());
+}
+
+/// diffusers' `timestep_spacing` leading (with Stable Diffusion's `steps_offset: 1`) and
+/// trailing on the Karras family and the multistep solvers, and the SDE variants of
+/// DPMSolverMultistepScheduler (`algorithm_type: sde-dpmsolver++` / `sde-dpmsolver`, with and
+/// without `use_karras_sigmas`) fed the same per-step noise. Trailing step counts divide T = 1000
+/// so numpy's float arange gives exactly S labels.
+fn spacing_and_sde_cases() -> Vec<Case> {
+    use serde_json::json;
+    let lead = json!({"timestep_spacing": "leading", "steps_offset": 1});
+    let trail = json!({"timestep_spacing": "trailing"});
+    let l1: &[(&'static str, &'static str)] = &[("skip", "leading"), ("steps_offset", "1")];
+    let tr: &[(&'static str, &'static str)] = &[("skip", "trailing")];
+    let mut v = Vec::new();
+    for (ctor, cls, stoch) in [
+        ("euler" as Ctor, "EulerDiscreteScheduler", false),
+        ("euler_ancestral", "EulerAncestralDiscreteScheduler", true),
+        ("heun", "HeunDiscreteScheduler", false),
+        ("kdpm2", "KDPM2DiscreteScheduler", false),
+        ("kdpm2_ancestral", "KDPM2AncestralDiscreteScheduler", true),
+        ("lms", "LMSDiscreteScheduler", false),
+    ] {
+        v.push(case(ctor, l1, 10, "linear", cls, lead.clone(), stoch));
+        v.push(case(ctor, l1, 7, "cosine", cls, lead.clone(), stoch));
+        v.push(case(ctor, tr, 8, "linear", cls, trail.clone(), stoch));
+        v.push(case(ctor, tr, 16, "cosine", cls, trail.clone(), stoch));
+    }
+    let ms = "DPMSolverMultistepScheduler";
+    let with = |base: &serde_json::Value, extra: serde_json::Value| {
+        let mut m = base.as_object().unwrap().clone();
+        m.extend(extra.as_object().unwrap().clone());
+        serde_json::Value::Object(m)
+    };
+    v.push(case("dpm_solver++", l1, 10, "linear", ms, lead.clone(), false));
+    v.push(case("dpm_solver++", &[("skip", "leading"), ("steps_offset", "1"), ("order", "3")], 20, "cosine", ms, with(&lead, json!({"solver_order": 3})), false));
+    v.push(case("dpm_solver++", tr, 16, "cosine", ms, trail.clone(), false));
+    v.push(case("dpm_solver", &[("skip", "trailing"), ("method", "multistep"), ("order", "2"), ("final_sigmas", "sigma_min")], 10, "linear", ms, with(&trail, json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"})), false));
+    let up = "UniPCMultistepScheduler";
+    v.push(case("unipc", &[("skip", "leading"), ("steps_offset", "1"), ("variant", "bh2")], 10, "linear", up, with(&lead, json!({"solver_type": "bh2"})), false));
+    v.push(case("unipc", &[("skip", "trailing"), ("variant", "bh2"), ("order", "3")], 16, "cosine", up, with(&trail, json!({"solver_type": "bh2", "solver_order": 3})), false));
+    let de = "DEISMultistepScheduler";
+    v.push(case("deis", &[("skip", "leading"), ("steps_offset", "1")], 10, "linear", de, lead.clone(), false));
+    v.push(case("deis", &[("skip", "trailing"), ("order", "3")], 16, "cosine", de, with(&trail, json!({"solver_order": 3})), false));
+    // SDE variants ("DPM++ 2M SDE", "DPM++ 2M SDE Karras", 3M SDE, SDE-DPM-Solver-2).
+    let sde = json!({"algorithm_type": "sde-dpmsolver++"});
+    v.push(case("dpm_solver++", &[("skip", "linspace"), ("sde", "true")], 10, "linear", ms, sde.clone(), true));
+    v.push(case("dpm_solver++", &[("skip", "karras"), ("sde", "true")], 12, "linear", ms, with(&sde, json!({"use_karras_sigmas": true})), true));
+    v.push(case("dpm_solver++", &[("skip", "linspace"), ("sde", "true"), ("order", "3")], 9, "cosine", ms, with(&sde, json!({"solver_order": 3})), true));
+    v.push(case("dpm_solver++", &[("skip", "linspace"), ("sde", "true"), ("order", "3"), ("final_sigmas", "sigma_min")], 16, "linear", ms, with(&sde, json!({"solver_order": 3, "final_sigmas_type": "sigma_min"})), true));
+    v.push(case("dpm_solver++", &[("skip", "trailing"), ("sde", "true")], 10, "cosine", ms, with(&sde, trail.clone()), true));
+    v.push(case("dpm_solver", &[("skip", "linspace"), ("method", "multistep"), ("order", "2"), ("sde", "true"), ("final_sigmas", "sigma_min")], 11, "linear", ms, json!({"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min"}), true));
+    v
+}
+
+#[test]
+fn parity_with_diffusers_spacings_and_sde() {
+    check_against_diffusers(spacing_and_sde_cases());
+}
+
+/// Runs every case here and through diffusers (samplers_b_ref.py) on the Gaussian oracle and
+/// compares model-call labels and final samples.
+fn check_against_diffusers(cases: Vec<Case>) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (mean, std) = gaussian_data();
@@ -164,7 +227,6 @@ fn parity_with_diffusers() {
         let b = schedule(s).betas;
         write_npy(d.join(format!("betas_{s}.npy")), &ndarray::Array1::from(b)).unwrap();
     }
-    let cases = cases();
     let mut json_cases = Vec::new();
     for c in &cases {
         let noise = if c.stochastic {

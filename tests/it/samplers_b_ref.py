@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import diffusers
 from diffusers.schedulers import (
+    scheduling_dpmsolver_multistep as m_dm,
     scheduling_euler_ancestral_discrete as m_ea,
     scheduling_k_dpm_2_ancestral_discrete as m_ka,
 )
@@ -36,6 +37,10 @@ def fake_randn(shape, *a, **k):
     return queue.pop(0)
 
 
+# The stochastic schedulers draw their step noise through their module's `randn_tensor`; it is
+# replaced by the arrays bench's sampler receives (one per step, in order), so both sides see
+# the same noise without sharing a generator.
+m_dm.randn_tensor = fake_randn
 m_ea.randn_tensor = fake_randn
 m_ka.randn_tensor = fake_randn
 
