@@ -465,6 +465,9 @@ pub fn ends_at_zero(rule: VpRule) -> bool {
 }
 
 fn build(pred: Integrand, a: &Args) -> Result<Box<dyn Sampler>> {
+    let zero_snr = a.schedule.zero_terminal_snr();
+    let finite = a.schedule.finite_terminal_sigma();
+    let a = &Args { schedule: &finite, ..*a };
     let name = a.def.name;
     let order = a.usize("order")?;
     let method = a.str("method")?;
@@ -478,6 +481,9 @@ fn build(pred: Integrand, a: &Args) -> Result<Box<dyn Sampler>> {
     }
     if method != "multistep" && matches!(rule, VpRule::DiffusersLeading { .. } | VpRule::DiffusersTrailing(_)) {
         return Err(a.error(format!("skip={} is diffusers' multistep spacing (its singlestep scheduler has linspace only); use method=multistep", a.skip)));
+    }
+    if zero_snr && (method != "multistep" || rule.final_sigma().is_none()) {
+        return Err(a.error("a zero-terminal-SNR schedule needs method=multistep on a diffusers grid (as DPMSolverMultistepScheduler)"));
     }
     let sde = a.bool("sde")?;
     if sde && method != "multistep" {

@@ -333,6 +333,8 @@ impl Sampler for KarrasSampler {
 }
 
 fn build(family: Family, a: &Args) -> Result<Box<dyn Sampler>> {
+    let finite = a.schedule.finite_terminal_sigma();
+    let a = &Args { schedule: &finite, ..*a };
     let karras = a.skip == Skip::Karras;
     let lms_order = if family == Family::Lms { a.usize("order")? } else { 4 };
     let churn = if family == Family::KarrasVe {

@@ -22,7 +22,20 @@ fn f64_opts() -> (Kind, Device) {
 fn schedule(name: &str) -> NoiseSchedule {
     match name {
         "linear" => NoiseSchedule::ddpm_linear(),
+        // Stable Diffusion's β range rescaled to zero terminal SNR (Lin et al. 2024).
+        "zsnr" => NoiseSchedule::new(ScheduleKind::ScaledLinear, 0.00085, 0.012, 1000).unwrap().rescaled_zero_terminal_snr(),
+        "exp" => NoiseSchedule::new(ScheduleKind::Exp, 0.0, 0.0, 1000).unwrap(),
         _ => NoiseSchedule::new(ScheduleKind::Cosine, 0.0, 0.0, 1000).unwrap(),
+    }
+}
+
+/// diffusers' `beta_schedule` name for a test schedule.
+fn beta_schedule_name(schedule: &str) -> &'static str {
+    match schedule {
+        "linear" => "linear",
+        "zsnr" => "scaled_linear",
+        "exp" => "exp",
+        _ => "squaredcos_cap_v2",
     }
 }
 
@@ -212,6 +225,62 @@ fn parity_with_diffusers_spacings_and_sde() {
     check_against_diffusers(spacing_and_sde_cases());
 }
 
+/// Zero terminal SNR (`rescale_betas_zero_snr`) with trailing spacing and v-prediction on every
+/// scheduler diffusers offers it for (DDIM is the zero-SNR paper's own configuration; the σ-grid
+/// schedulers read ᾱ_{T−1} = 2⁻²⁴), and the `exp` β schedule.
+#[test]
+fn parity_with_diffusers_zero_snr_and_exp_schedule() {
+    use serde_json::json;
+    let z = json!({"rescale_betas_zero_snr": true, "timestep_spacing": "trailing", "prediction_type": "v_prediction"});
+    let with = |extra: serde_json::Value| {
+        let mut m = z.as_object().unwrap().clone();
+        m.extend(extra.as_object().unwrap().clone());
+        serde_json::Value::Object(m)
+    };
+    check_against_diffusers(vec![
+        case("ddim", &[("skip", "trailing"), ("prev", "stride"), ("clip_sample", "true")], 10, "zsnr", "DDIMScheduler", z.clone(), false),
+        case("ddim", &[("skip", "trailing"), ("prev", "stride")], 25, "zsnr", "DDIMScheduler", with(json!({"clip_sample": false})), false),
+        case("euler", &[("skip", "trailing")], 8, "zsnr", "EulerDiscreteScheduler", z.clone(), false),
+        case("euler_ancestral", &[("skip", "trailing")], 10, "zsnr", "EulerAncestralDiscreteScheduler", z.clone(), true),
+        case("dpm_solver++", &[("skip", "trailing")], 10, "zsnr", "DPMSolverMultistepScheduler", z.clone(), false),
+        case("dpm_solver++", &[("skip", "trailing"), ("sde", "true")], 16, "zsnr", "DPMSolverMultistepScheduler", with(json!({"algorithm_type": "sde-dpmsolver++"})), true),
+        case("unipc", &[("skip", "trailing"), ("variant", "bh2")], 10, "zsnr", "UniPCMultistepScheduler", with(json!({"solver_type": "bh2"})), false),
+        case("heun", &[], 10, "exp", "HeunDiscreteScheduler", json!({}), false),
+        case("heun", &[("skip", "leading"), ("steps_offset", "1")], 8, "exp", "HeunDiscreteScheduler", json!({"timestep_spacing": "leading", "steps_offset": 1}), false),
+    ]);
+}
+
+/// The `exp`, `sigmoid` and zero-terminal-SNR schedules against diffusers' own (float32) ᾱ:
+/// each of the 1000 float32 factors of the cumulative product rounds by ≤ 2⁻²⁴ relative, so ᾱ
+/// (≤ 1) may differ by up to 1000·2⁻²⁴ ≈ 6e-5 absolute.
+#[test]
+fn beta_schedules_match_diffusers() {
+    let code = r#"
+import json, diffusers
+out = {}
+for key, cls, cfg in [
+    ("exp", "HeunDiscreteScheduler", dict(beta_schedule="exp")),
+    ("sigmoid", "DDPMScheduler", dict(beta_schedule="sigmoid", beta_start=1e-4, beta_end=0.02)),
+    ("zsnr", "DDIMScheduler", dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, rescale_betas_zero_snr=True)),
+]:
+    s = getattr(diffusers, cls)(num_train_timesteps=1000, **cfg)
+    out[key] = s.alphas_cumprod.double().tolist()
+print(json.dumps(out))
+"#;
+    let want: serde_json::Value = serde_json::from_str(run_python(code, &[]).trim()).unwrap();
+    let ours = [
+        ("exp", schedule("exp")),
+        ("sigmoid", NoiseSchedule::new(ScheduleKind::Sigmoid, 1e-4, 0.02, 1000).unwrap()),
+        ("zsnr", schedule("zsnr")),
+    ];
+    for (key, s) in ours {
+        let w: Vec<f64> = want[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let d = s.alphas_cumprod.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(d <= 1000.0 * 2f64.powi(-24), "{key}: ᾱ differs from diffusers' by {d:.2e}");
+        assert_eq!(s.alphas_cumprod[999] == 0.0, key == "zsnr", "{key}");
+    }
+}
+
 /// Runs every case here and through diffusers (samplers_b_ref.py) on the Gaussian oracle and
 /// compares model-call labels and final samples.
 fn check_against_diffusers(cases: Vec<Case>) {
@@ -223,7 +292,7 @@ fn check_against_diffusers(cases: Vec<Case>) {
     write_npy(d.join("mean.npy"), &to_array(&mean)).unwrap();
     write_npy(d.join("std.npy"), &to_array(&std)).unwrap();
     write_npy(d.join("z.npy"), &to_array(&z)).unwrap();
-    for s in ["linear", "cosine"] {
+    for s in ["linear", "cosine", "zsnr", "exp"] {
         let b = schedule(s).betas;
         write_npy(d.join(format!("betas_{s}.npy")), &ndarray::Array1::from(b)).unwrap();
     }
@@ -239,7 +308,7 @@ fn check_against_diffusers(cases: Vec<Case>) {
         };
         json_cases.push(serde_json::json!({
             "id": c.id, "cls": c.cls, "config": c.config, "steps": c.steps, "schedule": c.schedule,
-            "beta_schedule": if c.schedule == "linear" { "linear" } else { "squaredcos_cap_v2" },
+            "beta_schedule": beta_schedule_name(c.schedule),
             "noise": noise,
         }));
     }
@@ -252,9 +321,10 @@ fn check_against_diffusers(cases: Vec<Case>) {
     let mut report = String::new();
     for c in &cases {
         let sch = schedule(c.schedule);
-        let oracle = GaussianOracle::new(sch.clone(), mean.shallow_clone(), std.shallow_clone());
+        let prediction = if c.config["prediction_type"] == "v_prediction" { Prediction::VPrediction } else { Prediction::Epsilon };
+        let oracle = GaussianOracle::new(sch.clone(), mean.shallow_clone(), std.shallow_clone()).with_output(prediction);
         let sampler = build_from_text(c.ctor, &c.params, c.steps, &sch).unwrap();
-        let counted = Counted::new(&oracle, Prediction::Epsilon).with_trace();
+        let counted = Counted::new(&oracle, prediction).with_trace();
         let mut noise = FixedNoise(noise_for(c.steps, 100 + c.steps as i64));
         let x = sampler.sample(&counted, z.shallow_clone(), &mut noise).unwrap();
         let trace: Vec<f64> = counted.take_trace().into_iter().map(|(t, _, _)| t).collect();
