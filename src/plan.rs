@@ -1458,7 +1458,7 @@ cell  sampler     params    skip       steps  nfe  nfe×samples  status
         let e = plan(&format!("{BASE}samplers: [{{name: lms, skip: [karras, uniform]}}]\nsteps: 5\n")).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "t.yaml:3:39: samplers[0].skip[1]: `lms` does not support skip `uniform` (allowed: linspace, karras)"
+            "t.yaml:3:39: samplers[0].skip[1]: `lms` does not support skip `uniform` (allowed: linspace, leading, trailing, karras)"
         );
         let e = plan(&format!("{BASE}samplers: [{{name: f-pndm}}]\nsteps: [10, 2]\n")).unwrap_err();
         assert_eq!(

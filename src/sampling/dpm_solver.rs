@@ -104,15 +104,16 @@ fn first_order(pred: Integrand, x: &Tensor, s: &Node, t: &Node, m_s: &Tensor) ->
     exp_update(pred, x, s, t, &[(p1, m_s)])
 }
 
-/// Multistep order 2 ("midpoint"; repo `multistep_dpm_solver_second_order_update`, DPM-Solver++
-/// Alg. 2): D1 = (m0 − m1)/r0, x_t = lin·x − scale·(φ1 m0 + ½ φ1 D1).
-fn multistep_second(pred: Integrand, x: &Tensor, hist: &History, t: &Node) -> Tensor {
+/// Multistep order 2 (repo `multistep_dpm_solver_second_order_update`, DPM-Solver++ Alg. 2):
+/// D1 = (m0 − m1)/r0, x_t = lin·x − scale·(φ1 m0 + ½ φ1 D1) ("midpoint"), or with φ2 D1 in
+/// place of ½ φ1 D1 (diffusers `solver_type="heun"`).
+fn multistep_second(pred: Integrand, x: &Tensor, hist: &History, t: &Node, heun: bool) -> Tensor {
     let ((s0, m0), (s1, m1)) = (hist.get(0), hist.get(1));
     let h = t.lambda - s0.lambda;
     let r0 = (s0.lambda - s1.lambda) / h;
     let d1 = (m0 - m1) / r0;
-    let [p1, _, _] = phis(pred.hh(h));
-    exp_update(pred, x, s0, t, &[(p1, m0), (0.5 * p1, &d1)])
+    let [p1, p2, _] = phis(pred.hh(h));
+    exp_update(pred, x, s0, t, &[(p1, m0), (if heun { p2 } else { 0.5 * p1 }, &d1)])
 }
 
 /// Multistep order 3 (repo `multistep_dpm_solver_third_order_update`):
@@ -133,10 +134,10 @@ fn multistep_third(pred: Integrand, x: &Tensor, hist: &History, t: &Node) -> Ten
 
 /// The multistep SDE-DPM-Solver(++) step (Lu et al. 2022b §4 / diffusers
 /// `DPMSolverMultistepScheduler`, algorithm_type `sde-dpmsolver++` | `sde-dpmsolver`, solver_type
-/// midpoint) of order 1–3 (3: data prediction only) with injected noise z:
+/// midpoint, or heun for order 2) of order 1–3 (3: data prediction only) with injected noise z:
 /// data: x_t = (σ_t/σ_s)e^{−h} x + α_t(1−e^{−2h})(D0 + ½D1) + σ_t√(1−e^{−2h}) z (order 2; order 3 below);
 /// noise: x_t = (α_t/α_s) x − 2σ_t(e^h−1) D0 − σ_t(e^h−1) D1 + σ_t√(e^{2h}−1) z.
-fn sde_multistep(pred: Integrand, x: &Tensor, hist: &History, t: &Node, order: usize, z: &Tensor) -> Tensor {
+fn sde_multistep(pred: Integrand, x: &Tensor, hist: &History, t: &Node, order: usize, heun: bool, z: &Tensor) -> Tensor {
     let (s0, m0) = hist.get(0);
     let h = t.lambda - s0.lambda;
     // D1, D2 as in the deterministic multistep updates (midpoint form).
@@ -163,6 +164,7 @@ fn sde_multistep(pred: Integrand, x: &Tensor, hist: &History, t: &Node, order: u
             let e = -(-2.0 * h).exp_m1();
             let mut out = x * (t.sigma / s0.sigma * (-h).exp()) + m0 * (t.alpha * e);
             match (&d1, &d2) {
+                (Some(d1), None) if heun => out += d1 * (t.alpha * (e / (-2.0 * h) + 1.0)),
                 (Some(d1), None) => out += d1 * (0.5 * t.alpha * e),
                 (Some(d1), Some(d2)) => {
                     out += d1 * (t.alpha * (e / (-2.0 * h) + 1.0));
@@ -179,7 +181,7 @@ fn sde_multistep(pred: Integrand, x: &Tensor, hist: &History, t: &Node, order: u
             let e = h.exp_m1();
             let mut out = x * (t.alpha / s0.alpha) - m0 * (2.0 * t.sigma * e);
             if let Some(d1) = &d1 {
-                out -= d1 * (t.sigma * e);
+                out -= d1 * if heun { 2.0 * t.sigma * (e / h - 1.0) } else { t.sigma * e };
             }
             out + z * (t.sigma * (2.0 * h).exp_m1().sqrt())
         }
@@ -236,6 +238,8 @@ pub struct DpmSolver {
     end: EndPoint,
     /// Multistep only: the SDE variant, which draws fresh noise at every step.
     sde: bool,
+    /// Multistep only: diffusers `solver_type="heun"` for the order-2 steps.
+    heun: bool,
 }
 
 /// Multistep orders (repo `sample(method='multistep')`, diffusers `step`): warm-up with lower
@@ -335,16 +339,29 @@ impl DpmSolver {
         let final_zero = nodes[steps].sigma == 0.0;
         let orders = multistep_orders(order, steps, lower_order_final, below, final_zero);
         let end = end_of(&nodes);
-        DpmSolver { name, pred, clip: X0Clip::OFF, multistep: true, nodes, orders, middle: ThirdOrderMiddle::Repo, end, sde: false }
+        DpmSolver { name, pred, clip: X0Clip::OFF, multistep: true, nodes, orders, middle: ThirdOrderMiddle::Repo, end, sde: false, heun: false }
     }
 
     /// Singlestep with explicit block orders on a grid of Σorders + 1 nodes.
     pub fn singlestep(name: &'static str, pred: Integrand, nodes: Vec<Node>, blocks: Vec<usize>, middle: ThirdOrderMiddle) -> Self {
         let end = end_of(&nodes);
-        DpmSolver { name, pred, clip: X0Clip::OFF, multistep: false, nodes, orders: blocks, middle, end, sde: false }
+        DpmSolver { name, pred, clip: X0Clip::OFF, multistep: false, nodes, orders: blocks, middle, end, sde: false, heun: false }
     }
     pub fn with_clip(mut self, clip: X0Clip) -> Self {
         self.clip = clip;
+        self
+    }
+    /// Multistep: diffusers `solver_type="heun"` (order-2 steps) and `euler_at_final` (a
+    /// first-order last step).
+    pub fn with_multistep_options(mut self, heun: bool, euler_at_final: bool) -> Self {
+        if self.multistep {
+            self.heun = heun;
+            if euler_at_final {
+                if let Some(o) = self.orders.last_mut() {
+                    *o = 1;
+                }
+            }
+        }
         self
     }
     /// The multistep SDE variant (noise drawn per step from the sampler's [`NoiseSource`]).
@@ -394,12 +411,12 @@ impl Sampler for DpmSolver {
                 hist.push(*s, eval(&x, s)?);
                 if self.sde {
                     let z = noise.noise(i, &x);
-                    x = sde_multistep(pred, &x, &hist, t, o, &z);
+                    x = sde_multistep(pred, &x, &hist, t, o, self.heun, &z);
                     continue;
                 }
                 x = match o {
                     1 => first_order(pred, &x, s, t, hist.get(0).1),
-                    2 => multistep_second(pred, &x, &hist, t),
+                    2 => multistep_second(pred, &x, &hist, t, self.heun),
                     _ => multistep_third(pred, &x, &hist, t),
                 };
             }
@@ -486,6 +503,11 @@ fn build(pred: Integrand, a: &Args) -> Result<Box<dyn Sampler>> {
         return Err(a.error("a zero-terminal-SNR schedule needs method=multistep on a diffusers grid (as DPMSolverMultistepScheduler)"));
     }
     let sde = a.bool("sde")?;
+    let heun = a.str("solver_type")? == "heun";
+    let euler_at_final = a.bool("euler_at_final")?;
+    if (heun || euler_at_final) && method != "multistep" {
+        return Err(a.error("solver_type=heun and euler_at_final=true are options of the multistep solver here; use method=multistep"));
+    }
     if sde && method != "multistep" {
         return Err(a.error("sde=true is the multistep SDE solver; use method=multistep"));
     }
@@ -507,7 +529,7 @@ fn build(pred: Integrand, a: &Args) -> Result<Box<dyn Sampler>> {
             DpmSolver::singlestep(name, pred, nodes, diffusers_singlestep_blocks(order, steps, lof, final_zero), ThirdOrderMiddle::Diffusers)
         }
     };
-    Ok(Box::new(sampler.with_clip(X0Clip::from_args(a)?).with_sde(sde)))
+    Ok(Box::new(sampler.with_clip(X0Clip::from_args(a)?).with_sde(sde).with_multistep_options(heun, euler_at_final)))
 }
 
 pub const VP_SKIPS: &[Skip] = &[Skip::Logsnr, Skip::TimeUniform, Skip::TimeQuadratic, Skip::Linspace, Skip::Leading, Skip::Trailing, Skip::Karras];
@@ -543,6 +565,18 @@ const fn sde(diffusers_value: &'static str) -> ParamDef {
         diffusers: None,
     }
 }
+const SOLVER_TYPE: ParamDef = ParamDef {
+    name: "solver_type",
+    kind: ParamKind::Choice { allowed: &["midpoint", "heun"], default: "midpoint" },
+    help: "multistep order-2 steps: midpoint (½φ1·D1, the repos' dpmsolver form) | heun (φ2·D1)",
+    diffusers: Some("solver_type"),
+};
+const EULER_AT_FINAL: ParamDef = ParamDef {
+    name: "euler_at_final",
+    kind: ParamKind::Bool { default: false },
+    help: "multistep: a first-order last step whatever the step count",
+    diffusers: Some("euler_at_final"),
+};
 const fn method(default: &'static str) -> ParamDef {
     ParamDef {
         name: "method",
@@ -558,7 +592,9 @@ pub static DPM_SOLVER: SamplerDef = SamplerDef {
         order(3, "1 | 2 | 3"),
         method("singlestep"),
         sde("multistep SDE-DPM-Solver-1/2 with fresh noise each step (diffusers algorithm_type=sde-dpmsolver)"),
+        SOLVER_TYPE,
         LOWER_ORDER_FINAL,
+        EULER_AT_FINAL,
         T_END,
         STEPS_OFFSET,
         final_sigmas("sigma_min"),
@@ -584,7 +620,9 @@ pub static DPM_SOLVER_PP: SamplerDef = SamplerDef {
         order(2, "1 | 2 | 3 (2S = order 2 singlestep, 2M = order 2 multistep, 3M = order 3 multistep)"),
         method("multistep"),
         sde("multistep SDE-DPM-Solver++ with fresh noise each step (diffusers algorithm_type=sde-dpmsolver++)"),
+        SOLVER_TYPE,
         LOWER_ORDER_FINAL,
+        EULER_AT_FINAL,
         T_END,
         STEPS_OFFSET,
         final_sigmas("zero"),
@@ -631,6 +669,19 @@ mod tests {
         assert_eq!(diffusers_singlestep_blocks(2, 6, true, false), vec![2, 2, 1, 1]);
         // final σ = 0 makes the last step first order: [1,2,3,1,2] → [1,2,3,1,1].
         assert_eq!(diffusers_singlestep_blocks(3, 5, true, true), vec![3, 1, 1]);
+    }
+
+    #[test]
+    fn zero_terminal_snr_only_on_diffusers_multistep_grids() {
+        let z = crate::schedule::NoiseSchedule::ddpm_linear().rescaled_zero_terminal_snr();
+        let pp = &DPM_SOLVER_PP;
+        assert!(pp.build(&pp.defaults(), Skip::Trailing, 10, &z).is_ok());
+        // The repo's continuous grids start at λ = −∞ under zero terminal SNR.
+        let e = pp.build(&pp.defaults(), Skip::Logsnr, 10, &z).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("zero-terminal-SNR"), "{e}");
+        let heun = super::super::def::find("heun").unwrap();
+        let e = heun.build(&heun.defaults(), Skip::Trailing, 10, &z).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("zero terminal SNR"), "{e}");
     }
 
     #[test]

@@ -462,6 +462,18 @@ mod tests {
     }
 
     #[test]
+    fn leading_grid_starts_from_the_vp_scaled_noise() {
+        let s = crate::schedule::NoiseSchedule::ddpm_linear();
+        // diffusers leading, S = 10, steps_offset = 1: labels 901, 801, …, 1; init √(σ_901²+1).
+        let g = SigmaGrid::spaced(&s, Skip::Leading, 1, 10).unwrap();
+        assert_eq!(g.labels, (0..10).rev().map(|i| (100 * i + 1) as f64).collect::<Vec<_>>());
+        assert_eq!(g.sigmas[0], f32r(s.sigma(901)));
+        assert_eq!(g.init_sigma(), (g.sigmas[0] * g.sigmas[0] + 1.0).sqrt());
+        let t = SigmaGrid::spaced(&s, Skip::Trailing, 0, 10).unwrap();
+        assert_eq!((t.labels[0], t.init_sigma()), (999.0, f32r(s.sigma(999))));
+    }
+
+    #[test]
     fn linspace_grid_matches_diffusers() {
         let s = crate::schedule::NoiseSchedule::ddpm_linear();
         let g = SigmaGrid::new(&s, false, 7);

@@ -217,6 +217,12 @@ fn spacing_and_sde_cases() -> Vec<Case> {
     v.push(case("dpm_solver++", &[("skip", "linspace"), ("sde", "true"), ("order", "3"), ("final_sigmas", "sigma_min")], 16, "linear", ms, with(&sde, json!({"solver_order": 3, "final_sigmas_type": "sigma_min"})), true));
     v.push(case("dpm_solver++", &[("skip", "trailing"), ("sde", "true")], 10, "cosine", ms, with(&sde, trail.clone()), true));
     v.push(case("dpm_solver", &[("skip", "linspace"), ("method", "multistep"), ("order", "2"), ("sde", "true"), ("final_sigmas", "sigma_min")], 11, "linear", ms, json!({"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min"}), true));
+    // solver_type heun (ODE and SDE, data and noise prediction) and euler_at_final.
+    v.push(case("dpm_solver++", &[("skip", "linspace"), ("solver_type", "heun")], 10, "linear", ms, json!({"solver_type": "heun"}), false));
+    v.push(case("dpm_solver", &[("skip", "linspace"), ("method", "multistep"), ("order", "2"), ("solver_type", "heun"), ("final_sigmas", "sigma_min")], 9, "cosine", ms, json!({"algorithm_type": "dpmsolver", "solver_type": "heun", "final_sigmas_type": "sigma_min"}), false));
+    v.push(case("dpm_solver++", &[("skip", "karras"), ("sde", "true"), ("solver_type", "heun")], 12, "linear", ms, json!({"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": true, "solver_type": "heun"}), true));
+    v.push(case("dpm_solver", &[("skip", "linspace"), ("method", "multistep"), ("order", "2"), ("sde", "true"), ("solver_type", "heun"), ("final_sigmas", "sigma_min")], 10, "cosine", ms, json!({"algorithm_type": "sde-dpmsolver", "solver_type": "heun", "final_sigmas_type": "sigma_min"}), true));
+    v.push(case("dpm_solver++", &[("skip", "linspace"), ("euler_at_final", "true"), ("final_sigmas", "sigma_min"), ("order", "3")], 20, "cosine", ms, json!({"euler_at_final": true, "final_sigmas_type": "sigma_min", "solver_order": 3}), false));
     v
 }
 
