@@ -290,6 +290,9 @@ print(json.dumps(out))
 /// Runs every case here and through diffusers (samplers_b_ref.py) on the Gaussian oracle and
 /// compares model-call labels and final samples.
 fn check_against_diffusers(cases: Vec<Case>) {
+    // The data, z and the injected noise come from tch's global seed: parity tests run one at a time.
+    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (mean, std) = gaussian_data();
