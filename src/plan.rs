@@ -186,11 +186,15 @@ pub struct SchedulePlan {
     pub beta_start: Option<f64>,
     pub beta_end: Option<f64>,
     pub timesteps: usize,
+    /// Zero terminal SNR (omitted from hashes when off, so older cells keep theirs).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub rescale_betas_zero_snr: bool,
 }
 
 impl SchedulePlan {
     pub fn noise_schedule(&self) -> Result<NoiseSchedule> {
-        NoiseSchedule::new(self.kind, self.beta_start.unwrap_or(0.0), self.beta_end.unwrap_or(0.0), self.timesteps)
+        let s = NoiseSchedule::new(self.kind, self.beta_start.unwrap_or(0.0), self.beta_end.unwrap_or(0.0), self.timesteps)?;
+        Ok(if self.rescale_betas_zero_snr { s.rescaled_zero_terminal_snr() } else { s })
     }
 }
 
@@ -979,22 +983,28 @@ impl Cx<'_> {
         model_config: Option<&crate::schedule::ModelSchedulerConfig>,
     ) -> Result<(SchedulePlan, Prediction, String)> {
         let at = YamlPath::root().key("schedule");
-        let none = spec::RawSchedule { kind: None, beta_start: None, beta_end: None, timesteps: None };
+        let none = spec::RawSchedule { kind: None, beta_start: None, beta_end: None, timesteps: None, rescale_betas_zero_snr: None };
         let s = self.spec.raw.schedule.as_ref().unwrap_or(&none);
         let overrides = m.override_model_scheduler.unwrap_or(false);
         let mut source = "spec".to_string();
-        let (mut kind, mut b0, mut b1, mut t, mut prediction) =
-            (s.kind, s.beta_start, s.beta_end, s.timesteps, m.prediction);
+        let (mut kind, mut b0, mut b1, mut t, mut prediction, mut zero_snr) =
+            (s.kind, s.beta_start, s.beta_end, s.timesteps, m.prediction, s.rescale_betas_zero_snr);
         if let Some(c) = model_config {
             let config = c.path.display();
-            let cosine = c.kind == ScheduleKind::Cosine;
+            let cosine = matches!(c.kind, ScheduleKind::Cosine | ScheduleKind::Exp);
             let model_b0 = (!cosine).then_some(c.beta_start);
             let model_b1 = (!cosine).then_some(c.beta_end);
-            let conflicts: [(YamlPath, String, String, bool); 5] = [
+            let conflicts: [(YamlPath, String, String, bool); 6] = [
                 (at.key("kind"), format!("{:?}", s.kind.map(|k| k.as_str())), c.kind.as_str().into(), s.kind.is_some_and(|k| k != c.kind)),
                 (at.key("beta_start"), format!("{:?}", s.beta_start), format!("{:?}", model_b0), s.beta_start.is_some() && s.beta_start != model_b0),
                 (at.key("beta_end"), format!("{:?}", s.beta_end), format!("{:?}", model_b1), s.beta_end.is_some() && s.beta_end != model_b1),
                 (at.key("timesteps"), format!("{:?}", s.timesteps), c.timesteps.to_string(), s.timesteps.is_some_and(|v| v != c.timesteps as i64)),
+                (
+                    at.key("rescale_betas_zero_snr"),
+                    format!("{:?}", s.rescale_betas_zero_snr),
+                    c.rescale_betas_zero_snr.to_string(),
+                    s.rescale_betas_zero_snr.is_some_and(|v| v != c.rescale_betas_zero_snr),
+                ),
                 (
                     YamlPath::root().key("model").key("prediction"),
                     m.prediction.map_or("-".into(), |p| p.as_str().into()),
@@ -1024,6 +1034,7 @@ impl Cx<'_> {
             }
             t = t.or(Some(c.timesteps as i64));
             prediction = prediction.or(Some(c.prediction));
+            zero_snr = zero_snr.or(Some(c.rescale_betas_zero_snr));
         }
         let kind = kind.unwrap_or(ScheduleKind::Linear);
         let t = t.unwrap_or(1000);
@@ -1031,16 +1042,16 @@ impl Cx<'_> {
             return Err(self.err(&at.key("timesteps"), format!("must be ≥ 2, got {t}")));
         }
         let (beta_start, beta_end) = match kind {
-            ScheduleKind::Cosine => {
+            ScheduleKind::Cosine | ScheduleKind::Exp => {
                 for (key, v) in [("beta_start", s.beta_start), ("beta_end", s.beta_end)] {
                     if v.is_some() {
-                        return Err(self.err(&at.key(key), "has no effect with the cosine schedule; remove it"));
+                        return Err(self.err(&at.key(key), format!("has no effect with the {} schedule; remove it", kind.as_str())));
                     }
                 }
                 (None, None)
             }
-            ScheduleKind::Linear | ScheduleKind::ScaledLinear => {
-                let (d0, d1) = if kind == ScheduleKind::Linear { (1e-4, 0.02) } else { (0.00085, 0.012) };
+            ScheduleKind::Linear | ScheduleKind::ScaledLinear | ScheduleKind::Sigmoid => {
+                let (d0, d1) = if kind == ScheduleKind::ScaledLinear { (0.00085, 0.012) } else { (1e-4, 0.02) };
                 let (b0, b1) = (b0.unwrap_or(d0), b1.unwrap_or(d1));
                 if !(0.0 < b0 && b0 <= b1 && b1 < 1.0) {
                     let key = if 0.0 < b0 && b0 < 1.0 { "beta_end" } else { "beta_start" };
@@ -1052,7 +1063,8 @@ impl Cx<'_> {
                 (Some(b0), Some(b1))
             }
         };
-        Ok((SchedulePlan { kind, beta_start, beta_end, timesteps: t as usize }, prediction.unwrap_or_default(), source))
+        let rescale_betas_zero_snr = zero_snr.unwrap_or(false);
+        Ok((SchedulePlan { kind, beta_start, beta_end, timesteps: t as usize, rescale_betas_zero_snr }, prediction.unwrap_or_default(), source))
     }
 
     /// Values of a sweep, or an error if the list is empty.
@@ -1584,7 +1596,7 @@ cell  sampler     params    skip       steps  nfe  nfe×samples  status
         let e = plan(&format!("{BASE}samplers: [{{name: lms, skip: [karras, uniform]}}]\nsteps: 5\n")).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "t.yaml:3:39: samplers[0].skip[1]: `lms` does not support skip `uniform` (allowed: linspace, karras)"
+            "t.yaml:3:39: samplers[0].skip[1]: `lms` does not support skip `uniform` (allowed: linspace, leading, trailing, karras)"
         );
         let e = plan(&format!("{BASE}samplers: [{{name: f-pndm}}]\nsteps: [10, 2]\n")).unwrap_err();
         assert_eq!(
@@ -1614,7 +1626,7 @@ cell  sampler     params    skip       steps  nfe  nfe×samples  status
         assert_eq!((p.device, p.precision, p.prediction), (DevicePlan::Cpu, Precision::Fp32, Prediction::Epsilon));
         assert_eq!(
             p.schedule,
-            SchedulePlan { kind: ScheduleKind::Linear, beta_start: Some(1e-4), beta_end: Some(0.02), timesteps: 1000 }
+            SchedulePlan { kind: ScheduleKind::Linear, beta_start: Some(1e-4), beta_end: Some(0.02), timesteps: 1000, rescale_betas_zero_snr: false }
         );
         assert_eq!(p.schedule_source, "spec");
         assert_eq!(p.output, PathBuf::from("reports/t"));

@@ -14,6 +14,10 @@ pub enum ScheduleKind {
     ScaledLinear,
     /// Nichol & Dhariwal 2021 eq. 17, s = 0.008, β capped at 0.999.
     Cosine,
+    /// diffusers `betas_for_alpha_bar(alpha_transform_type="exp")`: ᾱ(t) = e^{−12t}, β capped at 0.999.
+    Exp,
+    /// GeoDiff's sigmoid schedule (diffusers DDPMScheduler): β = sigmoid(linspace(−6, 6, T))·(β_end − β_start) + β_start.
+    Sigmoid,
 }
 
 #[derive(Debug, Clone)]
@@ -29,6 +33,8 @@ impl ScheduleKind {
             ScheduleKind::Linear => "linear",
             ScheduleKind::ScaledLinear => "scaled_linear",
             ScheduleKind::Cosine => "cosine",
+            ScheduleKind::Exp => "exp",
+            ScheduleKind::Sigmoid => "sigmoid",
         }
     }
 }
@@ -38,23 +44,28 @@ impl NoiseSchedule {
         if timesteps < 2 {
             return Err(BenchError::user(format!("schedule.timesteps: {timesteps} is too small (need ≥ 2)")));
         }
-        if kind != ScheduleKind::Cosine && !(0.0 < beta_start && beta_start <= beta_end && beta_end < 1.0) {
+        if !matches!(kind, ScheduleKind::Cosine | ScheduleKind::Exp) && !(0.0 < beta_start && beta_start <= beta_end && beta_end < 1.0) {
             return Err(BenchError::user(format!(
                 "schedule: need 0 < beta_start ≤ beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}"
             )));
         }
         let n = timesteps;
         let lin = |a: f64, b: f64, i: usize| a + (b - a) * i as f64 / (n - 1) as f64;
+        // diffusers `betas_for_alpha_bar`: β_i = min(1 − f((i+1)/T)/f(i/T), 0.999).
+        let from_alpha_bar = |f: &dyn Fn(f64) -> f64| -> Vec<f64> {
+            (0..n).map(|i| (1.0 - f((i + 1) as f64 / n as f64) / f(i as f64 / n as f64)).min(0.999)).collect()
+        };
         let betas: Vec<f64> = match kind {
             ScheduleKind::Linear => (0..n).map(|i| lin(beta_start, beta_end, i)).collect(),
             ScheduleKind::ScaledLinear => (0..n).map(|i| lin(beta_start.sqrt(), beta_end.sqrt(), i).powi(2)).collect(),
-            ScheduleKind::Cosine => {
-                // diffusers `betas_for_alpha_bar(alpha_transform_type="cosine")`.
-                let f = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
-                (0..n)
-                    .map(|i| (1.0 - f((i + 1) as f64 / n as f64) / f(i as f64 / n as f64)).min(0.999))
-                    .collect()
-            }
+            ScheduleKind::Cosine => from_alpha_bar(&|t| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2)),
+            ScheduleKind::Exp => from_alpha_bar(&|t| (-12.0 * t).exp()),
+            ScheduleKind::Sigmoid => (0..n)
+                .map(|i| {
+                    let x = lin(-6.0, 6.0, i);
+                    beta_start + (beta_end - beta_start) / (1.0 + (-x).exp())
+                })
+                .collect(),
         };
         let mut acc = 1.0;
         let alphas_cumprod = betas
@@ -65,6 +76,39 @@ impl NoiseSchedule {
             })
             .collect();
         Ok(NoiseSchedule { kind, betas, alphas_cumprod })
+    }
+
+    /// Zero terminal SNR (Lin et al. 2024 Alg. 1; diffusers `rescale_zero_terminal_snr`): shift √ᾱ
+    /// so that √ᾱ_{T−1} = 0, scale it so that √ᾱ_0 is unchanged, and recompute β from the ratios.
+    pub fn rescaled_zero_terminal_snr(&self) -> Self {
+        let sq: Vec<f64> = self.alphas_cumprod.iter().map(|a| a.sqrt()).collect();
+        let (first, last) = (sq[0], sq[sq.len() - 1]);
+        let ab: Vec<f64> = sq.iter().map(|v| ((v - last) * (first / (first - last))).powi(2)).collect();
+        let betas: Vec<f64> = (0..ab.len()).map(|i| 1.0 - if i == 0 { ab[0] } else { ab[i] / ab[i - 1] }).collect();
+        let mut acc = 1.0;
+        let alphas_cumprod = betas
+            .iter()
+            .map(|b| {
+                acc *= 1.0 - b;
+                acc
+            })
+            .collect();
+        NoiseSchedule { kind: self.kind, betas, alphas_cumprod }
+    }
+    /// ᾱ_{T−1} = 0: the last label carries no signal (σ̃ = ∞ there).
+    pub fn zero_terminal_snr(&self) -> bool {
+        self.alphas_cumprod.last() == Some(&0.0)
+    }
+    /// The σ-grid schedulers' view of a zero-terminal-SNR schedule: diffusers' Euler, Euler
+    /// ancestral, DPMSolverMultistep and UniPC set ᾱ_{T−1} = 2⁻²⁴ so that σ̃_max is finite.
+    pub fn finite_terminal_sigma(&self) -> Self {
+        let mut s = self.clone();
+        if let Some(last) = s.alphas_cumprod.last_mut() {
+            if *last == 0.0 {
+                *last = 2f64.powi(-24);
+            }
+        }
+        s
     }
 
     /// Ho et al.'s CIFAR10 schedule: linear 1e-4 → 0.02 over 1000 steps.
@@ -104,6 +148,7 @@ pub struct ModelSchedulerConfig {
     pub beta_end: f64,
     pub timesteps: usize,
     pub prediction: crate::models::Prediction,
+    pub rescale_betas_zero_snr: bool,
 }
 
 impl ModelSchedulerConfig {
@@ -130,14 +175,17 @@ impl ModelSchedulerConfig {
             "linear" => ScheduleKind::Linear,
             "scaled_linear" => ScheduleKind::ScaledLinear,
             "squaredcos_cap_v2" => ScheduleKind::Cosine,
-            other => return Err(err(format!("beta_schedule {other:?} is not supported (supported: linear, scaled_linear, squaredcos_cap_v2)"))),
+            "exp" => ScheduleKind::Exp,
+            "sigmoid" => ScheduleKind::Sigmoid,
+            other => return Err(err(format!("beta_schedule {other:?} is not supported (supported: linear, scaled_linear, squaredcos_cap_v2, exp, sigmoid)"))),
         };
         if v.get("trained_betas").is_some_and(|x| !x.is_null()) {
             return Err(err("trained_betas is set; explicit beta lists are not supported".into()));
         }
-        if v.get("rescale_betas_zero_snr").and_then(|x| x.as_bool()) == Some(true) {
-            return Err(err("rescale_betas_zero_snr is true; zero-terminal-SNR schedules are not supported".into()));
-        }
+        let rescale_betas_zero_snr = match v.get("rescale_betas_zero_snr") {
+            None | Some(serde_json::Value::Null) => false,
+            Some(x) => x.as_bool().ok_or_else(|| err("rescale_betas_zero_snr must be true or false".into()))?,
+        };
         let prediction = match v.get("prediction_type").and_then(|x| x.as_str()) {
             None => crate::models::Prediction::Epsilon,
             Some(p) => crate::models::Prediction::parse(p)
@@ -154,6 +202,7 @@ impl ModelSchedulerConfig {
             beta_end: num("beta_end", 0.02)?,
             timesteps: timesteps as usize,
             prediction,
+            rescale_betas_zero_snr,
         })
     }
 }
@@ -177,6 +226,22 @@ mod tests {
         let s = NoiseSchedule::new(ScheduleKind::Cosine, 0.0, 0.0, 1000).unwrap();
         assert_eq!(s.betas[999], 0.999);
         assert!(s.betas.iter().all(|&b| b > 0.0 && b <= 0.999));
+    }
+
+    #[test]
+    fn zero_terminal_snr_keeps_the_first_level_and_zeroes_the_last() {
+        let s = NoiseSchedule::new(ScheduleKind::ScaledLinear, 0.00085, 0.012, 1000).unwrap();
+        let z = s.rescaled_zero_terminal_snr();
+        assert!(z.zero_terminal_snr() && !s.zero_terminal_snr());
+        assert!((z.alpha_bar(0) - s.alpha_bar(0)).abs() < 1e-15);
+        assert_eq!(z.finite_terminal_sigma().alpha_bar(999), 2f64.powi(-24));
+        // exp: ᾱ_t = e^{−12(t+1)/T} exactly (β never reaches the 0.999 cap for T = 1000).
+        let e = NoiseSchedule::new(ScheduleKind::Exp, 0.0, 0.0, 1000).unwrap();
+        assert!((e.alpha_bar(999) - (-12.0f64).exp()).abs() < 1e-15);
+        // sigmoid: β runs from β_start + (β_end − β_start)·sigmoid(−6) to the mirror value.
+        let g = NoiseSchedule::new(ScheduleKind::Sigmoid, 1e-4, 0.02, 1000).unwrap();
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        assert!((g.betas[0] - (1e-4 + 0.0199 * sig(-6.0))).abs() < 1e-16 && (g.betas[999] - (1e-4 + 0.0199 * sig(6.0))).abs() < 1e-16);
     }
 
     #[test]

@@ -160,6 +160,8 @@ pub struct RawSchedule {
     pub beta_start: Option<f64>,
     pub beta_end: Option<f64>,
     pub timesteps: Option<i64>,
+    /// Lin et al. 2024 zero terminal SNR (diffusers `rescale_betas_zero_snr`).
+    pub rescale_betas_zero_snr: Option<bool>,
 }
 
 pub use crate::timesteps::Skip;

@@ -13,6 +13,10 @@ pub fn alpha_bar_at(schedule: &NoiseSchedule, tau: f64) -> f64 {
     let lo = tau.floor() as usize;
     let hi = (lo + 1).min(schedule.len() - 1);
     let w = tau - lo as f64;
+    if w == 0.0 {
+        // On a label (also where ᾱ = 0 under zero terminal SNR, whose log is −∞).
+        return schedule.alpha_bar(lo);
+    }
     (schedule.alpha_bar(lo).ln() * (1.0 - w) + schedule.alpha_bar(hi).ln() * w).exp()
 }
 
@@ -147,6 +151,12 @@ impl Denoiser for GaussianOracle {
             NoiseSpace::Vp => {}
         }
         let labels = host_labels(t)?;
+        if self.output != Prediction::Epsilon && labels.iter().all(|&l| alpha_bar_at(&self.schedule, l) == 0.0) {
+            // At ᾱ = 0 (zero terminal SNR) x_t holds no signal: x̂0* = μ and v* = α ε − σ x0 = −μ;
+            // the ε route would divide by α = 0.
+            let x0 = self.mean.to_device(x.device()).to_kind(x.kind()).unsqueeze(0).f_expand_as(x)?;
+            return Ok(if self.output == Prediction::VPrediction { -x0 } else { x0 });
+        }
         express(self.output, &self.schedule, self.eps_at(x, &labels)?, x, &labels)
     }
     fn describe(&self) -> String {
@@ -276,6 +286,12 @@ impl GmmOracle {
 impl Denoiser for GmmOracle {
     fn forward(&self, x: &Tensor, t: &Tensor, _cond: Option<&Condition>) -> Result<Tensor> {
         let labels = host_labels(t)?;
+        if self.output != Prediction::Epsilon && labels.iter().all(|&l| alpha_bar_at(&self.schedule, l) == 0.0) {
+            // At ᾱ = 0 (zero terminal SNR) x_t holds no signal: x̂0* = E[x0] and v* = −E[x0];
+            // the ε route would divide by α = 0.
+            let x0 = self.data_mean().to_device(x.device()).to_kind(x.kind()).unsqueeze(0).f_expand_as(x)?;
+            return Ok(if self.output == Prediction::VPrediction { -x0 } else { x0 });
+        }
         express(self.output, &self.schedule, self.eps_at(x, &labels)?, x, &labels)
     }
     fn describe(&self) -> String {

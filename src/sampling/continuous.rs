@@ -190,6 +190,11 @@ pub enum VpRule {
     /// diffusers `timestep_spacing="linspace"`: round(linspace(0, T−1, S+1))[::-1][:-1],
     /// integer labels, σ̃ in float32, and a final node from `final_sigmas_type`.
     DiffusersLinspace(FinalSigma),
+    /// diffusers `timestep_spacing="leading"` of the multistep solvers: ratio = T // (S+1),
+    /// labels S·ratio, …, ratio, plus `steps_offset` (Lin et al. 2024, Table 2).
+    DiffusersLeading { offset: usize, final_sigma: FinalSigma },
+    /// diffusers `timestep_spacing="trailing"`: round(arange(T, 0, −T/S)) − 1, starting at T − 1.
+    DiffusersTrailing(FinalSigma),
     /// diffusers `use_karras_sigmas=True`: Karras σ̃ levels, labels `_sigma_to_t` rounded, then
     /// stored as int64; the node's (α, σ) come from the Karras σ̃, not from the label.
     /// `DPMSolverMultistepScheduler` skips the rounding for `squaredcos_cap_v2`, so its cosine
@@ -204,10 +209,20 @@ impl VpRule {
     pub fn skip_name(&self) -> &'static str {
         match self {
             VpRule::DiffusersLinspace(_) => "linspace",
+            VpRule::DiffusersLeading { .. } => "leading",
+            VpRule::DiffusersTrailing(_) => "trailing",
             VpRule::DiffusersKarras { .. } => "karras",
             VpRule::Continuous { rule: TimeRule::TimeUniform, .. } => "time_uniform",
             VpRule::Continuous { rule: TimeRule::LogSnr, .. } => "logsnr",
             VpRule::Continuous { rule: TimeRule::TimeQuadratic, .. } => "time_quadratic",
+        }
+    }
+    /// Where a diffusers grid ends; None for the repos' continuous grids.
+    pub fn final_sigma(&self) -> Option<FinalSigma> {
+        match *self {
+            VpRule::DiffusersLinspace(f) | VpRule::DiffusersTrailing(f) => Some(f),
+            VpRule::DiffusersLeading { final_sigma, .. } | VpRule::DiffusersKarras { final_sigma, .. } => Some(final_sigma),
+            VpRule::Continuous { .. } => None,
         }
     }
     /// The lower-order-final threshold: the DPM-Solver repo drops the order only for < 10 steps,
@@ -229,29 +244,53 @@ pub fn diffusers_linspace_labels(t_train: usize, steps: usize) -> Vec<f64> {
     v
 }
 
-/// diffusers' rounded linspace labels repeat once S ≥ T, which would make λ-steps of zero length.
+/// The integer labels of diffusers' spaced grids (linspace, leading, trailing), in call order;
+/// None for the other rules. Grids whose labels would repeat or leave [0, T) are refused (with
+/// linspace labels repeat once S ≥ T, making λ-steps of zero length).
+pub fn spaced_labels(sampler: &str, rule: VpRule, steps: usize, t_train: usize) -> crate::Result<Option<Vec<f64>>> {
+    let err = |m: String| crate::BenchError::user(format!("sampler {sampler}: steps={steps} with skip={}: {m}", rule.skip_name()));
+    let labels: Vec<f64> = match rule {
+        VpRule::DiffusersLinspace(_) => {
+            if steps >= t_train {
+                return Err(err(format!("needs steps < T={t_train} (labels would repeat)")));
+            }
+            diffusers_linspace_labels(t_train, steps)
+        }
+        VpRule::DiffusersLeading { offset, .. } => {
+            let ratio = t_train / (steps + 1);
+            if ratio == 0 {
+                return Err(err(format!("needs steps < T={t_train} (labels would repeat)")));
+            }
+            let top = steps * ratio + offset;
+            if top >= t_train {
+                return Err(err(format!("steps_offset={offset} pushes label {top} past the schedule's last label {}", t_train - 1)));
+            }
+            (1..=steps).rev().map(|i| (i * ratio + offset) as f64).collect()
+        }
+        VpRule::DiffusersTrailing(_) => crate::timesteps::discrete_labels(crate::timesteps::Skip::Trailing, steps, t_train, 0)?
+            .into_iter()
+            .map(|l| l as f64)
+            .collect(),
+        _ => return Ok(None),
+    };
+    Ok(Some(labels))
+}
+
+/// Refuses step counts a rule cannot lay out (see [`spaced_labels`]).
 pub fn check_vp_steps(sampler: &str, rule: VpRule, steps: usize, schedule: &NoiseSchedule) -> crate::Result<()> {
-    if matches!(rule, VpRule::DiffusersLinspace(_)) && steps >= schedule.len() {
-        return Err(crate::BenchError::user(format!(
-            "sampler {sampler}: steps={steps} with skip=linspace needs steps < T={} (labels would repeat)",
-            schedule.len()
-        )));
-    }
-    Ok(())
+    spaced_labels(sampler, rule, steps, schedule.len()).map(|_| ())
 }
 
 /// The S+1 nodes of a VP grid for `steps` steps (the model is called at the first S).
-pub fn vp_grid(schedule: &NoiseSchedule, rule: VpRule, steps: usize) -> Vec<Node> {
+pub fn vp_grid(schedule: &NoiseSchedule, rule: VpRule, steps: usize) -> crate::Result<Vec<Node>> {
     let final_node = |f: FinalSigma| match f {
         FinalSigma::Zero => Node { label: f64::NAN, alpha: 1.0, sigma: 0.0, lambda: f64::INFINITY },
         FinalSigma::SigmaMin => Node::from_sigma_ve(0.0, f32r(schedule.sigma(0))),
     };
-    match rule {
-        VpRule::DiffusersLinspace(f) => {
-            let mut g: Vec<Node> = diffusers_linspace_labels(schedule.len(), steps)
-                .into_iter()
-                .map(|t| Node::from_sigma_ve(t, f32r(schedule.sigma(t as usize))))
-                .collect();
+    Ok(match rule {
+        VpRule::DiffusersLinspace(f) | VpRule::DiffusersTrailing(f) | VpRule::DiffusersLeading { final_sigma: f, .. } => {
+            let labels = spaced_labels("", rule, steps, schedule.len())?.unwrap_or_default();
+            let mut g: Vec<Node> = labels.into_iter().map(|t| Node::from_sigma_ve(t, f32r(schedule.sigma(t as usize)))).collect();
             g.push(final_node(f));
             g
         }
@@ -273,7 +312,7 @@ pub fn vp_grid(schedule: &NoiseSchedule, rule: VpRule, steps: usize) -> Vec<Node
             let vp = VpContinuous::new(schedule);
             time_steps(&vp, rule, 1.0, t_end, steps).into_iter().map(|t| vp.node(t)).collect()
         }
-    }
+    })
 }
 
 #[cfg(test)]

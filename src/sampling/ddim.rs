@@ -114,7 +114,10 @@ impl Ddim {
     fn x0_and_eps(&self, out: &Output, x: &Tensor, a: f64) -> (Tensor, Tensor) {
         if self.clip.is_off() {
             let eps = out.eps();
-            return (x0_from_eps(x, &eps, a), eps);
+            // A v- or x0-model's x̂0 comes straight from its output, as diffusers computes it;
+            // through ε̂ it would divide by √ᾱ = 0 at a zero-terminal-SNR label.
+            let x0 = if out.prediction == crate::models::Prediction::Epsilon { x0_from_eps(x, &eps, a) } else { out.x0() };
+            return (x0, eps);
         }
         let x0 = out.x0_clipped(&self.clip);
         let eps = if self.clipped_eps { super::eps_from_x0(x, &x0, a) } else { out.eps() };

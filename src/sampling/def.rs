@@ -103,6 +103,11 @@ impl PartialEq for SamplerDef {
 pub const ALL_PREDICTIONS: &[Prediction] = &[Prediction::Epsilon, Prediction::VPrediction, Prediction::Sample];
 pub const DISCRETE_SKIPS: &[Skip] = &[Skip::Uniform, Skip::Quadratic, Skip::Leading, Skip::Trailing, Skip::Linspace];
 
+/// The samplers whose diffusers scheduler takes `rescale_betas_zero_snr` (DDIM, DDPM, Euler,
+/// Euler ancestral, DPMSolverMultistep, UniPC); the σ-grid ones among them read the schedule
+/// through [`crate::schedule::NoiseSchedule::finite_terminal_sigma`] as diffusers does.
+pub const ZERO_SNR_SAMPLERS: &[&str] = &["ddim", "ddpm", "ddpm_large", "euler", "euler_ancestral", "dpm_solver", "dpm_solver++", "unipc"];
+
 /// Every sampler, in the order `bench samplers` lists them.
 pub static DEFINITIONS: &[&SamplerDef] = &[
     &ddim::DDIM,
@@ -250,6 +255,14 @@ impl SamplerDef {
     pub fn build(&'static self, params: &Resolved, skip: Skip, steps: usize, schedule: &Schedule) -> Result<Box<dyn Sampler>> {
         if steps == 0 {
             return Err(BenchError::user(format!("sampler {}: steps must be ≥ 1", self.name)));
+        }
+        if schedule.zero_terminal_snr() && !ZERO_SNR_SAMPLERS.contains(&self.name) {
+            return Err(BenchError::user(format!(
+                "sampler {}: the schedule has zero terminal SNR (rescale_betas_zero_snr), which its reference does not offer \
+                 (samplers that take it, as diffusers' schedulers do: {})",
+                self.name,
+                ZERO_SNR_SAMPLERS.join(", ")
+            )));
         }
         (self.build)(&Args { def: self, values: params, skip, steps, schedule })
     }

@@ -3,7 +3,7 @@
 //! extrapolated by the Lagrange polynomial in log ρ through the last `order` model outputs,
 //! integrated exactly over [ρ_s, ρ_t] (DEIS eq. 15 with the log-ρ basis).
 use super::continuous::{vp_grid, Node};
-use super::ddim::{DYNAMIC_THRESHOLDING_RATIO, SAMPLE_MAX_VALUE, THRESHOLDING};
+use super::ddim::{DYNAMIC_THRESHOLDING_RATIO, SAMPLE_MAX_VALUE, STEPS_OFFSET, THRESHOLDING};
 use super::def::{SamplerDef, ALL_PREDICTIONS};
 use super::dpm_solver::{ends_at_zero, final_sigmas, multistep_orders, order, vp_rule, History, LOWER_ORDER_FINAL, T_END, VP_SKIPS};
 use super::{Counted, EndPoint, NoiseSource, Sampler, X0Clip};
@@ -105,6 +105,7 @@ pub static DEIS: SamplerDef = SamplerDef {
         order(2, "1 | 2 | 3 (ρAB order; 1 = DDIM)"),
         LOWER_ORDER_FINAL,
         T_END,
+        STEPS_OFFSET,
         final_sigmas("sigma_min"),
         THRESHOLDING,
         DYNAMIC_THRESHOLDING_RATIO,
@@ -124,7 +125,7 @@ pub static DEIS: SamplerDef = SamplerDef {
         if ends_at_zero(rule) {
             return Err(a.error("final_sigmas=zero is not allowed (log ρ of σ=0; use sigma_min)"));
         }
-        let d = Deis::new(a.usize("order")?, vp_grid(a.schedule, rule, a.steps), a.bool("lower_order_final")?);
+        let d = Deis::new(a.usize("order")?, vp_grid(a.schedule, rule, a.steps)?, a.bool("lower_order_final")?);
         Ok(Box::new(Deis { clip: X0Clip::from_args(a)?, ..d }))
     },
 };

@@ -4,7 +4,7 @@
 //! The λ-space pieces (φ functions, the exponential-integrator update, the multistep history)
 //! are shared with UniPC (`unipc.rs`).
 use super::continuous::{check_vp_steps, time_steps, vp_grid, FinalSigma, Node, TimeRule, VpContinuous, VpRule};
-use super::ddim::{DYNAMIC_THRESHOLDING_RATIO, SAMPLE_MAX_VALUE, THRESHOLDING};
+use super::ddim::{DYNAMIC_THRESHOLDING_RATIO, SAMPLE_MAX_VALUE, STEPS_OFFSET, THRESHOLDING};
 use super::def::{Args, ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS};
 use super::{Counted, EndPoint, NoiseSource, Output, Sampler, X0Clip};
 use crate::timesteps::Skip;
@@ -104,15 +104,16 @@ fn first_order(pred: Integrand, x: &Tensor, s: &Node, t: &Node, m_s: &Tensor) ->
     exp_update(pred, x, s, t, &[(p1, m_s)])
 }
 
-/// Multistep order 2 ("midpoint"; repo `multistep_dpm_solver_second_order_update`, DPM-Solver++
-/// Alg. 2): D1 = (m0 − m1)/r0, x_t = lin·x − scale·(φ1 m0 + ½ φ1 D1).
-fn multistep_second(pred: Integrand, x: &Tensor, hist: &History, t: &Node) -> Tensor {
+/// Multistep order 2 (repo `multistep_dpm_solver_second_order_update`, DPM-Solver++ Alg. 2):
+/// D1 = (m0 − m1)/r0, x_t = lin·x − scale·(φ1 m0 + ½ φ1 D1) ("midpoint"), or with φ2 D1 in
+/// place of ½ φ1 D1 (diffusers `solver_type="heun"`).
+fn multistep_second(pred: Integrand, x: &Tensor, hist: &History, t: &Node, heun: bool) -> Tensor {
     let ((s0, m0), (s1, m1)) = (hist.get(0), hist.get(1));
     let h = t.lambda - s0.lambda;
     let r0 = (s0.lambda - s1.lambda) / h;
     let d1 = (m0 - m1) / r0;
-    let [p1, _, _] = phis(pred.hh(h));
-    exp_update(pred, x, s0, t, &[(p1, m0), (0.5 * p1, &d1)])
+    let [p1, p2, _] = phis(pred.hh(h));
+    exp_update(pred, x, s0, t, &[(p1, m0), (if heun { p2 } else { 0.5 * p1 }, &d1)])
 }
 
 /// Multistep order 3 (repo `multistep_dpm_solver_third_order_update`):
@@ -129,6 +130,62 @@ fn multistep_third(pred: Integrand, x: &Tensor, hist: &History, t: &Node) -> Ten
     let d2 = &diff / (r0 + r1);
     let [p1, p2, p3] = phis(pred.hh(h));
     exp_update(pred, x, s0, t, &[(p1, m0), (p2, &d1), (p3, &d2)])
+}
+
+/// The multistep SDE-DPM-Solver(++) step (Lu et al. 2022b §4 / diffusers
+/// `DPMSolverMultistepScheduler`, algorithm_type `sde-dpmsolver++` | `sde-dpmsolver`, solver_type
+/// midpoint, or heun for order 2) of order 1–3 (3: data prediction only) with injected noise z:
+/// data: x_t = (σ_t/σ_s)e^{−h} x + α_t(1−e^{−2h})(D0 + ½D1) + σ_t√(1−e^{−2h}) z (order 2; order 3 below);
+/// noise: x_t = (α_t/α_s) x − 2σ_t(e^h−1) D0 − σ_t(e^h−1) D1 + σ_t√(e^{2h}−1) z.
+fn sde_multistep(pred: Integrand, x: &Tensor, hist: &History, t: &Node, order: usize, heun: bool, z: &Tensor) -> Tensor {
+    let (s0, m0) = hist.get(0);
+    let h = t.lambda - s0.lambda;
+    // D1, D2 as in the deterministic multistep updates (midpoint form).
+    let diffs = |order: usize| -> (Option<Tensor>, Option<Tensor>) {
+        match order {
+            1 => (None, None),
+            2 => {
+                let (s1, m1) = hist.get(1);
+                (Some((m0 - m1) / ((s0.lambda - s1.lambda) / h)), None)
+            }
+            _ => {
+                let ((s1, m1), (s2, m2)) = (hist.get(1), hist.get(2));
+                let (r0, r1) = ((s0.lambda - s1.lambda) / h, (s1.lambda - s2.lambda) / h);
+                let (d1_0, d1_1) = ((m0 - m1) / r0, (m1 - m2) / r1);
+                let diff = &d1_0 - &d1_1;
+                (Some(&d1_0 + &diff * (r0 / (r0 + r1))), Some(diff / (r0 + r1)))
+            }
+        }
+    };
+    let (d1, d2) = diffs(order);
+    match pred {
+        Integrand::Data => {
+            // e = 1 − e^{−2h}; at a σ = 0 end h = ∞, e = 1 and the noise term vanishes (σ_t = 0).
+            let e = -(-2.0 * h).exp_m1();
+            let mut out = x * (t.sigma / s0.sigma * (-h).exp()) + m0 * (t.alpha * e);
+            match (&d1, &d2) {
+                (Some(d1), None) if heun => out += d1 * (t.alpha * (e / (-2.0 * h) + 1.0)),
+                (Some(d1), None) => out += d1 * (0.5 * t.alpha * e),
+                (Some(d1), Some(d2)) => {
+                    out += d1 * (t.alpha * (e / (-2.0 * h) + 1.0));
+                    out += d2 * (t.alpha * ((e - 2.0 * h) / (4.0 * h * h) - 0.5));
+                }
+                _ => {}
+            }
+            if t.sigma > 0.0 {
+                out += z * (t.sigma * e.sqrt());
+            }
+            out
+        }
+        Integrand::Noise => {
+            let e = h.exp_m1();
+            let mut out = x * (t.alpha / s0.alpha) - m0 * (2.0 * t.sigma * e);
+            if let Some(d1) = &d1 {
+                out -= d1 * if heun { 2.0 * t.sigma * (e / h - 1.0) } else { t.sigma * e };
+            }
+            out + z * (t.sigma * (2.0 * h).exp_m1().sqrt())
+        }
+    }
 }
 
 /// Singlestep order-2 update from s over (s1, t) with models at s and s1 (repo
@@ -179,6 +236,10 @@ pub struct DpmSolver {
     orders: Vec<usize>,
     middle: ThirdOrderMiddle,
     end: EndPoint,
+    /// Multistep only: the SDE variant, which draws fresh noise at every step.
+    sde: bool,
+    /// Multistep only: diffusers `solver_type="heun"` for the order-2 steps.
+    heun: bool,
 }
 
 /// Multistep orders (repo `sample(method='multistep')`, diffusers `step`): warm-up with lower
@@ -278,16 +339,34 @@ impl DpmSolver {
         let final_zero = nodes[steps].sigma == 0.0;
         let orders = multistep_orders(order, steps, lower_order_final, below, final_zero);
         let end = end_of(&nodes);
-        DpmSolver { name, pred, clip: X0Clip::OFF, multistep: true, nodes, orders, middle: ThirdOrderMiddle::Repo, end }
+        DpmSolver { name, pred, clip: X0Clip::OFF, multistep: true, nodes, orders, middle: ThirdOrderMiddle::Repo, end, sde: false, heun: false }
     }
 
     /// Singlestep with explicit block orders on a grid of Σorders + 1 nodes.
     pub fn singlestep(name: &'static str, pred: Integrand, nodes: Vec<Node>, blocks: Vec<usize>, middle: ThirdOrderMiddle) -> Self {
         let end = end_of(&nodes);
-        DpmSolver { name, pred, clip: X0Clip::OFF, multistep: false, nodes, orders: blocks, middle, end }
+        DpmSolver { name, pred, clip: X0Clip::OFF, multistep: false, nodes, orders: blocks, middle, end, sde: false, heun: false }
     }
     pub fn with_clip(mut self, clip: X0Clip) -> Self {
         self.clip = clip;
+        self
+    }
+    /// Multistep: diffusers `solver_type="heun"` (order-2 steps) and `euler_at_final` (a
+    /// first-order last step).
+    pub fn with_multistep_options(mut self, heun: bool, euler_at_final: bool) -> Self {
+        if self.multistep {
+            self.heun = heun;
+            if euler_at_final {
+                if let Some(o) = self.orders.last_mut() {
+                    *o = 1;
+                }
+            }
+        }
+        self
+    }
+    /// The multistep SDE variant (noise drawn per step from the sampler's [`NoiseSource`]).
+    pub fn with_sde(mut self, sde: bool) -> Self {
+        self.sde = sde && self.multistep;
         self
     }
 
@@ -321,7 +400,7 @@ impl Sampler for DpmSolver {
     fn end_point(&self) -> EndPoint {
         self.end
     }
-    fn sample(&self, model: &Counted, x_t: Tensor, _noise: &mut dyn NoiseSource) -> Result<Tensor> {
+    fn sample(&self, model: &Counted, x_t: Tensor, noise: &mut dyn NoiseSource) -> Result<Tensor> {
         let pred = self.pred;
         let mut x = x_t;
         let eval = |x: &Tensor, n: &Node| -> Result<Tensor> { Ok(pred.of(&model.call(x, n)?, &self.clip)) };
@@ -330,9 +409,14 @@ impl Sampler for DpmSolver {
             for (i, &o) in self.orders.iter().enumerate() {
                 let (s, t) = (&self.nodes[i], &self.nodes[i + 1]);
                 hist.push(*s, eval(&x, s)?);
+                if self.sde {
+                    let z = noise.noise(i, &x);
+                    x = sde_multistep(pred, &x, &hist, t, o, self.heun, &z);
+                    continue;
+                }
                 x = match o {
                     1 => first_order(pred, &x, s, t, hist.get(0).1),
-                    2 => multistep_second(pred, &x, &hist, t),
+                    2 => multistep_second(pred, &x, &hist, t, self.heun),
                     _ => multistep_third(pred, &x, &hist, t),
                 };
             }
@@ -384,6 +468,8 @@ pub fn vp_rule(a: &Args, truncate_cosine: bool) -> Result<VpRule> {
         Skip::TimeUniform => cont(TimeRule::TimeUniform),
         Skip::TimeQuadratic => cont(TimeRule::TimeQuadratic),
         Skip::Linspace => VpRule::DiffusersLinspace(fin),
+        Skip::Leading => VpRule::DiffusersLeading { offset: a.usize("steps_offset")?, final_sigma: fin },
+        Skip::Trailing => VpRule::DiffusersTrailing(fin),
         _ => VpRule::DiffusersKarras { final_sigma: fin, truncate_cosine },
     };
     check_vp_steps(a.def.name, rule, a.steps, a.schedule)?;
@@ -392,10 +478,13 @@ pub fn vp_rule(a: &Args, truncate_cosine: bool) -> Result<VpRule> {
 
 /// A σ = 0 end under noise prediction (x_t = x0 needs ε at σ = 0) is refused.
 pub fn ends_at_zero(rule: VpRule) -> bool {
-    matches!(rule, VpRule::DiffusersLinspace(FinalSigma::Zero) | VpRule::DiffusersKarras { final_sigma: FinalSigma::Zero, .. })
+    rule.final_sigma() == Some(FinalSigma::Zero)
 }
 
 fn build(pred: Integrand, a: &Args) -> Result<Box<dyn Sampler>> {
+    let zero_snr = a.schedule.zero_terminal_snr();
+    let finite = a.schedule.finite_terminal_sigma();
+    let a = &Args { schedule: &finite, ..*a };
     let name = a.def.name;
     let order = a.usize("order")?;
     let method = a.str("method")?;
@@ -407,25 +496,43 @@ fn build(pred: Integrand, a: &Args) -> Result<Box<dyn Sampler>> {
     if pred == Integrand::Noise && ends_at_zero(rule) {
         return Err(a.error("final_sigmas=zero needs data prediction (use dpm_solver++ or final_sigmas=sigma_min)"));
     }
+    if method != "multistep" && matches!(rule, VpRule::DiffusersLeading { .. } | VpRule::DiffusersTrailing(_)) {
+        return Err(a.error(format!("skip={} is diffusers' multistep spacing (its singlestep scheduler has linspace only); use method=multistep", a.skip)));
+    }
+    if zero_snr && (method != "multistep" || rule.final_sigma().is_none()) {
+        return Err(a.error("a zero-terminal-SNR schedule needs method=multistep on a diffusers grid (as DPMSolverMultistepScheduler)"));
+    }
+    let sde = a.bool("sde")?;
+    let heun = a.str("solver_type")? == "heun";
+    let euler_at_final = a.bool("euler_at_final")?;
+    if (heun || euler_at_final) && method != "multistep" {
+        return Err(a.error("solver_type=heun and euler_at_final=true are options of the multistep solver here; use method=multistep"));
+    }
+    if sde && method != "multistep" {
+        return Err(a.error("sde=true is the multistep SDE solver; use method=multistep"));
+    }
+    if sde && pred == Integrand::Noise && order > 2 {
+        return Err(a.error("sde=true with noise prediction has orders 1 and 2 only (as diffusers' sde-dpmsolver)"));
+    }
     let schedule = a.schedule;
     let steps = a.steps;
     let sampler = match (method, rule) {
-        ("multistep", rule) => DpmSolver::multistep(name, pred, order, vp_grid(schedule, rule, steps), lof, rule.lower_order_final_below()),
+        ("multistep", rule) => DpmSolver::multistep(name, pred, order, vp_grid(schedule, rule, steps)?, lof, rule.lower_order_final_below()),
         (m, VpRule::Continuous { rule: tr, t_end }) => {
             let orders = if m == "singlestep" { fast_orders(order, steps) } else { vec![order; steps / order] };
             let vp = VpContinuous::new(schedule);
             DpmSolver::singlestep(name, pred, repo_singlestep_nodes(&vp, tr, t_end, steps, &orders), orders, ThirdOrderMiddle::Repo)
         }
         (_, rule) => {
-            let nodes = vp_grid(schedule, rule, steps);
+            let nodes = vp_grid(schedule, rule, steps)?;
             let final_zero = nodes[steps].sigma == 0.0;
             DpmSolver::singlestep(name, pred, nodes, diffusers_singlestep_blocks(order, steps, lof, final_zero), ThirdOrderMiddle::Diffusers)
         }
     };
-    Ok(Box::new(sampler.with_clip(X0Clip::from_args(a)?)))
+    Ok(Box::new(sampler.with_clip(X0Clip::from_args(a)?).with_sde(sde).with_multistep_options(heun, euler_at_final)))
 }
 
-pub const VP_SKIPS: &[Skip] = &[Skip::Logsnr, Skip::TimeUniform, Skip::TimeQuadratic, Skip::Linspace, Skip::Karras];
+pub const VP_SKIPS: &[Skip] = &[Skip::Logsnr, Skip::TimeUniform, Skip::TimeQuadratic, Skip::Linspace, Skip::Leading, Skip::Trailing, Skip::Karras];
 
 pub const fn order(default: i64, help: &'static str) -> ParamDef {
     ParamDef { name: "order", kind: ParamKind::Int { min: 1, max: 3, default }, help, diffusers: Some("solver_order") }
@@ -450,6 +557,26 @@ pub const fn final_sigmas(default: &'static str) -> ParamDef {
         diffusers: Some("final_sigmas_type"),
     }
 }
+const fn sde(diffusers_value: &'static str) -> ParamDef {
+    ParamDef {
+        name: "sde",
+        kind: ParamKind::Bool { default: false },
+        help: diffusers_value,
+        diffusers: None,
+    }
+}
+const SOLVER_TYPE: ParamDef = ParamDef {
+    name: "solver_type",
+    kind: ParamKind::Choice { allowed: &["midpoint", "heun"], default: "midpoint" },
+    help: "multistep order-2 steps: midpoint (½φ1·D1, the repos' dpmsolver form) | heun (φ2·D1)",
+    diffusers: Some("solver_type"),
+};
+const EULER_AT_FINAL: ParamDef = ParamDef {
+    name: "euler_at_final",
+    kind: ParamKind::Bool { default: false },
+    help: "multistep: a first-order last step whatever the step count",
+    diffusers: Some("euler_at_final"),
+};
 const fn method(default: &'static str) -> ParamDef {
     ParamDef {
         name: "method",
@@ -464,8 +591,12 @@ pub static DPM_SOLVER: SamplerDef = SamplerDef {
     params: &[
         order(3, "1 | 2 | 3"),
         method("singlestep"),
+        sde("multistep SDE-DPM-Solver-1/2 with fresh noise each step (diffusers algorithm_type=sde-dpmsolver)"),
+        SOLVER_TYPE,
         LOWER_ORDER_FINAL,
+        EULER_AT_FINAL,
         T_END,
+        STEPS_OFFSET,
         final_sigmas("sigma_min"),
         THRESHOLDING,
         DYNAMIC_THRESHOLDING_RATIO,
@@ -477,7 +608,7 @@ pub static DPM_SOLVER: SamplerDef = SamplerDef {
     end_point: "ᾱ_0 (t_end = 1/T, label 0)",
     reference: "Lu et al. 2022, DPM-Solver (arXiv:2206.00927); LuChengTHU/dpm-solver dpm_solver_pytorch.py; diffusers DPMSolverSinglestep/MultistepScheduler (algorithm_type=dpmsolver)",
     predictions: ALL_PREDICTIONS,
-    note: "skip logsnr | time_uniform | time_quadratic are the DPM-Solver repo's continuous grids (t from 1 to t_end); linspace | karras are diffusers' discrete grids",
+    note: "skip logsnr | time_uniform | time_quadratic are the DPM-Solver repo's continuous grids (t from 1 to t_end); linspace | leading | trailing | karras are diffusers' discrete grids (leading/trailing: multistep only)",
     eta: None,
     variant: Some("method"),
     build: |a| build(Integrand::Noise, a),
@@ -488,8 +619,12 @@ pub static DPM_SOLVER_PP: SamplerDef = SamplerDef {
     params: &[
         order(2, "1 | 2 | 3 (2S = order 2 singlestep, 2M = order 2 multistep, 3M = order 3 multistep)"),
         method("multistep"),
+        sde("multistep SDE-DPM-Solver++ with fresh noise each step (diffusers algorithm_type=sde-dpmsolver++)"),
+        SOLVER_TYPE,
         LOWER_ORDER_FINAL,
+        EULER_AT_FINAL,
         T_END,
+        STEPS_OFFSET,
         final_sigmas("zero"),
         THRESHOLDING,
         DYNAMIC_THRESHOLDING_RATIO,
@@ -534,6 +669,19 @@ mod tests {
         assert_eq!(diffusers_singlestep_blocks(2, 6, true, false), vec![2, 2, 1, 1]);
         // final σ = 0 makes the last step first order: [1,2,3,1,2] → [1,2,3,1,1].
         assert_eq!(diffusers_singlestep_blocks(3, 5, true, true), vec![3, 1, 1]);
+    }
+
+    #[test]
+    fn zero_terminal_snr_only_on_diffusers_multistep_grids() {
+        let z = crate::schedule::NoiseSchedule::ddpm_linear().rescaled_zero_terminal_snr();
+        let pp = &DPM_SOLVER_PP;
+        assert!(pp.build(&pp.defaults(), Skip::Trailing, 10, &z).is_ok());
+        // The repo's continuous grids start at λ = −∞ under zero terminal SNR.
+        let e = pp.build(&pp.defaults(), Skip::Logsnr, 10, &z).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("zero-terminal-SNR"), "{e}");
+        let heun = super::super::def::find("heun").unwrap();
+        let e = heun.build(&heun.defaults(), Skip::Trailing, 10, &z).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("zero terminal SNR"), "{e}");
     }
 
     #[test]

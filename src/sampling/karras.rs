@@ -6,10 +6,11 @@
 //! x_vp = x/√(σ²+1) (diffusers `scale_model_input`) and the label of σ: on the grid the label
 //! diffusers computes, between grid levels `_sigma_to_t` (log σ̃ linear between integer labels).
 //!
-//! **`sample()` takes z ~ N(0, I)** like every sampler, and starts from x = σ_max·z, diffusers'
-//! `init_noise_sigma` for `timestep_spacing="linspace"` (not √(σ_max²+1)). The result at σ = 0 is
-//! in data space.
+//! **`sample()` takes z ~ N(0, I)** like every sampler, and starts from x = `init_noise_sigma`·z
+//! as diffusers does: σ_max for `timestep_spacing` linspace and trailing, √(σ_max²+1) for
+//! leading. The result at σ = 0 is in data space.
 use super::continuous::{f32r, interp_labels, karras_sigmas, sigma_to_t, ve_sigmas};
+use super::ddim::STEPS_OFFSET;
 use super::def::{Args, EtaColumn, ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS};
 use super::{Counted, EndPoint, Node, NoiseSource, Sampler, Schedule};
 use crate::timesteps::Skip;
@@ -25,6 +26,8 @@ pub struct SigmaGrid {
     log_sigmas: Vec<f64>,
     /// diffusers keeps labels in float32, except KDPM2's Karras grids (float64).
     f32_labels: bool,
+    /// `timestep_spacing="leading"`: diffusers starts from √(σ_max²+1)·z instead of σ_max·z.
+    init_vp: bool,
 }
 
 impl SigmaGrid {
@@ -48,7 +51,20 @@ impl SigmaGrid {
         };
         let mut sigmas: Vec<f64> = levels.into_iter().map(f32r).collect();
         sigmas.push(0.0);
-        SigmaGrid { sigmas, labels: labels.into_iter().map(f32r).collect(), log_sigmas, f32_labels: true }
+        SigmaGrid { sigmas, labels: labels.into_iter().map(f32r).collect(), log_sigmas, f32_labels: true, init_vp: false }
+    }
+    /// diffusers `timestep_spacing="leading"` / `"trailing"`: integer labels from
+    /// [`crate::timesteps::discrete_labels`] (leading: arange(S)·(T//S) + steps_offset; trailing:
+    /// round(arange(T, 0, −T/S)) − 1), σ = σ̃ at each label; leading also changes
+    /// `init_noise_sigma` to √(σ_max²+1).
+    pub fn spaced(schedule: &Schedule, skip: Skip, steps_offset: usize, steps: usize) -> Result<Self> {
+        let sig = ve_sigmas(schedule);
+        let log_sigmas: Vec<f64> = sig.iter().map(|s| s.ln()).collect();
+        let labels = crate::timesteps::discrete_labels(skip, steps, schedule.len(), steps_offset)?;
+        let mut sigmas: Vec<f64> = labels.iter().map(|&t| f32r(sig[t])).collect();
+        sigmas.push(0.0);
+        let labels = labels.into_iter().map(|t| t as f64).collect();
+        Ok(SigmaGrid { sigmas, labels, log_sigmas, f32_labels: true, init_vp: skip == Skip::Leading })
     }
     /// KDPM2(-ancestral) with Karras levels: diffusers rounds the grid labels to integers and
     /// keeps the midpoint labels unrounded in float64.
@@ -71,9 +87,14 @@ impl SigmaGrid {
             t
         }
     }
-    /// `init_noise_sigma` for timestep_spacing linspace: max σ.
+    /// diffusers `init_noise_sigma`: max σ for linspace/trailing spacing, √(σ_max²+1) for leading.
     pub fn init_sigma(&self) -> f64 {
-        self.sigmas[0]
+        let max = self.sigmas[0];
+        if self.init_vp {
+            (max * max + 1.0).sqrt()
+        } else {
+            max
+        }
     }
 }
 
@@ -312,6 +333,8 @@ impl Sampler for KarrasSampler {
 }
 
 fn build(family: Family, a: &Args) -> Result<Box<dyn Sampler>> {
+    let finite = a.schedule.finite_terminal_sigma();
+    let a = &Args { schedule: &finite, ..*a };
     let karras = a.skip == Skip::Karras;
     let lms_order = if family == Family::Lms { a.usize("order")? } else { 4 };
     let churn = if family == Family::KarrasVe {
@@ -319,6 +342,11 @@ fn build(family: Family, a: &Args) -> Result<Box<dyn Sampler>> {
     } else {
         Churn { s_churn: 0.0, s_tmin: 0.0, s_tmax: f64::INFINITY, s_noise: 1.0 }
     };
+    if matches!(a.skip, Skip::Leading | Skip::Trailing) {
+        let offset = if a.def.param("steps_offset").is_some() { a.usize("steps_offset")? } else { 0 };
+        let grid = SigmaGrid::spaced(a.schedule, a.skip, offset, a.steps)?;
+        return Ok(Box::new(KarrasSampler::new(family, grid).with_lms_order(lms_order).with_churn(churn)));
+    }
     if !karras {
         // linspace(0, T−1, 1) is just [0]: no noise level to start from.
         a.need_steps(2, "skip=linspace")?;
@@ -330,18 +358,18 @@ fn build(family: Family, a: &Args) -> Result<Box<dyn Sampler>> {
     Ok(Box::new(KarrasSampler::new(family, grid).with_lms_order(lms_order).with_churn(churn)))
 }
 
-const SIGMA_SKIPS: &[Skip] = &[Skip::Linspace, Skip::Karras];
+const SIGMA_SKIPS: &[Skip] = &[Skip::Linspace, Skip::Leading, Skip::Trailing, Skip::Karras];
 
 pub static EULER: SamplerDef = SamplerDef {
     name: "euler",
-    params: &[],
+    params: &[STEPS_OFFSET],
     skips: SIGMA_SKIPS,
     default_skip: Skip::Linspace,
     nfe: "S",
     end_point: "σ=0",
     reference: "Karras et al. 2022 Alg. 1 (Euler); diffusers EulerDiscreteScheduler",
     predictions: ALL_PREDICTIONS,
-    note: "skip linspace = diffusers timestep_spacing=linspace (fractional labels); karras = use_karras_sigmas (ρ=7)",
+    note: "skip linspace | leading | trailing = diffusers timestep_spacing (linspace: fractional labels; leading starts from √(σ_max²+1)·z); karras = use_karras_sigmas (ρ=7) over the full label range",
     eta: None,
     variant: None,
     build: |a| build(Family::Euler, a),
@@ -382,7 +410,7 @@ pub static KDPM2_ANCESTRAL: SamplerDef = SamplerDef {
 
 pub static LMS: SamplerDef = SamplerDef {
     name: "lms",
-    params: &[ParamDef { name: "order", kind: ParamKind::Int { min: 1, max: 4, default: 4 }, help: "linear multistep order", diffusers: None }],
+    params: &[ParamDef { name: "order", kind: ParamKind::Int { min: 1, max: 4, default: 4 }, help: "linear multistep order", diffusers: None }, STEPS_OFFSET],
     reference: "k-diffusion sample_lms; diffusers LMSDiscreteScheduler",
     build: |a| build(Family::Lms, a),
     ..EULER
@@ -400,7 +428,9 @@ pub static KARRAS_VE: SamplerDef = SamplerDef {
         churn("s_tmax", 50.0, "churn only for σ ≤ S_tmax"),
         churn("s_noise", 1.007, "noise inflation S_noise"),
     ],
+    skips: &[Skip::Linspace, Skip::Karras],
     default_skip: Skip::Karras,
+    note: "skip linspace = diffusers timestep_spacing=linspace (fractional labels); karras = Karras levels (ρ=7)",
     nfe: "2S−1 (last step Euler to σ=0)",
     reference: "Karras et al. 2022 Alg. 2 (stochastic sampler; defaults of diffusers KarrasVeScheduler), on the discrete VP model",
     build: |a| build(Family::KarrasVe, a),
@@ -429,6 +459,18 @@ mod tests {
         let (down, up) = ancestral_split(3.0, 1.2);
         assert!((down * down + up * up - 1.44).abs() < 1e-12);
         assert_eq!(ancestral_split(3.0, 0.0), (0.0, 0.0));
+    }
+
+    #[test]
+    fn leading_grid_starts_from_the_vp_scaled_noise() {
+        let s = crate::schedule::NoiseSchedule::ddpm_linear();
+        // diffusers leading, S = 10, steps_offset = 1: labels 901, 801, …, 1; init √(σ_901²+1).
+        let g = SigmaGrid::spaced(&s, Skip::Leading, 1, 10).unwrap();
+        assert_eq!(g.labels, (0..10).rev().map(|i| (100 * i + 1) as f64).collect::<Vec<_>>());
+        assert_eq!(g.sigmas[0], f32r(s.sigma(901)));
+        assert_eq!(g.init_sigma(), (g.sigmas[0] * g.sigmas[0] + 1.0).sqrt());
+        let t = SigmaGrid::spaced(&s, Skip::Trailing, 0, 10).unwrap();
+        assert_eq!((t.labels[0], t.init_sigma()), (999.0, f32r(s.sigma(999))));
     }
 
     #[test]

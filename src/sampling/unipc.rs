@@ -3,8 +3,8 @@
 //! Written against wl-zhao/UniPC `multistep_uni_pc_bh_update` and diffusers
 //! `UniPCMultistepScheduler` (B(h) variants only).
 use super::continuous::{vp_grid, Node};
-use super::ddim::{DYNAMIC_THRESHOLDING_RATIO, SAMPLE_MAX_VALUE, THRESHOLDING};
-use super::def::{ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS};
+use super::ddim::{DYNAMIC_THRESHOLDING_RATIO, SAMPLE_MAX_VALUE, STEPS_OFFSET, THRESHOLDING};
+use super::def::{Args, ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS};
 use super::dpm_solver::{ends_at_zero, exp_update, final_sigmas, order, phis, vp_rule, History, Integrand, LOWER_ORDER_FINAL, T_END, VP_SKIPS};
 use super::{Counted, EndPoint, NoiseSource, Sampler, X0Clip};
 use crate::timesteps::Skip;
@@ -200,6 +200,7 @@ pub static UNIPC: SamplerDef = SamplerDef {
         },
         ParamDef { help: "last steps use min(order, S−i) (no step threshold, as both references)", ..LOWER_ORDER_FINAL },
         T_END,
+        STEPS_OFFSET,
         final_sigmas("zero"),
         THRESHOLDING,
         DYNAMIC_THRESHOLDING_RATIO,
@@ -217,11 +218,17 @@ pub static UNIPC: SamplerDef = SamplerDef {
     build: |a| {
         let variant = if a.str("variant")? == "bh2" { Variant::Bh2 } else { Variant::Bh1 };
         let pred = if a.str("predict")? == "noise" { Integrand::Noise } else { Integrand::Data };
+        let zero_snr = a.schedule.zero_terminal_snr();
+        let finite = a.schedule.finite_terminal_sigma();
+        let a = &Args { schedule: &finite, ..*a };
         let rule = vp_rule(a, false)?;
+        if zero_snr && rule.final_sigma().is_none() {
+            return Err(a.error("a zero-terminal-SNR schedule needs a diffusers grid (skip linspace, leading, trailing or karras)"));
+        }
         if pred == Integrand::Noise && ends_at_zero(rule) {
             return Err(a.error("final_sigmas=zero needs predict=data (or final_sigmas=sigma_min)"));
         }
-        let u = UniPc::new(pred, variant, a.usize("order")?, vp_grid(a.schedule, rule, a.steps), a.bool("lower_order_final")?, &[]);
+        let u = UniPc::new(pred, variant, a.usize("order")?, vp_grid(a.schedule, rule, a.steps)?, a.bool("lower_order_final")?, &[]);
         Ok(Box::new(UniPc { clip: X0Clip::from_args(a)?, ..u }))
     },
 };

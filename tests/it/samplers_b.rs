@@ -22,7 +22,20 @@ fn f64_opts() -> (Kind, Device) {
 fn schedule(name: &str) -> NoiseSchedule {
     match name {
         "linear" => NoiseSchedule::ddpm_linear(),
+        // Stable Diffusion's β range rescaled to zero terminal SNR (Lin et al. 2024).
+        "zsnr" => NoiseSchedule::new(ScheduleKind::ScaledLinear, 0.00085, 0.012, 1000).unwrap().rescaled_zero_terminal_snr(),
+        "exp" => NoiseSchedule::new(ScheduleKind::Exp, 0.0, 0.0, 1000).unwrap(),
         _ => NoiseSchedule::new(ScheduleKind::Cosine, 0.0, 0.0, 1000).unwrap(),
+    }
+}
+
+/// diffusers' `beta_schedule` name for a test schedule.
+fn beta_schedule_name(schedule: &str) -> &'static str {
+    match schedule {
+        "linear" => "linear",
+        "zsnr" => "scaled_linear",
+        "exp" => "exp",
+        _ => "squaredcos_cap_v2",
     }
 }
 
@@ -152,6 +165,134 @@ fn noise_for(steps: usize, seed: i64) -> Vec<Tensor> {
 
 #[test]
 fn parity_with_diffusers() {
+    check_against_diffusers(cases());
+}
+
+/// diffusers' `timestep_spacing` leading (with Stable Diffusion's `steps_offset: 1`) and
+/// trailing on the Karras family and the multistep solvers, and the SDE variants of
+/// DPMSolverMultistepScheduler (`algorithm_type: sde-dpmsolver++` / `sde-dpmsolver`, with and
+/// without `use_karras_sigmas`) fed the same per-step noise. Trailing step counts divide T = 1000
+/// so numpy's float arange gives exactly S labels.
+fn spacing_and_sde_cases() -> Vec<Case> {
+    use serde_json::json;
+    let lead = json!({"timestep_spacing": "leading", "steps_offset": 1});
+    let trail = json!({"timestep_spacing": "trailing"});
+    let l1: &[(&'static str, &'static str)] = &[("skip", "leading"), ("steps_offset", "1")];
+    let tr: &[(&'static str, &'static str)] = &[("skip", "trailing")];
+    let mut v = Vec::new();
+    for (ctor, cls, stoch) in [
+        ("euler" as Ctor, "EulerDiscreteScheduler", false),
+        ("euler_ancestral", "EulerAncestralDiscreteScheduler", true),
+        ("heun", "HeunDiscreteScheduler", false),
+        ("kdpm2", "KDPM2DiscreteScheduler", false),
+        ("kdpm2_ancestral", "KDPM2AncestralDiscreteScheduler", true),
+        ("lms", "LMSDiscreteScheduler", false),
+    ] {
+        v.push(case(ctor, l1, 10, "linear", cls, lead.clone(), stoch));
+        v.push(case(ctor, l1, 7, "cosine", cls, lead.clone(), stoch));
+        v.push(case(ctor, tr, 8, "linear", cls, trail.clone(), stoch));
+        v.push(case(ctor, tr, 16, "cosine", cls, trail.clone(), stoch));
+    }
+    let ms = "DPMSolverMultistepScheduler";
+    let with = |base: &serde_json::Value, extra: serde_json::Value| {
+        let mut m = base.as_object().unwrap().clone();
+        m.extend(extra.as_object().unwrap().clone());
+        serde_json::Value::Object(m)
+    };
+    v.push(case("dpm_solver++", l1, 10, "linear", ms, lead.clone(), false));
+    v.push(case("dpm_solver++", &[("skip", "leading"), ("steps_offset", "1"), ("order", "3")], 20, "cosine", ms, with(&lead, json!({"solver_order": 3})), false));
+    v.push(case("dpm_solver++", tr, 16, "cosine", ms, trail.clone(), false));
+    v.push(case("dpm_solver", &[("skip", "trailing"), ("method", "multistep"), ("order", "2"), ("final_sigmas", "sigma_min")], 10, "linear", ms, with(&trail, json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"})), false));
+    let up = "UniPCMultistepScheduler";
+    v.push(case("unipc", &[("skip", "leading"), ("steps_offset", "1"), ("variant", "bh2")], 10, "linear", up, with(&lead, json!({"solver_type": "bh2"})), false));
+    v.push(case("unipc", &[("skip", "trailing"), ("variant", "bh2"), ("order", "3")], 16, "cosine", up, with(&trail, json!({"solver_type": "bh2", "solver_order": 3})), false));
+    let de = "DEISMultistepScheduler";
+    v.push(case("deis", &[("skip", "leading"), ("steps_offset", "1")], 10, "linear", de, lead.clone(), false));
+    v.push(case("deis", &[("skip", "trailing"), ("order", "3")], 16, "cosine", de, with(&trail, json!({"solver_order": 3})), false));
+    // SDE variants ("DPM++ 2M SDE", "DPM++ 2M SDE Karras", 3M SDE, SDE-DPM-Solver-2).
+    let sde = json!({"algorithm_type": "sde-dpmsolver++"});
+    v.push(case("dpm_solver++", &[("skip", "linspace"), ("sde", "true")], 10, "linear", ms, sde.clone(), true));
+    v.push(case("dpm_solver++", &[("skip", "karras"), ("sde", "true")], 12, "linear", ms, with(&sde, json!({"use_karras_sigmas": true})), true));
+    v.push(case("dpm_solver++", &[("skip", "linspace"), ("sde", "true"), ("order", "3")], 9, "cosine", ms, with(&sde, json!({"solver_order": 3})), true));
+    v.push(case("dpm_solver++", &[("skip", "linspace"), ("sde", "true"), ("order", "3"), ("final_sigmas", "sigma_min")], 16, "linear", ms, with(&sde, json!({"solver_order": 3, "final_sigmas_type": "sigma_min"})), true));
+    v.push(case("dpm_solver++", &[("skip", "trailing"), ("sde", "true")], 10, "cosine", ms, with(&sde, trail.clone()), true));
+    v.push(case("dpm_solver", &[("skip", "linspace"), ("method", "multistep"), ("order", "2"), ("sde", "true"), ("final_sigmas", "sigma_min")], 11, "linear", ms, json!({"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min"}), true));
+    // solver_type heun (ODE and SDE, data and noise prediction) and euler_at_final.
+    v.push(case("dpm_solver++", &[("skip", "linspace"), ("solver_type", "heun")], 10, "linear", ms, json!({"solver_type": "heun"}), false));
+    v.push(case("dpm_solver", &[("skip", "linspace"), ("method", "multistep"), ("order", "2"), ("solver_type", "heun"), ("final_sigmas", "sigma_min")], 9, "cosine", ms, json!({"algorithm_type": "dpmsolver", "solver_type": "heun", "final_sigmas_type": "sigma_min"}), false));
+    v.push(case("dpm_solver++", &[("skip", "karras"), ("sde", "true"), ("solver_type", "heun")], 12, "linear", ms, json!({"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": true, "solver_type": "heun"}), true));
+    v.push(case("dpm_solver", &[("skip", "linspace"), ("method", "multistep"), ("order", "2"), ("sde", "true"), ("solver_type", "heun"), ("final_sigmas", "sigma_min")], 10, "cosine", ms, json!({"algorithm_type": "sde-dpmsolver", "solver_type": "heun", "final_sigmas_type": "sigma_min"}), true));
+    v.push(case("dpm_solver++", &[("skip", "linspace"), ("euler_at_final", "true"), ("final_sigmas", "sigma_min"), ("order", "3")], 20, "cosine", ms, json!({"euler_at_final": true, "final_sigmas_type": "sigma_min", "solver_order": 3}), false));
+    v
+}
+
+#[test]
+fn parity_with_diffusers_spacings_and_sde() {
+    check_against_diffusers(spacing_and_sde_cases());
+}
+
+/// Zero terminal SNR (`rescale_betas_zero_snr`) with trailing spacing and v-prediction on every
+/// scheduler diffusers offers it for (DDIM is the zero-SNR paper's own configuration; the σ-grid
+/// schedulers read ᾱ_{T−1} = 2⁻²⁴), and the `exp` β schedule.
+#[test]
+fn parity_with_diffusers_zero_snr_and_exp_schedule() {
+    use serde_json::json;
+    let z = json!({"rescale_betas_zero_snr": true, "timestep_spacing": "trailing", "prediction_type": "v_prediction"});
+    let with = |extra: serde_json::Value| {
+        let mut m = z.as_object().unwrap().clone();
+        m.extend(extra.as_object().unwrap().clone());
+        serde_json::Value::Object(m)
+    };
+    check_against_diffusers(vec![
+        case("ddim", &[("skip", "trailing"), ("prev", "stride"), ("clip_sample", "true")], 10, "zsnr", "DDIMScheduler", z.clone(), false),
+        case("ddim", &[("skip", "trailing"), ("prev", "stride")], 25, "zsnr", "DDIMScheduler", with(json!({"clip_sample": false})), false),
+        case("euler", &[("skip", "trailing")], 8, "zsnr", "EulerDiscreteScheduler", z.clone(), false),
+        case("euler_ancestral", &[("skip", "trailing")], 10, "zsnr", "EulerAncestralDiscreteScheduler", z.clone(), true),
+        case("dpm_solver++", &[("skip", "trailing")], 10, "zsnr", "DPMSolverMultistepScheduler", z.clone(), false),
+        case("dpm_solver++", &[("skip", "trailing"), ("sde", "true")], 16, "zsnr", "DPMSolverMultistepScheduler", with(json!({"algorithm_type": "sde-dpmsolver++"})), true),
+        case("unipc", &[("skip", "trailing"), ("variant", "bh2")], 10, "zsnr", "UniPCMultistepScheduler", with(json!({"solver_type": "bh2"})), false),
+        case("heun", &[], 10, "exp", "HeunDiscreteScheduler", json!({}), false),
+        case("heun", &[("skip", "leading"), ("steps_offset", "1")], 8, "exp", "HeunDiscreteScheduler", json!({"timestep_spacing": "leading", "steps_offset": 1}), false),
+    ]);
+}
+
+/// The `exp`, `sigmoid` and zero-terminal-SNR schedules against diffusers' own (float32) ᾱ:
+/// each of the 1000 float32 factors of the cumulative product rounds by ≤ 2⁻²⁴ relative, so ᾱ
+/// (≤ 1) may differ by up to 1000·2⁻²⁴ ≈ 6e-5 absolute.
+#[test]
+fn beta_schedules_match_diffusers() {
+    let code = r#"
+import json, diffusers
+out = {}
+for key, cls, cfg in [
+    ("exp", "HeunDiscreteScheduler", dict(beta_schedule="exp")),
+    ("sigmoid", "DDPMScheduler", dict(beta_schedule="sigmoid", beta_start=1e-4, beta_end=0.02)),
+    ("zsnr", "DDIMScheduler", dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, rescale_betas_zero_snr=True)),
+]:
+    s = getattr(diffusers, cls)(num_train_timesteps=1000, **cfg)
+    out[key] = s.alphas_cumprod.double().tolist()
+print(json.dumps(out))
+"#;
+    let want: serde_json::Value = serde_json::from_str(run_python(code, &[]).trim()).unwrap();
+    let ours = [
+        ("exp", schedule("exp")),
+        ("sigmoid", NoiseSchedule::new(ScheduleKind::Sigmoid, 1e-4, 0.02, 1000).unwrap()),
+        ("zsnr", schedule("zsnr")),
+    ];
+    for (key, s) in ours {
+        let w: Vec<f64> = want[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let d = s.alphas_cumprod.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(d <= 1000.0 * 2f64.powi(-24), "{key}: ᾱ differs from diffusers' by {d:.2e}");
+        assert_eq!(s.alphas_cumprod[999] == 0.0, key == "zsnr", "{key}");
+    }
+}
+
+/// Runs every case here and through diffusers (samplers_b_ref.py) on the Gaussian oracle and
+/// compares model-call labels and final samples.
+fn check_against_diffusers(cases: Vec<Case>) {
+    // The data, z and the injected noise come from tch's global seed: parity tests run one at a time.
+    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (mean, std) = gaussian_data();
@@ -160,11 +301,10 @@ fn parity_with_diffusers() {
     write_npy(d.join("mean.npy"), &to_array(&mean)).unwrap();
     write_npy(d.join("std.npy"), &to_array(&std)).unwrap();
     write_npy(d.join("z.npy"), &to_array(&z)).unwrap();
-    for s in ["linear", "cosine"] {
+    for s in ["linear", "cosine", "zsnr", "exp"] {
         let b = schedule(s).betas;
         write_npy(d.join(format!("betas_{s}.npy")), &ndarray::Array1::from(b)).unwrap();
     }
-    let cases = cases();
     let mut json_cases = Vec::new();
     for c in &cases {
         let noise = if c.stochastic {
@@ -177,7 +317,7 @@ fn parity_with_diffusers() {
         };
         json_cases.push(serde_json::json!({
             "id": c.id, "cls": c.cls, "config": c.config, "steps": c.steps, "schedule": c.schedule,
-            "beta_schedule": if c.schedule == "linear" { "linear" } else { "squaredcos_cap_v2" },
+            "beta_schedule": beta_schedule_name(c.schedule),
             "noise": noise,
         }));
     }
@@ -190,9 +330,10 @@ fn parity_with_diffusers() {
     let mut report = String::new();
     for c in &cases {
         let sch = schedule(c.schedule);
-        let oracle = GaussianOracle::new(sch.clone(), mean.shallow_clone(), std.shallow_clone());
+        let prediction = if c.config["prediction_type"] == "v_prediction" { Prediction::VPrediction } else { Prediction::Epsilon };
+        let oracle = GaussianOracle::new(sch.clone(), mean.shallow_clone(), std.shallow_clone()).with_output(prediction);
         let sampler = build_from_text(c.ctor, &c.params, c.steps, &sch).unwrap();
-        let counted = Counted::new(&oracle, Prediction::Epsilon).with_trace();
+        let counted = Counted::new(&oracle, prediction).with_trace();
         let mut noise = FixedNoise(noise_for(c.steps, 100 + c.steps as i64));
         let x = sampler.sample(&counted, z.shallow_clone(), &mut noise).unwrap();
         let trace: Vec<f64> = counted.take_trace().into_iter().map(|(t, _, _)| t).collect();

@@ -2,11 +2,12 @@
 # oracle (exact ε, same fractional-label convention as src/models/oracle.rs: log ᾱ linear
 # between integer labels) and writes each case's final sample and model-call labels.
 # argv: DIR (holds cases.json, betas_*.npy, mean.npy, std.npy, z.npy, noise_*.npy).
-import json, sys
+import inspect, json, sys
 import numpy as np
 import torch
 import diffusers
 from diffusers.schedulers import (
+    scheduling_dpmsolver_multistep as m_dm,
     scheduling_euler_ancestral_discrete as m_ea,
     scheduling_k_dpm_2_ancestral_discrete as m_ka,
 )
@@ -18,14 +19,25 @@ std = torch.from_numpy(np.load(f"{d}/std.npy"))
 z = torch.from_numpy(np.load(f"{d}/z.npy"))
 
 
-def oracle_eps(log_ab, x, t):
+def oracle_ab(log_ab, t):
     t = float(t)
     last = len(log_ab) - 1
     t = min(max(t, 0.0), float(last))
     lo = int(np.floor(t))
     hi = min(lo + 1, last)
     w = t - lo
-    ab = float(np.exp(log_ab[lo] * (1 - w) + log_ab[hi] * w))
+    if w == 0:  # on a label; also where ᾱ = 0 (zero terminal SNR, log ᾱ = −∞)
+        return float(np.exp(log_ab[lo]))
+    return float(np.exp(log_ab[lo] * (1 - w) + log_ab[hi] * w))
+
+
+def oracle(log_ab, x, t, prediction):
+    ab = oracle_ab(log_ab, t)
+    if prediction == "v_prediction":
+        if ab == 0:  # no signal left: x0* = μ, v* = −μ
+            return -mean.expand_as(x).clone()
+        eps = (1 - ab) ** 0.5 * (x - ab ** 0.5 * mean) / (ab * std ** 2 + 1 - ab)
+        return (eps - (1 - ab) ** 0.5 * x) / ab ** 0.5
     return (1 - ab) ** 0.5 * (x - ab ** 0.5 * mean) / (ab * std ** 2 + 1 - ab)
 
 
@@ -36,6 +48,10 @@ def fake_randn(shape, *a, **k):
     return queue.pop(0)
 
 
+# The stochastic schedulers draw their step noise through their module's `randn_tensor`; it is
+# replaced by the arrays bench's sampler receives (one per step, in order), so both sides see
+# the same noise without sharing a generator.
+m_dm.randn_tensor = fake_randn
 m_ea.randn_tensor = fake_randn
 m_ka.randn_tensor = fake_randn
 
@@ -81,13 +97,17 @@ for c in cases:
     sched.betas = betas
     sched.alphas = 1.0 - betas
     sched.alphas_cumprod = torch.cumprod(sched.alphas, 0)
+    # The model's schedule (ᾱ_{T−1} = 0 under zero terminal SNR) ...
+    log_ab = np.log(sched.alphas_cumprod.numpy())
+    # ... and the scheduler's: the σ-grid schedulers replace ᾱ_{T−1} = 0 by 2⁻²⁴ in __init__.
+    if c["config"].get("rescale_betas_zero_snr") and "2**-24" in inspect.getsource(type(sched).__init__):
+        sched.alphas_cumprod[-1] = 2**-24
     ac = sched.alphas_cumprod
     if hasattr(sched, "alpha_t"):
         sched.alpha_t = ac.sqrt()
         sched.sigma_t = (1 - ac).sqrt()
         sched.lambda_t = sched.alpha_t.log() - sched.sigma_t.log()
     sched.sigmas = ((1 - ac) / ac) ** 0.5
-    log_ab = np.log(ac.numpy())
     sched.set_timesteps(c["steps"])
     # Keep diffusers' float32 grid values but do the step arithmetic in float64.
     for name in ["sigmas", "sigmas_interpol", "sigmas_up", "sigmas_down"]:
@@ -100,8 +120,8 @@ for c in cases:
     for t in sched.timesteps:
         xin = sched.scale_model_input(x, t)
         labels.append(float(t))
-        eps = oracle_eps(log_ab, xin, t)
-        x = sched.step(eps, t, x).prev_sample
+        out_ = oracle(log_ab, xin, t, c["config"].get("prediction_type", "epsilon"))
+        x = sched.step(out_, t, x).prev_sample
     np.save(f"{d}/out_{c['id']}.npy", x.numpy())
     out[c["id"]] = labels
 print(json.dumps(out))
