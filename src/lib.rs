@@ -36,3 +36,19 @@ pub use error::{BenchError, Result};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_COMMIT: &str = env!("BENCH_GIT_COMMIT");
 
+
+/// Unit tests share tch's global generator across threads: [`test_rng::seed`] seeds it and keeps
+/// it to the calling test until the test ends.
+#[cfg(test)]
+pub(crate) mod test_rng {
+    pub fn seed(seed: i64) {
+        static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        thread_local!(static HELD: std::cell::RefCell<Option<std::sync::MutexGuard<'static, ()>>> = const { std::cell::RefCell::new(None) });
+        HELD.with(|h| {
+            if h.borrow().is_none() {
+                *h.borrow_mut() = Some(RNG.lock().unwrap_or_else(|e| e.into_inner()));
+            }
+        });
+        tch::manual_seed(seed);
+    }
+}

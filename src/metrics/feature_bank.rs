@@ -191,7 +191,7 @@ mod tests {
     use super::*;
 
     fn batch(rows: i64, dims: i64, seed: i64) -> Tensor {
-        tch::manual_seed(seed);
+        crate::test_rng::seed(seed);
         Tensor::randn([rows, dims], (Kind::Float, Device::Cpu))
     }
 

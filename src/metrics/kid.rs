@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn same_distribution_is_near_zero_and_a_shift_is_positive() {
-        tch::manual_seed(0);
+        crate::test_rng::seed(0);
         let a = Tensor::randn([300, 16], (Kind::Float, Device::Cpu));
         let b = Tensor::randn([300, 16], (Kind::Float, Device::Cpu));
         let p = KidParams { subsets: 20, subset_size: 100, seed: 1 };

@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn identical_sets_are_perfect_and_far_sets_score_zero() {
-        tch::manual_seed(0);
+        crate::test_rng::seed(0);
         let a = Tensor::randn([60, 8], (Kind::Float, Device::Cpu));
         let p = PrdcParams { k: 3, batch_size: 7 };
         let same = prdc(&a, &a, &p).unwrap();

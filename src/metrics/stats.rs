@@ -398,7 +398,7 @@ mod tests {
     use crate::metrics::frechet::moments_of_rows;
 
     fn features(rows: i64, dims: i64, seed: i64) -> Tensor {
-        tch::manual_seed(seed);
+        crate::test_rng::seed(seed);
         // Non-negative, correlated, offset like post-ReLU Inception pool features.
         (Tensor::randn([rows, dims], (Kind::Float, Device::Cpu)) + 0.5).relu() * 2.0
     }

@@ -306,7 +306,7 @@ mod tests {
     #[test]
     fn gaussian_eps_is_posterior_mean_of_noise() {
         // Monte Carlo check of E[ε | x_t] on a 1-pixel Gaussian: regress ε on x_t.
-        tch::manual_seed(0);
+        crate::test_rng::seed(0);
         let s = NoiseSchedule::ddpm_linear();
         let o = GaussianOracle::new(s.clone(), Tensor::from(0.3).view([1, 1, 1]), Tensor::from(0.5).view([1, 1, 1]));
         let n = 200_000;
@@ -338,7 +338,7 @@ mod tests {
     #[test]
     fn gmm_eps_is_posterior_mean_of_noise() {
         // E[(ε − ε*) g(x_t)] = 0 for g = 1, x_t, x_t² on a 2-component, 1-pixel mixture.
-        tch::manual_seed(1);
+        crate::test_rng::seed(1);
         let s = NoiseSchedule::ddpm_linear();
         let o = GmmOracle::new(
             s.clone(),
@@ -390,7 +390,7 @@ mod tests {
     fn gmm_data_moments_match_samples() {
         let g = GmmOracle::from_seed(NoiseSchedule::ddpm_linear(), &[2, 1, 1], 3, 5).unwrap();
         // Draw 200k samples: pick a component by weight, then a Gaussian draw.
-        tch::manual_seed(1);
+        crate::test_rng::seed(1);
         let n = 200_000;
         let comp = g.weights.multinomial(n, true);
         let x = g.means.view([3, 2]).index_select(0, &comp)

@@ -819,7 +819,7 @@ mod tests {
 
     /// A state dict with every canonical key the config asks for, from seeded random values.
     fn random_state_dict(cfg: &UNetConfig) -> BTreeMap<String, Tensor> {
-        tch::manual_seed(0);
+        crate::test_rng::seed(0);
         UNet::expected_weights(cfg)
             .unwrap()
             .into_iter()

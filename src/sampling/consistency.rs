@@ -135,7 +135,6 @@ pub static CONSISTENCY: SamplerDef = SamplerDef {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::sampling::build_from_text;
     use crate::schedule::NoiseSchedule;
 

@@ -161,6 +161,7 @@ mod tests {
         let o = oracle(0.0, 1.0);
         let s = build_from_text("edm_heun", &[("s_churn", "10")], 5, &o.schedule).unwrap();
         let model = Counted::new(&o, Prediction::Sample);
+        crate::test_rng::seed(5);
         let z = Tensor::randn([2, 1, 1, 1], (Kind::Float, tch::Device::Cpu));
         let x = s.sample(&model, z, &mut GlobalRng).unwrap();
         assert_eq!((x.kind(), model.nfe()), (Kind::Float, 9));

@@ -87,7 +87,7 @@ fn frechet_distance_matches_pytorch_fid() {
 }
 
 fn random_features(rows: i64, dims: i64, seed: i64) -> Tensor {
-    tch::manual_seed(seed);
+    seed_torch(seed);
     ((Tensor::randn([rows, dims], (Kind::Float, Device::Cpu)) + 0.4).relu() * 3.0).contiguous()
 }
 

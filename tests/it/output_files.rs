@@ -149,7 +149,7 @@ fn bench_stats_is_no_larger_than_pytorch_fids_file_unless_sums_are_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let dims = 64usize;
-    tch::manual_seed(4);
+    seed_torch(4);
     let feats = tch::Tensor::randn([300, dims as i64], (tch::Kind::Float, tch::Device::Cpu)).relu();
     let mut s = FeatureStats::new(dims, tch::Device::Cpu);
     for b in feats.split(50, 0) {

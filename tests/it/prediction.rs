@@ -89,10 +89,10 @@ fn v_and_sample_prediction_match_diffusers_on_a_random_unet() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_betas(d);
-    tch::manual_seed(11);
+    seed_torch(11);
     let z = Tensor::randn(SHAPE, (Kind::Double, Device::Cpu));
     write_npy(d.join("z.npy"), &to_array(&z)).unwrap();
-    tch::manual_seed(12);
+    seed_torch(12);
     let noise: Vec<Tensor> = (0..STEPS).map(|_| Tensor::randn(SHAPE, (Kind::Double, Device::Cpu))).collect();
     write_npy(d.join("noise.npy"), &to_array(&Tensor::stack(&noise, 0))).unwrap();
     let mut json_cases = Vec::new();
@@ -142,10 +142,10 @@ fn clipping_and_thresholding_match_diffusers() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_betas(d);
-    tch::manual_seed(21);
+    seed_torch(21);
     let z = Tensor::randn(SHAPE, (Kind::Double, Device::Cpu)) * 3.0;
     write_npy(d.join("z.npy"), &to_array(&z)).unwrap();
-    tch::manual_seed(22);
+    seed_torch(22);
     let noise: Vec<Tensor> = (0..STEPS).map(|_| Tensor::randn(SHAPE, (Kind::Double, Device::Cpu))).collect();
     write_npy(d.join("noise.npy"), &to_array(&Tensor::stack(&noise, 0))).unwrap();
     let cases: Vec<Case> = vec![
@@ -211,7 +211,7 @@ fn clipping_and_thresholding_match_diffusers() {
 #[test]
 fn v_and_x0_oracles_give_the_eps_oracles_samples() {
     let sch = NoiseSchedule::ddpm_linear();
-    tch::manual_seed(3);
+    seed_torch(3);
     let opts = (Kind::Double, Device::Cpu);
     let (mean, std) = (Tensor::randn([3, 4, 4], opts) * 0.3, Tensor::rand([3, 4, 4], opts) * 0.5 + 0.1);
     let z = Tensor::randn([4, 3, 4, 4], opts);
@@ -229,11 +229,11 @@ fn v_and_x0_oracles_give_the_eps_oracles_samples() {
     ];
     for (name, kv) in cases {
         let s = build_from_text(name, &kv, 10, &sch).unwrap();
-        tch::manual_seed(9);
+        seed_torch(9);
         let want = s.sample(&Counted::new(&eps, Prediction::Epsilon), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng).unwrap();
         for p in [Prediction::VPrediction, Prediction::Sample] {
             let model = GaussianOracle::new(sch.clone(), mean.shallow_clone(), std.shallow_clone()).with_output(p);
-            tch::manual_seed(9);
+            seed_torch(9);
             let got = s.sample(&Counted::new(&model, p), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng).unwrap();
             let err = rel_l2(&got, &want);
             assert!(err <= 1e-12, "{name} {kv:?} {p:?}: {err:.3e}");
@@ -253,10 +253,10 @@ fn learned_variance_ddpm_matches_diffusers() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_betas(d);
-    tch::manual_seed(31);
+    seed_torch(31);
     let z = Tensor::randn(SHAPE, (Kind::Double, Device::Cpu));
     write_npy(d.join("z.npy"), &to_array(&z)).unwrap();
-    tch::manual_seed(32);
+    seed_torch(32);
     let noise: Vec<Tensor> = (0..STEPS).map(|_| Tensor::randn(SHAPE, (Kind::Double, Device::Cpu))).collect();
     write_npy(d.join("noise.npy"), &to_array(&Tensor::stack(&noise, 0))).unwrap();
     let cases = [

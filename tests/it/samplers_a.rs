@@ -34,7 +34,7 @@ fn build_sampler(name: &str, p: &SamplerParams, steps: usize, sch: &NoiseSchedul
 
 /// Per-pixel data mean and std (seeded), the oracle for a schedule, and a batch of x_T.
 fn setup(seed: i64, batch: i64) -> (Tensor, Tensor, Tensor) {
-    tch::manual_seed(seed);
+    seed_torch(seed);
     let opts = (Kind::Double, Device::Cpu);
     let mu = Tensor::randn(SHAPE, opts) * 0.3;
     let std = Tensor::rand(SHAPE, opts) * 0.5 + 0.1;
@@ -390,7 +390,7 @@ fn smooth_end_schedule() -> NoiseSchedule {
 
 /// Relative L2 error to the exact ODE end point for each step count.
 fn ode_errors(sch: &NoiseSchedule, name: &str, kv: &[(&str, &str)], a_end: Option<f64>, steps: &[usize]) -> Vec<(f64, f64)> {
-    tch::manual_seed(11);
+    seed_torch(11);
     let opts = (Kind::Double, Device::Cpu);
     let mu = Tensor::randn(SHAPE, opts) * 0.3;
     let std = Tensor::rand(SHAPE, opts) * 0.5 + 0.5;
@@ -505,7 +505,7 @@ fn exact_fd_agrees_with_20k_samples() {
         let sampler = build_sampler(name, &params(&kv), steps, &sch).unwrap();
         let (m_exact, v_exact) = exact_output_moments(sampler.as_ref(), &oracle).unwrap();
         let fd_exact = exact_fd(sampler.as_ref(), &oracle).unwrap();
-        tch::manual_seed(99);
+        seed_torch(99);
         let x_t = Tensor::randn([20_000, 3, 4, 4], (Kind::Double, Device::Cpu));
         let x = sampler.sample(&Counted::new(&oracle, Prediction::Epsilon), x_t, &mut GlobalRng).unwrap();
         let (fd, bias, sd) = sample_fd(&x, &mu, &std);

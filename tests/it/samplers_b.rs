@@ -1,7 +1,7 @@
 //! Sampler zoo part B: DPM-Solver(++), UniPC and the Karras/k-diffusion family against
 //! diffusers on the Gaussian oracle, the DPM-Solver repo's conventions, convergence orders on
 //! the exact probability-flow ODE, and NFE accounting.
-use crate::common::run_python;
+use crate::common::{run_python, seed_torch};
 use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::{read_npy, write_npy};
 use samplerbench::models::oracle::GaussianOracle;
@@ -56,7 +56,7 @@ fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
 
 /// Data N(μ, s²) with per-element μ, s (seeded).
 fn gaussian_data() -> (Tensor, Tensor) {
-    tch::manual_seed(7);
+    seed_torch(7);
     let mean = Tensor::randn(SHAPE, f64_opts()) * 0.5;
     let std = Tensor::rand(SHAPE, f64_opts()) * 0.8 + 0.2;
     (mean, std)
@@ -159,7 +159,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn noise_for(steps: usize, seed: i64) -> Vec<Tensor> {
-    tch::manual_seed(seed);
+    seed_torch(seed);
     (0..steps).map(|_| Tensor::randn([BATCH, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts())).collect()
 }
 
@@ -290,13 +290,10 @@ print(json.dumps(out))
 /// Runs every case here and through diffusers (samplers_b_ref.py) on the Gaussian oracle and
 /// compares model-call labels and final samples.
 fn check_against_diffusers(cases: Vec<Case>) {
-    // The data, z and the injected noise come from tch's global seed: parity tests run one at a time.
-    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (mean, std) = gaussian_data();
-    tch::manual_seed(11);
+    seed_torch(11);
     let z = Tensor::randn([BATCH, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
     write_npy(d.join("mean.npy"), &to_array(&mean)).unwrap();
     write_npy(d.join("std.npy"), &to_array(&std)).unwrap();
@@ -378,7 +375,7 @@ fn dpm_solver_repo_conventions() {
     // step from label 999 to ᾱ_0.
     let (mean, std) = gaussian_data();
     let oracle = GaussianOracle::new(sch.clone(), mean, std);
-    tch::manual_seed(3);
+    seed_torch(3);
     let z = Tensor::randn([2, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
     let one = build_from_text("dpm_solver", &[("order", "1")], 1, &sch).unwrap();
     assert_eq!(one.end_point(), samplerbench::sampling::EndPoint::AlphaBarZero);
@@ -443,7 +440,7 @@ fn vp_solvers_converge_with_their_order() {
     let sch = NoiseSchedule::ddpm_linear();
     let (mean, std) = gaussian_data();
     let oracle = GaussianOracle::new(sch.clone(), mean.shallow_clone(), std.shallow_clone());
-    tch::manual_seed(5);
+    seed_torch(5);
     let z = Tensor::randn([BATCH, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
     let (ab_t, ab_0) = (sch.alpha_bar(999), sch.alpha_bar(0));
     let exact = exact_xbar(&(&z / ab_t.sqrt()), sch.sigma(999), sch.sigma(0), &mean, &std) * ab_0.sqrt();
@@ -517,7 +514,7 @@ fn karras_solvers_converge_with_their_order() {
     let sch = NoiseSchedule::ddpm_linear();
     let (mean, std) = gaussian_data();
     let model = VeGaussian { log_sigmas: ve_sigmas(&sch).iter().map(|s| s.ln()).collect(), mean: mean.shallow_clone(), std: std.shallow_clone() };
-    tch::manual_seed(5);
+    seed_torch(5);
     let z = Tensor::randn([BATCH, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
     let s2 = std.square();
     let cases: Vec<(&str, Ctor, f64, Vec<usize>)> = vec![
@@ -652,12 +649,12 @@ fn stochastic_samplers_sample_the_data_distribution() {
     let (mu, s) = (0.3, 0.5);
     // 20k i.i.d. samples as the pixels of a 2×[1,100,100] batch (two labels per model call).
     let oracle = GaussianOracle::new(sch.clone(), Tensor::full([1, 100, 100], mu, f64_opts()), Tensor::full([1, 100, 100], s, f64_opts()));
-    tch::manual_seed(21);
+    seed_torch(21);
     let z = Tensor::randn([2, 1, 100, 100], f64_opts());
     for (name, ctor) in [("euler_ancestral", "euler_ancestral" as Ctor), ("kdpm2_ancestral", "kdpm2_ancestral"), ("karras_ve", "karras_ve")] {
         let moments = |steps: usize| -> (f64, f64) {
             let sm = build_from_text(ctor, &[], steps, &sch).unwrap();
-            tch::manual_seed(22);
+            seed_torch(22);
             let x = sm.sample(&Counted::new(&oracle, Prediction::Epsilon), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng).unwrap();
             (x.mean(Kind::Double).double_value(&[]), x.std(true).double_value(&[]))
         };
@@ -680,9 +677,9 @@ fn samplers_are_dtype_generic() {
     let z = Tensor::randn([2, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
     for info in samplerbench::sampling::DEFINITIONS.iter().filter(|d| !matches!(d.name, "ddim" | "ddpm" | "ddpm_large" | "f-pndm" | "s-pndm" | "fon" | "plms")) {
         let sm = build_from_text(info.name, &[], 10, &sch).unwrap();
-        tch::manual_seed(1);
+        seed_torch(1);
         let x64 = sm.sample(&Counted::new(&oracle, Prediction::Epsilon), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng).unwrap();
-        tch::manual_seed(1);
+        seed_torch(1);
         let x32 = sm.sample(&Counted::new(&oracle, Prediction::Epsilon), z.to_kind(Kind::Float), &mut samplerbench::sampling::GlobalRng).unwrap();
         assert_eq!(x64.kind(), Kind::Double, "{}", info.name);
         assert_eq!(x32.kind(), Kind::Float, "{}", info.name);
