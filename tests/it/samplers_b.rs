@@ -672,18 +672,21 @@ fn stochastic_samplers_sample_the_data_distribution() {
 #[test]
 fn samplers_are_dtype_generic() {
     let sch = NoiseSchedule::ddpm_linear();
-    let (mean, std) = gaussian_data();
-    let oracle = GaussianOracle::new(sch.clone(), mean, std);
+    seed_torch(2);
     let z = Tensor::randn([2, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
     for info in samplerbench::sampling::DEFINITIONS.iter().filter(|d| !matches!(d.name, "ddim" | "ddpm" | "ddpm_large" | "f-pndm" | "s-pndm" | "fon" | "plms")) {
         let sm = build_from_text(info.name, &[], 10, &sch).unwrap();
+        // Each sampler on the oracle in its own space (VP, σ or flow).
+        let (mean, std) = gaussian_data();
+        let oracle = GaussianOracle::new(sch.clone(), mean, std).in_space(info.space());
+        let model = Counted::new(&oracle, oracle.output);
         seed_torch(1);
-        let x64 = sm.sample(&Counted::new(&oracle, Prediction::Epsilon), z.shallow_clone(), &mut samplerbench::sampling::GlobalRng).unwrap();
+        let x64 = sm.sample(&model, z.shallow_clone(), &mut samplerbench::sampling::GlobalRng).unwrap();
         seed_torch(1);
-        let x32 = sm.sample(&Counted::new(&oracle, Prediction::Epsilon), z.to_kind(Kind::Float), &mut samplerbench::sampling::GlobalRng).unwrap();
+        let x32 = sm.sample(&model, z.to_kind(Kind::Float), &mut samplerbench::sampling::GlobalRng).unwrap();
         assert_eq!(x64.kind(), Kind::Double, "{}", info.name);
         assert_eq!(x32.kind(), Kind::Float, "{}", info.name);
-        let stochastic = ["euler_ancestral", "kdpm2_ancestral", "karras_ve"].contains(&info.name);
+        let stochastic = ["euler_ancestral", "kdpm2_ancestral", "karras_ve", "consistency"].contains(&info.name);
         if !stochastic {
             let e = rel_l2(&x32.to_kind(Kind::Double), &x64);
             assert!(e < 1e-4, "{}: f32 vs f64 {e}", info.name);

@@ -15,7 +15,8 @@ use tch::{Device, Tensor};
 const FIXTURES: &str = include_str!("py/timeseries.py");
 
 /// The spec copied into a temp folder beside freshly made fixtures: ts/denoiser.pt, ts/ts2vec.pt
-/// (seeded random TorchScript modules) and ts/sines_real.npy (500 Sines windows, seed 123).
+/// (seeded random TorchScript modules) and ts/sines_real.npy (500 Sines windows, seed 123), with
+/// `keep_stats: true` so the test can read each repeat's statistics after the row is written.
 fn setup(spec: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let ts = dir.path().join("ts");
@@ -25,7 +26,7 @@ fn setup(spec: &str) -> (tempfile::TempDir, PathBuf) {
     ndarray_npy::write_npy(ts.join("sines_real.npy"), &real).unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments").join(spec);
     let dst = dir.path().join(spec);
-    std::fs::copy(src, &dst).unwrap();
+    std::fs::write(&dst, std::fs::read_to_string(src).unwrap() + "keep_stats: true\n").unwrap();
     (dir, dst)
 }
 
