@@ -37,10 +37,12 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_COMMIT: &str = env!("BENCH_GIT_COMMIT");
 
 
-/// Unit tests share tch's global generator across threads: [`test_rng::seed`] seeds it and keeps
-/// it to the calling test until the test ends.
-#[cfg(test)]
-pub(crate) mod test_rng {
+/// Tests share tch's global generator across threads: [`test_rng::seed`] seeds it and keeps it
+/// to the calling test until the test's thread ends, so tests that draw from it run one at a time
+/// and a parallel test cannot consume numbers between a seed and its draws. Used by the unit
+/// tests and the integration tests.
+#[doc(hidden)]
+pub mod test_rng {
     pub fn seed(seed: i64) {
         static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
         thread_local!(static HELD: std::cell::RefCell<Option<std::sync::MutexGuard<'static, ()>>> = const { std::cell::RefCell::new(None) });

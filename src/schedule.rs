@@ -67,6 +67,11 @@ impl NoiseSchedule {
                 })
                 .collect(),
         };
+        Ok(Self::from_betas(kind, betas))
+    }
+
+    /// ᾱ_t = Π_{s≤t} (1 − β_s).
+    fn from_betas(kind: ScheduleKind, betas: Vec<f64>) -> Self {
         let mut acc = 1.0;
         let alphas_cumprod = betas
             .iter()
@@ -75,7 +80,7 @@ impl NoiseSchedule {
                 acc
             })
             .collect();
-        Ok(NoiseSchedule { kind, betas, alphas_cumprod })
+        NoiseSchedule { kind, betas, alphas_cumprod }
     }
 
     /// Zero terminal SNR (Lin et al. 2024 Alg. 1; diffusers `rescale_zero_terminal_snr`): shift √ᾱ
@@ -85,15 +90,7 @@ impl NoiseSchedule {
         let (first, last) = (sq[0], sq[sq.len() - 1]);
         let ab: Vec<f64> = sq.iter().map(|v| ((v - last) * (first / (first - last))).powi(2)).collect();
         let betas: Vec<f64> = (0..ab.len()).map(|i| 1.0 - if i == 0 { ab[0] } else { ab[i] / ab[i - 1] }).collect();
-        let mut acc = 1.0;
-        let alphas_cumprod = betas
-            .iter()
-            .map(|b| {
-                acc *= 1.0 - b;
-                acc
-            })
-            .collect();
-        NoiseSchedule { kind: self.kind, betas, alphas_cumprod }
+        Self::from_betas(self.kind, betas)
     }
     /// ᾱ_{T−1} = 0: the last label carries no signal (σ̃ = ∞ there).
     pub fn zero_terminal_snr(&self) -> bool {

@@ -103,16 +103,4 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Seeds tch's global generator, which every thread of this test binary shares, and keeps it to
-/// the calling test until the test's thread ends: tests that draw from it run one at a time, so
-/// a parallel test cannot consume numbers between a seed and its draws.
-pub fn seed_torch(seed: i64) {
-    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    thread_local!(static HELD: std::cell::RefCell<Option<std::sync::MutexGuard<'static, ()>>> = const { std::cell::RefCell::new(None) });
-    HELD.with(|h| {
-        if h.borrow().is_none() {
-            *h.borrow_mut() = Some(RNG.lock().unwrap_or_else(|e| e.into_inner()));
-        }
-    });
-    tch::manual_seed(seed);
-}
+pub use samplerbench::test_rng::seed as seed_torch;
