@@ -18,6 +18,13 @@ fn main() {
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
     println!("cargo:rustc-env=BENCH_BUILD_LIBTORCH_LIB={lib_dir}");
+    // libtorch_cpu first among the shared libraries: it exports the BLAS symbols of the MKL it
+    // bundles (sgemm_, …), and the dynamic linker binds every `sgemm_` to the first library that
+    // defines one. With system OpenBLAS (ndarray-linalg's) ahead of it, libtorch's matrix products
+    // ran on OpenBLAS's own spinning thread pool nested inside libtorch's OpenMP regions: ~3× slower
+    // than PyTorch on two idle cores and ~5× on a busy machine, and not PyTorch's numbers.
+    println!("cargo:rustc-link-search=native={lib_dir}");
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
     let dir = Path::new(&lib_dir);
     if dir.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");

@@ -41,10 +41,7 @@ impl Environment {
         let cuda_available = tch::Cuda::is_available();
         let cuda_devices = if cuda_available { cuda_device_names() } else { vec![] };
         let cudnn_version = (cuda_available && tch::Cuda::cudnn_is_available()).then(tch::utils::version_cudnn);
-        let blas = match loaded("libopenblas") {
-            Some(p) => format!("OpenBLAS ({}) {}", p.display(), openblas_config()),
-            None => "OpenBLAS (not loaded)".into(),
-        };
+        let blas = blas_providers(&maps);
         Environment {
             bench_version: crate::VERSION.into(),
             git_commit: crate::GIT_COMMIT.into(),
@@ -60,8 +57,44 @@ impl Environment {
     }
 }
 
+/// Which loaded library each BLAS/LAPACK routine binds to. The dynamic linker binds a symbol to
+/// the first library that defines it, for libtorch as for bench's own linear algebra, so this is
+/// what actually runs: libtorch's bundled MKL must come first or PyTorch's matrix products run on
+/// another BLAS's threads (build.rs orders the libraries).
+fn blas_providers(maps: &str) -> String {
+    let ranges: Vec<(usize, usize, &str)> = maps
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (lo, hi) = f.next()?.split_once('-')?;
+            let path = f.nth(4)?;
+            Some((usize::from_str_radix(lo, 16).ok()?, usize::from_str_radix(hi, 16).ok()?, path))
+        })
+        .collect();
+    let this = libloading::os::unix::Library::this();
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for sym in ["sgemm_", "dgemm_", "dpotrf_", "dsyevd_", "dsyev_", "dsygst_"] {
+        // SAFETY: only the symbol's address is read; nothing is called.
+        let addr = unsafe { this.get::<*const ()>(sym.as_bytes()) }.map(|s| *s as usize).ok();
+        let lib = addr
+            .and_then(|a| ranges.iter().find(|(lo, hi, _)| (*lo..*hi).contains(&a)))
+            .and_then(|(_, _, p)| Path::new(p).file_name())
+            .map_or_else(|| "not found".to_string(), |f| f.to_string_lossy().into_owned());
+        match groups.iter_mut().find(|(l, _)| *l == lib) {
+            Some((_, syms)) => syms.push(sym),
+            None => groups.push((lib, vec![sym])),
+        }
+    }
+    let describe = |lib: &str| match lib {
+        l if l.starts_with("libtorch_cpu") => format!("{l} (the MKL bundled with PyTorch)"),
+        l if l.starts_with("libopenblas") => format!("{l} ({})", openblas_config()),
+        l => l.to_string(),
+    };
+    groups.iter().map(|(lib, syms)| format!("{} from {}", syms.join(" "), describe(lib))).collect::<Vec<_>>().join("; ")
+}
+
 fn openblas_config() -> String {
-    #[link(name = "openblas")]
+    // Linked through openblas-src; a `#[link]` here would put OpenBLAS ahead of libtorch (build.rs).
     extern "C" {
         fn openblas_get_config() -> *const std::os::raw::c_char;
     }

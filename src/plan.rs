@@ -27,8 +27,8 @@
 //! | `schedule.beta_end` | `0.02` (linear), `0.012` (scaled_linear) | as above |
 //! | `schedule.timesteps` | `1000` | ≥ 2 |
 //! | `samplers` | required, ≥ 1 entry | each `{name, <params>, skip?, steps?}`; a list value sweeps |
-//! | `samplers[i].<param>` | the sampler's default (catalog) | the sampler's parameters only |
-//! | `samplers[i].skip` | the sampler's default (catalog; `uniform`) | `uniform`, `quadratic`, `leading`, `trailing`, `linspace`, `time_uniform`, `logsnr`, `time_quadratic`, `karras`, `edm`, `consistency`, `flow` |
+//! | `samplers[i].<param>` | the sampler's default (catalog) | the sampler's parameters only, by bench's name or diffusers' keyword |
+//! | `samplers[i].skip` (diffusers: `timestep_spacing`, `use_karras_sigmas: true`) | the sampler's default (catalog; `uniform`) | `uniform`, `quadratic`, `leading`, `trailing`, `linspace`, `ddim_stride`, `sections`, `diffusion_ts`, `time_uniform`, `logsnr`, `time_quadratic`, `karras`, `edm`, `consistency`, `flow` |
 //! | `samplers[i].steps` | top-level `steps` | integers 1..=`schedule.timesteps` |
 //! | `steps` | required unless every entry has `steps` | as above |
 //! | `samples` | `50000` | ≥ 1 |
@@ -1099,6 +1099,51 @@ impl Cx<'_> {
         Ok(out)
     }
 
+    /// A `{diffusers_config: FILE}` entry as the entry it stands for. The file's training schedule
+    /// and prediction type must be the spec's: a scheduler config describes one model.
+    fn sampler_from_config(
+        &self,
+        at: &YamlPath,
+        e: &spec::RawSamplerEntry,
+        file: &str,
+        schedule: &SchedulePlan,
+        prediction: Prediction,
+    ) -> Result<spec::RawSamplerEntry> {
+        if e.skip.is_some() || !e.params.is_empty() {
+            return Err(self.err(at, "with `diffusers_config` an entry takes only `steps` (the config sets the sampler, its timestep rule and its parameters)"));
+        }
+        let path = self.resolve(file);
+        let text = fs_err::read_to_string(&path).map_err(|e| self.err(&at.key("diffusers_config"), format!("cannot read {}: {e}", path.display())))?;
+        let c = sampling::diffusers_config::read(&text).map_err(|m| BenchError::file(&path, m))?;
+        let m = crate::schedule::ModelSchedulerConfig::read(&path)?;
+        let cosine = matches!(m.kind, ScheduleKind::Cosine | ScheduleKind::Exp);
+        let betas = |v: f64| (!cosine).then_some(v);
+        let contradictions = [
+            ("beta_schedule", m.kind.as_str().to_string(), schedule.kind.as_str().to_string(), m.kind != schedule.kind),
+            ("beta_start", format!("{:?}", betas(m.beta_start)), format!("{:?}", schedule.beta_start), betas(m.beta_start) != schedule.beta_start),
+            ("beta_end", format!("{:?}", betas(m.beta_end)), format!("{:?}", schedule.beta_end), betas(m.beta_end) != schedule.beta_end),
+            ("num_train_timesteps", m.timesteps.to_string(), schedule.timesteps.to_string(), m.timesteps != schedule.timesteps),
+            (
+                "rescale_betas_zero_snr",
+                m.rescale_betas_zero_snr.to_string(),
+                schedule.rescale_betas_zero_snr.to_string(),
+                m.rescale_betas_zero_snr != schedule.rescale_betas_zero_snr,
+            ),
+            ("prediction_type", m.prediction.as_str().to_string(), prediction.as_str().to_string(), m.prediction != prediction),
+        ];
+        if let Some((key, theirs, ours, _)) = contradictions.iter().find(|c| c.3) {
+            return Err(BenchError::file(&path, format!("{key} {theirs} contradicts the spec's model ({ours}); a scheduler config must describe the model it samples")));
+        }
+        Ok(spec::RawSamplerEntry {
+            name: c.sampler.to_owned(),
+            skip: Some(Sweep::One(c.skip)),
+            skip_key: "skip",
+            steps: e.steps.clone(),
+            params: c.params.into_iter().map(|(k, v)| (k, Sweep::One(v))).collect(),
+            diffusers_config: None,
+        })
+    }
+
     fn expand(&self, schedule: &SchedulePlan, prediction: Prediction, space: NoiseSpace) -> Result<Vec<Expanded>> {
         let timesteps = schedule.timesteps;
         let noise_schedule = &schedule.noise_schedule()?;
@@ -1113,8 +1158,16 @@ impl Cx<'_> {
         };
         let names: Vec<&str> = sampling::DEFINITIONS.iter().map(|d| d.name).collect();
         let mut out = Vec::new();
-        for (i, e) in raw.samplers.iter().enumerate() {
+        for (i, written) in raw.samplers.iter().enumerate() {
             let at = root.key("samplers").index(i);
+            let from_config;
+            let e = match &written.diffusers_config {
+                None => written,
+                Some(file) => {
+                    from_config = self.sampler_from_config(&at, written, file, schedule, prediction)?;
+                    &from_config
+                }
+            };
             let Some(def) = sampling::find(&e.name) else {
                 let mut msg = format!("unknown sampler `{}`", e.name);
                 if let Some(s) = spec::suggest(&e.name, names.iter().copied()) {
@@ -1126,22 +1179,36 @@ impl Cx<'_> {
             def.check_prediction(prediction).map_err(|m| self.err(&at.key("name"), m))?;
             // Axes of the product, in written order; then skip; then steps.
             let mut axes: Vec<(String, Vec<ParamValue>)> = Vec::new();
+            def.check_spellings(e.params.iter().map(|(k, _)| k.as_str())).map_err(|m| self.err(&at, m))?;
+            let mut karras_sigmas = false;
             for (key, sweep) in &e.params {
                 let kat = at.key(key);
-                let p = def.param(key).ok_or_else(|| self.err(&kat, def.unknown_param(key)))?;
+                // diffusers' `use_karras_sigmas: true` is bench's `skip: karras`.
+                if key == "use_karras_sigmas" && def.lookup(key).is_none() && def.skips.contains(&Skip::Karras) {
+                    match sweep {
+                        Sweep::One(ParamValue::Bool(b)) => karras_sigmas = *b,
+                        _ => return Err(self.err(&kat, "must be true or false (diffusers' spelling of `skip: karras`)")),
+                    }
+                    if karras_sigmas && e.skip.is_some() {
+                        return Err(self.err(&kat, format!("`{}` and `use_karras_sigmas` both choose the timestep rule; give one", e.skip_key)));
+                    }
+                    continue;
+                }
+                let p = def.lookup(key).ok_or_else(|| self.err(&kat, def.unknown_param(key)))?;
                 let vals = self.sweep(&kat, sweep)?;
                 let checked = (vals.iter().enumerate())
                     .map(|(j, v)| def.check_value(p, v).map_err(|m| self.err(&Self::elem(&kat, sweep, j), m)))
                     .collect::<Result<Vec<_>>>()?;
-                axes.push((key.clone(), checked));
+                axes.push((p.name.to_owned(), checked));
             }
             let skips: Vec<Skip> = match &e.skip {
-                Some(s) => self.sweep(&at.key("skip"), s)?.to_vec(),
+                Some(s) => self.sweep(&at.key(e.skip_key), s)?.to_vec(),
+                None if karras_sigmas => vec![Skip::Karras],
                 None => vec![def.default_skip],
             };
             if let Some(written) = &e.skip {
                 for (j, k) in skips.iter().enumerate() {
-                    def.check_skip(*k).map_err(|m| self.err(&Self::elem(&at.key("skip"), written, j), m))?;
+                    def.check_skip(*k).map_err(|m| self.err(&Self::elem(&at.key(e.skip_key), written, j), m))?;
                 }
             }
             let steps = match (&e.steps, &global_steps) {
@@ -1568,6 +1635,29 @@ mod tests {
         // A written default is the same cell as the default.
         let e = plan(&format!("{BASE}samplers: [{{name: ddim}}, {{name: ddim, eta: 0}}]\nsteps: 10\n")).unwrap_err();
         assert!(e.to_string().contains("repeats cell #0"), "{e}");
+    }
+
+    #[test]
+    fn diffusers_spellings_are_the_same_cells() {
+        let hashes = |samplers: &str| -> Vec<String> {
+            plan(&format!("{BASE}samplers: [{samplers}]\nsteps: 10\n")).unwrap().cells.into_iter().map(|c| c.hash).collect()
+        };
+        assert_eq!(hashes("{name: euler, timestep_spacing: trailing}"), hashes("{name: euler, skip: trailing}"));
+        assert_eq!(hashes("{name: euler, use_karras_sigmas: true}"), hashes("{name: euler, skip: karras}"));
+        assert_eq!(hashes("{name: euler, use_karras_sigmas: false}"), hashes("{name: euler}"));
+        assert_eq!(hashes("{name: ddim, set_alpha_to_one: false}"), hashes("{name: ddim, alpha_to_one: false}"));
+        assert_ne!(hashes("{name: ddim, set_alpha_to_one: false}"), hashes("{name: ddim}"));
+        let err = |samplers: &str| plan(&format!("{BASE}samplers: [{samplers}]\nsteps: 10\n")).unwrap_err().to_string();
+        assert_eq!(
+            err("{name: ddim, alpha_to_one: false, set_alpha_to_one: false}"),
+            "t.yaml:3:12: samplers[0]: `alpha_to_one` and `set_alpha_to_one` are one parameter of `ddim` (bench's and diffusers' spelling); give one"
+        );
+        assert!(err("{name: euler, skip: karras, timestep_spacing: leading}").contains("`skip` and `timestep_spacing` are one setting"));
+        assert_eq!(
+            err("{name: euler, timestep_spacing: linspace, use_karras_sigmas: true}"),
+            "t.yaml:3:54: samplers[0].use_karras_sigmas: `timestep_spacing` and `use_karras_sigmas` both choose the timestep rule; give one"
+        );
+        assert!(err("{name: ddim, use_karras_sigmas: true}").contains("`use_karras_sigmas` is not a parameter of `ddim`"));
     }
 
     #[test]

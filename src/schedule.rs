@@ -159,8 +159,7 @@ impl ModelSchedulerConfig {
 
     pub fn read(path: &std::path::Path) -> Result<Self> {
         let text = fs_err::read_to_string(path).map_err(|e| BenchError::file(path, format!("cannot read: {e}")))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| BenchError::file(path, format!("not valid JSON: {e}")))?;
+        let v = crate::sampling::diffusers_config::parse_json(&text).map_err(|e| BenchError::file(path, format!("not valid JSON: {e}")))?;
         let err = |m: String| BenchError::file(path, m);
         let num = |k: &str, d: f64| -> Result<f64> {
             match v.get(k) {

@@ -350,6 +350,12 @@ impl fmt::Display for ParamValue {
 pub struct RawSamplerEntry {
     pub name: String,
     pub skip: Option<Sweep<Skip>>,
+    /// How `skip` was written: `skip`, or diffusers' `timestep_spacing`.
+    #[serde(skip)]
+    pub skip_key: &'static str,
+    /// A diffusers `scheduler_config.json` that stands for `name`, `skip` and the parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diffusers_config: Option<String>,
     pub steps: Option<Sweep<i64>>,
     pub params: Vec<(String, Sweep<ParamValue>)>,
 }
@@ -515,16 +521,28 @@ impl<'de> Deserialize<'de> for RawSamplerEntry {
         impl<'de> Visitor<'de> for V {
             type Value = RawSamplerEntry;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a map with `name`, the sampler's parameters, and optionally `skip` and `steps`")
+                f.write_str("a map with `name` (or `diffusers_config`), the sampler's parameters, and optionally `skip` and `steps`")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawSamplerEntry, A::Error> {
                 let (mut name, mut skip, mut steps) = (None, None, None);
+                let mut skip_key = "skip";
+                let mut diffusers_config = None;
                 let mut params: Vec<(String, Sweep<ParamValue>)> = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
                     let seen = match key.as_str() {
                         "name" => name.replace(map.next_value::<String>()?).is_some(),
-                        "skip" => skip.replace(map.next_value::<Sweep<Skip>>()?).is_some(),
+                        "skip" | "timestep_spacing" => {
+                            let k = if key == "skip" { "skip" } else { "timestep_spacing" };
+                            if skip.is_some() && k != skip_key {
+                                return Err(de::Error::custom(format_args!(
+                                    "`skip` and `timestep_spacing` are one setting (bench's and diffusers' spelling); give one"
+                                )));
+                            }
+                            skip_key = k;
+                            skip.replace(map.next_value::<Sweep<Skip>>()?).is_some()
+                        }
                         "steps" => steps.replace(map.next_value::<Sweep<i64>>()?).is_some(),
+                        "diffusers_config" => diffusers_config.replace(map.next_value::<String>()?).is_some(),
                         _ => {
                             let dup = params.iter().any(|(k, _)| *k == key);
                             params.push((key.clone(), map.next_value()?));
@@ -535,8 +553,15 @@ impl<'de> Deserialize<'de> for RawSamplerEntry {
                         return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
                     }
                 }
-                let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
-                Ok(RawSamplerEntry { name, skip, steps, params })
+                if name.is_some() && diffusers_config.is_some() {
+                    return Err(de::Error::custom("give `name` or `diffusers_config`, not both (the config's _class_name names the sampler)"));
+                }
+                let name = match (name, &diffusers_config) {
+                    (Some(n), _) => n,
+                    (None, Some(_)) => String::new(),
+                    (None, None) => return Err(de::Error::missing_field("name")),
+                };
+                Ok(RawSamplerEntry { name, skip, skip_key, steps, params, diffusers_config })
             }
         }
         d.deserialize_map(V)

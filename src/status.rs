@@ -9,7 +9,7 @@
 //! state from `squeue`/`scontrol`.
 use crate::plan::Plan;
 use crate::runner::parts::{existing_partition, read_state};
-use crate::runner::{estimate_nfe, Shard};
+use crate::runner::{estimate_nfe, repeat_dir, Shard};
 use crate::slurm::{self, JobState, Jobs};
 use crate::Result;
 use serde::Serialize;
@@ -22,6 +22,8 @@ pub struct Status {
     pub spec: PathBuf,
     pub name: String,
     pub samples: u64,
+    /// Independent seeds per cell; a cell's `total` counts every repeat's samples.
+    pub repeats: u32,
     pub shards: usize,
     pub cells: Vec<CellStatus>,
     pub shard_progress: Vec<ShardStatus>,
@@ -78,7 +80,8 @@ pub fn shard_completion(plan: &Plan, shards: usize) -> ShardCompletion {
     let shard_finished = (1..=shards)
         .map(|k| {
             plan.cells.iter().all(|c| {
-                finished.contains(&c.hash) || read_state(&part_path(&plan.output, &c.hash, Shard { index: k, count: shards })).is_some_and(|s| s.done)
+                finished.contains(&c.hash)
+                    || part_states(&plan.output, &c.hash, plan.repeats, Shard { index: k, count: shards }).iter().all(|s| s.as_ref().is_some_and(|s| s.done))
             })
         })
         .collect();
@@ -98,8 +101,9 @@ pub fn status(out: &Path, spec: Option<&Path>) -> Result<Status> {
         return Err(crate::BenchError::file(&spec, "no spec here: is this an output folder of `bench run`/`bench submit`? (or pass --spec)"));
     }
     let plan = slurm::load_plan(&spec, out, None)?;
-    let shards = jobs.as_ref().map(|j| j.shards).or_else(|| plan.cells.iter().filter_map(|c| existing_partition(&out.join("cells").join(&c.hash))).map(|p| p.count).max()).unwrap_or(1);
+    let shards = jobs.as_ref().map(|j| j.shards).or_else(|| plan.cells.iter().filter_map(|c| existing_partition(&repeat_dir(&out.join("cells").join(&c.hash), plan.repeats, 0))).map(|p| p.count).max()).unwrap_or(1);
     let finished = finished_cells(out);
+    let repeats = u64::from(plan.repeats.max(1));
 
     struct Measured {
         samples: u64,
@@ -117,28 +121,33 @@ pub fn status(out: &Path, spec: Option<&Path>) -> Result<Status> {
         for (k, acc) in per_shard.iter_mut().enumerate() {
             let part = Shard { index: k + 1, count: shards };
             let (first, end) = part.range(plan.samples);
-            let state = read_state(&part_path(out, &c.hash, part));
-            let done = if is_finished { end - first } else { state.as_ref().map_or(0, |s| s.next.saturating_sub(first).min(end - first)) };
-            if let Some(s) = &state {
+            let shard_total = (end - first) * repeats;
+            let states = part_states(out, &c.hash, plan.repeats, part);
+            let mut done = 0;
+            for s in states.iter().flatten() {
+                done += s.next.saturating_sub(first).min(end - first);
                 acc.4.samples += s.next.saturating_sub(s.first);
                 acc.4.work += s.next.saturating_sub(s.first) as f64 * s.nfe_per_sample as f64;
                 acc.4.seconds += s.seconds_sampling + s.seconds_metrics;
             }
+            if is_finished {
+                done = shard_total;
+            }
             acc.0 += done;
-            acc.1 += end - first;
-            acc.2 += (end - first - done) as f64 * nfe;
-            acc.3 &= is_finished || state.is_some_and(|s| s.done);
+            acc.1 += shard_total;
+            acc.2 += (shard_total - done) as f64 * nfe;
+            acc.3 &= is_finished || states.iter().all(|s| s.as_ref().is_some_and(|s| s.done));
             parts.push(done);
         }
         let label = format!("{} {} S={}", c.sampler, c.params_text(), c.steps);
-        let done = if is_finished { plan.samples } else { parts.iter().sum() };
+        let done = if is_finished { plan.samples * repeats } else { parts.iter().sum() };
         cells.push(CellStatus {
             index: c.index,
             label,
             hash: c.hash.clone(),
             finished: is_finished,
             done,
-            total: plan.samples,
+            total: plan.samples * repeats,
             parts: if is_finished { Vec::new() } else { parts },
         });
     }
@@ -176,6 +185,7 @@ pub fn status(out: &Path, spec: Option<&Path>) -> Result<Status> {
         spec,
         name: plan.name.clone(),
         samples: plan.samples,
+        repeats: plan.repeats.max(1),
         shards,
         cells_finished: cells.iter().filter(|c| c.finished).count(),
         cells_total: cells.len(),
@@ -190,11 +200,12 @@ pub fn status(out: &Path, spec: Option<&Path>) -> Result<Status> {
 /// The human-readable form (stdout of `bench status`).
 pub fn render(s: &Status) -> String {
     let mut out = format!(
-        "{}: experiment {}, {} cells × {} samples in {} shard{}\n\n",
+        "{}: experiment {}, {} cells × {} samples{} in {} shard{}\n\n",
         s.out.display(),
         s.name,
         s.cells_total,
         s.samples,
+        if s.repeats > 1 { format!(" × {} repeats", s.repeats) } else { String::new() },
         s.shards,
         if s.shards == 1 { "" } else { "s" }
     );
@@ -274,8 +285,10 @@ fn finished_cells(out: &Path) -> HashSet<String> {
     crate::results::read_results(out).unwrap_or_default().into_iter().map(|r| r.cell_hash).collect()
 }
 
-fn part_path(out: &Path, hash: &str, part: Shard) -> PathBuf {
-    out.join("cells").join(hash).join(format!("{}.json", part.tag()))
+/// A shard's part of a cell, one state per repeat (None where that part has not started).
+fn part_states(out: &Path, hash: &str, repeats: u32, part: Shard) -> Vec<Option<crate::runner::PartState>> {
+    let cell = out.join("cells").join(hash);
+    (0..repeats.max(1)).map(|r| read_state(&repeat_dir(&cell, repeats, r).join(format!("{}.json", part.tag())))).collect()
 }
 
 #[cfg(test)]

@@ -19,6 +19,13 @@ pub enum Skip {
     Trailing,
     /// diffusers `timestep_spacing="linspace"`.
     Linspace,
+    /// guided-diffusion `space_timesteps(T, "ddimS")`: the integer stride giving exactly S labels.
+    DdimStride,
+    /// guided-diffusion `space_timesteps(T, "S")`: one section strided to S labels, rounded
+    /// half to even.
+    Sections,
+    /// Diffusion-TS `fast_sample`: `int(linspace(-1, T − 1, S + 1))` without the final −1.
+    DiffusionTs,
     /// DPM-Solver/UniPC: uniform in continuous time t.
     TimeUniform,
     /// DPM-Solver/UniPC: uniform in log-SNR λ.
@@ -44,12 +51,15 @@ impl std::fmt::Display for Skip {
 }
 
 impl Skip {
-    pub const ALL: [Skip; 12] = [
+    pub const ALL: [Skip; 15] = [
         Skip::Uniform,
         Skip::Quadratic,
         Skip::Leading,
         Skip::Trailing,
         Skip::Linspace,
+        Skip::DdimStride,
+        Skip::Sections,
+        Skip::DiffusionTs,
         Skip::TimeUniform,
         Skip::Logsnr,
         Skip::TimeQuadratic,
@@ -66,6 +76,9 @@ impl Skip {
             Skip::Leading => "leading",
             Skip::Trailing => "trailing",
             Skip::Linspace => "linspace",
+            Skip::DdimStride => "ddim_stride",
+            Skip::Sections => "sections",
+            Skip::DiffusionTs => "diffusion_ts",
             Skip::TimeUniform => "time_uniform",
             Skip::Logsnr => "logsnr",
             Skip::TimeQuadratic => "time_quadratic",
@@ -85,7 +98,17 @@ impl Skip {
 
     /// Rules that produce integer labels for the discrete samplers (DDIM, DDPM, PNDM family).
     pub fn is_discrete(self) -> bool {
-        matches!(self, Skip::Uniform | Skip::Quadratic | Skip::Leading | Skip::Trailing | Skip::Linspace)
+        matches!(
+            self,
+            Skip::Uniform
+                | Skip::Quadratic
+                | Skip::Leading
+                | Skip::Trailing
+                | Skip::Linspace
+                | Skip::DdimStride
+                | Skip::Sections
+                | Skip::DiffusionTs
+        )
     }
 
     /// The kind of model whose noise levels the rule produces (a sampler's rules share one).
@@ -139,10 +162,13 @@ pub fn discrete_labels(skip: Skip, steps: usize, train_steps: usize, steps_offse
         }
         // diffusers: `linspace(0, T − 1, S).round()` (round-half-to-even); no steps_offset.
         Skip::Linspace => numpy_linspace(0.0, (t - 1) as f64, s).into_iter().map(|x| x.round_ties_even() as usize).collect(),
+        Skip::DdimStride => crate::respacing::space_timesteps(t, &format!("ddim{s}"))?.into_iter().rev().collect(),
+        Skip::Sections => crate::respacing::space_timesteps(t, &s.to_string())?.into_iter().rev().collect(),
+        Skip::DiffusionTs => crate::respacing::diffusion_ts_fast_sampling(t, s)?.into_iter().rev().collect(),
         Skip::TimeUniform | Skip::Logsnr | Skip::TimeQuadratic | Skip::Karras | Skip::Edm | Skip::Consistency | Skip::Flow => {
             return Err(BenchError::user(format!(
                 "skip: {:?} applies to the continuous-time solvers (dpm_solver, unipc, karras family); \
-                 discrete samplers take uniform, quadratic, leading, trailing or linspace",
+                 discrete samplers take uniform, quadratic, leading, trailing, linspace, ddim_stride, sections or diffusion_ts",
                 skip.name()
             )))
         }
@@ -259,6 +285,26 @@ fn numpy_arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn respaced_rules_of_guided_diffusion_and_diffusion_ts() {
+        let labels = |skip, s, t| discrete_labels(skip, s, t, 0).unwrap();
+        // "ddim8", T=1000: the first stride with len(range(0, T, i)) = 8 is 125; "ddim7" needs 143
+        // (uniform would take T//S = 142 and visit 8 labels).
+        assert_eq!(labels(Skip::DdimStride, 8, 1000), (0..1000).step_by(125).rev().collect::<Vec<_>>());
+        assert_eq!(labels(Skip::DdimStride, 7, 1000), vec![858, 715, 572, 429, 286, 143, 0]);
+        assert_eq!(labels(Skip::Uniform, 7, 1000).len(), 8);
+        assert!(discrete_labels(Skip::DdimStride, 600, 1000, 0).is_err());
+        // "3", T=10: stride 9/2 = 4.5, Python's round(4.5) = 4.
+        assert_eq!(labels(Skip::Sections, 3, 10), vec![9, 4, 0]);
+        assert_eq!(labels(Skip::Sections, 10, 1000), (0..1000).step_by(111).rev().collect::<Vec<_>>());
+        // linspace(−1, 9, 4) = −1, 2.33, 5.67, 9 → 2, 5, 9; linspace(−1, 499, 6) → 99, …, 499.
+        assert_eq!(labels(Skip::DiffusionTs, 3, 10), vec![9, 5, 2]);
+        assert_eq!(labels(Skip::DiffusionTs, 5, 500), vec![499, 399, 299, 199, 99]);
+        for skip in [Skip::DdimStride, Skip::Sections, Skip::DiffusionTs] {
+            assert!(skip.is_discrete() && Skip::parse(skip.name()).unwrap() == skip);
+        }
+    }
 
     #[test]
     fn ddim_repo_uniform_gives_extra_steps_when_s_does_not_divide_t() {

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Side-by-side seconds per step, bench vs diffusers, on the same tiny random UNet2DModel (the CI
 # gate's config: 32×32, block_out_channels 32/64, seeded random weights), DDIM 10 steps, batch 8,
-# 2 batches, fp32 on the CPU with each side's default threads. Run with the machine as it is
+# 4 batches, fp32 on the CPU with each side's default threads. Run with the machine as it is
 # ("ambient") and with two extra busy loops started here ("+2 busy loops"); the 1/5/15-min load
 # average is recorded before each measurement. bench runs three ways: its defaults (OpenMP
-# waits passively, rayon pool = libtorch threads), the old wait (libgomp's spin-then-sleep
-# default: BENCH_NO_REEXEC=1 with OMP_WAIT_POLICY unset) and one thread.
+# waits passively, rayon pool = libtorch threads), libgomp's default wait (spin, then sleep:
+# BENCH_NO_REEXEC=1 with OMP_WAIT_POLICY unset) and one thread. `bench doctor` shows which BLAS
+# libtorch's matrix products bind to (must be the MKL libtorch bundles, as in PyTorch).
 # Each case gets at most LIMIT seconds (default 120; a case over it is reported as such).
 # Usage: reports/perf/load_bench.sh [OUT.md]   (default reports/perf/load_bench.md; ~3 minutes idle)
 set -euo pipefail
@@ -36,7 +37,7 @@ schedule: {kind: linear, beta_start: 0.0001, beta_end: 0.02, timesteps: 1000}
 samplers:
   - {name: ddim, eta: 0.0, skip: uniform}
 steps: 10
-samples: 16
+samples: 32
 batch_size: 8
 seed: 0
 device: cpu
@@ -51,7 +52,7 @@ bench_case() { # label, env...
   local la; la=$(loadavg)
   rm -rf "$work/out"
   if ! timeout "$limit" env "$@" "$bin" run "$work/spec.yaml" --out "$work/out" --quiet --force >/dev/null 2>&1; then
-    echo "| $label | | | > ${limit} s for 2 batches (stopped) | | $la |"
+    echo "| $label | | | > ${limit} s for 4 batches (stopped) | | $la |"
     return
   fi
   "$py" - "$work/out/run.json" "$label" "$la" <<'PY'
@@ -75,7 +76,7 @@ sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sam
 per = []
 with torch.inference_mode():
     unet(torch.zeros(8, 3, 32, 32), torch.tensor(999))  # warm-up, as bench does
-    for b in range(2):
+    for b in range(4):
         sched.set_timesteps(10)
         x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(b))
         t0 = time.perf_counter()
@@ -86,7 +87,7 @@ print(f"| {sys.argv[2]} | {torch.get_num_threads()} | unset | {statistics.median
       f"{min(per)*1e3:.1f}–{max(per)*1e3:.1f} | {sys.argv[3]} |")
 PY
   ) || true
-  if [ -n "$row" ]; then echo "$row"; else echo "| $label | | | > ${limit} s for 2 batches (stopped) | | $la |"; fi
+  if [ -n "$row" ]; then echo "$row"; else echo "| $label | | | > ${limit} s for 4 batches (stopped) | | $la |"; fi
 }
 
 rows=()
@@ -97,7 +98,7 @@ for cond in ambient "+2 busy loops"; do
   fi
   rows+=("$(diffusers_case "$cond: diffusers")")
   rows+=("$(bench_case "$cond: bench (defaults)" -u OMP_WAIT_POLICY -u BENCH_NO_REEXEC)")
-  rows+=("$(bench_case "$cond: bench (old wait: libgomp spin-then-sleep)" -u OMP_WAIT_POLICY BENCH_NO_REEXEC=1)")
+  rows+=("$(bench_case "$cond: bench, libgomp default wait (spin, then sleep)" -u OMP_WAIT_POLICY BENCH_NO_REEXEC=1)")
   rows+=("$(bench_case "$cond: bench, 1 thread" -u OMP_WAIT_POLICY -u BENCH_NO_REEXEC OMP_NUM_THREADS=1)")
 done
 
@@ -107,9 +108,9 @@ done
   echo "Command: \`reports/perf/load_bench.sh\` (writes this file). $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ)."
   echo
   echo "Same tiny random UNet2DModel (32×32, block_out_channels 32/64), DDIM 10 steps, batch 8, fp32 CPU,"
-  echo "2 timed batches after one warm-up forward; each case stopped after LIMIT s. bench: \`cell_timing\` of \`run.json\` (per-batch seconds"
+  echo "4 timed batches after one warm-up forward; each case stopped after LIMIT s. bench: \`cell_timing\` of \`run.json\` (per-batch seconds"
   echo "per step); diffusers 0.42.1 eager in \`torch.inference_mode()\`, same per-batch timing. \"ambient\": the"
-  echo "machine as it was (other jobs were building on it, see the load average); \"+2 busy loops\": two"
+  echo "machine as it was (see the load average); \"+2 busy loops\": two"
   echo "shell busy loops started by the script on top. Load average = 1/5/15 min before each measurement."
   echo
   echo "| case | threads | OMP_WAIT_POLICY | ms/step median | min–max | load average |"

@@ -75,13 +75,8 @@ impl Ctx<'_> {
     fn cell_dir(&self, cell: &Cell) -> PathBuf {
         self.plan.output.join("cells").join(&cell.hash)
     }
-    /// Where repeat `r`'s parts live: the cell's folder itself without repeats.
     fn repeat_dir(&self, cell: &Cell, r: u32) -> PathBuf {
-        if self.plan.repeats <= 1 {
-            self.cell_dir(cell)
-        } else {
-            self.cell_dir(cell).join(format!("r{r}"))
-        }
+        repeat_dir(&self.cell_dir(cell), self.plan.repeats, r)
     }
     fn needs_images(&self) -> bool {
         self.metrics.iter().any(|m| m.needs_images())
@@ -446,6 +441,15 @@ fn sync(device: Device) {
 enum PartOutcome {
     Done,
     Locked(Holder),
+}
+
+/// Where repeat `r` of a cell keeps its parts: the cell's folder itself without repeats.
+pub fn repeat_dir(cell_dir: &Path, repeats: u32, r: u32) -> PathBuf {
+    if repeats <= 1 {
+        cell_dir.to_path_buf()
+    } else {
+        cell_dir.join(format!("r{r}"))
+    }
 }
 
 /// Run (or resume) one part of one repeat of one cell to completion.

@@ -1,6 +1,6 @@
 //! DDIM (Song et al. 2021) with η ≥ 0, DDPM ancestral sampling (= DDIM η = 1), and the DDIM
 //! paper's σ̂ row (`ddpm_large`), on a discrete label grid.
-use super::def::{Args, EtaColumn, ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS, DISCRETE_SKIPS};
+use super::def::{Args, EtaColumn, ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS, RESPACED_SKIPS};
 use super::{ddim_sigma, ddim_update, x0_from_eps, Counted, EndPoint, Node, NoiseSource, Output, Sampler, X0Clip};
 use crate::schedule::NoiseSchedule;
 use crate::timesteps::{Grid, GridConfig, PrevRule, Skip};
@@ -247,7 +247,7 @@ pub static DDIM: SamplerDef = SamplerDef {
             diffusers: Some("use_clipped_model_output"),
         },
     ],
-    skips: DISCRETE_SKIPS,
+    skips: RESPACED_SKIPS,
     default_skip: Skip::Quadratic,
     nfe: "S (labels of the skip rule; uniform with S ∤ T gives more)",
     end_point: "ᾱ=1 (alpha_to_one=false: ᾱ_0)",
@@ -281,7 +281,7 @@ pub static DDPM: SamplerDef = SamplerDef {
             diffusers: Some("variance_type"),
         },
     ],
-    skips: DISCRETE_SKIPS,
+    skips: RESPACED_SKIPS,
     default_skip: Skip::Quadratic,
     nfe: "S",
     end_point: "ᾱ=1",
@@ -305,7 +305,7 @@ pub static DDPM: SamplerDef = SamplerDef {
 pub static DDPM_LARGE: SamplerDef = SamplerDef {
     name: "ddpm_large",
     params: &[STEPS_OFFSET, PREV, ALPHA_TO_ONE],
-    skips: DISCRETE_SKIPS,
+    skips: RESPACED_SKIPS,
     default_skip: Skip::Quadratic,
     nfe: "S",
     end_point: "ᾱ=1, no noise at label 0",

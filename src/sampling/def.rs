@@ -102,6 +102,18 @@ impl PartialEq for SamplerDef {
 
 pub const ALL_PREDICTIONS: &[Prediction] = &[Prediction::Epsilon, Prediction::VPrediction, Prediction::Sample];
 pub const DISCRETE_SKIPS: &[Skip] = &[Skip::Uniform, Skip::Quadratic, Skip::Leading, Skip::Trailing, Skip::Linspace];
+/// The discrete rules plus those of respaced processes (guided-diffusion, Diffusion-TS), whose
+/// last label steps to the end point: the samplers that step label to label.
+pub const RESPACED_SKIPS: &[Skip] = &[
+    Skip::Uniform,
+    Skip::Quadratic,
+    Skip::Leading,
+    Skip::Trailing,
+    Skip::Linspace,
+    Skip::DdimStride,
+    Skip::Sections,
+    Skip::DiffusionTs,
+];
 
 /// The samplers whose diffusers scheduler takes `rescale_betas_zero_snr` (DDIM, DDPM, Euler,
 /// Euler ancestral, DPMSolverMultistep, UniPC); the σ-grid ones among them read the schedule
@@ -144,6 +156,29 @@ pub type Resolved = BTreeMap<String, ParamValue>;
 impl SamplerDef {
     pub fn param(&self, name: &str) -> Option<&'static ParamDef> {
         self.params.iter().find(|p| p.name == name)
+    }
+
+    /// The parameter a written key names: bench's name, or the diffusers keyword it mirrors
+    /// (same meaning and values) where that is spelled differently.
+    pub fn lookup(&self, key: &str) -> Option<&'static ParamDef> {
+        self.param(key).or_else(|| self.params.iter().find(|p| p.diffusers == Some(key)))
+    }
+
+    /// Err when two written keys are one parameter (bench's and diffusers' spelling).
+    pub fn check_spellings<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> std::result::Result<(), String> {
+        let mut seen: Vec<(&str, &str)> = Vec::new();
+        for k in keys {
+            let Some(p) = self.lookup(k) else { continue };
+            if let Some((first, _)) = seen.iter().find(|(_, n)| *n == p.name) {
+                return Err(if *first == k {
+                    format!("`{k}` is given twice")
+                } else {
+                    format!("`{first}` and `{k}` are one parameter of `{}` (bench's and diffusers' spelling); give one", self.name)
+                });
+            }
+            seen.push((k, p.name));
+        }
+        Ok(())
     }
 
     /// Checks one written value; integers become floats for float parameters, `auto` is kept.
@@ -199,14 +234,10 @@ impl SamplerDef {
     /// Written `key: value` pairs → every parameter, checked, defaults filled.
     pub fn resolve(&self, written: &[(String, ParamValue)]) -> std::result::Result<Resolved, String> {
         let mut out = self.defaults();
-        let mut seen: Vec<&str> = Vec::new();
+        self.check_spellings(written.iter().map(|(k, _)| k.as_str()))?;
         for (k, v) in written {
-            let p = self.param(k).ok_or_else(|| self.unknown_param(k))?;
-            if seen.contains(&k.as_str()) {
-                return Err(format!("`{k}` is given twice"));
-            }
-            seen.push(k);
-            out.insert(k.clone(), self.check_value(p, v)?);
+            let p = self.lookup(k).ok_or_else(|| self.unknown_param(k))?;
+            out.insert(p.name.to_owned(), self.check_value(p, v)?);
         }
         Ok(out)
     }

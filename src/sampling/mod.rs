@@ -6,6 +6,7 @@ pub mod continuous;
 pub mod ddim;
 pub mod deis;
 pub mod def;
+pub mod diffusers_config;
 pub mod edm;
 pub mod dpm_solver;
 pub mod exact;

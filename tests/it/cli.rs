@@ -9,7 +9,11 @@ fn doctor_reports_linked_libtorch_cuda_and_exits_0() {
     assert!(s.contains("libtorch     2.11.0"), "{s}");
     // The build must link libtorch_cuda (so the same binary uses a GPU where there is one).
     assert!(s.contains("torch_cuda   linked"), "{s}");
-    assert!(s.contains("BLAS         OpenBLAS ("), "{s}");
+    // libtorch's matrix products must run on the MKL it bundles (as in PyTorch), not on OpenBLAS.
+    assert!(
+        s.contains("BLAS         sgemm_ dgemm_ dpotrf_ dsyevd_ from libtorch_cpu.so (the MKL bundled with PyTorch); dsyev_ dsygst_ from libopenblas"),
+        "{s}"
+    );
     assert!(s.contains("pt_inception-2015-12-05"), "{s}");
 }
 
@@ -40,7 +44,11 @@ fn unknown_subcommand_is_a_user_error() {
 #[test]
 fn readme_tables_match_the_definitions() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-    for (marker, want) in [("samplers", samplerbench::sampling::def::render_markdown()), ("metrics", samplerbench::metrics::render_markdown())] {
+    for (marker, want) in [
+        ("samplers", samplerbench::sampling::def::render_markdown()),
+        ("metrics", samplerbench::metrics::render_markdown()),
+        ("diffusers", samplerbench::sampling::diffusers_config::render_markdown()),
+    ] {
         let text = std::fs::read_to_string(&path).unwrap();
         let (begin, end) = (format!("<!-- {marker}:begin -->\n"), format!("<!-- {marker}:end -->"));
         let a = text.find(&begin).unwrap_or_else(|| panic!("README lacks {begin}")) + begin.len();

@@ -22,3 +22,4 @@ mod flow;
 mod metrics_more;
 mod output_files;
 mod timeseries;
+mod diffusers_config;

@@ -420,6 +420,28 @@ fn status_reports_per_shard_progress_of_a_local_run() {
     assert!(text.contains("   2  ddim eta=1 S=20    400/400  finished\n") && text.ends_with("finished cells 3/3; all done\n"), "{text}");
 }
 
+/// With `repeats: K` a cell's parts live per repeat: status counts every repeat's samples.
+#[test]
+fn status_counts_every_repeat_of_a_sharded_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), &LIGHT.replace("seed: 7\n", "seed: 7\nrepeats: 2\n"));
+    let out = dir.path().join("out");
+    let o = bench(&["run", s(&spec), "--out", s(&out), "--shard", "1/2", "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let st = status_json(None, &out);
+    assert_eq!((st["repeats"].as_u64(), st["cells_finished"].as_u64()), (Some(2), Some(0)));
+    let sh = &st["shard_progress"];
+    assert_eq!((sh[0]["done"].as_u64(), sh[0]["total"].as_u64(), sh[0]["finished"].as_bool()), (Some(1200), Some(1200), Some(true)));
+    assert_eq!((sh[1]["done"].as_u64(), sh[1]["total"].as_u64(), sh[1]["finished"].as_bool()), (Some(0), Some(1200), Some(false)));
+    let text = stdout(&bench(&["status", s(&out)]));
+    assert!(text.contains("experiment light, 3 cells × 400 samples × 2 repeats in 2 shards\n"), "{text}");
+    assert!(text.contains("   1  ddim eta=0.5 S=20  400/800  400 0\n"), "{text}");
+    let o = bench(&["run", s(&spec), "--out", s(&out), "--shard", "2/2", "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&bench(&["status", s(&out)]));
+    assert!(text.contains("   1  ddim eta=0.5 S=20  800/800  finished\n") && text.ends_with("finished cells 3/3; all done\n"), "{text}");
+}
+
 #[test]
 fn submit_user_errors_and_dry_run() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,310 @@
+//! A `samplers:` entry `{diffusers_config: FILE}`: a diffusers `scheduler_config.json` (as the
+//! scheduler's `save_config` writes it, or an older one with fewer keys) read as the bench
+//! sampler, timestep rule and parameters that sample as that scheduler does.
+//!
+//! Every key is honoured or refused by name: the class picks the sampler; the training-schedule
+//! keys and `prediction_type` must agree with the spec's model (checked by the plan); a key bench
+//! spells the same or lists as a parameter's diffusers keyword sets that parameter; a few keys
+//! choose the sampler or its timestep rule; keys at a value bench does anyway are accepted; any
+//! other key or value is an error naming it. Keys the file leaves out take the class's diffusers
+//! default, so an old config means what diffusers makes of it.
+use super::def::SamplerDef;
+use crate::spec::ParamValue;
+use crate::timesteps::Skip;
+use serde_json::{json, Value};
+
+/// What a scheduler config amounts to in bench.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FromConfig {
+    pub sampler: &'static str,
+    pub skip: Skip,
+    /// Parameters by bench name, in a fixed order.
+    pub params: Vec<(String, ParamValue)>,
+}
+
+/// A diffusers scheduler class: the bench sampler it is, the parameters that make bench step
+/// as that class does, and the class's defaults for the keys that matter to sampling.
+struct Class {
+    name: &'static str,
+    sampler: &'static str,
+    implied: &'static [(&'static str, &'static str)],
+    /// The class's keys that pick another sampler or parameter (README).
+    choose: &'static str,
+    defaults: fn() -> Value,
+}
+
+/// The keys of the training schedule and output parameterisation: the model's, not the sampler's.
+pub const MODEL_KEYS: &[&str] =
+    &["num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "rescale_betas_zero_snr", "prediction_type"];
+
+const CLASSES: &[Class] = &[
+    Class {
+        name: "DDIMScheduler",
+        sampler: "ddim",
+        implied: &[("prev", "stride")],
+        choose: "",
+        defaults: || json!({"clip_sample": true, "set_alpha_to_one": true, "steps_offset": 0, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "clip_sample_range": 1.0, "sample_max_value": 1.0, "timestep_spacing": "leading"}),
+    },
+    Class {
+        name: "DDPMScheduler",
+        sampler: "ddpm",
+        implied: &[],
+        choose: "",
+        defaults: || json!({"variance_type": "fixed_small", "clip_sample": true, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "clip_sample_range": 1.0, "sample_max_value": 1.0, "timestep_spacing": "leading", "steps_offset": 0}),
+    },
+    Class {
+        name: "PNDMScheduler",
+        sampler: "plms",
+        implied: &[("alpha_index", "diffusers")],
+        choose: "`skip_prk_steps: false` (the default) → `f-pndm`",
+        defaults: || json!({"skip_prk_steps": false, "set_alpha_to_one": false, "timestep_spacing": "leading", "steps_offset": 0}),
+    },
+    Class {
+        name: "EulerDiscreteScheduler",
+        sampler: "euler",
+        implied: &[],
+        choose: "",
+        defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}),
+    },
+    Class {
+        name: "EulerAncestralDiscreteScheduler",
+        sampler: "euler_ancestral",
+        implied: &[],
+        choose: "",
+        defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0}),
+    },
+    Class { name: "HeunDiscreteScheduler", sampler: "heun", implied: &[], choose: "", defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
+    Class { name: "KDPM2DiscreteScheduler", sampler: "kdpm2", implied: &[], choose: "", defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
+    Class {
+        name: "KDPM2AncestralDiscreteScheduler",
+        sampler: "kdpm2_ancestral",
+        implied: &[],
+        choose: "",
+        defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}),
+    },
+    Class { name: "LMSDiscreteScheduler", sampler: "lms", implied: &[], choose: "", defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
+    Class {
+        name: "DPMSolverMultistepScheduler",
+        sampler: "dpm_solver++",
+        implied: &[("method", "multistep")],
+        choose: "`algorithm_type`: `dpmsolver` → `dpm_solver`; `sde-dpmsolver++`, `sde-dpmsolver` → `sde: true`",
+        defaults: || json!({"solver_order": 2, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0, "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": true, "euler_at_final": false, "use_karras_sigmas": false, "final_sigmas_type": "zero", "timestep_spacing": "linspace", "steps_offset": 0}),
+    },
+    Class {
+        name: "DPMSolverSinglestepScheduler",
+        sampler: "dpm_solver++",
+        implied: &[("method", "singlestep")],
+        choose: "`algorithm_type` as above",
+        defaults: || json!({"solver_order": 2, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0, "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": false, "use_karras_sigmas": false, "final_sigmas_type": "zero", "timestep_spacing": "linspace", "steps_offset": 0}),
+    },
+    Class {
+        name: "UniPCMultistepScheduler",
+        sampler: "unipc",
+        implied: &[],
+        choose: "`predict_x0` → `predict: data` / `noise`",
+        defaults: || json!({"solver_order": 2, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0, "predict_x0": true, "solver_type": "bh2", "lower_order_final": true, "use_karras_sigmas": false, "timestep_spacing": "linspace", "steps_offset": 0, "final_sigmas_type": "zero"}),
+    },
+    Class {
+        name: "DEISMultistepScheduler",
+        sampler: "deis",
+        implied: &[],
+        choose: "`algorithm_type: deis`, `solver_type: logrho` only",
+        defaults: || json!({"solver_order": 2, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0, "algorithm_type": "deis", "solver_type": "logrho", "lower_order_final": true, "use_karras_sigmas": false, "timestep_spacing": "linspace", "steps_offset": 0}),
+    },
+];
+
+/// Keys accepted at these values only (JSON): what bench does anyway, or keys that do not
+/// change sampling.
+const INERT: &[(&str, &str)] = &[
+    ("use_exponential_sigmas", "false"),
+    ("use_beta_sigmas", "false"),
+    ("use_lu_lambdas", "false"),
+    ("use_flow_sigmas", "false"),
+    ("use_dynamic_shifting", "false"),
+    ("thresholding", "false"),
+    ("clip_sample", "false"),
+    ("euler_at_final", "false"),
+    ("flow_shift", "1.0"),
+    ("clip_sample_range", "1.0"),
+    ("sample_max_value", "1.0"),
+    ("dynamic_thresholding_ratio", "0.995"),
+    ("steps_offset", "0"),
+    ("lambda_min_clipped", "\"-Infinity\""),
+    ("variance_type", "null"),
+    ("solver_p", "null"),
+    ("sigma_min", "null"),
+    ("sigma_max", "null"),
+    ("shift_terminal", "null"),
+    ("disable_corrector", "[]"),
+    ("interpolation_type", "\"linear\""),
+    ("timestep_type", "\"discrete\""),
+    ("time_shift_type", "\"exponential\""),
+    ("final_sigmas_type", "\"zero\""),
+];
+
+fn inert(key: &str, v: &Value) -> bool {
+    let Some(want) = INERT.iter().find(|(k, _)| *k == key).and_then(|(_, w)| serde_json::from_str::<Value>(w).ok()) else {
+        return false;
+    };
+    // Integers and floats compare by value (older files write 1 for 1.0).
+    match (v.as_f64(), want.as_f64()) {
+        (Some(a), Some(b)) => a == b,
+        _ => *v == want,
+    }
+}
+
+/// README: the classes read, what each becomes, and the keys accepted only at one value.
+pub fn render_markdown() -> String {
+    let mut out = String::from("| `_class_name` | bench sampler | set by the class | keys that choose |\n|---|---|---|---|\n");
+    for c in CLASSES {
+        let implied: Vec<String> = c.implied.iter().map(|(k, v)| format!("`{k}: {v}`")).collect();
+        out += &format!("| {} | `{}` | {} | {} |\n", c.name, c.sampler, implied.join(", "), c.choose);
+    }
+    let inert: Vec<String> = INERT.iter().map(|(k, v)| format!("`{k}: {}`", v.trim_matches('"'))).collect();
+    out += &format!("\nAccepted only at the value bench does anyway: {}.\n", inert.join(", "));
+    out
+}
+
+/// The class names read, for messages and the README.
+pub fn class_names() -> Vec<&'static str> {
+    CLASSES.iter().map(|c| c.name).collect()
+}
+
+/// JSON as Python's `json` writes it: ±inf become the bare tokens `-Infinity`/`Infinity` (diffusers
+/// saves `lambda_min_clipped: -inf`), which are read here as the strings "-Infinity"/"Infinity".
+pub fn parse_json(text: &str) -> serde_json::Result<Value> {
+    serde_json::from_str(&text.replace(": -Infinity", ": \"-Infinity\"").replace(": Infinity", ": \"Infinity\""))
+}
+
+/// Reads a scheduler config's text. Err is a message about the file (the caller names it).
+pub fn read(text: &str) -> Result<FromConfig, String> {
+    let v = parse_json(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let map = v.as_object().ok_or("not a JSON object")?;
+    let class_name = map.get("_class_name").and_then(Value::as_str).ok_or("no `_class_name`: is this a diffusers scheduler_config.json?")?;
+    let class = CLASSES.iter().find(|c| c.name == class_name).ok_or_else(|| {
+        let hint = match class_name {
+            "FlowMatchEulerDiscreteScheduler" | "CMStochasticIterativeScheduler" => {
+                " (give the model's pipeline folder as `model.path`; its scheduler config is read from there)"
+            }
+            _ => "",
+        };
+        format!("_class_name {class_name:?} is not a scheduler bench reads{hint} (known: {})", class_names().join(", "))
+    })?;
+    let mut keys = match (class.defaults)() {
+        Value::Object(m) => m,
+        _ => unreachable!("class defaults are JSON objects"),
+    };
+    for (k, v) in map {
+        keys.insert(k.clone(), v.clone());
+    }
+    let mut sampler = class.sampler;
+    let mut extra: Vec<(String, ParamValue)> = Vec::new();
+    let bad = |k: &str, v: &Value, why: &str| format!("`{k}: {v}` is not honoured: {why}");
+    // Keys that pick the sampler first: the others are checked against that sampler.
+    if let Some(a) = keys.get("algorithm_type") {
+        match (class.sampler, a.as_str()) {
+            ("dpm_solver++", Some("dpmsolver++")) | ("deis", Some("deis")) => {}
+            ("dpm_solver++", Some("dpmsolver")) => sampler = "dpm_solver",
+            ("dpm_solver++", Some("sde-dpmsolver++")) => extra.push(("sde".into(), ParamValue::Bool(true))),
+            ("dpm_solver++", Some("sde-dpmsolver")) => {
+                sampler = "dpm_solver";
+                extra.push(("sde".into(), ParamValue::Bool(true)));
+            }
+            _ => return Err(bad("algorithm_type", a, "bench has no such algorithm for this class")),
+        }
+    }
+    if class.name == "PNDMScheduler" && keys.get("skip_prk_steps") == Some(&json!(false)) {
+        sampler = "f-pndm";
+    }
+    let def: &SamplerDef = super::find(sampler).ok_or_else(|| format!("internal: no sampler {sampler}"))?;
+    let mut params: Vec<(String, ParamValue)> = class.implied.iter().map(|(k, v)| (k.to_string(), ParamValue::Str(v.to_string()))).collect();
+    params.extend(extra);
+    let mut spacing: Option<Skip> = None;
+    let mut karras = false;
+    for (k, v) in &keys {
+        match k.as_str() {
+            k if k.starts_with('_') || MODEL_KEYS.contains(&k) => {}
+            "algorithm_type" | "skip_prk_steps" => {}
+            "timestep_spacing" => {
+                let s = (v.as_str().and_then(|s| Skip::parse(s).ok()))
+                    .filter(|s| matches!(s, Skip::Linspace | Skip::Leading | Skip::Trailing))
+                    .ok_or_else(|| bad(k, v, "timestep_spacing must be linspace, leading or trailing"))?;
+                spacing = Some(s);
+            }
+            "use_karras_sigmas" => karras = v.as_bool().ok_or_else(|| bad(k, v, "must be true or false"))?,
+            "solver_type" if def.name == "deis" => {
+                if v != "logrho" {
+                    return Err(bad(k, v, "bench's deis is the log-ρ form"));
+                }
+            }
+            "predict_x0" if def.name == "unipc" => {
+                let x0 = v.as_bool().ok_or_else(|| bad(k, v, "must be true or false"))?;
+                params.push(("predict".into(), ParamValue::Str(if x0 { "data" } else { "noise" }.into())));
+            }
+            _ => match def.lookup(k) {
+                Some(p) if !v.is_null() => {
+                    let value = match v {
+                        Value::Bool(b) => ParamValue::Bool(*b),
+                        Value::Number(n) if n.is_i64() => ParamValue::Int(n.as_i64().unwrap_or_default()),
+                        Value::Number(n) => ParamValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+                        Value::String(s) => ParamValue::Str(s.clone()),
+                        _ => return Err(bad(k, v, "not a value bench's parameters take")),
+                    };
+                    def.check_value(p, &value).map_err(|m| bad(k, v, &m))?;
+                    params.push((p.name.to_owned(), value));
+                }
+                _ if inert(k, v) => {}
+                _ => return Err(bad(k, v, &format!("bench's `{}` has no such setting", def.name))),
+            },
+        }
+    }
+    let spacing = spacing.unwrap_or(Skip::Linspace);
+    let skip = if karras {
+        // diffusers takes the Karras grid's ends from the spaced σ's: the full range with linspace.
+        if spacing != Skip::Linspace {
+            return Err(format!("`use_karras_sigmas: true` with `timestep_spacing: {spacing}` is not honoured (bench's karras grid spans the whole σ range, as diffusers' does with linspace)"));
+        }
+        Skip::Karras
+    } else {
+        spacing
+    };
+    def.check_skip(skip)?;
+    Ok(FromConfig { sampler: def.name, skip, params })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_diffusion_1_pndm_config_is_plms_with_leading_and_offset() {
+        // runwayml/stable-diffusion-v1-5 scheduler/scheduler_config.json (diffusers 0.6.0).
+        let sd = r#"{"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012,
+            "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000,
+            "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1, "trained_betas": null, "clip_sample": false}"#;
+        let c = read(sd).unwrap();
+        assert_eq!((c.sampler, c.skip), ("plms", Skip::Leading));
+        assert_eq!(
+            c.params,
+            vec![
+                ("alpha_index".to_string(), ParamValue::Str("diffusers".into())),
+                ("alpha_to_one".into(), ParamValue::Bool(false)),
+                ("steps_offset".into(), ParamValue::Int(1)),
+            ]
+        );
+    }
+
+    #[test]
+    fn algorithm_type_and_refusals_name_the_key() {
+        let c = read(r#"{"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": true, "lambda_min_clipped": -Infinity}"#).unwrap();
+        assert_eq!((c.sampler, c.skip), ("dpm_solver++", Skip::Karras));
+        assert!(c.params.contains(&("sde".into(), ParamValue::Bool(true))), "{:?}", c.params);
+        let e = read(r#"{"_class_name": "EulerDiscreteScheduler", "use_exponential_sigmas": true}"#).unwrap_err();
+        assert_eq!(e, "`use_exponential_sigmas: true` is not honoured: bench's `euler` has no such setting");
+        let e = read(r#"{"_class_name": "PNDMScheduler", "skip_prk_steps": true, "clip_sample": true}"#).unwrap_err();
+        assert_eq!(e, "`clip_sample: true` is not honoured: bench's `plms` has no such setting");
+        let e = read(r#"{"_class_name": "EulerDiscreteScheduler", "timestep_spacing": "leading", "use_karras_sigmas": true}"#).unwrap_err();
+        assert!(e.starts_with("`use_karras_sigmas: true` with `timestep_spacing: leading` is not honoured"), "{e}");
+        assert!(read(r#"{"_class_name": "LCMScheduler"}"#).unwrap_err().starts_with("_class_name \"LCMScheduler\" is not a scheduler bench reads"));
+    }
+}

@@ -1,0 +1,101 @@
+//! `{diffusers_config: FILE}` sampler entries: configs written by diffusers' own `save_config`
+//! plan to the same cells as the bench entries whose sampling matches those schedulers (the
+//! parity tests of samplers_a/samplers_b/prediction), and what bench cannot honour is refused by
+//! name.
+use crate::common::*;
+use samplerbench::plan;
+
+const SCHEDULE: &str = "schedule: {kind: scaled_linear, beta_start: 0.00085, beta_end: 0.012, timesteps: 1000}\n";
+
+/// (diffusers class, its keyword arguments as Python, the bench entry it must equal).
+const CASES: &[(&str, &str, &str)] = &[
+    ("DDIMScheduler", "clip_sample=False, set_alpha_to_one=False, steps_offset=1", "{name: ddim, skip: leading, prev: stride, alpha_to_one: false, steps_offset: 1}"),
+    ("DDIMScheduler", "", "{name: ddim, skip: leading, prev: stride, clip_sample: true}"),
+    ("DDPMScheduler", "clip_sample=False", "{name: ddpm, skip: leading}"),
+    ("PNDMScheduler", "skip_prk_steps=True, steps_offset=1", "{name: plms, skip: leading, alpha_index: diffusers, steps_offset: 1}"),
+    ("PNDMScheduler", "", "{name: f-pndm, skip: leading, alpha_index: diffusers}"),
+    ("EulerDiscreteScheduler", "timestep_spacing='trailing'", "{name: euler, skip: trailing}"),
+    ("EulerAncestralDiscreteScheduler", "timestep_spacing='leading', steps_offset=1", "{name: euler_ancestral, skip: leading, steps_offset: 1}"),
+    ("HeunDiscreteScheduler", "", "{name: heun, skip: linspace}"),
+    ("KDPM2DiscreteScheduler", "", "{name: kdpm2, skip: linspace}"),
+    ("KDPM2AncestralDiscreteScheduler", "", "{name: kdpm2_ancestral, skip: linspace}"),
+    ("LMSDiscreteScheduler", "use_karras_sigmas=True", "{name: lms, skip: karras}"),
+    ("DPMSolverMultistepScheduler", "", "{name: dpm_solver++, method: multistep, skip: linspace}"),
+    ("DPMSolverMultistepScheduler", "algorithm_type='sde-dpmsolver++', use_karras_sigmas=True", "{name: dpm_solver++, method: multistep, sde: true, skip: karras}"),
+    (
+        "DPMSolverMultistepScheduler",
+        "algorithm_type='dpmsolver', solver_order=3, final_sigmas_type='sigma_min'",
+        "{name: dpm_solver, method: multistep, order: 3, final_sigmas: sigma_min, skip: linspace}",
+    ),
+    ("DPMSolverSinglestepScheduler", "lower_order_final=True", "{name: dpm_solver++, method: singlestep, lower_order_final: true, skip: linspace}"),
+    ("UniPCMultistepScheduler", "solver_type='bh1'", "{name: unipc, variant: bh1, skip: linspace}"),
+    ("DEISMultistepScheduler", "", "{name: deis, skip: linspace}"),
+];
+
+#[test]
+fn configs_saved_by_diffusers_plan_to_the_matching_bench_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let calls: Vec<String> = CASES
+        .iter()
+        .enumerate()
+        .map(|(i, (class, kwargs, _))| {
+            let sep = if kwargs.is_empty() { "" } else { ", " };
+            format!("diffusers.{class}(beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012{sep}{kwargs}).save_config(f'{{d}}/{i}')")
+        })
+        .collect();
+    run_python(&format!("import sys, diffusers\nd = sys.argv[1]\n{}\n", calls.join("\n")), &[d.to_str().unwrap()]);
+    let cells = |samplers: &str| {
+        let spec = d.join("spec.yaml");
+        std::fs::write(
+            &spec,
+            format!("name: t\nmodel: {{kind: oracle, data: {{kind: gaussian, shape: [3, 4, 4]}}}}\n{SCHEDULE}samplers: [{samplers}]\nsteps: [10, 25]\n"),
+        )
+        .unwrap();
+        plan::load(&spec).unwrap_or_else(|e| panic!("{samplers}: {e}")).cells.into_iter().map(|c| (c.sampler, c.skip, c.hash)).collect::<Vec<_>>()
+    };
+    for (i, (class, kwargs, entry)) in CASES.iter().enumerate() {
+        let file = d.join(i.to_string()).join("scheduler_config.json");
+        let from_file = cells(&format!("{{diffusers_config: {}}}", file.display()));
+        assert_eq!(from_file, cells(entry), "{class}({kwargs})");
+        // An old config that names only the class and schedule means the class's defaults.
+        if kwargs.is_empty() {
+            let old = d.join(format!("old-{i}.json"));
+            std::fs::write(&old, format!(r#"{{"_class_name": "{class}", "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}}"#)).unwrap();
+            assert_eq!(cells(&format!("{{diffusers_config: {}}}", old.display())), from_file, "{class} defaults");
+        }
+    }
+}
+
+#[test]
+fn what_bench_cannot_honour_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_python(
+        "import sys, diffusers\nd = sys.argv[1]\n\
+         diffusers.EulerDiscreteScheduler(beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012, use_exponential_sigmas=True).save_config(f'{d}/exp')\n\
+         diffusers.DDIMScheduler(beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012, prediction_type='v_prediction').save_config(f'{d}/v')\n",
+        &[d.to_str().unwrap()],
+    );
+    let run = |sub: &str, extra: &str| {
+        let spec = d.join("spec.yaml");
+        std::fs::write(
+            &spec,
+            format!("name: t\nmodel: {{kind: oracle, data: {{kind: gaussian, shape: [3, 4, 4]}}}}\n{SCHEDULE}samplers: [{{diffusers_config: {sub}/scheduler_config.json{extra}}}]\nsteps: 10\n"),
+        )
+        .unwrap();
+        let o = bench(&["run", spec.to_str().unwrap(), "--dry-run"]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let file = |sub: &str| d.join(sub).join("scheduler_config.json").display().to_string();
+    assert_eq!(run("exp", ""), format!("error: {}: `use_exponential_sigmas: true` is not honoured: bench's `euler` has no such setting\n", file("exp")));
+    assert_eq!(
+        run("v", ""),
+        format!(
+            "error: {}: prediction_type v_prediction contradicts the spec's model (epsilon); a scheduler config must describe the model it samples\n",
+            file("v")
+        )
+    );
+    assert!(run("v", ", eta: 0.5").contains("with `diffusers_config` an entry takes only `steps`"));
+}
