@@ -28,7 +28,7 @@
 //! | `schedule.timesteps` | `1000` | ≥ 2 |
 //! | `samplers` | required, ≥ 1 entry | each `{name, <params>, skip?, steps?}`; a list value sweeps |
 //! | `samplers[i].<param>` | the sampler's default (catalog) | the sampler's parameters only, by bench's name or diffusers' keyword |
-//! | `samplers[i].skip` (diffusers: `timestep_spacing`, `use_karras_sigmas: true`) | the sampler's default (catalog; `uniform`) | `uniform`, `quadratic`, `leading`, `trailing`, `linspace`, `ddim_stride`, `sections`, `diffusion_ts`, `time_uniform`, `logsnr`, `time_quadratic`, `karras`, `edm`, `consistency`, `flow` |
+//! | `samplers[i].skip` (diffusers: `timestep_spacing`, `use_karras_sigmas: true`) | the sampler's default (catalog; `uniform`) | `uniform`, `quadratic`, `leading`, `trailing`, `linspace`, `ddim_stride`, `sections`, `diffusion_ts`, `time_uniform`, `logsnr`, `time_quadratic`, `karras`, `exponential`, `edm`, `consistency`, `flow` |
 //! | `samplers[i].steps` | top-level `steps` | integers 1..=`schedule.timesteps` |
 //! | `steps` | required unless every entry has `steps` | as above |
 //! | `samples` | `50000` | ≥ 1 |
@@ -1180,17 +1180,20 @@ impl Cx<'_> {
             // Axes of the product, in written order; then skip; then steps.
             let mut axes: Vec<(String, Vec<ParamValue>)> = Vec::new();
             def.check_spellings(e.params.iter().map(|(k, _)| k.as_str())).map_err(|m| self.err(&at, m))?;
-            let mut karras_sigmas = false;
+            // diffusers' `use_karras_sigmas: true` / `use_exponential_sigmas: true` choose bench's `skip`.
+            let mut skip_flag: Option<(&str, Skip)> = None;
             for (key, sweep) in &e.params {
                 let kat = at.key(key);
-                // diffusers' `use_karras_sigmas: true` is bench's `skip: karras`.
-                if key == "use_karras_sigmas" && def.lookup(key).is_none() && def.skips.contains(&Skip::Karras) {
-                    match sweep {
-                        Sweep::One(ParamValue::Bool(b)) => karras_sigmas = *b,
-                        _ => return Err(self.err(&kat, "must be true or false (diffusers' spelling of `skip: karras`)")),
-                    }
-                    if karras_sigmas && e.skip.is_some() {
-                        return Err(self.err(&kat, format!("`{}` and `use_karras_sigmas` both choose the timestep rule; give one", e.skip_key)));
+                if let Some(rule) = crate::sampling::diffusers_config::skip_flag(key).filter(|r| def.lookup(key).is_none() && def.skips.contains(r)) {
+                    let on = match sweep {
+                        Sweep::One(ParamValue::Bool(b)) => *b,
+                        _ => return Err(self.err(&kat, format!("must be true or false (diffusers' spelling of `skip: {rule}`)"))),
+                    };
+                    if on {
+                        if let Some(first) = skip_flag.map(|(k, _)| k).or(e.skip.as_ref().map(|_| e.skip_key)) {
+                            return Err(self.err(&kat, format!("`{first}` and `{key}` both choose the timestep rule; give one")));
+                        }
+                        skip_flag = Some((key, rule));
                     }
                     continue;
                 }
@@ -1203,8 +1206,7 @@ impl Cx<'_> {
             }
             let skips: Vec<Skip> = match &e.skip {
                 Some(s) => self.sweep(&at.key(e.skip_key), s)?.to_vec(),
-                None if karras_sigmas => vec![Skip::Karras],
-                None => vec![def.default_skip],
+                None => vec![skip_flag.map_or(def.default_skip, |(_, rule)| rule)],
             };
             if let Some(written) = &e.skip {
                 for (j, k) in skips.iter().enumerate() {
@@ -1645,6 +1647,7 @@ mod tests {
         assert_eq!(hashes("{name: euler, timestep_spacing: trailing}"), hashes("{name: euler, skip: trailing}"));
         assert_eq!(hashes("{name: euler, use_karras_sigmas: true}"), hashes("{name: euler, skip: karras}"));
         assert_eq!(hashes("{name: euler, use_karras_sigmas: false}"), hashes("{name: euler}"));
+        assert_eq!(hashes("{name: lms, use_exponential_sigmas: true}"), hashes("{name: lms, skip: exponential}"));
         assert_eq!(hashes("{name: ddim, set_alpha_to_one: false}"), hashes("{name: ddim, alpha_to_one: false}"));
         assert_ne!(hashes("{name: ddim, set_alpha_to_one: false}"), hashes("{name: ddim}"));
         let err = |samplers: &str| plan(&format!("{BASE}samplers: [{samplers}]\nsteps: 10\n")).unwrap_err().to_string();
@@ -1686,7 +1689,7 @@ cell  sampler     params    skip       steps  nfe  nfe×samples  status
         let e = plan(&format!("{BASE}samplers: [{{name: lms, skip: [karras, uniform]}}]\nsteps: 5\n")).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "t.yaml:3:39: samplers[0].skip[1]: `lms` does not support skip `uniform` (allowed: linspace, leading, trailing, karras)"
+            "t.yaml:3:39: samplers[0].skip[1]: `lms` does not support skip `uniform` (allowed: linspace, leading, trailing, karras, exponential)"
         );
         let e = plan(&format!("{BASE}samplers: [{{name: f-pndm}}]\nsteps: [10, 2]\n")).unwrap_err();
         assert_eq!(

@@ -34,6 +34,8 @@ pub enum Skip {
     TimeQuadratic,
     /// Karras et al. 2022 eq. 5, ρ = 7.
     Karras,
+    /// diffusers `use_exponential_sigmas`: levels uniform in log σ between σ̃(0) and σ̃(T−1).
+    Exponential,
     /// Karras et al. 2022 eq. 5 in a σ-space model's own σ (EDM's samplers; ρ a parameter).
     Edm,
     /// diffusers `CMStochasticIterativeScheduler`: S levels of an N-level Karras grid at
@@ -51,7 +53,7 @@ impl std::fmt::Display for Skip {
 }
 
 impl Skip {
-    pub const ALL: [Skip; 15] = [
+    pub const ALL: [Skip; 16] = [
         Skip::Uniform,
         Skip::Quadratic,
         Skip::Leading,
@@ -64,6 +66,7 @@ impl Skip {
         Skip::Logsnr,
         Skip::TimeQuadratic,
         Skip::Karras,
+        Skip::Exponential,
         Skip::Edm,
         Skip::Consistency,
         Skip::Flow,
@@ -83,6 +86,7 @@ impl Skip {
             Skip::Logsnr => "logsnr",
             Skip::TimeQuadratic => "time_quadratic",
             Skip::Karras => "karras",
+            Skip::Exponential => "exponential",
             Skip::Edm => "edm",
             Skip::Consistency => "consistency",
             Skip::Flow => "flow",
@@ -165,7 +169,14 @@ pub fn discrete_labels(skip: Skip, steps: usize, train_steps: usize, steps_offse
         Skip::DdimStride => crate::respacing::space_timesteps(t, &format!("ddim{s}"))?.into_iter().rev().collect(),
         Skip::Sections => crate::respacing::space_timesteps(t, &s.to_string())?.into_iter().rev().collect(),
         Skip::DiffusionTs => crate::respacing::diffusion_ts_fast_sampling(t, s)?.into_iter().rev().collect(),
-        Skip::TimeUniform | Skip::Logsnr | Skip::TimeQuadratic | Skip::Karras | Skip::Edm | Skip::Consistency | Skip::Flow => {
+        Skip::TimeUniform
+        | Skip::Logsnr
+        | Skip::TimeQuadratic
+        | Skip::Karras
+        | Skip::Exponential
+        | Skip::Edm
+        | Skip::Consistency
+        | Skip::Flow => {
             return Err(BenchError::user(format!(
                 "skip: {:?} applies to the continuous-time solvers (dpm_solver, unipc, karras family); \
                  discrete samplers take uniform, quadratic, leading, trailing, linspace, ddim_stride, sections or diffusion_ts",

@@ -142,6 +142,12 @@ pub fn karras_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
         .collect()
 }
 
+/// diffusers `_convert_to_exponential`: n levels from σ_max down to σ_min, uniform in log σ
+/// (`exp(linspace(log σ_max, log σ_min, n))`).
+pub fn exponential_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
+    crate::timesteps::numpy_linspace(sigma_max.ln(), sigma_min.ln(), n).into_iter().map(f64::exp).collect()
+}
+
 /// σ̃ of every integer label, as diffusers computes `sigmas` in `set_timesteps` (f64 here).
 pub fn ve_sigmas(schedule: &NoiseSchedule) -> Vec<f64> {
     (0..schedule.len()).map(|t| schedule.sigma(t)).collect()

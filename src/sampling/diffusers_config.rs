@@ -116,7 +116,6 @@ const CLASSES: &[Class] = &[
 /// Keys accepted at these values only (JSON): what bench does anyway, or keys that do not
 /// change sampling.
 const INERT: &[(&str, &str)] = &[
-    ("use_exponential_sigmas", "false"),
     ("use_beta_sigmas", "false"),
     ("use_lu_lambdas", "false"),
     ("use_flow_sigmas", "false"),
@@ -150,6 +149,15 @@ fn inert(key: &str, v: &Value) -> bool {
     match (v.as_f64(), want.as_f64()) {
         (Some(a), Some(b)) => a == b,
         _ => *v == want,
+    }
+}
+
+/// The diffusers flags that choose a timestep rule (`use_karras_sigmas: true` is `skip: karras`).
+pub fn skip_flag(key: &str) -> Option<Skip> {
+    match key {
+        "use_karras_sigmas" => Some(Skip::Karras),
+        "use_exponential_sigmas" => Some(Skip::Exponential),
+        _ => None,
     }
 }
 
@@ -220,7 +228,7 @@ pub fn read(text: &str) -> Result<FromConfig, String> {
     let mut params: Vec<(String, ParamValue)> = class.implied.iter().map(|(k, v)| (k.to_string(), ParamValue::Str(v.to_string()))).collect();
     params.extend(extra);
     let mut spacing: Option<Skip> = None;
-    let mut karras = false;
+    let mut levels: Option<(&str, Skip)> = None;
     for (k, v) in &keys {
         match k.as_str() {
             k if k.starts_with('_') || MODEL_KEYS.contains(&k) => {}
@@ -231,7 +239,14 @@ pub fn read(text: &str) -> Result<FromConfig, String> {
                     .ok_or_else(|| bad(k, v, "timestep_spacing must be linspace, leading or trailing"))?;
                 spacing = Some(s);
             }
-            "use_karras_sigmas" => karras = v.as_bool().ok_or_else(|| bad(k, v, "must be true or false"))?,
+            k if skip_flag(k).is_some() => {
+                if v.as_bool().ok_or_else(|| bad(k, v, "must be true or false"))? {
+                    if let Some((first, _)) = levels {
+                        return Err(format!("`{first}` and `{k}` are both true; diffusers allows one"));
+                    }
+                    levels = skip_flag(k).map(|rule| (k, rule));
+                }
+            }
             "solver_type" if def.name == "deis" => {
                 if v != "logrho" {
                     return Err(bad(k, v, "bench's deis is the log-ρ form"));
@@ -259,14 +274,15 @@ pub fn read(text: &str) -> Result<FromConfig, String> {
         }
     }
     let spacing = spacing.unwrap_or(Skip::Linspace);
-    let skip = if karras {
-        // diffusers takes the Karras grid's ends from the spaced σ's: the full range with linspace.
-        if spacing != Skip::Linspace {
-            return Err(format!("`use_karras_sigmas: true` with `timestep_spacing: {spacing}` is not honoured (bench's karras grid spans the whole σ range, as diffusers' does with linspace)"));
+    let skip = match levels {
+        // diffusers takes these grids' ends from the spaced σ's: the full range with linspace.
+        Some((flag, _)) if spacing != Skip::Linspace => {
+            return Err(format!(
+                "`{flag}: true` with `timestep_spacing: {spacing}` is not honoured (bench's grid spans the whole σ range, as diffusers' does with linspace)"
+            ))
         }
-        Skip::Karras
-    } else {
-        spacing
+        Some((_, rule)) => rule,
+        None => spacing,
     };
     def.check_skip(skip)?;
     Ok(FromConfig { sampler: def.name, skip, params })
@@ -299,8 +315,9 @@ mod tests {
         let c = read(r#"{"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": true, "lambda_min_clipped": -Infinity}"#).unwrap();
         assert_eq!((c.sampler, c.skip), ("dpm_solver++", Skip::Karras));
         assert!(c.params.contains(&("sde".into(), ParamValue::Bool(true))), "{:?}", c.params);
-        let e = read(r#"{"_class_name": "EulerDiscreteScheduler", "use_exponential_sigmas": true}"#).unwrap_err();
-        assert_eq!(e, "`use_exponential_sigmas: true` is not honoured: bench's `euler` has no such setting");
+        let e = read(r#"{"_class_name": "EulerDiscreteScheduler", "use_beta_sigmas": true}"#).unwrap_err();
+        assert_eq!(e, "`use_beta_sigmas: true` is not honoured: bench's `euler` has no such setting");
+        assert_eq!(read(r#"{"_class_name": "HeunDiscreteScheduler", "use_exponential_sigmas": true}"#).unwrap().skip, Skip::Exponential);
         let e = read(r#"{"_class_name": "PNDMScheduler", "skip_prk_steps": true, "clip_sample": true}"#).unwrap_err();
         assert_eq!(e, "`clip_sample: true` is not honoured: bench's `plms` has no such setting");
         let e = read(r#"{"_class_name": "EulerDiscreteScheduler", "timestep_spacing": "leading", "use_karras_sigmas": true}"#).unwrap_err();

@@ -9,7 +9,7 @@
 //! **`sample()` takes z ~ N(0, I)** like every sampler, and starts from x = `init_noise_sigma`·z
 //! as diffusers does: σ_max for `timestep_spacing` linspace and trailing, √(σ_max²+1) for
 //! leading. The result at σ = 0 is in data space.
-use super::continuous::{f32r, interp_labels, karras_sigmas, sigma_to_t, ve_sigmas};
+use super::continuous::{exponential_sigmas, f32r, interp_labels, karras_sigmas, sigma_to_t, ve_sigmas};
 use super::ddim::STEPS_OFFSET;
 use super::def::{Args, EtaColumn, ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS};
 use super::{Counted, EndPoint, Node, NoiseSource, Sampler, Schedule};
@@ -33,13 +33,18 @@ pub struct SigmaGrid {
 impl SigmaGrid {
     /// diffusers (Euler/Heun/KDPM2/LMS) `set_timesteps`, float32 like the reference:
     /// `linspace`: t = linspace(0, T−1, S)[::-1] (fractional), σ = np.interp(t, arange(T), σ̃);
-    /// `karras`: Karras levels between σ̃(label 0) and σ̃(label T−1), t = `_sigma_to_t(σ)`.
-    pub fn new(schedule: &Schedule, karras: bool, steps: usize) -> Self {
+    /// `karras`: Karras levels between σ̃(label 0) and σ̃(label T−1), t = `_sigma_to_t(σ)`;
+    /// `exponential`: levels uniform in log σ between the same ends (`use_exponential_sigmas`).
+    pub fn new(schedule: &Schedule, rule: Skip, steps: usize) -> Self {
         let sig = ve_sigmas(schedule);
         let log_sigmas: Vec<f64> = sig.iter().map(|s| s.ln()).collect();
         let last = (schedule.len() - 1) as f64;
-        let (levels, labels): (Vec<f64>, Vec<f64>) = if karras {
-            karras_sigmas(sig[0], sig[sig.len() - 1], steps).into_iter().map(|s| (s, sigma_to_t(&log_sigmas, s))).unzip()
+        let (lo, hi) = (sig[0], sig[sig.len() - 1]);
+        let levels_from = |levels: Vec<f64>| levels.into_iter().map(|s| (s, sigma_to_t(&log_sigmas, s))).unzip();
+        let (levels, labels): (Vec<f64>, Vec<f64>) = if rule == Skip::Karras {
+            levels_from(karras_sigmas(lo, hi, steps))
+        } else if rule == Skip::Exponential {
+            levels_from(exponential_sigmas(lo, hi, steps))
         } else {
             (0..steps)
                 .rev()
@@ -347,11 +352,11 @@ fn build(family: Family, a: &Args) -> Result<Box<dyn Sampler>> {
         let grid = SigmaGrid::spaced(a.schedule, a.skip, offset, a.steps)?;
         return Ok(Box::new(KarrasSampler::new(family, grid).with_lms_order(lms_order).with_churn(churn)));
     }
-    if !karras {
+    if a.skip == Skip::Linspace {
         // linspace(0, T−1, 1) is just [0]: no noise level to start from.
         a.need_steps(2, "skip=linspace")?;
     }
-    let mut grid = SigmaGrid::new(a.schedule, karras, a.steps);
+    let mut grid = SigmaGrid::new(a.schedule, a.skip, a.steps);
     if karras && matches!(family, Family::Kdpm2 | Family::Kdpm2Ancestral) {
         grid = grid.kdpm2_karras_labels(a.schedule);
     }
@@ -359,17 +364,19 @@ fn build(family: Family, a: &Args) -> Result<Box<dyn Sampler>> {
 }
 
 const SIGMA_SKIPS: &[Skip] = &[Skip::Linspace, Skip::Leading, Skip::Trailing, Skip::Karras];
+/// Euler, Heun and LMS, whose diffusers schedulers also take `use_exponential_sigmas`.
+const SIGMA_EXP_SKIPS: &[Skip] = &[Skip::Linspace, Skip::Leading, Skip::Trailing, Skip::Karras, Skip::Exponential];
 
 pub static EULER: SamplerDef = SamplerDef {
     name: "euler",
     params: &[STEPS_OFFSET],
-    skips: SIGMA_SKIPS,
+    skips: SIGMA_EXP_SKIPS,
     default_skip: Skip::Linspace,
     nfe: "S",
     end_point: "σ=0",
     reference: "Karras et al. 2022 Alg. 1 (Euler); diffusers EulerDiscreteScheduler",
     predictions: ALL_PREDICTIONS,
-    note: "skip linspace | leading | trailing = diffusers timestep_spacing (linspace: fractional labels; leading starts from √(σ_max²+1)·z); karras = use_karras_sigmas (ρ=7) over the full label range",
+    note: "skip linspace | leading | trailing = diffusers timestep_spacing (linspace: fractional labels; leading starts from √(σ_max²+1)·z); karras = use_karras_sigmas (ρ=7) over the full label range; exponential = use_exponential_sigmas (euler, heun, lms)",
     eta: None,
     variant: None,
     build: |a| build(Family::Euler, a),
@@ -380,6 +387,7 @@ pub static EULER_ANCESTRAL: SamplerDef = SamplerDef {
     reference: "k-diffusion sample_euler_ancestral; diffusers EulerAncestralDiscreteScheduler",
     eta: Some(EtaColumn::Fixed(1.0)),
     build: |a| build(Family::EulerAncestral, a),
+    skips: SIGMA_SKIPS,
     ..EULER
 };
 
@@ -396,6 +404,7 @@ pub static KDPM2: SamplerDef = SamplerDef {
     nfe: "2S−1 (last step Euler to σ=0)",
     reference: "k-diffusion sample_dpm_2; diffusers KDPM2DiscreteScheduler",
     build: |a| build(Family::Kdpm2, a),
+    skips: SIGMA_SKIPS,
     ..EULER
 };
 
@@ -405,6 +414,7 @@ pub static KDPM2_ANCESTRAL: SamplerDef = SamplerDef {
     reference: "k-diffusion sample_dpm_2_ancestral; diffusers KDPM2AncestralDiscreteScheduler",
     eta: Some(EtaColumn::Fixed(1.0)),
     build: |a| build(Family::Kdpm2Ancestral, a),
+    skips: SIGMA_SKIPS,
     ..EULER
 };
 
@@ -476,7 +486,7 @@ mod tests {
     #[test]
     fn linspace_grid_matches_diffusers() {
         let s = crate::schedule::NoiseSchedule::ddpm_linear();
-        let g = SigmaGrid::new(&s, false, 7);
+        let g = SigmaGrid::new(&s, Skip::Linspace, 7);
         assert_eq!(g.labels[0], 999.0);
         assert_eq!(g.labels[6], 0.0);
         // 999·5/6 = 832.5 exactly; σ there is the mean of σ̃_832 and σ̃_833.

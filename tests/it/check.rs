@@ -103,8 +103,8 @@ fn a_missing_baseline_is_a_user_error() {
     assert!(stderr(&out).contains("create it with `bench check SPEC --baseline FILE --update-baseline`"), "{}", stderr(&out));
 }
 
-/// The network gate's tolerance is wide enough for another CPU (emulated here: oneDNN limited to
-/// AVX kernels and one thread, where this machine uses AVX2 and two) and narrow enough that a
+/// The network gate's tolerance is wide enough for another CPU (emulated here: oneDNN and MKL
+/// limited to AVX kernels and one thread, where this machine uses AVX2 and two) and narrow enough that a
 /// slightly worse model fails: its FID moves by far more than the tolerance, and its cells no
 /// longer match the baseline's (their inputs changed).
 #[test]
@@ -123,7 +123,13 @@ fn the_network_gate_tolerates_another_cpu_and_fails_a_worse_model() {
     let made = std::process::Command::new(python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/make_ci_weights.py"))
         .arg(&again)
-        .envs([("ATEN_CPU_CAPABILITY", "default"), ("OMP_NUM_THREADS", "1"), ("OPENBLAS_CORETYPE", "Sandybridge"), ("ONEDNN_MAX_CPU_ISA", "AVX")])
+        .envs([
+            ("ATEN_CPU_CAPABILITY", "default"),
+            ("OMP_NUM_THREADS", "1"),
+            ("OPENBLAS_CORETYPE", "Sandybridge"),
+            ("ONEDNN_MAX_CPU_ISA", "AVX"),
+            ("MKL_ENABLE_INSTRUCTIONS", "AVX"),
+        ])
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", stderr(&made));
@@ -142,7 +148,7 @@ fn the_network_gate_tolerates_another_cpu_and_fails_a_worse_model() {
         c.output().unwrap()
     };
     assert_eq!(gate("base", &[], &["--update-baseline"]).status.code(), Some(0));
-    let other = gate("other", &[("ONEDNN_MAX_CPU_ISA", "AVX"), ("OMP_NUM_THREADS", "1")], &[]);
+    let other = gate("other", &[("ONEDNN_MAX_CPU_ISA", "AVX"), ("MKL_ENABLE_INSTRUCTIONS", "AVX"), ("OMP_NUM_THREADS", "1")], &[]);
     assert_eq!(other.status.code(), Some(0), "{}", stdout(&other));
     let fid = |out: &str| samplerbench::results::read_results(&d.join(out)).unwrap()[0].metric("fid").unwrap();
     let (base, emulated) = (fid("base"), fid("other"));

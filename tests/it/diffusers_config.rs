@@ -20,6 +20,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("KDPM2DiscreteScheduler", "", "{name: kdpm2, skip: linspace}"),
     ("KDPM2AncestralDiscreteScheduler", "", "{name: kdpm2_ancestral, skip: linspace}"),
     ("LMSDiscreteScheduler", "use_karras_sigmas=True", "{name: lms, skip: karras}"),
+    ("HeunDiscreteScheduler", "use_exponential_sigmas=True", "{name: heun, skip: exponential}"),
     ("DPMSolverMultistepScheduler", "", "{name: dpm_solver++, method: multistep, skip: linspace}"),
     ("DPMSolverMultistepScheduler", "algorithm_type='sde-dpmsolver++', use_karras_sigmas=True", "{name: dpm_solver++, method: multistep, sde: true, skip: karras}"),
     (
@@ -73,7 +74,7 @@ fn what_bench_cannot_honour_is_refused_by_name() {
     let d = dir.path();
     run_python(
         "import sys, diffusers\nd = sys.argv[1]\n\
-         diffusers.EulerDiscreteScheduler(beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012, use_exponential_sigmas=True).save_config(f'{d}/exp')\n\
+         diffusers.EulerDiscreteScheduler(beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012, interpolation_type='log_linear').save_config(f'{d}/exp')\n\
          diffusers.DDIMScheduler(beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012, prediction_type='v_prediction').save_config(f'{d}/v')\n",
         &[d.to_str().unwrap()],
     );
@@ -89,7 +90,7 @@ fn what_bench_cannot_honour_is_refused_by_name() {
         stderr(&o)
     };
     let file = |sub: &str| d.join(sub).join("scheduler_config.json").display().to_string();
-    assert_eq!(run("exp", ""), format!("error: {}: `use_exponential_sigmas: true` is not honoured: bench's `euler` has no such setting\n", file("exp")));
+    assert_eq!(run("exp", ""), format!("error: {}: `interpolation_type: \"log_linear\"` is not honoured: bench's `euler` has no such setting\n", file("exp")));
     assert_eq!(
         run("v", ""),
         format!(

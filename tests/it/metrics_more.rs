@@ -138,7 +138,7 @@ fn is_kid_prdc_match_torch_fidelity_on_identical_arrays() {
     assert!((k.standard_error - sample_std / s.sqrt()).abs() < 1e-15);
 
     // Precision/recall: the same float32 `cdist` blocks (prc_batch_size 64), whose GEMM rounding
-    // differs (MKL there, OpenBLAS here); equal counts, provably: every comparison is farther from
+    // may differ (thread count, blocking); equal counts, provably: every comparison is farther from
     // its radius than the two sides' distances differ. Density/coverage: prdc's formulas on
     // torch-fidelity's distances, the same comparisons (d < radius) under the same guard.
     let pr = prdc(&gen, &refs, &PrdcParams { k: 3, batch_size: 64 }).unwrap();

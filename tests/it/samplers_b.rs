@@ -153,6 +153,9 @@ fn cases() -> Vec<Case> {
         if cls != "EulerAncestralDiscreteScheduler" {
             v.push(case(ctor, &[("skip", "karras")], 7, "linear", cls, json!({"use_karras_sigmas": true}), stoch));
         }
+        if matches!(cls, "EulerDiscreteScheduler" | "HeunDiscreteScheduler" | "LMSDiscreteScheduler") {
+            v.push(case(ctor, &[("skip", "exponential")], 7, "linear", cls, json!({"use_exponential_sigmas": true}), stoch));
+        }
     }
     v.push(case("euler", &[], 33, "linear", "EulerDiscreteScheduler", json!({}), false));
     v
@@ -529,7 +532,7 @@ fn karras_solvers_converge_with_their_order() {
             .iter()
             .map(|&s| {
                 let sm = build_from_text(ctor, &[("skip", "karras")], s, &sch).unwrap();
-                let g = karras::SigmaGrid::new(&sch, true, s);
+                let g = karras::SigmaGrid::new(&sch, samplerbench::timesteps::Skip::Karras, s);
                 let (smax, smin) = (g.sigmas[0], g.sigmas[s - 1]);
                 // Exact ODE from σ_max to σ_min, then the samplers' shared last Euler step to σ=0.
                 let xm = exact_xbar(&(&z * smax), smax, smin, &mean, &std);
@@ -628,7 +631,7 @@ fn karras_ve_without_churn_is_heun_on_the_karras_grid() {
     let churned = build_from_text("karras_ve", &[], 12, &sch).unwrap();
     let (l, h) = (churned.labels(), heun.labels());
     assert_eq!(l[0], 999.0);
-    let g = karras::SigmaGrid::new(&sch, true, 12);
+    let g = karras::SigmaGrid::new(&sch, samplerbench::timesteps::Skip::Karras, 12);
     let gamma = 2f64.sqrt() - 1.0;
     for i in 1..12 {
         let s = g.sigmas[i];
