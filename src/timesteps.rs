@@ -36,6 +36,8 @@ pub enum Skip {
     Karras,
     /// diffusers `use_exponential_sigmas`: levels uniform in log σ between σ̃(0) and σ̃(T−1).
     Exponential,
+    /// diffusers `use_beta_sigmas`: levels at the Beta(0.6, 0.6) quantiles between the same ends.
+    Beta,
     /// Karras et al. 2022 eq. 5 in a σ-space model's own σ (EDM's samplers; ρ a parameter).
     Edm,
     /// diffusers `CMStochasticIterativeScheduler`: S levels of an N-level Karras grid at
@@ -53,7 +55,7 @@ impl std::fmt::Display for Skip {
 }
 
 impl Skip {
-    pub const ALL: [Skip; 16] = [
+    pub const ALL: [Skip; 17] = [
         Skip::Uniform,
         Skip::Quadratic,
         Skip::Leading,
@@ -67,6 +69,7 @@ impl Skip {
         Skip::TimeQuadratic,
         Skip::Karras,
         Skip::Exponential,
+        Skip::Beta,
         Skip::Edm,
         Skip::Consistency,
         Skip::Flow,
@@ -87,6 +90,7 @@ impl Skip {
             Skip::TimeQuadratic => "time_quadratic",
             Skip::Karras => "karras",
             Skip::Exponential => "exponential",
+            Skip::Beta => "beta",
             Skip::Edm => "edm",
             Skip::Consistency => "consistency",
             Skip::Flow => "flow",
@@ -174,6 +178,7 @@ pub fn discrete_labels(skip: Skip, steps: usize, train_steps: usize, steps_offse
         | Skip::TimeQuadratic
         | Skip::Karras
         | Skip::Exponential
+        | Skip::Beta
         | Skip::Edm
         | Skip::Consistency
         | Skip::Flow => {

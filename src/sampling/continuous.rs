@@ -148,6 +148,14 @@ pub fn exponential_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> 
     crate::timesteps::numpy_linspace(sigma_max.ln(), sigma_min.ln(), n).into_iter().map(f64::exp).collect()
 }
 
+/// diffusers `_convert_to_beta` (Lee et al. 2024, "Beta Sampling is All You Need"): n levels
+/// σ_min + F⁻¹(1 − u)·(σ_max − σ_min), u = linspace(0, 1, n), F the Beta(0.6, 0.6) CDF.
+pub fn beta_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
+    use statrs::distribution::{Beta, ContinuousCDF};
+    let beta = Beta::new(0.6, 0.6).expect("Beta(0.6, 0.6) has valid shape parameters");
+    crate::timesteps::numpy_linspace(0.0, 1.0, n).into_iter().map(|u| sigma_min + beta.inverse_cdf(1.0 - u) * (sigma_max - sigma_min)).collect()
+}
+
 /// σ̃ of every integer label, as diffusers computes `sigmas` in `set_timesteps` (f64 here).
 pub fn ve_sigmas(schedule: &NoiseSchedule) -> Vec<f64> {
     (0..schedule.len()).map(|t| schedule.sigma(t)).collect()
@@ -362,6 +370,15 @@ mod tests {
         }
         let q = time_steps(&vp, TimeRule::TimeQuadratic, 1.0, 1e-3, 4);
         assert!((q[2] - ((1.0 + 1e-3f64.sqrt()) / 2.0).powi(2)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn beta_levels_match_scipy() {
+        // scipy.stats.beta.ppf([1, 2/3, 1/3, 0], 0.6, 0.6) mapped onto [0.1, 10].
+        let want = [10.0, 7.273_408_421_301_528, 2.826_591_578_698_472_8, 0.1];
+        for (got, want) in beta_sigmas(0.1, 10.0, 4).into_iter().zip(want) {
+            assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
+        }
     }
 
     #[test]

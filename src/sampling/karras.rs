@@ -9,7 +9,7 @@
 //! **`sample()` takes z ~ N(0, I)** like every sampler, and starts from x = `init_noise_sigma`·z
 //! as diffusers does: σ_max for `timestep_spacing` linspace and trailing, √(σ_max²+1) for
 //! leading. The result at σ = 0 is in data space.
-use super::continuous::{exponential_sigmas, f32r, interp_labels, karras_sigmas, sigma_to_t, ve_sigmas};
+use super::continuous::{beta_sigmas, exponential_sigmas, f32r, interp_labels, karras_sigmas, sigma_to_t, ve_sigmas};
 use super::ddim::STEPS_OFFSET;
 use super::def::{Args, EtaColumn, ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS};
 use super::{Counted, EndPoint, Node, NoiseSource, Sampler, Schedule};
@@ -34,7 +34,8 @@ impl SigmaGrid {
     /// diffusers (Euler/Heun/KDPM2/LMS) `set_timesteps`, float32 like the reference:
     /// `linspace`: t = linspace(0, T−1, S)[::-1] (fractional), σ = np.interp(t, arange(T), σ̃);
     /// `karras`: Karras levels between σ̃(label 0) and σ̃(label T−1), t = `_sigma_to_t(σ)`;
-    /// `exponential`: levels uniform in log σ between the same ends (`use_exponential_sigmas`).
+    /// `exponential`: levels uniform in log σ between the same ends (`use_exponential_sigmas`);
+    /// `beta`: at Beta(0.6, 0.6) quantiles between them (`use_beta_sigmas`).
     pub fn new(schedule: &Schedule, rule: Skip, steps: usize) -> Self {
         let sig = ve_sigmas(schedule);
         let log_sigmas: Vec<f64> = sig.iter().map(|s| s.ln()).collect();
@@ -45,6 +46,8 @@ impl SigmaGrid {
             levels_from(karras_sigmas(lo, hi, steps))
         } else if rule == Skip::Exponential {
             levels_from(exponential_sigmas(lo, hi, steps))
+        } else if rule == Skip::Beta {
+            levels_from(beta_sigmas(lo, hi, steps))
         } else {
             (0..steps)
                 .rev()
@@ -364,19 +367,20 @@ fn build(family: Family, a: &Args) -> Result<Box<dyn Sampler>> {
 }
 
 const SIGMA_SKIPS: &[Skip] = &[Skip::Linspace, Skip::Leading, Skip::Trailing, Skip::Karras];
-/// Euler, Heun and LMS, whose diffusers schedulers also take `use_exponential_sigmas`.
-const SIGMA_EXP_SKIPS: &[Skip] = &[Skip::Linspace, Skip::Leading, Skip::Trailing, Skip::Karras, Skip::Exponential];
+/// Euler, Heun and LMS, whose diffusers schedulers also take `use_exponential_sigmas` and
+/// `use_beta_sigmas`.
+const SIGMA_LEVEL_SKIPS: &[Skip] = &[Skip::Linspace, Skip::Leading, Skip::Trailing, Skip::Karras, Skip::Exponential, Skip::Beta];
 
 pub static EULER: SamplerDef = SamplerDef {
     name: "euler",
     params: &[STEPS_OFFSET],
-    skips: SIGMA_EXP_SKIPS,
+    skips: SIGMA_LEVEL_SKIPS,
     default_skip: Skip::Linspace,
     nfe: "S",
     end_point: "σ=0",
     reference: "Karras et al. 2022 Alg. 1 (Euler); diffusers EulerDiscreteScheduler",
     predictions: ALL_PREDICTIONS,
-    note: "skip linspace | leading | trailing = diffusers timestep_spacing (linspace: fractional labels; leading starts from √(σ_max²+1)·z); karras = use_karras_sigmas (ρ=7) over the full label range; exponential = use_exponential_sigmas (euler, heun, lms)",
+    note: "skip linspace | leading | trailing = diffusers timestep_spacing (linspace: fractional labels; leading starts from √(σ_max²+1)·z); karras = use_karras_sigmas (ρ=7) over the full label range; exponential, beta = use_exponential_sigmas, use_beta_sigmas (euler, heun, lms)",
     eta: None,
     variant: None,
     build: |a| build(Family::Euler, a),

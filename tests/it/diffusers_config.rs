@@ -21,6 +21,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("KDPM2AncestralDiscreteScheduler", "", "{name: kdpm2_ancestral, skip: linspace}"),
     ("LMSDiscreteScheduler", "use_karras_sigmas=True", "{name: lms, skip: karras}"),
     ("HeunDiscreteScheduler", "use_exponential_sigmas=True", "{name: heun, skip: exponential}"),
+    ("EulerDiscreteScheduler", "use_beta_sigmas=True", "{name: euler, skip: beta}"),
     ("DPMSolverMultistepScheduler", "", "{name: dpm_solver++, method: multistep, skip: linspace}"),
     ("DPMSolverMultistepScheduler", "algorithm_type='sde-dpmsolver++', use_karras_sigmas=True", "{name: dpm_solver++, method: multistep, sde: true, skip: karras}"),
     (

@@ -155,6 +155,7 @@ fn cases() -> Vec<Case> {
         }
         if matches!(cls, "EulerDiscreteScheduler" | "HeunDiscreteScheduler" | "LMSDiscreteScheduler") {
             v.push(case(ctor, &[("skip", "exponential")], 7, "linear", cls, json!({"use_exponential_sigmas": true}), stoch));
+            v.push(case(ctor, &[("skip", "beta")], 8, "linear", cls, json!({"use_beta_sigmas": true}), stoch));
         }
     }
     v.push(case("euler", &[], 33, "linear", "EulerDiscreteScheduler", json!({}), false));
