@@ -258,7 +258,11 @@ impl Sampler for KarrasSampler {
         }
     }
     fn end_point(&self) -> EndPoint {
-        EndPoint::SigmaZero
+        if self.grid.sigmas.last().is_some_and(|&s| s > 0.0) {
+            EndPoint::SigmaMin
+        } else {
+            EndPoint::SigmaZero
+        }
     }
     fn sample(&self, model: &Counted, z: Tensor, noise: &mut dyn NoiseSource) -> Result<Tensor> {
         let g = &self.grid;
@@ -350,18 +354,26 @@ fn build(family: Family, a: &Args) -> Result<Box<dyn Sampler>> {
     } else {
         Churn { s_churn: 0.0, s_tmin: 0.0, s_tmax: f64::INFINITY, s_noise: 1.0 }
     };
-    if matches!(a.skip, Skip::Leading | Skip::Trailing) {
+    let mut grid = if matches!(a.skip, Skip::Leading | Skip::Trailing) {
         let offset = if a.def.param("steps_offset").is_some() { a.usize("steps_offset")? } else { 0 };
-        let grid = SigmaGrid::spaced(a.schedule, a.skip, offset, a.steps)?;
-        return Ok(Box::new(KarrasSampler::new(family, grid).with_lms_order(lms_order).with_churn(churn)));
-    }
-    if a.skip == Skip::Linspace {
-        // linspace(0, T−1, 1) is just [0]: no noise level to start from.
-        a.need_steps(2, "skip=linspace")?;
-    }
-    let mut grid = SigmaGrid::new(a.schedule, a.skip, a.steps);
-    if karras && matches!(family, Family::Kdpm2 | Family::Kdpm2Ancestral) {
-        grid = grid.kdpm2_karras_labels(a.schedule);
+        SigmaGrid::spaced(a.schedule, a.skip, offset, a.steps)?
+    } else {
+        if a.skip == Skip::Linspace {
+            // linspace(0, T−1, 1) is just [0]: no noise level to start from.
+            a.need_steps(2, "skip=linspace")?;
+        }
+        let grid = SigmaGrid::new(a.schedule, a.skip, a.steps);
+        if karras && matches!(family, Family::Kdpm2 | Family::Kdpm2Ancestral) {
+            grid.kdpm2_karras_labels(a.schedule)
+        } else {
+            grid
+        }
+    };
+    // diffusers EulerDiscreteScheduler `final_sigmas_type="sigma_min"`: the last step lands on σ̃(0).
+    if a.def.param("final_sigmas").is_some() && a.str("final_sigmas")? == "sigma_min" {
+        if let Some(last) = grid.sigmas.last_mut() {
+            *last = f32r(a.schedule.sigma(0));
+        }
     }
     Ok(Box::new(KarrasSampler::new(family, grid).with_lms_order(lms_order).with_churn(churn)))
 }
@@ -373,11 +385,19 @@ const SIGMA_LEVEL_SKIPS: &[Skip] = &[Skip::Linspace, Skip::Leading, Skip::Traili
 
 pub static EULER: SamplerDef = SamplerDef {
     name: "euler",
-    params: &[STEPS_OFFSET],
+    params: &[
+        STEPS_OFFSET,
+        ParamDef {
+            name: "final_sigmas",
+            kind: ParamKind::Choice { allowed: &["zero", "sigma_min"], default: "zero" },
+            help: "level of the last step: zero (x̂0) or sigma_min (σ̃ of label 0; the sample keeps that noise)",
+            diffusers: Some("final_sigmas_type"),
+        },
+    ],
     skips: SIGMA_LEVEL_SKIPS,
     default_skip: Skip::Linspace,
     nfe: "S",
-    end_point: "σ=0",
+    end_point: "σ=0 (final_sigmas=sigma_min: σ̃(0))",
     reference: "Karras et al. 2022 Alg. 1 (Euler); diffusers EulerDiscreteScheduler",
     predictions: ALL_PREDICTIONS,
     note: "skip linspace | leading | trailing = diffusers timestep_spacing (linspace: fractional labels; leading starts from √(σ_max²+1)·z); karras = use_karras_sigmas (ρ=7) over the full label range; exponential, beta = use_exponential_sigmas, use_beta_sigmas (euler, heun, lms)",
@@ -392,6 +412,8 @@ pub static EULER_ANCESTRAL: SamplerDef = SamplerDef {
     eta: Some(EtaColumn::Fixed(1.0)),
     build: |a| build(Family::EulerAncestral, a),
     skips: SIGMA_SKIPS,
+    params: &[STEPS_OFFSET],
+    end_point: "σ=0",
     ..EULER
 };
 
@@ -400,6 +422,8 @@ pub static HEUN: SamplerDef = SamplerDef {
     nfe: "2S−1 (last step Euler to σ=0)",
     reference: "Karras et al. 2022 Alg. 1; diffusers HeunDiscreteScheduler",
     build: |a| build(Family::Heun, a),
+    params: &[STEPS_OFFSET],
+    end_point: "σ=0",
     ..EULER
 };
 
@@ -409,6 +433,8 @@ pub static KDPM2: SamplerDef = SamplerDef {
     reference: "k-diffusion sample_dpm_2; diffusers KDPM2DiscreteScheduler",
     build: |a| build(Family::Kdpm2, a),
     skips: SIGMA_SKIPS,
+    params: &[STEPS_OFFSET],
+    end_point: "σ=0",
     ..EULER
 };
 
@@ -419,6 +445,8 @@ pub static KDPM2_ANCESTRAL: SamplerDef = SamplerDef {
     eta: Some(EtaColumn::Fixed(1.0)),
     build: |a| build(Family::Kdpm2Ancestral, a),
     skips: SIGMA_SKIPS,
+    params: &[STEPS_OFFSET],
+    end_point: "σ=0",
     ..EULER
 };
 
@@ -427,6 +455,7 @@ pub static LMS: SamplerDef = SamplerDef {
     params: &[ParamDef { name: "order", kind: ParamKind::Int { min: 1, max: 4, default: 4 }, help: "linear multistep order", diffusers: None }, STEPS_OFFSET],
     reference: "k-diffusion sample_lms; diffusers LMSDiscreteScheduler",
     build: |a| build(Family::Lms, a),
+    end_point: "σ=0",
     ..EULER
 };
 

@@ -263,6 +263,9 @@ pub enum EndPoint {
     AlphaBarZero,
     /// σ = 0 in the Karras parametrisation.
     SigmaZero,
+    /// σ̃ of label 0 in the Karras parametrisation (diffusers `final_sigmas_type="sigma_min"`): the
+    /// sample keeps that noise, in the σ (VE) scale.
+    SigmaMin,
 }
 
 /// A configured sampler for a fixed number of steps.

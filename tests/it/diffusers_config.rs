@@ -14,7 +14,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("DDPMScheduler", "clip_sample=False", "{name: ddpm, skip: leading}"),
     ("PNDMScheduler", "skip_prk_steps=True, steps_offset=1", "{name: plms, skip: leading, alpha_index: diffusers, steps_offset: 1}"),
     ("PNDMScheduler", "", "{name: f-pndm, skip: leading, alpha_index: diffusers}"),
-    ("EulerDiscreteScheduler", "timestep_spacing='trailing'", "{name: euler, skip: trailing}"),
+    ("EulerDiscreteScheduler", "timestep_spacing='trailing', final_sigmas_type='sigma_min'", "{name: euler, skip: trailing, final_sigmas: sigma_min}"),
     ("EulerAncestralDiscreteScheduler", "timestep_spacing='leading', steps_offset=1", "{name: euler_ancestral, skip: leading, steps_offset: 1}"),
     ("HeunDiscreteScheduler", "", "{name: heun, skip: linspace}"),
     ("KDPM2DiscreteScheduler", "", "{name: kdpm2, skip: linspace}"),

@@ -159,6 +159,7 @@ fn cases() -> Vec<Case> {
         }
     }
     v.push(case("euler", &[], 33, "linear", "EulerDiscreteScheduler", json!({}), false));
+    v.push(case("euler", &[("final_sigmas", "sigma_min")], 9, "linear", "EulerDiscreteScheduler", json!({"final_sigmas_type": "sigma_min"}), false));
     v
 }
 
