@@ -28,7 +28,7 @@
 //! | `schedule.timesteps` | `1000` | ≥ 2 |
 //! | `samplers` | required, ≥ 1 entry | each `{name, <params>, skip?, steps?}`; a list value sweeps |
 //! | `samplers[i].<param>` | the sampler's default (catalog) | the sampler's parameters only, by bench's name or diffusers' keyword |
-//! | `samplers[i].skip` (diffusers: `timestep_spacing`, `use_karras_sigmas`/`use_exponential_sigmas`/`use_beta_sigmas: true`) | the sampler's default (catalog; `uniform`) | `uniform`, `quadratic`, `leading`, `trailing`, `linspace`, `ddim_stride`, `sections`, `diffusion_ts`, `time_uniform`, `logsnr`, `time_quadratic`, `karras`, `exponential`, `beta`, `edm`, `consistency`, `flow` |
+//! | `samplers[i].skip` (diffusers: `timestep_spacing`, `use_karras_sigmas`/`use_exponential_sigmas`/`use_beta_sigmas`/`use_lu_lambdas: true`) | the sampler's default (catalog; `uniform`) | `uniform`, `quadratic`, `leading`, `trailing`, `linspace`, `ddim_stride`, `sections`, `diffusion_ts`, `time_uniform`, `logsnr`, `time_quadratic`, `karras`, `exponential`, `beta`, `lu`, `edm`, `consistency`, `flow` |
 //! | `samplers[i].steps` | top-level `steps` | integers 1..=`schedule.timesteps` |
 //! | `steps` | required unless every entry has `steps` | as above |
 //! | `samples` | `50000` | ≥ 1 |

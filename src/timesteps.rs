@@ -38,6 +38,9 @@ pub enum Skip {
     Exponential,
     /// diffusers `use_beta_sigmas`: levels at the Beta(0.6, 0.6) quantiles between the same ends.
     Beta,
+    /// diffusers `use_lu_lambdas` (DPM-Solver multistep): levels uniform in log σ̃ from σ̃(T−1) to
+    /// σ̃(0), labels rounded.
+    Lu,
     /// Karras et al. 2022 eq. 5 in a σ-space model's own σ (EDM's samplers; ρ a parameter).
     Edm,
     /// diffusers `CMStochasticIterativeScheduler`: S levels of an N-level Karras grid at
@@ -55,7 +58,7 @@ impl std::fmt::Display for Skip {
 }
 
 impl Skip {
-    pub const ALL: [Skip; 17] = [
+    pub const ALL: [Skip; 18] = [
         Skip::Uniform,
         Skip::Quadratic,
         Skip::Leading,
@@ -70,6 +73,7 @@ impl Skip {
         Skip::Karras,
         Skip::Exponential,
         Skip::Beta,
+        Skip::Lu,
         Skip::Edm,
         Skip::Consistency,
         Skip::Flow,
@@ -91,6 +95,7 @@ impl Skip {
             Skip::Karras => "karras",
             Skip::Exponential => "exponential",
             Skip::Beta => "beta",
+            Skip::Lu => "lu",
             Skip::Edm => "edm",
             Skip::Consistency => "consistency",
             Skip::Flow => "flow",
@@ -179,6 +184,7 @@ pub fn discrete_labels(skip: Skip, steps: usize, train_steps: usize, steps_offse
         | Skip::Karras
         | Skip::Exponential
         | Skip::Beta
+        | Skip::Lu
         | Skip::Edm
         | Skip::Consistency
         | Skip::Flow => {

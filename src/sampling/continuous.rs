@@ -10,6 +10,7 @@
 //! - **diffusers** (`DPMSolverMultistepScheduler`, `UniPCMultistepScheduler`, Euler, ...): integer
 //!   or fractional labels on the discrete grid, noise level σ̃ = √((1−ᾱ)/ᾱ) stored in float32.
 use crate::schedule::{NoiseSchedule, ScheduleKind};
+use crate::timesteps::Skip;
 
 /// One point of a VP sampling grid: the model label there and (α, σ, λ) with α² + σ² = 1,
 /// λ = log(α/σ). The last grid point of diffusers' `final_sigmas_type="zero"` has σ = 0, λ = +∞
@@ -142,6 +143,13 @@ pub fn karras_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
         .collect()
 }
 
+/// diffusers `_convert_to_lu` (Lu et al. 2022, DPM-Solver++ §3.2: uniform in λ = log σ̃ here):
+/// exp(λ_max + u·(λ_min − λ_max)), u = linspace(0, 1, n).
+pub fn lu_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
+    let (lmin, lmax) = (sigma_min.ln(), sigma_max.ln());
+    crate::timesteps::numpy_linspace(0.0, 1.0, n).into_iter().map(|u| (lmax + u * (lmin - lmax)).exp()).collect()
+}
+
 /// diffusers `_convert_to_exponential`: n levels from σ_max down to σ_min, uniform in log σ
 /// (`exp(linspace(log σ_max, log σ_min, n))`).
 pub fn exponential_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
@@ -209,11 +217,14 @@ pub enum VpRule {
     DiffusersLeading { offset: usize, final_sigma: FinalSigma },
     /// diffusers `timestep_spacing="trailing"`: round(arange(T, 0, −T/S)) − 1, starting at T − 1.
     DiffusersTrailing(FinalSigma),
-    /// diffusers `use_karras_sigmas=True`: Karras σ̃ levels, labels `_sigma_to_t` rounded, then
-    /// stored as int64; the node's (α, σ) come from the Karras σ̃, not from the label.
-    /// `DPMSolverMultistepScheduler` skips the rounding for `squaredcos_cap_v2`, so its cosine
-    /// labels are truncated by the int64 cast (`truncate_cosine`); singlestep and UniPC round.
-    DiffusersKarras { final_sigma: FinalSigma, truncate_cosine: bool },
+    /// diffusers' σ̃-level grids, `levels` one of `karras` (`use_karras_sigmas`), and, for
+    /// `DPMSolverMultistepScheduler`, `exponential`, `beta`, `lu` (`use_exponential_sigmas`,
+    /// `use_beta_sigmas`, `use_lu_lambdas`): labels `_sigma_to_t` of the levels, stored as int64;
+    /// the node's (α, σ) come from the level, not from the label. Karras and Lu labels are rounded
+    /// first, except that `DPMSolverMultistepScheduler` skips the rounding for
+    /// `squaredcos_cap_v2` (`truncate_cosine`; singlestep and UniPC round); exponential and beta
+    /// labels are never rounded, so the int64 cast truncates them.
+    DiffusersLevels { levels: Skip, final_sigma: FinalSigma, truncate_cosine: bool },
     /// DPM-Solver/UniPC repo continuous time from t_T = 1 to `t_end`.
     Continuous { rule: TimeRule, t_end: f64 },
 }
@@ -225,7 +236,7 @@ impl VpRule {
             VpRule::DiffusersLinspace(_) => "linspace",
             VpRule::DiffusersLeading { .. } => "leading",
             VpRule::DiffusersTrailing(_) => "trailing",
-            VpRule::DiffusersKarras { .. } => "karras",
+            VpRule::DiffusersLevels { levels, .. } => levels.name(),
             VpRule::Continuous { rule: TimeRule::TimeUniform, .. } => "time_uniform",
             VpRule::Continuous { rule: TimeRule::LogSnr, .. } => "logsnr",
             VpRule::Continuous { rule: TimeRule::TimeQuadratic, .. } => "time_quadratic",
@@ -235,7 +246,7 @@ impl VpRule {
     pub fn final_sigma(&self) -> Option<FinalSigma> {
         match *self {
             VpRule::DiffusersLinspace(f) | VpRule::DiffusersTrailing(f) => Some(f),
-            VpRule::DiffusersLeading { final_sigma, .. } | VpRule::DiffusersKarras { final_sigma, .. } => Some(final_sigma),
+            VpRule::DiffusersLeading { final_sigma, .. } | VpRule::DiffusersLevels { final_sigma, .. } => Some(final_sigma),
             VpRule::Continuous { .. } => None,
         }
     }
@@ -308,11 +319,17 @@ pub fn vp_grid(schedule: &NoiseSchedule, rule: VpRule, steps: usize) -> crate::R
             g.push(final_node(f));
             g
         }
-        VpRule::DiffusersKarras { final_sigma, truncate_cosine } => {
+        VpRule::DiffusersLevels { levels, final_sigma, truncate_cosine } => {
             let sig = ve_sigmas(schedule);
             let log_sig: Vec<f64> = sig.iter().map(|s| s.ln()).collect();
-            let truncate = truncate_cosine && schedule.kind == ScheduleKind::Cosine;
-            let mut g: Vec<Node> = karras_sigmas(sig[0], sig[sig.len() - 1], steps)
+            let (lo, hi) = (sig[0], sig[sig.len() - 1]);
+            let (values, truncate) = match levels {
+                Skip::Exponential => (exponential_sigmas(lo, hi, steps), true),
+                Skip::Beta => (beta_sigmas(lo, hi, steps), true),
+                Skip::Lu => (lu_sigmas(lo, hi, steps), truncate_cosine && schedule.kind == ScheduleKind::Cosine),
+                _ => (karras_sigmas(lo, hi, steps), truncate_cosine && schedule.kind == ScheduleKind::Cosine),
+            };
+            let mut g: Vec<Node> = values
                 .into_iter()
                 .map(|s| {
                     let t = sigma_to_t(&log_sig, s);

@@ -116,7 +116,6 @@ const CLASSES: &[Class] = &[
 /// Keys accepted at these values only (JSON): what bench does anyway, or keys that do not
 /// change sampling.
 const INERT: &[(&str, &str)] = &[
-    ("use_lu_lambdas", "false"),
     ("use_flow_sigmas", "false"),
     ("use_dynamic_shifting", "false"),
     ("thresholding", "false"),
@@ -157,6 +156,7 @@ pub fn skip_flag(key: &str) -> Option<Skip> {
         "use_karras_sigmas" => Some(Skip::Karras),
         "use_exponential_sigmas" => Some(Skip::Exponential),
         "use_beta_sigmas" => Some(Skip::Beta),
+        "use_lu_lambdas" => Some(Skip::Lu),
         _ => None,
     }
 }
@@ -315,8 +315,8 @@ mod tests {
         let c = read(r#"{"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": true, "lambda_min_clipped": -Infinity}"#).unwrap();
         assert_eq!((c.sampler, c.skip), ("dpm_solver++", Skip::Karras));
         assert!(c.params.contains(&("sde".into(), ParamValue::Bool(true))), "{:?}", c.params);
-        let e = read(r#"{"_class_name": "EulerDiscreteScheduler", "use_lu_lambdas": true}"#).unwrap_err();
-        assert_eq!(e, "`use_lu_lambdas: true` is not honoured: bench's `euler` has no such setting");
+        let e = read(r#"{"_class_name": "EulerDiscreteScheduler", "use_flow_sigmas": true}"#).unwrap_err();
+        assert_eq!(e, "`use_flow_sigmas: true` is not honoured: bench's `euler` has no such setting");
         let e = read(r#"{"_class_name": "EulerDiscreteScheduler", "use_beta_sigmas": true, "use_karras_sigmas": true}"#).unwrap_err();
         assert_eq!(e, "`use_beta_sigmas` and `use_karras_sigmas` are both true; diffusers allows one");
         assert_eq!(read(r#"{"_class_name": "HeunDiscreteScheduler", "use_exponential_sigmas": true}"#).unwrap().skip, Skip::Exponential);

@@ -470,7 +470,10 @@ pub fn vp_rule(a: &Args, truncate_cosine: bool) -> Result<VpRule> {
         Skip::Linspace => VpRule::DiffusersLinspace(fin),
         Skip::Leading => VpRule::DiffusersLeading { offset: a.usize("steps_offset")?, final_sigma: fin },
         Skip::Trailing => VpRule::DiffusersTrailing(fin),
-        _ => VpRule::DiffusersKarras { final_sigma: fin, truncate_cosine },
+        Skip::Exponential | Skip::Beta | Skip::Lu if !truncate_cosine => {
+            return Err(a.error(format!("skip {} follows diffusers' DPMSolverMultistepScheduler: it needs method=multistep", a.skip)))
+        }
+        levels => VpRule::DiffusersLevels { levels, final_sigma: fin, truncate_cosine },
     };
     check_vp_steps(a.def.name, rule, a.steps, a.schedule)?;
     Ok(rule)
@@ -533,6 +536,19 @@ fn build(pred: Integrand, a: &Args) -> Result<Box<dyn Sampler>> {
 }
 
 pub const VP_SKIPS: &[Skip] = &[Skip::Logsnr, Skip::TimeUniform, Skip::TimeQuadratic, Skip::Linspace, Skip::Leading, Skip::Trailing, Skip::Karras];
+/// DPM-Solver(++) also takes the σ-level grids of `DPMSolverMultistepScheduler`.
+const DPM_SKIPS: &[Skip] = &[
+    Skip::Logsnr,
+    Skip::TimeUniform,
+    Skip::TimeQuadratic,
+    Skip::Linspace,
+    Skip::Leading,
+    Skip::Trailing,
+    Skip::Karras,
+    Skip::Exponential,
+    Skip::Beta,
+    Skip::Lu,
+];
 
 pub const fn order(default: i64, help: &'static str) -> ParamDef {
     ParamDef { name: "order", kind: ParamKind::Int { min: 1, max: 3, default }, help, diffusers: Some("solver_order") }
@@ -602,7 +618,7 @@ pub static DPM_SOLVER: SamplerDef = SamplerDef {
         DYNAMIC_THRESHOLDING_RATIO,
         SAMPLE_MAX_VALUE,
     ],
-    skips: VP_SKIPS,
+    skips: DPM_SKIPS,
     default_skip: Skip::Logsnr,
     nfe: "S (singlestep_fixed: order·⌊S/order⌋)",
     end_point: "ᾱ_0 (t_end = 1/T, label 0)",

@@ -23,6 +23,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("HeunDiscreteScheduler", "use_exponential_sigmas=True", "{name: heun, skip: exponential}"),
     ("EulerDiscreteScheduler", "use_beta_sigmas=True", "{name: euler, skip: beta}"),
     ("DPMSolverMultistepScheduler", "", "{name: dpm_solver++, method: multistep, skip: linspace}"),
+    ("DPMSolverMultistepScheduler", "use_lu_lambdas=True", "{name: dpm_solver++, method: multistep, skip: lu}"),
     ("DPMSolverMultistepScheduler", "algorithm_type='sde-dpmsolver++', use_karras_sigmas=True", "{name: dpm_solver++, method: multistep, sde: true, skip: karras}"),
     (
         "DPMSolverMultistepScheduler",

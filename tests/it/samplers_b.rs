@@ -113,6 +113,10 @@ fn cases() -> Vec<Case> {
         case(pp, &[("skip", "linspace"), ("final_sigmas", "sigma_min"), ("order", "3")], 12, "linear", ms, json!({"solver_order": 3, "final_sigmas_type": "sigma_min"}), false),
         case(pp, &[("skip", "karras")], 12, "linear", ms, json!({"use_karras_sigmas": true}), false),
         case(pp, &[("skip", "karras"), ("order", "3")], 9, "cosine", ms, json!({"use_karras_sigmas": true, "solver_order": 3}), false),
+        case(pp, &[("skip", "exponential")], 12, "linear", ms, json!({"use_exponential_sigmas": true}), false),
+        case(pp, &[("skip", "beta")], 10, "cosine", ms, json!({"use_beta_sigmas": true}), false),
+        case(pp, &[("skip", "lu")], 11, "linear", ms, json!({"use_lu_lambdas": true}), false),
+        case(pp, &[("skip", "lu"), ("order", "3")], 9, "cosine", ms, json!({"use_lu_lambdas": true, "solver_order": 3}), false),
         // DPM-Solver (noise prediction) multistep, σ_min end.
         case(dn, &[("skip", "linspace"), ("method", "multistep"), ("order", "2")], 9, "linear", ms, json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"}), false),
         case(dn, &[("skip", "linspace"), ("method", "multistep"), ("order", "3")], 16, "cosine", ms, json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "solver_order": 3}), false),

@@ -89,7 +89,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         (
             edit(4, "  - {name: ddim, skip: quadratc}"),
-            "SPEC:4:24: samplers[0].skip: unknown value `quadratc`; did you mean `quadratic`? (allowed: uniform, quadratic, leading, trailing, linspace, ddim_stride, sections, diffusion_ts, time_uniform, logsnr, time_quadratic, karras, exponential, beta, edm, consistency, flow)",
+            "SPEC:4:24: samplers[0].skip: unknown value `quadratc`; did you mean `quadratic`? (allowed: uniform, quadratic, leading, trailing, linspace, ddim_stride, sections, diffusion_ts, time_uniform, logsnr, time_quadratic, karras, exponential, beta, lu, edm, consistency, flow)",
         ),
         (
             BASE.to_owned() + "precision: fp64\n",
