@@ -210,13 +210,14 @@ pub enum FinalSigma {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum VpRule {
     /// diffusers `timestep_spacing="linspace"`: round(linspace(0, T−1, S+1))[::-1][:-1],
-    /// integer labels, σ̃ in float32, and a final node from `final_sigmas_type`.
-    DiffusersLinspace(FinalSigma),
+    /// integer labels, σ̃ in float32, and a final node from `final_sigmas_type`. `top` is T, or
+    /// fewer labels under `lambda_min_clipped` (the spacing then spans only labels below it).
+    DiffusersLinspace { final_sigma: FinalSigma, top: usize },
     /// diffusers `timestep_spacing="leading"` of the multistep solvers: ratio = T // (S+1),
     /// labels S·ratio, …, ratio, plus `steps_offset` (Lin et al. 2024, Table 2).
-    DiffusersLeading { offset: usize, final_sigma: FinalSigma },
+    DiffusersLeading { offset: usize, final_sigma: FinalSigma, top: usize },
     /// diffusers `timestep_spacing="trailing"`: round(arange(T, 0, −T/S)) − 1, starting at T − 1.
-    DiffusersTrailing(FinalSigma),
+    DiffusersTrailing { final_sigma: FinalSigma, top: usize },
     /// diffusers' σ̃-level grids, `levels` one of `karras` (`use_karras_sigmas`), and, for
     /// `DPMSolverMultistepScheduler`, `exponential`, `beta`, `lu` (`use_exponential_sigmas`,
     /// `use_beta_sigmas`, `use_lu_lambdas`): labels `_sigma_to_t` of the levels, stored as int64;
@@ -233,9 +234,9 @@ impl VpRule {
     /// Name as written in `bench samplers` / specs.
     pub fn skip_name(&self) -> &'static str {
         match self {
-            VpRule::DiffusersLinspace(_) => "linspace",
+            VpRule::DiffusersLinspace { .. } => "linspace",
             VpRule::DiffusersLeading { .. } => "leading",
-            VpRule::DiffusersTrailing(_) => "trailing",
+            VpRule::DiffusersTrailing { .. } => "trailing",
             VpRule::DiffusersLevels { levels, .. } => levels.name(),
             VpRule::Continuous { rule: TimeRule::TimeUniform, .. } => "time_uniform",
             VpRule::Continuous { rule: TimeRule::LogSnr, .. } => "logsnr",
@@ -245,8 +246,10 @@ impl VpRule {
     /// Where a diffusers grid ends; None for the repos' continuous grids.
     pub fn final_sigma(&self) -> Option<FinalSigma> {
         match *self {
-            VpRule::DiffusersLinspace(f) | VpRule::DiffusersTrailing(f) => Some(f),
-            VpRule::DiffusersLeading { final_sigma, .. } | VpRule::DiffusersLevels { final_sigma, .. } => Some(final_sigma),
+            VpRule::DiffusersLinspace { final_sigma, .. }
+            | VpRule::DiffusersTrailing { final_sigma, .. }
+            | VpRule::DiffusersLeading { final_sigma, .. }
+            | VpRule::DiffusersLevels { final_sigma, .. } => Some(final_sigma),
             VpRule::Continuous { .. } => None,
         }
     }
@@ -275,14 +278,14 @@ pub fn diffusers_linspace_labels(t_train: usize, steps: usize) -> Vec<f64> {
 pub fn spaced_labels(sampler: &str, rule: VpRule, steps: usize, t_train: usize) -> crate::Result<Option<Vec<f64>>> {
     let err = |m: String| crate::BenchError::user(format!("sampler {sampler}: steps={steps} with skip={}: {m}", rule.skip_name()));
     let labels: Vec<f64> = match rule {
-        VpRule::DiffusersLinspace(_) => {
-            if steps >= t_train {
-                return Err(err(format!("needs steps < T={t_train} (labels would repeat)")));
+        VpRule::DiffusersLinspace { top, .. } => {
+            if steps >= top {
+                return Err(err(format!("needs steps < {top} (labels would repeat)")));
             }
-            diffusers_linspace_labels(t_train, steps)
+            diffusers_linspace_labels(top, steps)
         }
-        VpRule::DiffusersLeading { offset, .. } => {
-            let ratio = t_train / (steps + 1);
+        VpRule::DiffusersLeading { offset, top, .. } => {
+            let ratio = top / (steps + 1);
             if ratio == 0 {
                 return Err(err(format!("needs steps < T={t_train} (labels would repeat)")));
             }
@@ -292,7 +295,7 @@ pub fn spaced_labels(sampler: &str, rule: VpRule, steps: usize, t_train: usize) 
             }
             (1..=steps).rev().map(|i| (i * ratio + offset) as f64).collect()
         }
-        VpRule::DiffusersTrailing(_) => crate::timesteps::discrete_labels(crate::timesteps::Skip::Trailing, steps, t_train, 0)?
+        VpRule::DiffusersTrailing { top, .. } => crate::timesteps::discrete_labels(crate::timesteps::Skip::Trailing, steps, top, 0)?
             .into_iter()
             .map(|l| l as f64)
             .collect(),
@@ -313,7 +316,7 @@ pub fn vp_grid(schedule: &NoiseSchedule, rule: VpRule, steps: usize) -> crate::R
         FinalSigma::SigmaMin => Node::from_sigma_ve(0.0, f32r(schedule.sigma(0))),
     };
     Ok(match rule {
-        VpRule::DiffusersLinspace(f) | VpRule::DiffusersTrailing(f) | VpRule::DiffusersLeading { final_sigma: f, .. } => {
+        VpRule::DiffusersLinspace { final_sigma: f, .. } | VpRule::DiffusersTrailing { final_sigma: f, .. } | VpRule::DiffusersLeading { final_sigma: f, .. } => {
             let labels = spaced_labels("", rule, steps, schedule.len())?.unwrap_or_default();
             let mut g: Vec<Node> = labels.into_iter().map(|t| Node::from_sigma_ve(t, f32r(schedule.sigma(t as usize)))).collect();
             g.push(final_node(f));

@@ -193,7 +193,8 @@ impl SamplerDef {
         match (p.kind, v) {
             (ParamKind::Float { min, max, .. } | ParamKind::FloatOrAuto { min, max }, _) if number.is_some() => {
                 let x = number.unwrap_or(f64::NAN);
-                if x.is_finite() && x >= min && x <= max {
+                // An infinite bound is itself a value (lambda_min_clipped: -inf, s_tmax: inf).
+                if (x.is_finite() || x == min || x == max) && !x.is_nan() && x >= min && x <= max {
                     Ok(ParamValue::Float(x))
                 } else {
                     Err(bad())

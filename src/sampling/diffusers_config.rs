@@ -262,6 +262,8 @@ pub fn read(text: &str) -> Result<FromConfig, String> {
                         Value::Bool(b) => ParamValue::Bool(*b),
                         Value::Number(n) if n.is_i64() => ParamValue::Int(n.as_i64().unwrap_or_default()),
                         Value::Number(n) => ParamValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+                        Value::String(s) if s == "-Infinity" => ParamValue::Float(f64::NEG_INFINITY),
+                        Value::String(s) if s == "Infinity" => ParamValue::Float(f64::INFINITY),
                         Value::String(s) => ParamValue::Str(s.clone()),
                         _ => return Err(bad(k, v, "not a value bench's parameters take")),
                     };

@@ -463,13 +463,27 @@ pub fn vp_rule(a: &Args, truncate_cosine: bool) -> Result<VpRule> {
         return Err(a.error(format!("t_end={t_end} is outside [1/T, 1) = [{t_min}, 1)")));
     }
     let cont = |rule| VpRule::Continuous { rule, t_end };
+    // diffusers `lambda_min_clipped`: the spacings span only the labels whose half log-SNR λ_t is at
+    // least the clip (`T − searchsorted(flip(λ), clip)`).
+    let clip = if a.def.param("lambda_min_clipped").is_some() { a.f64("lambda_min_clipped")? } else { f64::NEG_INFINITY };
+    let top = a.schedule.len() - (0..a.schedule.len()).filter(|&t| a.schedule.lambda(t) < clip).count();
+    if clip > f64::NEG_INFINITY && (matches!(a.skip, Skip::Logsnr | Skip::TimeUniform | Skip::TimeQuadratic) || !truncate_cosine) {
+        return Err(a.error("lambda_min_clipped applies to the diffusers grids of method=multistep (DPMSolverMultistepScheduler)"));
+    }
+    if top < a.schedule.len() && a.skip == Skip::Trailing {
+        // diffusers keeps the T/S stride from the clipped top, so its grid has fewer than S steps.
+        return Err(a.error("lambda_min_clipped with skip=trailing gives diffusers' grid fewer than `steps` steps; use linspace or leading"));
+    }
+    if top < 2 {
+        return Err(a.error(format!("lambda_min_clipped={clip} leaves {top} labels")));
+    }
     let rule = match a.skip {
         Skip::Logsnr => cont(TimeRule::LogSnr),
         Skip::TimeUniform => cont(TimeRule::TimeUniform),
         Skip::TimeQuadratic => cont(TimeRule::TimeQuadratic),
-        Skip::Linspace => VpRule::DiffusersLinspace(fin),
-        Skip::Leading => VpRule::DiffusersLeading { offset: a.usize("steps_offset")?, final_sigma: fin },
-        Skip::Trailing => VpRule::DiffusersTrailing(fin),
+        Skip::Linspace => VpRule::DiffusersLinspace { final_sigma: fin, top },
+        Skip::Leading => VpRule::DiffusersLeading { offset: a.usize("steps_offset")?, final_sigma: fin, top },
+        Skip::Trailing => VpRule::DiffusersTrailing { final_sigma: fin, top },
         Skip::Exponential | Skip::Beta | Skip::Lu if !truncate_cosine => {
             return Err(a.error(format!("skip {} follows diffusers' DPMSolverMultistepScheduler: it needs method=multistep", a.skip)))
         }
@@ -499,7 +513,7 @@ fn build(pred: Integrand, a: &Args) -> Result<Box<dyn Sampler>> {
     if pred == Integrand::Noise && ends_at_zero(rule) {
         return Err(a.error("final_sigmas=zero needs data prediction (use dpm_solver++ or final_sigmas=sigma_min)"));
     }
-    if method != "multistep" && matches!(rule, VpRule::DiffusersLeading { .. } | VpRule::DiffusersTrailing(_)) {
+    if method != "multistep" && matches!(rule, VpRule::DiffusersLeading { .. } | VpRule::DiffusersTrailing { .. }) {
         return Err(a.error(format!("skip={} is diffusers' multistep spacing (its singlestep scheduler has linspace only); use method=multistep", a.skip)));
     }
     if zero_snr && (method != "multistep" || rule.final_sigma().is_none()) {
@@ -565,6 +579,12 @@ pub const T_END: ParamDef = ParamDef {
     help: "end time of the continuous (repo) grids; auto = 1/T, the repos' default (1e-3 for T=1000)",
     diffusers: None,
 };
+const LAMBDA_MIN_CLIPPED: ParamDef = ParamDef {
+    name: "lambda_min_clipped",
+    kind: ParamKind::Float { min: f64::NEG_INFINITY, max: f64::INFINITY, default: f64::NEG_INFINITY },
+    help: "multistep linspace/leading/trailing grids span only labels with half log-SNR λ_t ≥ this (DeepFloyd IF: −5.1 on its cosine schedule)",
+    diffusers: Some("lambda_min_clipped"),
+};
 pub const fn final_sigmas(default: &'static str) -> ParamDef {
     ParamDef {
         name: "final_sigmas",
@@ -614,6 +634,7 @@ pub static DPM_SOLVER: SamplerDef = SamplerDef {
         T_END,
         STEPS_OFFSET,
         final_sigmas("sigma_min"),
+        LAMBDA_MIN_CLIPPED,
         THRESHOLDING,
         DYNAMIC_THRESHOLDING_RATIO,
         SAMPLE_MAX_VALUE,
@@ -642,6 +663,7 @@ pub static DPM_SOLVER_PP: SamplerDef = SamplerDef {
         T_END,
         STEPS_OFFSET,
         final_sigmas("zero"),
+        LAMBDA_MIN_CLIPPED,
         THRESHOLDING,
         DYNAMIC_THRESHOLDING_RATIO,
         SAMPLE_MAX_VALUE,

@@ -24,6 +24,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("EulerDiscreteScheduler", "use_beta_sigmas=True", "{name: euler, skip: beta}"),
     ("DPMSolverMultistepScheduler", "", "{name: dpm_solver++, method: multistep, skip: linspace}"),
     ("DPMSolverMultistepScheduler", "use_lu_lambdas=True", "{name: dpm_solver++, method: multistep, skip: lu}"),
+    ("DPMSolverMultistepScheduler", "lambda_min_clipped=-5.1", "{name: dpm_solver++, method: multistep, skip: linspace, lambda_min_clipped: -5.1}"),
     ("DPMSolverMultistepScheduler", "algorithm_type='sde-dpmsolver++', use_karras_sigmas=True", "{name: dpm_solver++, method: multistep, sde: true, skip: karras}"),
     (
         "DPMSolverMultistepScheduler",

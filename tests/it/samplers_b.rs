@@ -117,6 +117,8 @@ fn cases() -> Vec<Case> {
         case(pp, &[("skip", "beta")], 10, "cosine", ms, json!({"use_beta_sigmas": true}), false),
         case(pp, &[("skip", "lu")], 11, "linear", ms, json!({"use_lu_lambdas": true}), false),
         case(pp, &[("skip", "lu"), ("order", "3")], 9, "cosine", ms, json!({"use_lu_lambdas": true, "solver_order": 3}), false),
+        case(pp, &[("skip", "linspace"), ("lambda_min_clipped", "-5.1")], 10, "cosine", ms, json!({"lambda_min_clipped": -5.1}), false),
+        case(pp, &[("skip", "leading"), ("lambda_min_clipped", "-3")], 8, "cosine", ms, json!({"lambda_min_clipped": -3.0, "timestep_spacing": "leading"}), false),
         // DPM-Solver (noise prediction) multistep, σ_min end.
         case(dn, &[("skip", "linspace"), ("method", "multistep"), ("order", "2")], 9, "linear", ms, json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"}), false),
         case(dn, &[("skip", "linspace"), ("method", "multistep"), ("order", "3")], 16, "cosine", ms, json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min", "solver_order": 3}), false),
