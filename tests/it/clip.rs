@@ -23,11 +23,6 @@ fn npy(dir: &Path, name: &str) -> Tensor {
     Tensor::read_npy(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
-    (&a - &b).norm().double_value(&[]) / b.norm().double_value(&[])
-}
-
 fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
     (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
 }

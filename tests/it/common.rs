@@ -104,3 +104,9 @@ impl Drop for Tmpfs {
 }
 
 pub use samplerbench::test_rng::seed as seed_torch;
+
+/// Relative L2 error ‖a − b‖ / ‖b‖, in float64.
+pub fn rel_err(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
+    let (a, b) = (a.to_kind(tch::Kind::Double), b.to_kind(tch::Kind::Double));
+    (&a - &b).norm().double_value(&[]) / b.norm().double_value(&[])
+}

@@ -2,12 +2,7 @@
 //! `UNet2DModel`, written by the test) sampled by `bench sample` with the `consistency` sampler,
 //! against the pipeline itself.
 use crate::common::*;
-use tch::{Kind, Tensor};
-
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
-    (&a - &b).norm().double_value(&[]) / b.norm().double_value(&[])
-}
+use tch::Tensor;
 
 /// 1, 2 and 3 steps. One step draws no noise; for 2 and 3 both sides run with `s_noise: 0`, so
 /// the grid, the boundary scalings, the network input c_in·x at 250·ln σ, the x̂0 clipping and

@@ -43,11 +43,6 @@ fn inputs() -> HashMap<String, Tensor> {
     npz(&fixtures().join("inputs.npz"))
 }
 
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
-    (&a - &b).norm().double_value(&[]) / b.norm().double_value(&[])
-}
-
 fn load(name: &str) -> EdmNetwork {
     EdmNetwork::load_pickle(&fixtures().join(format!("{name}.pkl")), Device::Cpu, Kind::Float).unwrap()
 }

@@ -20,12 +20,6 @@ use tch::{Device, Kind, Tensor};
 const FP32: f64 = 1e-5;
 const LOW_PRECISION_FACTOR: f64 = 1.5;
 
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let a = a.to_kind(Kind::Double);
-    let b = b.to_kind(Kind::Double);
-    (&a - &b).norm().double_value(&[]) / b.norm().double_value(&[])
-}
-
 fn fixtures(which: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     run_python(include_str!("py/sd_fixtures.py"), &[dir.path().to_str().unwrap(), which]);

@@ -6,11 +6,6 @@ use samplerbench::models::Denoiser;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let num = (a - b).norm().double_value(&[]);
-    num / b.norm().double_value(&[])
-}
-
 fn reference(which: &str) -> (tempfile::TempDir, Tensor, Tensor, Tensor) {
     let dir = tempfile::tempdir().unwrap();
     let script = include_str!("py/unet_ref.py");
