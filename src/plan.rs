@@ -1114,8 +1114,9 @@ impl Cx<'_> {
         }
         let path = self.resolve(file);
         let text = fs_err::read_to_string(&path).map_err(|e| self.err(&at.key("diffusers_config"), format!("cannot read {}: {e}", path.display())))?;
-        let c = sampling::diffusers_config::read(&text).map_err(|m| BenchError::file(&path, m))?;
-        let m = crate::schedule::ModelSchedulerConfig::read(&path)?;
+        let json = sampling::diffusers_config::parse_json(&text).map_err(|e| BenchError::file(&path, format!("not valid JSON: {e}")))?;
+        let c = sampling::diffusers_config::from_json(&json).map_err(|m| BenchError::file(&path, m))?;
+        let m = crate::schedule::ModelSchedulerConfig::from_json(&path, &json)?;
         let cosine = matches!(m.kind, ScheduleKind::Cosine | ScheduleKind::Exp);
         let betas = |v: f64| (!cosine).then_some(v);
         let contradictions = [

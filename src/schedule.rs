@@ -160,6 +160,11 @@ impl ModelSchedulerConfig {
     pub fn read(path: &std::path::Path) -> Result<Self> {
         let text = fs_err::read_to_string(path).map_err(|e| BenchError::file(path, format!("cannot read: {e}")))?;
         let v = crate::sampling::diffusers_config::parse_json(&text).map_err(|e| BenchError::file(path, format!("not valid JSON: {e}")))?;
+        Self::from_json(path, &v)
+    }
+
+    /// The model's part of a scheduler config already parsed from `path` (named in errors).
+    pub fn from_json(path: &std::path::Path, v: &serde_json::Value) -> Result<Self> {
         let err = |m: String| BenchError::file(path, m);
         let num = |k: &str, d: f64| -> Result<f64> {
             match v.get(k) {

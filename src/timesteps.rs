@@ -109,19 +109,22 @@ impl Skip {
         })
     }
 
-    /// Rules that produce integer labels for the discrete samplers (DDIM, DDPM, PNDM family).
+    /// Rules that produce integer labels, for the samplers that step label to label (DDIM,
+    /// DDPM): diffusers' and the DDIM repo's rules, then those of respaced processes
+    /// (guided-diffusion, Diffusion-TS), whose last label steps to the end point.
+    pub const DISCRETE: [Skip; 8] = [
+        Skip::Uniform,
+        Skip::Quadratic,
+        Skip::Leading,
+        Skip::Trailing,
+        Skip::Linspace,
+        Skip::DdimStride,
+        Skip::Sections,
+        Skip::DiffusionTs,
+    ];
+
     pub fn is_discrete(self) -> bool {
-        matches!(
-            self,
-            Skip::Uniform
-                | Skip::Quadratic
-                | Skip::Leading
-                | Skip::Trailing
-                | Skip::Linspace
-                | Skip::DdimStride
-                | Skip::Sections
-                | Skip::DiffusionTs
-        )
+        Skip::DISCRETE.contains(&self)
     }
 
     /// The kind of model whose noise levels the rule produces (a sampler's rules share one).

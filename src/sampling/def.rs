@@ -102,18 +102,8 @@ impl PartialEq for SamplerDef {
 
 pub const ALL_PREDICTIONS: &[Prediction] = &[Prediction::Epsilon, Prediction::VPrediction, Prediction::Sample];
 pub const DISCRETE_SKIPS: &[Skip] = &[Skip::Uniform, Skip::Quadratic, Skip::Leading, Skip::Trailing, Skip::Linspace];
-/// The discrete rules plus those of respaced processes (guided-diffusion, Diffusion-TS), whose
-/// last label steps to the end point: the samplers that step label to label.
-pub const RESPACED_SKIPS: &[Skip] = &[
-    Skip::Uniform,
-    Skip::Quadratic,
-    Skip::Leading,
-    Skip::Trailing,
-    Skip::Linspace,
-    Skip::DdimStride,
-    Skip::Sections,
-    Skip::DiffusionTs,
-];
+/// Every integer-label rule, respaced ones included: the samplers that step label to label.
+pub const RESPACED_SKIPS: &[Skip] = &Skip::DISCRETE;
 
 /// The samplers whose diffusers scheduler takes `rescale_betas_zero_snr` (DDIM, DDPM, Euler,
 /// Euler ancestral, DPMSolverMultistep, UniPC); the σ-grid ones among them read the schedule

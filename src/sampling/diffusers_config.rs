@@ -186,7 +186,11 @@ pub fn parse_json(text: &str) -> serde_json::Result<Value> {
 
 /// Reads a scheduler config's text. Err is a message about the file (the caller names it).
 pub fn read(text: &str) -> Result<FromConfig, String> {
-    let v = parse_json(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    from_json(&parse_json(text).map_err(|e| format!("not valid JSON: {e}"))?)
+}
+
+/// [`read`] of a config already parsed with [`parse_json`].
+pub fn from_json(v: &Value) -> Result<FromConfig, String> {
     let map = v.as_object().ok_or("not a JSON object")?;
     let class_name = map.get("_class_name").and_then(Value::as_str).ok_or("no `_class_name`: is this a diffusers scheduler_config.json?")?;
     let class = CLASSES.iter().find(|c| c.name == class_name).ok_or_else(|| {
