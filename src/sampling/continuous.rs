@@ -164,6 +164,20 @@ pub fn beta_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
     crate::timesteps::numpy_linspace(0.0, 1.0, n).into_iter().map(|u| sigma_min + beta.inverse_cdf(1.0 - u) * (sigma_max - sigma_min)).collect()
 }
 
+/// diffusers' σ̃-level grids by rule (`use_karras_sigmas`, `use_exponential_sigmas`,
+/// `use_beta_sigmas`, `use_lu_lambdas`): n levels from σ_max down to σ_min; None for rules that
+/// are not level grids.
+pub fn sigma_levels(rule: Skip, sigma_min: f64, sigma_max: f64, n: usize) -> Option<Vec<f64>> {
+    let f = match rule {
+        Skip::Karras => karras_sigmas,
+        Skip::Exponential => exponential_sigmas,
+        Skip::Beta => beta_sigmas,
+        Skip::Lu => lu_sigmas,
+        _ => return None,
+    };
+    Some(f(sigma_min, sigma_max, n))
+}
+
 /// σ̃ of every integer label, as diffusers computes `sigmas` in `set_timesteps` (f64 here).
 pub fn ve_sigmas(schedule: &NoiseSchedule) -> Vec<f64> {
     (0..schedule.len()).map(|t| schedule.sigma(t)).collect()
@@ -326,12 +340,8 @@ pub fn vp_grid(schedule: &NoiseSchedule, rule: VpRule, steps: usize) -> crate::R
             let sig = ve_sigmas(schedule);
             let log_sig: Vec<f64> = sig.iter().map(|s| s.ln()).collect();
             let (lo, hi) = (sig[0], sig[sig.len() - 1]);
-            let (values, truncate) = match levels {
-                Skip::Exponential => (exponential_sigmas(lo, hi, steps), true),
-                Skip::Beta => (beta_sigmas(lo, hi, steps), true),
-                Skip::Lu => (lu_sigmas(lo, hi, steps), truncate_cosine && schedule.kind == ScheduleKind::Cosine),
-                _ => (karras_sigmas(lo, hi, steps), truncate_cosine && schedule.kind == ScheduleKind::Cosine),
-            };
+            let values = sigma_levels(levels, lo, hi, steps).unwrap_or_else(|| karras_sigmas(lo, hi, steps));
+            let truncate = matches!(levels, Skip::Exponential | Skip::Beta) || (truncate_cosine && schedule.kind == ScheduleKind::Cosine);
             let mut g: Vec<Node> = values
                 .into_iter()
                 .map(|s| {

@@ -3,7 +3,7 @@
 //! reference and constructor. Spec validation and default filling ([`SamplerDef::resolve`]),
 //! `bench samplers`, the README's sampler table and the results columns all read these; nothing
 //! else describes a sampler's parameters.
-use super::{consistency, ddim, deis, dpm_solver, edm, flow, karras, pndm, unipc, Sampler, Schedule};
+use super::{consistency, ddim, deis, dpm_solver, dpmpp, edm, flow, karras, pndm, unipc, Sampler, Schedule};
 use crate::models::{NoiseSpace, Prediction};
 use crate::spec::{suggest, ParamValue};
 use crate::timesteps::Skip;
@@ -42,6 +42,7 @@ impl ParamKind {
             // Positive-only ranges are written with a tiny minimum; say what they mean.
             (true, false) if min > 0.0 && min < 1e-6 => "a number > 0".to_string(),
             (true, false) => format!("a number ≥ {min}"),
+            _ if min > 0.0 && min < 1e-6 => format!("a number in (0, {max}]"),
             _ => format!("a number in [{min}, {max}]"),
         };
         match *self {
@@ -130,6 +131,10 @@ pub static DEFINITIONS: &[&SamplerDef] = &[
     &karras::KDPM2_ANCESTRAL,
     &karras::LMS,
     &karras::KARRAS_VE,
+    &dpmpp::DPMPP_2S_ANCESTRAL,
+    &dpmpp::DPMPP_SDE,
+    &dpmpp::DPMPP_2M_SDE,
+    &dpmpp::DPMPP_3M_SDE,
     &edm::EDM_HEUN,
     &edm::EDM_EULER,
     &consistency::CONSISTENCY,

@@ -82,6 +82,13 @@ const CLASSES: &[Class] = &[
         choose: "",
         defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}),
     },
+    Class {
+        name: "DPMSolverSDEScheduler",
+        sampler: "dpmpp_sde",
+        implied: &[],
+        choose: "",
+        defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}),
+    },
     Class { name: "LMSDiscreteScheduler", sampler: "lms", implied: &[], choose: "", defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
     Class {
         name: "DPMSolverMultistepScheduler",
@@ -137,6 +144,7 @@ const INERT: &[(&str, &str)] = &[
     ("timestep_type", "\"discrete\""),
     ("time_shift_type", "\"exponential\""),
     ("final_sigmas_type", "\"zero\""),
+    ("noise_sampler_seed", "null"),
 ];
 
 fn inert(key: &str, v: &Value) -> bool {

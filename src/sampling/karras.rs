@@ -9,7 +9,7 @@
 //! **`sample()` takes z ~ N(0, I)** like every sampler, and starts from x = `init_noise_sigma`·z
 //! as diffusers does: σ_max for `timestep_spacing` linspace and trailing, √(σ_max²+1) for
 //! leading. The result at σ = 0 is in data space.
-use super::continuous::{beta_sigmas, exponential_sigmas, f32r, interp_labels, karras_sigmas, sigma_to_t, ve_sigmas};
+use super::continuous::{f32r, interp_labels, karras_sigmas, sigma_levels, sigma_to_t, ve_sigmas};
 use super::ddim::STEPS_OFFSET;
 use super::def::{Args, EtaColumn, ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS};
 use super::{Counted, EndPoint, Node, NoiseSource, Sampler, Schedule};
@@ -42,12 +42,8 @@ impl SigmaGrid {
         let last = (schedule.len() - 1) as f64;
         let (lo, hi) = (sig[0], sig[sig.len() - 1]);
         let levels_from = |levels: Vec<f64>| levels.into_iter().map(|s| (s, sigma_to_t(&log_sigmas, s))).unzip();
-        let (levels, labels): (Vec<f64>, Vec<f64>) = if rule == Skip::Karras {
-            levels_from(karras_sigmas(lo, hi, steps))
-        } else if rule == Skip::Exponential {
-            levels_from(exponential_sigmas(lo, hi, steps))
-        } else if rule == Skip::Beta {
-            levels_from(beta_sigmas(lo, hi, steps))
+        let (levels, labels): (Vec<f64>, Vec<f64>) = if let Some(levels) = sigma_levels(rule, lo, hi, steps) {
+            levels_from(levels)
         } else {
             (0..steps)
                 .rev()
@@ -107,14 +103,17 @@ impl SigmaGrid {
 }
 
 /// ε̂ at level σ: the model sees x/√(σ²+1) (diffusers `scale_model_input`).
-fn eps_at(model: &Counted, x: &Tensor, sigma: f64, label: f64) -> Result<Tensor> {
+pub(super) fn eps_at(model: &Counted, x: &Tensor, sigma: f64, label: f64) -> Result<Tensor> {
     model.eps(&(x / (sigma * sigma + 1.0).sqrt()), &Node::from_sigma_ve(label, sigma))
 }
 
-/// Ancestral split of σ_from → σ_to (k-diffusion `get_ancestral_step`, η = 1):
-/// σ_up = √(σ_to²(σ_from² − σ_to²)/σ_from²), σ_down = √(σ_to² − σ_up²).
-pub fn ancestral_split(sigma_from: f64, sigma_to: f64) -> (f64, f64) {
-    let up = (sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to) / (sigma_from * sigma_from)).max(0.0).sqrt();
+/// Ancestral split of σ_from → σ_to (k-diffusion `get_ancestral_step`):
+/// σ_up = min(σ_to, η·√(σ_to²(σ_from² − σ_to²)/σ_from²)), σ_down = √(σ_to² − σ_up²).
+pub fn ancestral_split(sigma_from: f64, sigma_to: f64, eta: f64) -> (f64, f64) {
+    if eta == 0.0 {
+        return (sigma_to, 0.0);
+    }
+    let up = (eta * (sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to) / (sigma_from * sigma_from)).max(0.0).sqrt()).min(sigma_to);
     let down = (sigma_to * sigma_to - up * up).max(0.0).sqrt();
     (down, up)
 }
@@ -197,7 +196,7 @@ impl KarrasSampler {
     fn dpm2_mid(&self, i: usize) -> f64 {
         let (s, n) = (self.grid.sigmas[i], self.grid.sigmas[i + 1]);
         let target = match self.family {
-            Family::Kdpm2Ancestral => ancestral_split(s, n).0,
+            Family::Kdpm2Ancestral => ancestral_split(s, n, 1.0).0,
             _ => n,
         };
         if target == 0.0 {
@@ -277,7 +276,7 @@ impl Sampler for KarrasSampler {
                 // Euler ancestral (k-diffusion `sample_euler_ancestral`): Euler to σ_down, then add σ_up noise.
                 Family::EulerAncestral => {
                     let d = eps_at(model, &x, sigma, lab[i])?;
-                    let (down, up) = ancestral_split(sigma, next);
+                    let (down, up) = ancestral_split(sigma, next, 1.0);
                     let x = euler_step(&x, &d, sigma, down);
                     if up > 0.0 {
                         x + noise.noise(i, &d) * up
@@ -307,7 +306,7 @@ impl Sampler for KarrasSampler {
                         if self.family == Family::Kdpm2 {
                             euler_step(&x, &d_mid, sigma, next)
                         } else {
-                            let (down, up) = ancestral_split(sigma, next);
+                            let (down, up) = ancestral_split(sigma, next, 1.0);
                             euler_step(&x, &d_mid, sigma, down) + noise.noise(i, &d_mid) * up
                         }
                     }
@@ -344,6 +343,22 @@ impl Sampler for KarrasSampler {
     }
 }
 
+/// The σ grid a sampler entry asks for (its `skip`, and `steps_offset` under leading spacing),
+/// on the schedule with a finite terminal σ as diffusers reads it.
+pub(super) fn sigma_grid(a: &Args) -> Result<SigmaGrid> {
+    let finite = a.schedule.finite_terminal_sigma();
+    if matches!(a.skip, Skip::Leading | Skip::Trailing) {
+        let offset = if a.def.param("steps_offset").is_some() { a.usize("steps_offset")? } else { 0 };
+        SigmaGrid::spaced(&finite, a.skip, offset, a.steps)
+    } else {
+        if a.skip == Skip::Linspace {
+            // linspace(0, T−1, 1) is just [0]: no noise level to start from.
+            a.need_steps(2, "skip=linspace")?;
+        }
+        Ok(SigmaGrid::new(&finite, a.skip, a.steps))
+    }
+}
+
 fn build(family: Family, a: &Args) -> Result<Box<dyn Sampler>> {
     let finite = a.schedule.finite_terminal_sigma();
     let a = &Args { schedule: &finite, ..*a };
@@ -354,21 +369,10 @@ fn build(family: Family, a: &Args) -> Result<Box<dyn Sampler>> {
     } else {
         Churn { s_churn: 0.0, s_tmin: 0.0, s_tmax: f64::INFINITY, s_noise: 1.0 }
     };
-    let mut grid = if matches!(a.skip, Skip::Leading | Skip::Trailing) {
-        let offset = if a.def.param("steps_offset").is_some() { a.usize("steps_offset")? } else { 0 };
-        SigmaGrid::spaced(a.schedule, a.skip, offset, a.steps)?
-    } else {
-        if a.skip == Skip::Linspace {
-            // linspace(0, T−1, 1) is just [0]: no noise level to start from.
-            a.need_steps(2, "skip=linspace")?;
-        }
-        let grid = SigmaGrid::new(a.schedule, a.skip, a.steps);
-        if karras && matches!(family, Family::Kdpm2 | Family::Kdpm2Ancestral) {
-            grid.kdpm2_karras_labels(a.schedule)
-        } else {
-            grid
-        }
-    };
+    let mut grid = sigma_grid(a)?;
+    if karras && matches!(family, Family::Kdpm2 | Family::Kdpm2Ancestral) {
+        grid = grid.kdpm2_karras_labels(a.schedule);
+    }
     // diffusers EulerDiscreteScheduler `final_sigmas_type="sigma_min"`: the last step lands on σ̃(0).
     if a.def.param("final_sigmas").is_some() && a.str("final_sigmas")? == "sigma_min" {
         if let Some(last) = grid.sigmas.last_mut() {
@@ -381,7 +385,7 @@ fn build(family: Family, a: &Args) -> Result<Box<dyn Sampler>> {
 const SIGMA_SKIPS: &[Skip] = &[Skip::Linspace, Skip::Leading, Skip::Trailing, Skip::Karras];
 /// Euler, Heun and LMS, whose diffusers schedulers also take `use_exponential_sigmas` and
 /// `use_beta_sigmas`.
-const SIGMA_LEVEL_SKIPS: &[Skip] = &[Skip::Linspace, Skip::Leading, Skip::Trailing, Skip::Karras, Skip::Exponential, Skip::Beta];
+pub(super) const SIGMA_LEVEL_SKIPS: &[Skip] = &[Skip::Linspace, Skip::Leading, Skip::Trailing, Skip::Karras, Skip::Exponential, Skip::Beta];
 
 pub static EULER: SamplerDef = SamplerDef {
     name: "euler",
@@ -499,9 +503,10 @@ mod tests {
 
     #[test]
     fn ancestral_split_preserves_variance() {
-        let (down, up) = ancestral_split(3.0, 1.2);
+        let (down, up) = ancestral_split(3.0, 1.2, 1.0);
         assert!((down * down + up * up - 1.44).abs() < 1e-12);
-        assert_eq!(ancestral_split(3.0, 0.0), (0.0, 0.0));
+        assert_eq!(ancestral_split(3.0, 0.0, 1.0), (0.0, 0.0));
+        assert_eq!(ancestral_split(3.0, 1.2, 0.0), (1.2, 0.0));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod ddim;
 pub mod deis;
 pub mod def;
 pub mod diffusers_config;
+pub mod dpmpp;
 pub mod edm;
 pub mod dpm_solver;
 pub mod exact;

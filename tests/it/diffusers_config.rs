@@ -34,6 +34,8 @@ const CASES: &[(&str, &str, &str)] = &[
     ("DPMSolverSinglestepScheduler", "lower_order_final=True", "{name: dpm_solver++, method: singlestep, lower_order_final: true, skip: linspace}"),
     ("UniPCMultistepScheduler", "solver_type='bh1'", "{name: unipc, variant: bh1, skip: linspace}"),
     ("DEISMultistepScheduler", "", "{name: deis, skip: linspace}"),
+    ("DPMSolverSDEScheduler", "", "{name: dpmpp_sde, skip: linspace}"),
+    ("DPMSolverSDEScheduler", "use_karras_sigmas=True", "{name: dpmpp_sde, skip: karras}"),
 ];
 
 #[test]

@@ -23,3 +23,4 @@ mod metrics_more;
 mod output_files;
 mod timeseries;
 mod diffusers_config;
+mod k_diffusion;

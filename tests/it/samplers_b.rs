@@ -12,14 +12,14 @@ use samplerbench::schedule::{NoiseSchedule, ScheduleKind};
 use tch::{Device, Kind, Tensor};
 
 const REF_PY: &str = include_str!("samplers_b_ref.py");
-const SHAPE: [i64; 3] = [2, 3, 3];
-const BATCH: i64 = 4;
+pub(crate) const SHAPE: [i64; 3] = [2, 3, 3];
+pub(crate) const BATCH: i64 = 4;
 
-fn f64_opts() -> (Kind, Device) {
+pub(crate) fn f64_opts() -> (Kind, Device) {
     (Kind::Double, Device::Cpu)
 }
 
-fn schedule(name: &str) -> NoiseSchedule {
+pub(crate) fn schedule(name: &str) -> NoiseSchedule {
     match name {
         "linear" => NoiseSchedule::ddpm_linear(),
         // Stable Diffusion's β range rescaled to zero terminal SNR (Lin et al. 2024).
@@ -39,13 +39,13 @@ fn beta_schedule_name(schedule: &str) -> &'static str {
     }
 }
 
-fn to_array(t: &Tensor) -> ArrayD<f64> {
+pub(crate) fn to_array(t: &Tensor) -> ArrayD<f64> {
     let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
     let v = Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap();
     ArrayD::from_shape_vec(IxDyn(&shape), v).unwrap()
 }
 
-fn from_array(a: &ArrayD<f64>) -> Tensor {
+pub(crate) fn from_array(a: &ArrayD<f64>) -> Tensor {
     let shape: Vec<i64> = a.shape().iter().map(|&s| s as i64).collect();
     Tensor::from_slice(a.as_slice().unwrap()).view(shape.as_slice())
 }
@@ -55,7 +55,7 @@ fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 /// Data N(μ, s²) with per-element μ, s (seeded).
-fn gaussian_data() -> (Tensor, Tensor) {
+pub(crate) fn gaussian_data() -> (Tensor, Tensor) {
     seed_torch(7);
     let mean = Tensor::randn(SHAPE, f64_opts()) * 0.5;
     let std = Tensor::rand(SHAPE, f64_opts()) * 0.8 + 0.2;
@@ -63,7 +63,7 @@ fn gaussian_data() -> (Tensor, Tensor) {
 }
 
 /// The injected noise of a stochastic sampler: a fixed tensor per step index.
-struct FixedNoise(Vec<Tensor>);
+pub(crate) struct FixedNoise(pub(crate) Vec<Tensor>);
 impl NoiseSource for FixedNoise {
     fn noise(&mut self, step: usize, _like: &Tensor) -> Tensor {
         self.0[step].shallow_clone()
@@ -424,18 +424,18 @@ fn dpm_solver_repo_conventions() {
 
 /// Exact probability-flow ODE end point for the Gaussian oracle, per coordinate, in
 /// x̄ = x/√ᾱ and σ̃: x̄(σ̃) = μ + (x̄(σ̃_T) − μ)·√((s² + σ̃²)/(s² + σ̃_T²)).
-fn exact_xbar(xbar_t: &Tensor, sig_t: f64, sig: f64, mean: &Tensor, std: &Tensor) -> Tensor {
+pub(crate) fn exact_xbar(xbar_t: &Tensor, sig_t: f64, sig: f64, mean: &Tensor, std: &Tensor) -> Tensor {
     let s2 = std.square();
     let ratio = ((&s2 + sig * sig) / (&s2 + sig_t * sig_t)).sqrt();
     mean + (xbar_t - mean) * ratio
 }
 
-fn fmt_errs(e: &[f64]) -> String {
+pub(crate) fn fmt_errs(e: &[f64]) -> String {
     e.iter().map(|v| format!("{v:.3e}")).collect::<Vec<_>>().join(" ")
 }
 
 /// Least-squares slope of log error against log steps.
-fn slope(steps: &[usize], errs: &[f64]) -> f64 {
+pub(crate) fn slope(steps: &[usize], errs: &[f64]) -> f64 {
     let xs: Vec<f64> = steps.iter().map(|&s| (s as f64).ln()).collect();
     let ys: Vec<f64> = errs.iter().map(|e| e.ln()).collect();
     let (mx, my) = (xs.iter().sum::<f64>() / xs.len() as f64, ys.iter().sum::<f64>() / ys.len() as f64);
@@ -494,10 +494,10 @@ fn vp_solvers_converge_with_their_order() {
 
 /// ε at VE level σ for Gaussian data, with label → σ by log σ̃ interpolation (the inverse of
 /// diffusers `_sigma_to_t`), so the σ-grid samplers see an exactly consistent ODE.
-struct VeGaussian {
-    log_sigmas: Vec<f64>,
-    mean: Tensor,
-    std: Tensor,
+pub(crate) struct VeGaussian {
+    pub(crate) log_sigmas: Vec<f64>,
+    pub(crate) mean: Tensor,
+    pub(crate) std: Tensor,
 }
 impl Denoiser for VeGaussian {
     fn forward(&self, x: &Tensor, t: &Tensor, _cond: Option<&Condition>) -> samplerbench::Result<Tensor> {
@@ -528,18 +528,26 @@ fn karras_solvers_converge_with_their_order() {
     seed_torch(5);
     let z = Tensor::randn([BATCH, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
     let s2 = std.square();
-    let cases: Vec<(&str, Ctor, f64, Vec<usize>)> = vec![
-        ("euler", "euler", 0.9, vec![25, 50, 100, 200]),
-        ("heun", "heun", 1.8, vec![25, 50, 100, 200]),
-        ("kdpm2", "kdpm2", 1.8, vec![25, 50, 100, 200]),
-        ("lms", "lms", 3.0, vec![25, 50, 100, 200]),
+    // The DPM-Solver++ samplers with η = 0 are deterministic solvers of the same ODE.
+    let ode = vec![("skip", "karras"), ("eta", "0")];
+    let cases: Vec<(&str, Ctor, Kv, f64, Vec<usize>)> = vec![
+        ("euler", "euler", vec![("skip", "karras")], 0.9, vec![25, 50, 100, 200]),
+        ("heun", "heun", vec![("skip", "karras")], 1.8, vec![25, 50, 100, 200]),
+        ("kdpm2", "kdpm2", vec![("skip", "karras")], 1.8, vec![25, 50, 100, 200]),
+        ("lms", "lms", vec![("skip", "karras")], 3.0, vec![25, 50, 100, 200]),
+        ("dpmpp_2s_ancestral", "dpmpp_2s_ancestral", ode.clone(), 1.8, vec![25, 50, 100, 200]),
+        ("dpmpp_sde", "dpmpp_sde", ode.clone(), 1.8, vec![25, 50, 100, 200]),
+        ("dpmpp_2m_sde", "dpmpp_2m_sde", ode.clone(), 1.8, vec![25, 50, 100, 200]),
+        // 3M warms up with orders 1 and 2; on the Karras grid the warm-up's O(h²) local error
+        // sets the global order to 2 (measured 1.85 and 1.93 over the last two doublings).
+        ("dpmpp_3m_sde", "dpmpp_3m_sde", ode.clone(), 1.75, vec![50, 100, 200, 400]),
     ];
     let mut report = String::new();
-    for (name, ctor, min_slope, steps) in cases {
+    for (name, ctor, p, min_slope, steps) in cases {
         let errs: Vec<f64> = steps
             .iter()
             .map(|&s| {
-                let sm = build_from_text(ctor, &[("skip", "karras")], s, &sch).unwrap();
+                let sm = build_from_text(ctor, &p, s, &sch).unwrap();
                 let g = karras::SigmaGrid::new(&sch, samplerbench::timesteps::Skip::Karras, s);
                 let (smax, smin) = (g.sigmas[0], g.sigmas[s - 1]);
                 // Exact ODE from σ_max to σ_min, then the samplers' shared last Euler step to σ=0.
@@ -587,6 +595,11 @@ fn nfe_counts_match_formulas() {
         ("kdpm2_ancestral", vec![], |s| 2 * s - 1),
         ("karras_ve", vec![], |s| 2 * s - 1),
         ("deis", vec![("order", "3")], |s| s),
+        ("dpmpp_2s_ancestral", vec![], |s| 2 * s - 1),
+        ("dpmpp_2s_ancestral", vec![("eta", "0")], |s| 2 * s - 1),
+        ("dpmpp_sde", vec![], |s| 2 * s - 1),
+        ("dpmpp_2m_sde", vec![], |s| s),
+        ("dpmpp_3m_sde", vec![], |s| s),
     ];
     for (ctor, p, formula) in all {
         for steps in [3usize, 5, 10, 11, 20] {
@@ -662,7 +675,15 @@ fn stochastic_samplers_sample_the_data_distribution() {
     let oracle = GaussianOracle::new(sch.clone(), Tensor::full([1, 100, 100], mu, f64_opts()), Tensor::full([1, 100, 100], s, f64_opts()));
     seed_torch(21);
     let z = Tensor::randn([2, 1, 100, 100], f64_opts());
-    for (name, ctor) in [("euler_ancestral", "euler_ancestral" as Ctor), ("kdpm2_ancestral", "kdpm2_ancestral"), ("karras_ve", "karras_ve")] {
+    for (name, ctor) in [
+        ("euler_ancestral", "euler_ancestral" as Ctor),
+        ("kdpm2_ancestral", "kdpm2_ancestral"),
+        ("karras_ve", "karras_ve"),
+        ("dpmpp_2s_ancestral", "dpmpp_2s_ancestral"),
+        ("dpmpp_sde", "dpmpp_sde"),
+        ("dpmpp_2m_sde", "dpmpp_2m_sde"),
+        ("dpmpp_3m_sde", "dpmpp_3m_sde"),
+    ] {
         let moments = |steps: usize| -> (f64, f64) {
             let sm = build_from_text(ctor, &[], steps, &sch).unwrap();
             seed_torch(22);
@@ -697,7 +718,7 @@ fn samplers_are_dtype_generic() {
         let x32 = sm.sample(&model, z.to_kind(Kind::Float), &mut samplerbench::sampling::GlobalRng).unwrap();
         assert_eq!(x64.kind(), Kind::Double, "{}", info.name);
         assert_eq!(x32.kind(), Kind::Float, "{}", info.name);
-        let stochastic = ["euler_ancestral", "kdpm2_ancestral", "karras_ve", "consistency"].contains(&info.name);
+        let stochastic = ["euler_ancestral", "kdpm2_ancestral", "karras_ve", "consistency", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"].contains(&info.name);
         if !stochastic {
             let e = rel_l2(&x32.to_kind(Kind::Double), &x64);
             assert!(e < 1e-4, "{}: f32 vs f64 {e}", info.name);

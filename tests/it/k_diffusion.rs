@@ -1,0 +1,155 @@
+//! k-diffusion's DPM-Solver++ samplers (and diffusers' DPMSolverSDEScheduler) against their
+//! references on the Gaussian oracle, through k-diffusion's discrete-DDPM wrappers, with the
+//! SDE noise injected as k-diffusion's `noise_sampler` (bench's per-step draws, in draw order).
+use crate::common::{rel_err, run_python, seed_torch};
+use crate::samplers_b::{f64_opts, from_array, gaussian_data, schedule, to_array, BATCH, SHAPE};
+use ndarray::ArrayD;
+use ndarray_npy::{read_npy, write_npy};
+use samplerbench::models::oracle::GaussianOracle;
+use samplerbench::models::Prediction;
+use samplerbench::sampling::{build_from_text, Counted};
+use serde_json::json;
+use tch::Tensor;
+
+const REF_PY: &str = include_str!("py/k_diffusion_ref.py");
+
+struct Case {
+    sampler: &'static str,
+    params: Vec<(&'static str, &'static str)>,
+    steps: usize,
+    schedule: &'static str,
+    /// The reference: a k-diffusion `sample_*` function or a diffusers scheduler class.
+    reference: &'static str,
+    kwargs: serde_json::Value,
+    /// diffusers EulerDiscreteScheduler options that lay out the same σ grid.
+    grid: serde_json::Value,
+    prediction: Prediction,
+}
+
+fn case(sampler: &'static str, params: &[(&'static str, &'static str)], steps: usize, schedule: &'static str, reference: &'static str, kwargs: serde_json::Value) -> Case {
+    let skip = params.iter().find(|(k, _)| *k == "skip").map_or("karras", |(_, v)| v);
+    let grid = match skip {
+        "karras" => json!({"use_karras_sigmas": true}),
+        "exponential" => json!({"use_exponential_sigmas": true}),
+        "leading" => json!({"timestep_spacing": "leading", "steps_offset": 1}),
+        other => json!({"timestep_spacing": other}),
+    };
+    Case { sampler, params: params.to_vec(), steps, schedule, reference, kwargs, grid, prediction: Prediction::Epsilon }
+}
+
+impl Case {
+    fn id(&self) -> String {
+        let p: Vec<String> = self.params.iter().map(|(k, v)| format!("{k}{v}")).collect();
+        format!("{}_{}_{}_{}_{:?}", self.sampler, self.steps, self.schedule, p.join("_"), self.prediction)
+    }
+}
+
+/// k-diffusion calls the model at `sigma_to_t(σ)`, the log-σ̃ interpolation; on diffusers'
+/// linspace grid bench (like diffusers) calls it at the fractional linspace label, which
+/// differs by up to 1e-3, so the k-diffusion cases use grids whose labels agree (Karras,
+/// exponential, leading, trailing) and linspace is checked against diffusers.
+fn cases() -> Vec<Case> {
+    let mut v = vec![
+        case("dpmpp_2s_ancestral", &[], 10, "linear", "sample_dpmpp_2s_ancestral", json!({})),
+        case("dpmpp_2s_ancestral", &[("skip", "trailing")], 10, "cosine", "sample_dpmpp_2s_ancestral", json!({})),
+        case("dpmpp_2s_ancestral", &[("eta", "0")], 8, "linear", "sample_dpmpp_2s_ancestral", json!({"eta": 0.0})),
+        case("dpmpp_2s_ancestral", &[("eta", "0.5"), ("s_noise", "1.1")], 9, "cosine", "sample_dpmpp_2s_ancestral", json!({"eta": 0.5, "s_noise": 1.1})),
+        case("dpmpp_sde", &[], 10, "linear", "sample_dpmpp_sde", json!({})),
+        case("dpmpp_sde", &[("skip", "exponential"), ("r", "0.3")], 11, "cosine", "sample_dpmpp_sde", json!({"r": 0.3})),
+        case("dpmpp_sde", &[("eta", "0")], 7, "linear", "sample_dpmpp_sde", json!({"eta": 0.0})),
+        case("dpmpp_2m_sde", &[], 10, "linear", "sample_dpmpp_2m_sde", json!({})),
+        case("dpmpp_2m_sde", &[("solver_type", "heun")], 12, "cosine", "sample_dpmpp_2m_sde", json!({"solver_type": "heun"})),
+        case("dpmpp_2m_sde", &[("skip", "trailing"), ("eta", "0.7")], 10, "cosine", "sample_dpmpp_2m_sde", json!({"eta": 0.7})),
+        case("dpmpp_2m_sde", &[("eta", "0")], 15, "linear", "sample_dpmpp_2m_sde", json!({"eta": 0.0})),
+        case("dpmpp_3m_sde", &[], 10, "linear", "sample_dpmpp_3m_sde", json!({})),
+        case("dpmpp_3m_sde", &[("skip", "leading"), ("steps_offset", "1"), ("s_noise", "0.9")], 14, "cosine", "sample_dpmpp_3m_sde", json!({"s_noise": 0.9})),
+        case("dpmpp_3m_sde", &[("eta", "0")], 9, "linear", "sample_dpmpp_3m_sde", json!({"eta": 0.0})),
+        // diffusers' DPMSolverSDEScheduler is k-diffusion's DPM++ SDE with r = 1/2, η = 1.
+        case("dpmpp_sde", &[("skip", "linspace")], 10, "linear", "DPMSolverSDEScheduler", json!({})),
+        case("dpmpp_sde", &[], 12, "cosine", "DPMSolverSDEScheduler", json!({})),
+        case("dpmpp_sde", &[("skip", "leading"), ("steps_offset", "1")], 8, "linear", "DPMSolverSDEScheduler", json!({})),
+    ];
+    let mut vpred = case("dpmpp_2m_sde", &[], 10, "cosine", "sample_dpmpp_2m_sde", json!({}));
+    vpred.prediction = Prediction::VPrediction;
+    v.push(vpred);
+    let mut vsde = case("dpmpp_sde", &[], 9, "linear", "DPMSolverSDEScheduler", json!({}));
+    vsde.prediction = Prediction::VPrediction;
+    v.push(vsde);
+    v
+}
+
+/// Two standard-normal draws per step: `dpmpp_sde` uses keys 2i and 2i+1, the others key i.
+fn noise_for(c: &Case) -> Vec<Tensor> {
+    seed_torch(300 + c.steps as i64);
+    (0..2 * c.steps).map(|_| Tensor::randn([BATCH, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts())).collect()
+}
+
+/// The draws the reference consumes, in its order: bench's sampler records the keys it asks for.
+struct Recording<'a> {
+    draws: &'a [Tensor],
+    keys: Vec<usize>,
+}
+impl samplerbench::sampling::NoiseSource for Recording<'_> {
+    fn noise(&mut self, step: usize, _like: &Tensor) -> Tensor {
+        self.keys.push(step);
+        self.draws[step].shallow_clone()
+    }
+}
+
+#[test]
+fn parity_with_k_diffusion_and_diffusers_sde() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mean, std) = gaussian_data();
+    seed_torch(12);
+    let z = Tensor::randn([BATCH, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
+    write_npy(d.join("mean.npy"), &to_array(&mean)).unwrap();
+    write_npy(d.join("std.npy"), &to_array(&std)).unwrap();
+    write_npy(d.join("z.npy"), &to_array(&z)).unwrap();
+    for s in ["linear", "cosine"] {
+        write_npy(d.join(format!("betas_{s}.npy")), &ndarray::Array1::from(schedule(s).betas)).unwrap();
+    }
+    let cases = cases();
+    let mut ours = Vec::new();
+    let mut json_cases = Vec::new();
+    for c in &cases {
+        let sch = schedule(c.schedule);
+        let oracle = GaussianOracle::new(sch.clone(), mean.shallow_clone(), std.shallow_clone()).with_output(c.prediction);
+        let sampler = build_from_text(c.sampler, &c.params, c.steps, &sch).unwrap();
+        let counted = Counted::new(&oracle, c.prediction).with_trace();
+        let draws = noise_for(c);
+        let mut rec = Recording { draws: &draws, keys: Vec::new() };
+        let x = sampler.sample(&counted, z.shallow_clone(), &mut rec).unwrap();
+        // Keys are distinct and increasing: the reference pops draws in this order.
+        assert!(rec.keys.windows(2).all(|w| w[0] < w[1]), "{}: {:?}", c.id(), rec.keys);
+        let used: Vec<Tensor> = rec.keys.iter().map(|&k| draws[k].shallow_clone()).collect();
+        let noise = if used.is_empty() {
+            serde_json::Value::Null
+        } else {
+            let name = format!("noise_{}.npy", c.id());
+            write_npy(d.join(&name), &to_array(&Tensor::stack(&used, 0))).unwrap();
+            serde_json::Value::String(name)
+        };
+        let labels: Vec<f64> = counted.take_trace().into_iter().map(|(t, _, _)| t).collect();
+        assert_eq!(counted.nfe(), sampler.nfe(), "{}", c.id());
+        assert_eq!(labels, sampler.labels(), "{}", c.id());
+        let prediction = if c.prediction == Prediction::VPrediction { "v_prediction" } else { "epsilon" };
+        json_cases.push(json!({"id": c.id(), "fn": c.reference, "kwargs": c.kwargs, "grid": c.grid, "steps": c.steps,
+            "schedule": c.schedule, "noise": noise, "prediction": prediction}));
+        ours.push((x, labels, rec.keys.len()));
+    }
+    std::fs::write(d.join("cases.json"), serde_json::to_string(&json_cases).unwrap()).unwrap();
+    let want_labels: serde_json::Value = serde_json::from_str(run_python(REF_PY, &[d.to_str().unwrap()]).trim()).unwrap();
+    let mut report = String::new();
+    for (c, (x, labels, draws)) in cases.iter().zip(ours) {
+        let want: Vec<f64> = want_labels[c.id()].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(labels.len(), want.len(), "{}: NFE ours {} vs reference {}", c.id(), labels.len(), want.len());
+        let dl = labels.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(dl <= 1e-4, "{}: labels differ by {dl}\n ours {labels:?}\n ref  {want:?}", c.id());
+        let reference: ArrayD<f64> = read_npy(d.join(format!("out_{}.npy", c.id()))).unwrap();
+        let err = rel_err(&x, &from_array(&reference));
+        report.push_str(&format!("{:<60} {:<26} nfe {:>2} draws {:>2} rel_l2 {err:.2e} label_diff {dl:.1e}\n", c.id(), c.reference, labels.len(), draws));
+        assert!(err <= 1e-5, "{}: rel L2 {err:.3e} vs {}", c.id(), c.reference);
+    }
+    eprintln!("{report}");
+}
