@@ -6,12 +6,15 @@ use crate::samplers_b::{f64_opts, from_array, gaussian_data, schedule, to_array,
 use ndarray::ArrayD;
 use ndarray_npy::{read_npy, write_npy};
 use samplerbench::models::oracle::GaussianOracle;
-use samplerbench::models::Prediction;
+use samplerbench::models::unet::load_diffusers;
+use samplerbench::models::{Denoiser, Prediction};
 use samplerbench::sampling::{build_from_text, Counted};
 use serde_json::json;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 const REF_PY: &str = include_str!("py/k_diffusion_ref.py");
+/// The random-weight UNet's sample shape (with batch), as in tests/it/prediction.rs.
+const UNET_SHAPE: [i64; 4] = [2, 3, 8, 8];
 
 struct Case {
     sampler: &'static str,
@@ -24,6 +27,8 @@ struct Case {
     /// diffusers EulerDiscreteScheduler options that lay out the same σ grid.
     grid: serde_json::Value,
     prediction: Prediction,
+    /// The random-weight UNet instead of the Gaussian oracle.
+    unet: bool,
 }
 
 fn case(sampler: &'static str, params: &[(&'static str, &'static str)], steps: usize, schedule: &'static str, reference: &'static str, kwargs: serde_json::Value) -> Case {
@@ -34,13 +39,14 @@ fn case(sampler: &'static str, params: &[(&'static str, &'static str)], steps: u
         "leading" => json!({"timestep_spacing": "leading", "steps_offset": 1}),
         other => json!({"timestep_spacing": other}),
     };
-    Case { sampler, params: params.to_vec(), steps, schedule, reference, kwargs, grid, prediction: Prediction::Epsilon }
+    Case { sampler, params: params.to_vec(), steps, schedule, reference, kwargs, grid, prediction: Prediction::Epsilon, unet: false }
 }
 
 impl Case {
     fn id(&self) -> String {
         let p: Vec<String> = self.params.iter().map(|(k, v)| format!("{k}{v}")).collect();
-        format!("{}_{}_{}_{}_{:?}", self.sampler, self.steps, self.schedule, p.join("_"), self.prediction)
+        let model = if self.unet { "unet" } else { "oracle" };
+        format!("{}_{}_{}_{}_{:?}_{model}", self.sampler, self.steps, self.schedule, p.join("_"), self.prediction)
     }
 }
 
@@ -75,16 +81,29 @@ fn cases() -> Vec<Case> {
     let mut vsde = case("dpmpp_sde", &[], 9, "linear", "DPMSolverSDEScheduler", json!({}));
     vsde.prediction = Prediction::VPrediction;
     v.push(vsde);
+    // The same samplers on a random-weight UNet (float64 on both sides).
+    for (sampler, reference) in [
+        ("dpmpp_2s_ancestral", "sample_dpmpp_2s_ancestral"),
+        ("dpmpp_sde", "sample_dpmpp_sde"),
+        ("dpmpp_2m_sde", "sample_dpmpp_2m_sde"),
+        ("dpmpp_3m_sde", "sample_dpmpp_3m_sde"),
+        ("dpmpp_sde", "DPMSolverSDEScheduler"),
+    ] {
+        let mut c = case(sampler, &[], 6, "linear", reference, json!({}));
+        c.unet = true;
+        v.push(c);
+    }
     v
 }
 
 /// Two standard-normal draws per step: `dpmpp_sde` uses keys 2i and 2i+1, the others key i.
 fn noise_for(c: &Case) -> Vec<Tensor> {
     seed_torch(300 + c.steps as i64);
-    (0..2 * c.steps).map(|_| Tensor::randn([BATCH, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts())).collect()
+    let shape = if c.unet { UNET_SHAPE } else { [BATCH, SHAPE[0], SHAPE[1], SHAPE[2]] };
+    (0..2 * c.steps).map(|_| Tensor::randn(shape, f64_opts())).collect()
 }
 
-/// The draws the reference consumes, in its order: bench's sampler records the keys it asks for.
+/// Bench's draws by key, recording the keys it asks for.
 struct Recording<'a> {
     draws: &'a [Tensor],
     keys: Vec<usize>,
@@ -103,53 +122,57 @@ fn parity_with_k_diffusion_and_diffusers_sde() {
     let (mean, std) = gaussian_data();
     seed_torch(12);
     let z = Tensor::randn([BATCH, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
+    let z_unet = Tensor::randn(UNET_SHAPE, f64_opts());
     write_npy(d.join("mean.npy"), &to_array(&mean)).unwrap();
     write_npy(d.join("std.npy"), &to_array(&std)).unwrap();
-    write_npy(d.join("z.npy"), &to_array(&z)).unwrap();
+    write_npy(d.join("z_oracle.npy"), &to_array(&z)).unwrap();
+    write_npy(d.join("z_unet.npy"), &to_array(&z_unet)).unwrap();
     for s in ["linear", "cosine"] {
         write_npy(d.join(format!("betas_{s}.npy")), &ndarray::Array1::from(schedule(s).betas)).unwrap();
     }
     let cases = cases();
-    let mut ours = Vec::new();
-    let mut json_cases = Vec::new();
+    let json_cases: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|c| {
+            let name = format!("noise_{}.npy", c.id());
+            write_npy(d.join(&name), &to_array(&Tensor::stack(&noise_for(c), 0))).unwrap();
+            let prediction = if c.prediction == Prediction::VPrediction { "v_prediction" } else { "epsilon" };
+            let model = if c.unet { "unet" } else { "oracle" };
+            json!({"id": c.id(), "fn": c.reference, "kwargs": c.kwargs, "grid": c.grid, "steps": c.steps,
+                "schedule": c.schedule, "noise": name, "prediction": prediction, "model": model})
+        })
+        .collect();
+    std::fs::write(d.join("cases.json"), serde_json::to_string(&json_cases).unwrap()).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(run_python(REF_PY, &[d.to_str().unwrap()]).trim()).unwrap();
+    let unet = load_diffusers(&d.join("unet"), Device::Cpu, Kind::Double).unwrap();
+    let mut report = String::new();
     for c in &cases {
         let sch = schedule(c.schedule);
         let oracle = GaussianOracle::new(sch.clone(), mean.shallow_clone(), std.shallow_clone()).with_output(c.prediction);
+        let model: &dyn Denoiser = if c.unet { &unet } else { &oracle };
         let sampler = build_from_text(c.sampler, &c.params, c.steps, &sch).unwrap();
-        let counted = Counted::new(&oracle, c.prediction).with_trace();
+        let counted = Counted::new(model, c.prediction).with_trace();
         let draws = noise_for(c);
         let mut rec = Recording { draws: &draws, keys: Vec::new() };
-        let x = sampler.sample(&counted, z.shallow_clone(), &mut rec).unwrap();
-        // Keys are distinct and increasing: the reference pops draws in this order.
-        assert!(rec.keys.windows(2).all(|w| w[0] < w[1]), "{}: {:?}", c.id(), rec.keys);
-        let used: Vec<Tensor> = rec.keys.iter().map(|&k| draws[k].shallow_clone()).collect();
-        let noise = if used.is_empty() {
-            serde_json::Value::Null
-        } else {
-            let name = format!("noise_{}.npy", c.id());
-            write_npy(d.join(&name), &to_array(&Tensor::stack(&used, 0))).unwrap();
-            serde_json::Value::String(name)
-        };
+        let x = sampler.sample(&counted, if c.unet { z_unet.shallow_clone() } else { z.shallow_clone() }, &mut rec).unwrap();
         let labels: Vec<f64> = counted.take_trace().into_iter().map(|(t, _, _)| t).collect();
         assert_eq!(counted.nfe(), sampler.nfe(), "{}", c.id());
         assert_eq!(labels, sampler.labels(), "{}", c.id());
-        let prediction = if c.prediction == Prediction::VPrediction { "v_prediction" } else { "epsilon" };
-        json_cases.push(json!({"id": c.id(), "fn": c.reference, "kwargs": c.kwargs, "grid": c.grid, "steps": c.steps,
-            "schedule": c.schedule, "noise": noise, "prediction": prediction}));
-        ours.push((x, labels, rec.keys.len()));
-    }
-    std::fs::write(d.join("cases.json"), serde_json::to_string(&json_cases).unwrap()).unwrap();
-    let want_labels: serde_json::Value = serde_json::from_str(run_python(REF_PY, &[d.to_str().unwrap()]).trim()).unwrap();
-    let mut report = String::new();
-    for (c, (x, labels, draws)) in cases.iter().zip(ours) {
-        let want: Vec<f64> = want_labels[c.id()].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        assert_eq!(labels.len(), want.len(), "{}: NFE ours {} vs reference {}", c.id(), labels.len(), want.len());
+        // The reference pops the draws in order: bench must ask for keys 0, 1, 2, … and, unless
+        // η = 0 (the reference draws and multiplies by 0; bench does not draw), as many.
+        let id = c.id();
+        let r = &reference[&id];
+        let pops = r["draws"].as_u64().unwrap() as usize;
+        assert_eq!(rec.keys, (0..rec.keys.len()).collect::<Vec<_>>(), "{id}");
+        assert!(rec.keys.len() == pops || rec.keys.is_empty(), "{id}: bench drew {} noises, the reference {pops}", rec.keys.len());
+        let want: Vec<f64> = r["labels"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(labels.len(), want.len(), "{id}: NFE ours {} vs reference {}", labels.len(), want.len());
         let dl = labels.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        assert!(dl <= 1e-4, "{}: labels differ by {dl}\n ours {labels:?}\n ref  {want:?}", c.id());
-        let reference: ArrayD<f64> = read_npy(d.join(format!("out_{}.npy", c.id()))).unwrap();
-        let err = rel_err(&x, &from_array(&reference));
-        report.push_str(&format!("{:<60} {:<26} nfe {:>2} draws {:>2} rel_l2 {err:.2e} label_diff {dl:.1e}\n", c.id(), c.reference, labels.len(), draws));
-        assert!(err <= 1e-5, "{}: rel L2 {err:.3e} vs {}", c.id(), c.reference);
+        assert!(dl <= 1e-4, "{id}: labels differ by {dl}\n ours {labels:?}\n ref  {want:?}");
+        let out: ArrayD<f64> = read_npy(d.join(format!("out_{id}.npy"))).unwrap();
+        let err = rel_err(&x, &from_array(&out));
+        report.push_str(&format!("{id:<66} {:<26} nfe {:>2} draws {:>2} rel_l2 {err:.2e} label_diff {dl:.1e}\n", c.reference, labels.len(), pops));
+        assert!(err <= 1e-5, "{id}: rel L2 {err:.3e} vs {}", c.reference);
     }
     eprintln!("{report}");
 }

@@ -2,8 +2,8 @@
 # DPMSolverSDEScheduler) on the Gaussian oracle through k-diffusion's discrete-DDPM wrappers,
 # on the σ grid diffusers' EulerDiscreteScheduler lays out for the same options, with the SDE
 # noise injected through `noise_sampler` (the arrays bench's sampler receives, in draw order).
-# argv: DIR (cases.json, betas_*.npy, mean.npy, std.npy, z.npy, noise_*.npy) → out_*.npy,
-# stdout: {case id: model-call labels}.
+# argv: DIR (cases.json, betas_*.npy, mean.npy, std.npy, z_*.npy, noise_*.npy) → unet/, out_*.npy;
+# stdout: {case id: {labels: model-call labels, draws: noise draws taken}}.
 import json, sys
 import numpy as np
 import torch
@@ -14,7 +14,27 @@ d = sys.argv[1]
 cases = json.load(open(f"{d}/cases.json"))
 mean = torch.from_numpy(np.load(f"{d}/mean.npy"))
 std = torch.from_numpy(np.load(f"{d}/std.npy"))
-z = torch.from_numpy(np.load(f"{d}/z.npy"))
+zs = {m: torch.from_numpy(np.load(f"{d}/z_{m}.npy")) for m in ("oracle", "unet")}
+
+# The random-weight UNet of tests/it/prediction.rs, saved for bench to load.
+torch.manual_seed(0)
+unet = diffusers.UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
+                             block_out_channels=(32, 32), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                             up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_eps=1e-6,
+                             downsample_padding=0, flip_sin_to_cos=False, freq_shift=1).eval()
+unet.save_pretrained(f"{d}/unet")
+unet = unet.double()
+
+
+class Unet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.labels = []
+
+    def forward(self, x, t):
+        self.labels.extend(float(v) for v in t)
+        with torch.no_grad():
+            return unet(x, t).sample
 
 
 class Oracle(torch.nn.Module):
@@ -55,14 +75,15 @@ for c in cases:
     betas = torch.from_numpy(np.load(f"{d}/betas_{c['schedule']}.npy"))
     ab = torch.cumprod(1 - betas, 0)
     v = c["prediction"] == "v_prediction"
-    inner = Oracle(ab, v)
+    inner = Unet() if c["model"] == "unet" else Oracle(ab, v)
+    z = zs[c["model"]]
     wrapper = (external.DiscreteVDDPMDenoiser if v else external.DiscreteEpsDDPMDenoiser)(inner, ab, quantize=False)
     grid = float64_schedule(diffusers.EulerDiscreteScheduler(num_train_timesteps=1000, **c["grid"]), ab)
     grid.set_timesteps(c["steps"])
     sigmas = grid.sigmas.double()
-    queue = list(torch.from_numpy(np.load(f"{d}/{c['noise']}"))) if c["noise"] else []
-    # η = 0: the reference still draws, scaled by 0; bench draws nothing.
-    noise_sampler = lambda s, sn: queue.pop(0) if queue else torch.zeros_like(z)
+    queue = list(torch.from_numpy(np.load(f"{d}/{c['noise']}")))
+    pops = len(queue)
+    noise_sampler = lambda s, sn: queue.pop(0)
     x = z * float(grid.init_noise_sigma)
     if c["fn"] == "DPMSolverSDEScheduler":
         s = float64_schedule(diffusers.DPMSolverSDEScheduler(num_train_timesteps=1000, prediction_type=c["prediction"], **c["grid"]), ab)
@@ -77,8 +98,7 @@ for c in cases:
     else:
         fn = getattr(sampling, c["fn"])
         x = fn(wrapper, x, sigmas, disable=True, noise_sampler=noise_sampler, **c["kwargs"])
-    assert not queue, f"{c['id']}: {len(queue)} noise draws unused"
     np.save(f"{d}/out_{c['id']}.npy", x.numpy())
-    # One label per model call (the oracle sees the batch; keep the first sample's).
-    out_labels[c["id"]] = inner.labels[:: x.shape[0]]
+    # One label per model call (the model sees the batch; keep the first sample's).
+    out_labels[c["id"]] = {"labels": inner.labels[:: x.shape[0]], "draws": pops - len(queue)}
 print(json.dumps(out_labels))
