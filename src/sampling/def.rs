@@ -3,7 +3,7 @@
 //! reference and constructor. Spec validation and default filling ([`SamplerDef::resolve`]),
 //! `bench samplers`, the README's sampler table and the results columns all read these; nothing
 //! else describes a sampler's parameters.
-use super::{consistency, ddim, deis, dpm_solver, dpmpp, edm, flow, karras, pndm, unipc, Sampler, Schedule};
+use super::{consistency, ddim, deis, dpm_solver, dpmpp, edm, flow, ipndm, karras, pndm, unipc, Sampler, Schedule};
 use crate::models::{NoiseSpace, Prediction};
 use crate::spec::{suggest, ParamValue};
 use crate::timesteps::Skip;
@@ -137,6 +137,8 @@ pub static DEFINITIONS: &[&SamplerDef] = &[
     &dpmpp::DPMPP_3M_SDE,
     &edm::EDM_HEUN,
     &edm::EDM_EULER,
+    &ipndm::IPNDM,
+    &ipndm::IPNDM_V,
     &consistency::CONSISTENCY,
     &flow::FLOW_EULER,
 ];

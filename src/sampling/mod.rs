@@ -12,6 +12,7 @@ pub mod edm;
 pub mod dpm_solver;
 pub mod exact;
 pub mod flow;
+pub mod ipndm;
 pub mod karras;
 pub mod multistep;
 pub mod pndm;

@@ -35,8 +35,12 @@ impl History {
     }
     /// Σ_j w_j · item_{n−j} with the Adams–Bashforth weights of `order` (1..=4, at most len()).
     pub fn adams_bashforth(&self, order: usize) -> Tensor {
-        assert!((1..=4).contains(&order) && order <= self.items.len(), "AB order {order} with {} entries", self.items.len());
-        let w = ADAMS_BASHFORTH[order - 1];
+        assert!((1..=4).contains(&order), "AB order {order}");
+        self.weighted(ADAMS_BASHFORTH[order - 1])
+    }
+    /// Σ_j w_j · item_{n−j}, weights newest first (at most len() of them).
+    pub fn weighted(&self, w: &[f64]) -> Tensor {
+        assert!(!w.is_empty() && w.len() <= self.items.len(), "{} weights for {} entries", w.len(), self.items.len());
         let mut acc = &self.items[self.items.len() - 1] * w[0];
         for (j, &wj) in w.iter().enumerate().skip(1) {
             acc += &self.items[self.items.len() - 1 - j] * wj;

@@ -386,7 +386,7 @@ fn bench_sample_and_run_drive_an_edm_pickle() {
     let o = bench(&["run", spec.to_str().unwrap(), "--dry-run"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("samplers[0].name: `ddim` runs on discrete-VP models; this model is in σ space (x = x0 + σ·ε): use edm_heun, edm_euler, consistency"),
+        stderr(&o).contains("samplers[0].name: `ddim` runs on discrete-VP models; this model is in σ space (x = x0 + σ·ε): use edm_heun, edm_euler, ipndm, ipndm_v, consistency"),
         "{}",
         stderr(&o)
     );

@@ -24,3 +24,4 @@ mod output_files;
 mod timeseries;
 mod diffusers_config;
 mod k_diffusion;
+mod ipndm;
