@@ -49,6 +49,9 @@ pub enum Skip {
     /// diffusers `FlowMatchEulerDiscreteScheduler`: t uniform from 1 to 1/T (in timesteps t·T),
     /// then shifted (rectified-flow models).
     Flow,
+    /// diffusers `LCMScheduler` / `TCDScheduler`: S labels at evenly spaced indices of the
+    /// consistency-distillation grid (the sampler's `original_inference_steps`).
+    Lcm,
 }
 
 impl std::fmt::Display for Skip {
@@ -58,7 +61,7 @@ impl std::fmt::Display for Skip {
 }
 
 impl Skip {
-    pub const ALL: [Skip; 18] = [
+    pub const ALL: [Skip; 19] = [
         Skip::Uniform,
         Skip::Quadratic,
         Skip::Leading,
@@ -77,6 +80,7 @@ impl Skip {
         Skip::Edm,
         Skip::Consistency,
         Skip::Flow,
+        Skip::Lcm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -99,6 +103,7 @@ impl Skip {
             Skip::Edm => "edm",
             Skip::Consistency => "consistency",
             Skip::Flow => "flow",
+            Skip::Lcm => "lcm",
         }
     }
 
@@ -190,7 +195,8 @@ pub fn discrete_labels(skip: Skip, steps: usize, train_steps: usize, steps_offse
         | Skip::Lu
         | Skip::Edm
         | Skip::Consistency
-        | Skip::Flow => {
+        | Skip::Flow
+        | Skip::Lcm => {
             return Err(BenchError::user(format!(
                 "skip: {:?} applies to the continuous-time solvers (dpm_solver, unipc, karras family); \
                  discrete samplers take uniform, quadratic, leading, trailing, linspace, ddim_stride, sections or diffusion_ts",

@@ -3,7 +3,7 @@
 //! reference and constructor. Spec validation and default filling ([`SamplerDef::resolve`]),
 //! `bench samplers`, the README's sampler table and the results columns all read these; nothing
 //! else describes a sampler's parameters.
-use super::{consistency, ddim, deis, dpm_solver, dpmpp, edm, flow, ipndm, karras, pndm, unipc, Sampler, Schedule};
+use super::{consistency, ddim, deis, dpm_solver, dpmpp, edm, flow, ipndm, karras, lcm, pndm, unipc, Sampler, Schedule};
 use crate::models::{NoiseSpace, Prediction};
 use crate::spec::{suggest, ParamValue};
 use crate::timesteps::Skip;
@@ -107,9 +107,9 @@ pub const DISCRETE_SKIPS: &[Skip] = &[Skip::Uniform, Skip::Quadratic, Skip::Lead
 pub const RESPACED_SKIPS: &[Skip] = &Skip::DISCRETE;
 
 /// The samplers whose diffusers scheduler takes `rescale_betas_zero_snr` (DDIM, DDPM, Euler,
-/// Euler ancestral, DPMSolverMultistep, UniPC); the σ-grid ones among them read the schedule
+/// Euler ancestral, DPMSolverMultistep, UniPC, LCM, TCD); the σ-grid ones among them read the schedule
 /// through [`crate::schedule::NoiseSchedule::finite_terminal_sigma`] as diffusers does.
-pub const ZERO_SNR_SAMPLERS: &[&str] = &["ddim", "ddpm", "ddpm_large", "euler", "euler_ancestral", "dpm_solver", "dpm_solver++", "unipc"];
+pub const ZERO_SNR_SAMPLERS: &[&str] = &["ddim", "ddpm", "ddpm_large", "euler", "euler_ancestral", "dpm_solver", "dpm_solver++", "unipc", "lcm", "tcd"];
 
 /// Every sampler, in the order `bench samplers` lists them.
 pub static DEFINITIONS: &[&SamplerDef] = &[
@@ -135,6 +135,8 @@ pub static DEFINITIONS: &[&SamplerDef] = &[
     &dpmpp::DPMPP_SDE,
     &dpmpp::DPMPP_2M_SDE,
     &dpmpp::DPMPP_3M_SDE,
+    &lcm::LCM,
+    &lcm::TCD,
     &edm::EDM_HEUN,
     &edm::EDM_EULER,
     &ipndm::IPNDM,

@@ -30,6 +30,8 @@ struct Class {
     implied: &'static [(&'static str, &'static str)],
     /// The class's keys that pick another sampler or parameter (README).
     choose: &'static str,
+    /// Keys the class stores but never reads when sampling (any value is accepted).
+    ignored: &'static [&'static str],
     defaults: fn() -> Value,
 }
 
@@ -37,12 +39,17 @@ struct Class {
 pub const MODEL_KEYS: &[&str] =
     &["num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "rescale_betas_zero_snr", "prediction_type"];
 
+/// LCMScheduler and TCDScheduler lay out their own labels and end at the last label's x̂0: they
+/// store these keys but never read them (and TCD its clipping keys and `timestep_scaling`).
+const LCM_IGNORED: &[&str] = &["timestep_spacing", "timestep_scaling", "steps_offset", "set_alpha_to_one", "clip_sample", "clip_sample_range", "thresholding", "dynamic_thresholding_ratio", "sample_max_value"];
+
 const CLASSES: &[Class] = &[
     Class {
         name: "DDIMScheduler",
         sampler: "ddim",
         implied: &[("prev", "stride")],
         choose: "",
+        ignored: &[],
         defaults: || json!({"clip_sample": true, "set_alpha_to_one": true, "steps_offset": 0, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "clip_sample_range": 1.0, "sample_max_value": 1.0, "timestep_spacing": "leading"}),
     },
     Class {
@@ -50,6 +57,7 @@ const CLASSES: &[Class] = &[
         sampler: "ddpm",
         implied: &[],
         choose: "",
+        ignored: &[],
         defaults: || json!({"variance_type": "fixed_small", "clip_sample": true, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "clip_sample_range": 1.0, "sample_max_value": 1.0, "timestep_spacing": "leading", "steps_offset": 0}),
     },
     Class {
@@ -57,6 +65,7 @@ const CLASSES: &[Class] = &[
         sampler: "plms",
         implied: &[("alpha_index", "diffusers")],
         choose: "`skip_prk_steps: false` (the default) → `f-pndm`",
+        ignored: &[],
         defaults: || json!({"skip_prk_steps": false, "set_alpha_to_one": false, "timestep_spacing": "leading", "steps_offset": 0}),
     },
     Class {
@@ -64,6 +73,7 @@ const CLASSES: &[Class] = &[
         sampler: "euler",
         implied: &[],
         choose: "",
+        ignored: &[],
         defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}),
     },
     Class {
@@ -71,15 +81,17 @@ const CLASSES: &[Class] = &[
         sampler: "euler_ancestral",
         implied: &[],
         choose: "",
+        ignored: &[],
         defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0}),
     },
-    Class { name: "HeunDiscreteScheduler", sampler: "heun", implied: &[], choose: "", defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
-    Class { name: "KDPM2DiscreteScheduler", sampler: "kdpm2", implied: &[], choose: "", defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
+    Class { name: "HeunDiscreteScheduler", sampler: "heun", implied: &[], choose: "", ignored: &[], defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
+    Class { name: "KDPM2DiscreteScheduler", sampler: "kdpm2", implied: &[], choose: "", ignored: &[], defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
     Class {
         name: "KDPM2AncestralDiscreteScheduler",
         sampler: "kdpm2_ancestral",
         implied: &[],
         choose: "",
+        ignored: &[],
         defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}),
     },
     Class {
@@ -87,14 +99,25 @@ const CLASSES: &[Class] = &[
         sampler: "dpmpp_sde",
         implied: &[],
         choose: "",
+        ignored: &[],
         defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}),
     },
-    Class { name: "LMSDiscreteScheduler", sampler: "lms", implied: &[], choose: "", defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
+    Class {
+        name: "LCMScheduler",
+        sampler: "lcm",
+        implied: &[],
+        choose: "",
+        ignored: LCM_IGNORED,
+        defaults: || json!({"original_inference_steps": 50, "timestep_scaling": 10.0, "clip_sample": false, "clip_sample_range": 1.0, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0}),
+    },
+    Class { name: "TCDScheduler", sampler: "tcd", implied: &[], choose: "", ignored: LCM_IGNORED, defaults: || json!({"original_inference_steps": 50}) },
+    Class { name: "LMSDiscreteScheduler", sampler: "lms", implied: &[], choose: "", ignored: &[], defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
     Class {
         name: "DPMSolverMultistepScheduler",
         sampler: "dpm_solver++",
         implied: &[("method", "multistep")],
         choose: "`algorithm_type`: `dpmsolver` → `dpm_solver`; `sde-dpmsolver++`, `sde-dpmsolver` → `sde: true`",
+        ignored: &[],
         defaults: || json!({"solver_order": 2, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0, "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": true, "euler_at_final": false, "use_karras_sigmas": false, "final_sigmas_type": "zero", "timestep_spacing": "linspace", "steps_offset": 0}),
     },
     Class {
@@ -102,6 +125,7 @@ const CLASSES: &[Class] = &[
         sampler: "dpm_solver++",
         implied: &[("method", "singlestep")],
         choose: "`algorithm_type` as above",
+        ignored: &[],
         defaults: || json!({"solver_order": 2, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0, "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": false, "use_karras_sigmas": false, "final_sigmas_type": "zero", "timestep_spacing": "linspace", "steps_offset": 0}),
     },
     Class {
@@ -109,6 +133,7 @@ const CLASSES: &[Class] = &[
         sampler: "unipc",
         implied: &[],
         choose: "`predict_x0` → `predict: data` / `noise`",
+        ignored: &[],
         defaults: || json!({"solver_order": 2, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0, "predict_x0": true, "solver_type": "bh2", "lower_order_final": true, "use_karras_sigmas": false, "timestep_spacing": "linspace", "steps_offset": 0, "final_sigmas_type": "zero"}),
     },
     Class {
@@ -116,6 +141,7 @@ const CLASSES: &[Class] = &[
         sampler: "deis",
         implied: &[],
         choose: "`algorithm_type: deis`, `solver_type: logrho` only",
+        ignored: &[],
         defaults: || json!({"solver_order": 2, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0, "algorithm_type": "deis", "solver_type": "logrho", "lower_order_final": true, "use_karras_sigmas": false, "timestep_spacing": "linspace", "steps_offset": 0}),
     },
 ];
@@ -174,7 +200,9 @@ pub fn render_markdown() -> String {
     let mut out = String::from("| `_class_name` | bench sampler | set by the class | keys that choose |\n|---|---|---|---|\n");
     for c in CLASSES {
         let implied: Vec<String> = c.implied.iter().map(|(k, v)| format!("`{k}: {v}`")).collect();
-        out += &format!("| {} | `{}` | {} | {} |\n", c.name, c.sampler, implied.join(", "), c.choose);
+        let ignored: Vec<String> = c.ignored.iter().map(|k| format!("`{k}`")).collect();
+        let choose = if ignored.is_empty() { c.choose.to_string() } else { format!("{}stored but unused: {}", c.choose, ignored.join(", ")) };
+        out += &format!("| {} | `{}` | {} | {choose} |\n", c.name, c.sampler, implied.join(", "));
     }
     let inert: Vec<String> = INERT.iter().map(|(k, v)| format!("`{k}: {}`", v.trim_matches('"'))).collect();
     out += &format!("\nAccepted only at the value bench does anyway: {}.\n", inert.join(", "));
@@ -244,6 +272,7 @@ pub fn from_json(v: &Value) -> Result<FromConfig, String> {
     for (k, v) in &keys {
         match k.as_str() {
             k if k.starts_with('_') || MODEL_KEYS.contains(&k) => {}
+            k if class.ignored.contains(&k) && def.lookup(k).is_none() => {}
             "algorithm_type" | "skip_prk_steps" => {}
             "timestep_spacing" => {
                 let s = (v.as_str().and_then(|s| Skip::parse(s).ok()))
@@ -287,7 +316,7 @@ pub fn from_json(v: &Value) -> Result<FromConfig, String> {
             },
         }
     }
-    let spacing = spacing.unwrap_or(Skip::Linspace);
+    let spacing = spacing.unwrap_or(def.default_skip);
     let skip = match levels {
         // diffusers takes these grids' ends from the spaced σ's: the full range with linspace.
         Some((flag, _)) if spacing != Skip::Linspace => {
@@ -338,6 +367,6 @@ mod tests {
         assert_eq!(e, "`clip_sample: true` is not honoured: bench's `plms` has no such setting");
         let e = read(r#"{"_class_name": "EulerDiscreteScheduler", "timestep_spacing": "leading", "use_karras_sigmas": true}"#).unwrap_err();
         assert!(e.starts_with("`use_karras_sigmas: true` with `timestep_spacing: leading` is not honoured"), "{e}");
-        assert!(read(r#"{"_class_name": "LCMScheduler"}"#).unwrap_err().starts_with("_class_name \"LCMScheduler\" is not a scheduler bench reads"));
+        assert!(read(r#"{"_class_name": "SASolverScheduler"}"#).unwrap_err().starts_with("_class_name \"SASolverScheduler\" is not a scheduler bench reads"));
     }
 }

@@ -14,6 +14,7 @@ pub mod exact;
 pub mod flow;
 pub mod ipndm;
 pub mod karras;
+pub mod lcm;
 pub mod multistep;
 pub mod pndm;
 pub mod unipc;

@@ -35,6 +35,9 @@ const CASES: &[(&str, &str, &str)] = &[
     ("UniPCMultistepScheduler", "solver_type='bh1'", "{name: unipc, variant: bh1, skip: linspace}"),
     ("DEISMultistepScheduler", "", "{name: deis, skip: linspace}"),
     ("DPMSolverSDEScheduler", "", "{name: dpmpp_sde, skip: linspace}"),
+    ("LCMScheduler", "", "{name: lcm}"),
+    ("LCMScheduler", "original_inference_steps=100, timestep_spacing='trailing', steps_offset=1, clip_sample=True", "{name: lcm, original_inference_steps: 100, clip_sample: true}"),
+    ("TCDScheduler", "clip_sample=True", "{name: tcd}"),
     ("DPMSolverSDEScheduler", "use_karras_sigmas=True", "{name: dpmpp_sde, skip: karras}"),
 ];
 

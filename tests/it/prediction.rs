@@ -78,6 +78,8 @@ fn cases() -> Vec<Case> {
         ("kdpm2", vec![], "KDPM2DiscreteScheduler", json!({}), None, false),
         ("f-pndm", vec![("alpha_index", "diffusers"), ("skip", "leading")], "PNDMScheduler", json!({"skip_prk_steps": false}), None, false),
         ("plms", vec![], "PNDMScheduler", json!({"skip_prk_steps": true}), None, false),
+        ("lcm", vec![], "LCMScheduler", json!({}), None, true),
+        ("tcd", vec![], "TCDScheduler", json!({}), None, true),
     ]
 }
 

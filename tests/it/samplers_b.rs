@@ -267,6 +267,27 @@ fn parity_with_diffusers_zero_snr_and_exp_schedule() {
     ]);
 }
 
+/// Consistency-distilled models' samplers: LCMScheduler (boundary condition, x̂0 clipping,
+/// another distillation grid) and TCDScheduler (γ = diffusers' `step(eta=…)`), ε and v models.
+#[test]
+fn parity_with_diffusers_lcm_and_tcd() {
+    use serde_json::json;
+    let (lcm, tcd) = ("LCMScheduler", "TCDScheduler");
+    check_against_diffusers(vec![
+        case("lcm", &[], 4, "linear", lcm, json!({}), true),
+        case("lcm", &[], 7, "cosine", lcm, json!({}), true),
+        case("lcm", &[("original_inference_steps", "100"), ("timestep_scaling", "5")], 9, "linear", lcm, json!({"original_inference_steps": 100, "timestep_scaling": 5.0}), true),
+        case("lcm", &[("clip_sample", "true"), ("clip_sample_range", "0.8")], 5, "linear", lcm, json!({"clip_sample": true, "clip_sample_range": 0.8}), true),
+        case("lcm", &[], 6, "zsnr", lcm, json!({"prediction_type": "v_prediction", "rescale_betas_zero_snr": true}), true),
+        case("lcm", &[], 1, "linear", lcm, json!({}), true),
+        case("tcd", &[], 4, "linear", tcd, json!({}), true),
+        case("tcd", &[("eta", "0")], 6, "cosine", tcd, json!({"step_kwargs": {"eta": 0.0}}), true),
+        case("tcd", &[("eta", "0.7")], 5, "linear", tcd, json!({"step_kwargs": {"eta": 0.7}}), true),
+        case("tcd", &[("eta", "0.5"), ("original_inference_steps", "40")], 8, "cosine", tcd, json!({"original_inference_steps": 40, "step_kwargs": {"eta": 0.5}}), true),
+        case("tcd", &[], 6, "zsnr", tcd, json!({"prediction_type": "v_prediction", "rescale_betas_zero_snr": true}), true),
+    ]);
+}
+
 /// The `exp`, `sigmoid` and zero-terminal-SNR schedules against diffusers' own (float32) ᾱ:
 /// each of the 1000 float32 factors of the cumulative product rounds by ≤ 2⁻²⁴ relative, so ᾱ
 /// (≤ 1) may differ by up to 1000·2⁻²⁴ ≈ 6e-5 absolute.
@@ -718,7 +739,7 @@ fn samplers_are_dtype_generic() {
         let x32 = sm.sample(&model, z.to_kind(Kind::Float), &mut samplerbench::sampling::GlobalRng).unwrap();
         assert_eq!(x64.kind(), Kind::Double, "{}", info.name);
         assert_eq!(x32.kind(), Kind::Float, "{}", info.name);
-        let stochastic = ["euler_ancestral", "kdpm2_ancestral", "karras_ve", "consistency", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"].contains(&info.name);
+        let stochastic = ["euler_ancestral", "kdpm2_ancestral", "karras_ve", "consistency", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "lcm", "tcd"].contains(&info.name);
         if !stochastic {
             let e = rel_l2(&x32.to_kind(Kind::Double), &x64);
             assert!(e < 1e-4, "{}: f32 vs f64 {e}", info.name);

@@ -10,6 +10,8 @@ from diffusers.schedulers import (
     scheduling_dpmsolver_multistep as m_dm,
     scheduling_euler_ancestral_discrete as m_ea,
     scheduling_k_dpm_2_ancestral_discrete as m_ka,
+    scheduling_lcm as m_lcm,
+    scheduling_tcd as m_tcd,
 )
 
 d = sys.argv[1]
@@ -54,6 +56,8 @@ def fake_randn(shape, *a, **k):
 m_dm.randn_tensor = fake_randn
 m_ea.randn_tensor = fake_randn
 m_ka.randn_tensor = fake_randn
+m_lcm.randn_tensor = fake_randn
+m_tcd.randn_tensor = fake_randn
 
 
 class Float64Numpy:
@@ -92,6 +96,8 @@ for c in cases:
     betas = torch.from_numpy(np.load(f"{d}/betas_{c['schedule']}.npy"))
     cfg = dict(num_train_timesteps=len(betas), beta_schedule=c["beta_schedule"])
     cfg.update(c["config"])
+    # `step_kwargs` are arguments of `step` (TCD's eta), not of the config.
+    step_kwargs = cfg.pop("step_kwargs", {})
     sched = getattr(diffusers, c["cls"])(**cfg)
     # Replace diffusers' float32 schedule by the exact float64 one both sides use.
     sched.betas = betas
@@ -121,7 +127,7 @@ for c in cases:
         xin = sched.scale_model_input(x, t)
         labels.append(float(t))
         out_ = oracle(log_ab, xin, t, c["config"].get("prediction_type", "epsilon"))
-        x = sched.step(out_, t, x).prev_sample
+        x = sched.step(out_, t, x, **step_kwargs).prev_sample
     np.save(f"{d}/out_{c['id']}.npy", x.numpy())
     out[c["id"]] = labels
 print(json.dumps(out))

@@ -12,6 +12,8 @@ from diffusers.schedulers import (
     scheduling_ddpm as m_ddpm,
     scheduling_euler_ancestral_discrete as m_ea,
     scheduling_k_dpm_2_ancestral_discrete as m_ka,
+    scheduling_lcm as m_lcm,
+    scheduling_tcd as m_tcd,
 )
 
 d = sys.argv[1]
@@ -34,7 +36,7 @@ def fake_randn(shape, *a, **k):
     return queue.pop(0)
 
 
-for m in (m_ddpm, m_ea, m_ka):
+for m in (m_ddpm, m_ea, m_ka, m_lcm, m_tcd):
     m.randn_tensor = fake_randn
 
 def keep_float64(cls):
