@@ -9,10 +9,11 @@
 //! **`sample()` takes z ~ N(0, I)** like every sampler, and starts from x = `init_noise_sigma`·z
 //! as diffusers does: σ_max for `timestep_spacing` linspace and trailing, √(σ_max²+1) for
 //! leading. The result at σ = 0 is in data space.
-use super::continuous::{f32r, interp_labels, karras_sigmas, sigma_levels, sigma_to_t, ve_sigmas};
+use super::continuous::{exponential_sigmas, f32r, interp_labels, karras_sigmas, sigma_levels, sigma_to_t, ve_sigmas};
 use super::ddim::STEPS_OFFSET;
 use super::def::{Args, EtaColumn, ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS};
 use super::{Counted, EndPoint, Node, NoiseSource, Sampler, Schedule};
+use crate::models::Prediction;
 use crate::timesteps::Skip;
 use crate::Result;
 use tch::Tensor;
@@ -272,7 +273,25 @@ impl Sampler for KarrasSampler {
         for i in 0..s {
             let (sigma, next) = (sig[i], sig[i + 1]);
             x = match self.family {
-                Family::Euler => euler_step(&x, &eps_at(model, &x, sigma, lab[i])?, sigma, next),
+                Family::Euler => {
+                    let hat = self.sigma_hat(i);
+                    if hat == sigma {
+                        euler_step(&x, &eps_at(model, &x, sigma, lab[i])?, sigma, next)
+                    } else {
+                        // diffusers `EulerDiscreteScheduler.step` with s_churn: noise up to σ̂ after
+                        // the model call at σ, then read that output at σ̂ (Karras et al. 2022
+                        // Alg. 2 evaluates at σ̂ instead; diffusers' per-parameterisation x̂0 kept).
+                        let x_vp = &x / (sigma * sigma + 1.0).sqrt();
+                        let out = model.call(&x_vp, &Node::from_sigma_ve(lab[i], sigma))?;
+                        let x_hat = &x + noise.noise(i, &x) * (self.churn.s_noise * (hat * hat - sigma * sigma).sqrt());
+                        let x0 = match model.prediction() {
+                            Prediction::Epsilon => &x_hat - out.eps() * hat,
+                            Prediction::VPrediction => out.x0() + (&x_hat - &x) / (sigma * sigma + 1.0),
+                            _ => out.x0(),
+                        };
+                        euler_step(&x_hat, &((&x_hat - x0) / hat), hat, next)
+                    }
+                }
                 // Euler ancestral (k-diffusion `sample_euler_ancestral`): Euler to σ_down, then add σ_up noise.
                 Family::EulerAncestral => {
                     let d = eps_at(model, &x, sigma, lab[i])?;
@@ -364,7 +383,7 @@ fn build(family: Family, a: &Args) -> Result<Box<dyn Sampler>> {
     let a = &Args { schedule: &finite, ..*a };
     let karras = a.skip == Skip::Karras;
     let lms_order = if family == Family::Lms { a.usize("order")? } else { 4 };
-    let churn = if family == Family::KarrasVe {
+    let churn = if a.def.param("s_churn").is_some() {
         Churn { s_churn: a.f64("s_churn")?, s_tmin: a.f64("s_tmin")?, s_tmax: a.f64("s_tmax")?, s_noise: a.f64("s_noise")? }
     } else {
         Churn { s_churn: 0.0, s_tmin: 0.0, s_tmax: f64::INFINITY, s_noise: 1.0 }
@@ -378,6 +397,12 @@ fn build(family: Family, a: &Args) -> Result<Box<dyn Sampler>> {
         if let Some(last) = grid.sigmas.last_mut() {
             *last = f32r(a.schedule.sigma(0));
         }
+    }
+    // `interpolation_type="log_linear"`: S+1 levels uniform in log σ from σ̃(T−1) to σ̃(0) beside the
+    // spacing's labels, so the last step ends at σ̃(0) (the level grids replace it, as in diffusers).
+    if a.def.param("interpolation").is_some() && a.str("interpolation")? == "log_linear" && matches!(a.skip, Skip::Linspace | Skip::Leading | Skip::Trailing) {
+        let sig = ve_sigmas(a.schedule);
+        grid.sigmas = exponential_sigmas(sig[0], sig[sig.len() - 1], a.steps + 1).into_iter().map(f32r).collect();
     }
     Ok(Box::new(KarrasSampler::new(family, grid).with_lms_order(lms_order).with_churn(churn)))
 }
@@ -397,6 +422,16 @@ pub static EULER: SamplerDef = SamplerDef {
             help: "level of the last step: zero (x̂0) or sigma_min (σ̃ of label 0; the sample keeps that noise)",
             diffusers: Some("final_sigmas_type"),
         },
+        ParamDef {
+            name: "interpolation",
+            kind: ParamKind::Choice { allowed: &["linear", "log_linear"], default: "linear" },
+            help: "σ at the spacing's labels: linear (σ̃ interpolated) or log_linear (S+1 levels uniform in log σ, ending at σ̃(0))",
+            diffusers: Some("interpolation_type"),
+        },
+        churn("s_churn", 0.0, "churn S_churn of diffusers' step(): γ = min(S_churn/S, √2−1) (0: deterministic)"),
+        churn("s_tmin", 0.0, "churn only for σ ≥ S_tmin"),
+        churn("s_tmax", f64::INFINITY, "churn only for σ ≤ S_tmax"),
+        churn("s_noise", 1.0, "noise inflation S_noise"),
     ],
     skips: SIGMA_LEVEL_SKIPS,
     default_skip: Skip::Linspace,

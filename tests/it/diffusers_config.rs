@@ -22,6 +22,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ("LMSDiscreteScheduler", "use_karras_sigmas=True", "{name: lms, skip: karras}"),
     ("HeunDiscreteScheduler", "use_exponential_sigmas=True", "{name: heun, skip: exponential}"),
     ("EulerDiscreteScheduler", "use_beta_sigmas=True", "{name: euler, skip: beta}"),
+    ("EulerDiscreteScheduler", "interpolation_type='log_linear'", "{name: euler, skip: linspace, interpolation: log_linear}"),
     ("DPMSolverMultistepScheduler", "", "{name: dpm_solver++, method: multistep, skip: linspace}"),
     ("DPMSolverMultistepScheduler", "use_lu_lambdas=True", "{name: dpm_solver++, method: multistep, skip: lu}"),
     ("DPMSolverMultistepScheduler", "lambda_min_clipped=-5.1", "{name: dpm_solver++, method: multistep, skip: linspace, lambda_min_clipped: -5.1}"),

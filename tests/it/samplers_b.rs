@@ -267,6 +267,23 @@ fn parity_with_diffusers_zero_snr_and_exp_schedule() {
     ]);
 }
 
+/// EulerDiscreteScheduler's `interpolation_type: log_linear` and its step()'s churn arguments
+/// (noise drawn at the first steps only, so bench's per-step keys and diffusers' draw order agree).
+#[test]
+fn parity_with_diffusers_euler_interpolation_and_churn() {
+    use serde_json::json;
+    let e = "EulerDiscreteScheduler";
+    let ll = ("interpolation", "log_linear");
+    check_against_diffusers(vec![
+        case("euler", &[ll], 10, "linear", e, json!({"interpolation_type": "log_linear"}), false),
+        case("euler", &[ll, ("skip", "trailing")], 8, "cosine", e, json!({"interpolation_type": "log_linear", "timestep_spacing": "trailing"}), false),
+        case("euler", &[ll, ("skip", "leading"), ("steps_offset", "1")], 7, "linear", e, json!({"interpolation_type": "log_linear", "timestep_spacing": "leading", "steps_offset": 1}), false),
+        case("euler", &[("s_churn", "1")], 10, "linear", e, json!({"step_kwargs": {"s_churn": 1.0}}), true),
+        case("euler", &[("s_churn", "4"), ("s_tmin", "0.5"), ("s_noise", "1.01")], 12, "cosine", e, json!({"step_kwargs": {"s_churn": 4.0, "s_tmin": 0.5, "s_noise": 1.01}}), true),
+        case("euler", &[("s_churn", "2"), ("skip", "trailing")], 10, "zsnr", e, json!({"prediction_type": "v_prediction", "rescale_betas_zero_snr": true, "timestep_spacing": "trailing", "step_kwargs": {"s_churn": 2.0}}), true),
+    ]);
+}
+
 /// Consistency-distilled models' samplers: LCMScheduler (boundary condition, x̂0 clipping,
 /// another distillation grid) and TCDScheduler (γ = diffusers' `step(eta=…)`), ε and v models.
 #[test]

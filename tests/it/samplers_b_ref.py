@@ -9,6 +9,7 @@ import diffusers
 from diffusers.schedulers import (
     scheduling_dpmsolver_multistep as m_dm,
     scheduling_euler_ancestral_discrete as m_ea,
+    scheduling_euler_discrete as m_e,
     scheduling_k_dpm_2_ancestral_discrete as m_ka,
     scheduling_lcm as m_lcm,
     scheduling_tcd as m_tcd,
@@ -55,6 +56,7 @@ def fake_randn(shape, *a, **k):
 # the same noise without sharing a generator.
 m_dm.randn_tensor = fake_randn
 m_ea.randn_tensor = fake_randn
+m_e.randn_tensor = fake_randn
 m_ka.randn_tensor = fake_randn
 m_lcm.randn_tensor = fake_randn
 m_tcd.randn_tensor = fake_randn
