@@ -83,7 +83,7 @@ fn what_bench_cannot_honour_is_refused_by_name() {
     let d = dir.path();
     run_python(
         "import sys, diffusers\nd = sys.argv[1]\n\
-         diffusers.EulerDiscreteScheduler(beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012, interpolation_type='log_linear').save_config(f'{d}/exp')\n\
+         diffusers.UniPCMultistepScheduler(beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012, disable_corrector=[0]).save_config(f'{d}/exp')\n\
          diffusers.DDIMScheduler(beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012, prediction_type='v_prediction').save_config(f'{d}/v')\n",
         &[d.to_str().unwrap()],
     );
@@ -99,7 +99,7 @@ fn what_bench_cannot_honour_is_refused_by_name() {
         stderr(&o)
     };
     let file = |sub: &str| d.join(sub).join("scheduler_config.json").display().to_string();
-    assert_eq!(run("exp", ""), format!("error: {}: `interpolation_type: \"log_linear\"` is not honoured: bench's `euler` has no such setting\n", file("exp")));
+    assert_eq!(run("exp", ""), format!("error: {}: `disable_corrector: [0]` is not honoured: bench's `unipc` has no such setting\n", file("exp")));
     assert_eq!(
         run("v", ""),
         format!(
