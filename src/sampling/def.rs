@@ -3,7 +3,7 @@
 //! reference and constructor. Spec validation and default filling ([`SamplerDef::resolve`]),
 //! `bench samplers`, the README's sampler table and the results columns all read these; nothing
 //! else describes a sampler's parameters.
-use super::{consistency, ddim, deis, dpm_solver, dpmpp, edm, flow, ipndm, karras, lcm, pndm, unipc, Sampler, Schedule};
+use super::{consistency, ddim, deis, dpm_solver, edm, flow, ipndm, k_diffusion, karras, lcm, pndm, unipc, Sampler, Schedule};
 use crate::models::{NoiseSpace, Prediction};
 use crate::spec::{suggest, ParamValue};
 use crate::timesteps::Skip;
@@ -131,10 +131,11 @@ pub static DEFINITIONS: &[&SamplerDef] = &[
     &karras::KDPM2_ANCESTRAL,
     &karras::LMS,
     &karras::KARRAS_VE,
-    &dpmpp::DPMPP_2S_ANCESTRAL,
-    &dpmpp::DPMPP_SDE,
-    &dpmpp::DPMPP_2M_SDE,
-    &dpmpp::DPMPP_3M_SDE,
+    &k_diffusion::DPMPP_2S_ANCESTRAL,
+    &k_diffusion::DPMPP_SDE,
+    &k_diffusion::DPMPP_2M_SDE,
+    &k_diffusion::DPMPP_3M_SDE,
+    &k_diffusion::DPM_FAST,
     &lcm::LCM,
     &lcm::TCD,
     &edm::EDM_HEUN,

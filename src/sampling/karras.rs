@@ -80,6 +80,18 @@ impl SigmaGrid {
         self.f32_labels = false;
         self
     }
+    /// Levels given as they are (float64, no σ = 0 appended), labels `_sigma_to_t` unrounded.
+    pub fn from_levels(schedule: &Schedule, sigmas: Vec<f64>) -> Self {
+        let log_sigmas: Vec<f64> = ve_sigmas(schedule).iter().map(|s| s.ln()).collect();
+        let labels = sigmas.iter().map(|&s| sigma_to_t(&log_sigmas, s)).collect();
+        SigmaGrid { sigmas, labels, log_sigmas, f32_labels: false, init_vp: false }
+    }
+    /// Labels of levels off the grid in float64, as k-diffusion and diffusers' DPMSolverSDEScheduler
+    /// compute them (the grid's own labels stay as they are).
+    pub fn with_f64_off_grid_labels(mut self) -> Self {
+        self.f32_labels = false;
+        self
+    }
     pub fn steps(&self) -> usize {
         self.labels.len()
     }

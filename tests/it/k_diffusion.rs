@@ -75,6 +75,11 @@ fn cases() -> Vec<Case> {
         case("dpmpp_sde", &[], 12, "cosine", "DPMSolverSDEScheduler", json!({})),
         case("dpmpp_sde", &[("skip", "leading"), ("steps_offset", "1")], 8, "linear", "DPMSolverSDEScheduler", json!({})),
     ];
+    for (steps, eta) in [(10, "0"), (9, "0"), (11, "0"), (7, "0.5"), (12, "0.8")] {
+        let kwargs = json!({"eta": eta.parse::<f64>().unwrap()});
+        let schedule = if steps % 2 == 0 { "linear" } else { "cosine" };
+        v.push(case("dpm_fast", &[("eta", eta)], steps, schedule, "sample_dpm_fast", kwargs));
+    }
     let mut vpred = case("dpmpp_2m_sde", &[], 10, "cosine", "sample_dpmpp_2m_sde", json!({}));
     vpred.prediction = Prediction::VPrediction;
     v.push(vpred);

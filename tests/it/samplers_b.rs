@@ -573,6 +573,7 @@ fn karras_solvers_converge_with_their_order() {
         ("heun", "heun", vec![("skip", "karras")], 1.8, vec![25, 50, 100, 200]),
         ("kdpm2", "kdpm2", vec![("skip", "karras")], 1.8, vec![25, 50, 100, 200]),
         ("lms", "lms", vec![("skip", "karras")], 3.0, vec![25, 50, 100, 200]),
+        ("dpm_fast", "dpm_fast", vec![], 2.8, vec![12, 24, 48, 96]),
         ("dpmpp_2s_ancestral", "dpmpp_2s_ancestral", ode.clone(), 1.8, vec![25, 50, 100, 200]),
         ("dpmpp_sde", "dpmpp_sde", ode.clone(), 1.8, vec![25, 50, 100, 200]),
         ("dpmpp_2m_sde", "dpmpp_2m_sde", ode.clone(), 1.8, vec![25, 50, 100, 200]),
@@ -591,8 +592,12 @@ fn karras_solvers_converge_with_their_order() {
                 // Exact ODE from σ_max to σ_min, then the samplers' shared last Euler step to σ=0.
                 let xm = exact_xbar(&(&z * smax), smax, smin, &mean, &std);
                 // LMS integrates the last interval with its polynomial, not Euler: exact to σ=0.
+                // DPM-Solver-fast runs from σ̃(T−1) to σ̃(0) in float64 and stops there.
                 let exact = if name == "lms" {
                     exact_xbar(&(&z * smax), smax, 0.0, &mean, &std)
+                } else if name == "dpm_fast" {
+                    let (hi, lo) = (sch.sigma(sch.len() - 1), sch.sigma(0));
+                    exact_xbar(&(&z * hi), hi, lo, &mean, &std)
                 } else {
                     &xm - (&xm - &mean) * (smin * smin) / (&s2 + smin * smin)
                 };
@@ -638,6 +643,8 @@ fn nfe_counts_match_formulas() {
         ("dpmpp_sde", vec![], |s| 2 * s - 1),
         ("dpmpp_2m_sde", vec![], |s| s),
         ("dpmpp_3m_sde", vec![], |s| s),
+        ("dpm_fast", vec![], |s| s),
+        ("dpm_fast", vec![("eta", "0.5")], |s| s),
     ];
     for (ctor, p, formula) in all {
         for steps in [3usize, 5, 10, 11, 20] {

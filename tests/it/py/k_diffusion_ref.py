@@ -95,6 +95,14 @@ for c in cases:
             xin = s.scale_model_input(x, t)
             out = inner(xin, torch.full([x.shape[0]], float(t), dtype=torch.float64))
             x = s.step(out, t, x).prev_sample
+    elif c["fn"] == "sample_dpm_fast":
+        # Its own grid: blocks uniform in log σ from the wrapper's σ_max to σ_min. Its
+        # `torch.linspace` of the block times takes torch's default dtype; float64 here, as the
+        # rest of the reference runs (in float32 the times round by ~1e-7).
+        x = z * wrapper.sigma_max
+        torch.set_default_dtype(torch.float64)
+        x = sampling.sample_dpm_fast(wrapper, x, wrapper.sigma_min, wrapper.sigma_max, c["steps"], disable=True, noise_sampler=noise_sampler, **c["kwargs"])
+        torch.set_default_dtype(torch.float32)
     else:
         fn = getattr(sampling, c["fn"])
         x = fn(wrapper, x, sigmas, disable=True, noise_sampler=noise_sampler, **c["kwargs"])
