@@ -23,6 +23,17 @@ pub enum ParamKind {
     Int { min: i64, max: i64, default: i64 },
     Choice { allowed: &'static [&'static str], default: &'static str },
     Bool { default: bool },
+    /// Step indices (0-based, in sampling order) written as one string "0,2" (a bare integer is
+    /// one index, "" none), so that a YAML list stays a sweep; default none.
+    Indices,
+}
+
+/// The indices of an [`ParamKind::Indices`] value, or None if it is not "i,j,…" / "".
+fn parse_indices(s: &str) -> Option<Vec<usize>> {
+    if s.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    s.split(',').map(|v| v.trim().parse::<usize>().ok()).collect()
 }
 
 impl ParamKind {
@@ -33,6 +44,7 @@ impl ParamKind {
             ParamKind::Int { default, .. } => ParamValue::Int(default),
             ParamKind::Choice { default, .. } => ParamValue::Str(default.into()),
             ParamKind::Bool { default } => ParamValue::Bool(default),
+            ParamKind::Indices => ParamValue::Str(String::new()),
         }
     }
     /// "a number ≥ 0", "an integer from 1 to 3", ... (error messages and the README table).
@@ -51,6 +63,7 @@ impl ParamKind {
             ParamKind::Int { min, max, .. } => format!("an integer from {min} to {max}"),
             ParamKind::Choice { allowed, .. } => format!("one of {}", allowed.join(", ")),
             ParamKind::Bool { .. } => "true or false".into(),
+            ParamKind::Indices => "step indices \"i,j,…\" (\"\" for none)".into(),
         }
     }
 }
@@ -213,6 +226,11 @@ impl SamplerDef {
                 Err(msg + &format!(" (allowed: {})", allowed.join(", ")))
             }
             (ParamKind::Bool { .. }, ParamValue::Bool(_)) => Ok(v.clone()),
+            (ParamKind::Indices, ParamValue::Int(i)) if *i >= 0 => Ok(ParamValue::Str(i.to_string())),
+            (ParamKind::Indices, ParamValue::Str(s)) => match parse_indices(s) {
+                Some(v) => Ok(ParamValue::Str(v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","))),
+                None => Err(bad()),
+            },
             _ => Err(bad()),
         }
     }
@@ -372,6 +390,12 @@ impl<'a> Args<'a> {
             _ => Err(self.mistyped(key, "a name")),
         }
     }
+    pub fn indices(&self, key: &str) -> Result<Vec<usize>> {
+        match self.get(key)? {
+            ParamValue::Str(s) => parse_indices(s).ok_or_else(|| self.mistyped(key, "step indices \"i,j,…\"")),
+            _ => Err(self.mistyped(key, "step indices \"i,j,…\"")),
+        }
+    }
     pub fn bool(&self, key: &str) -> Result<bool> {
         match self.get(key)? {
             ParamValue::Bool(b) => Ok(*b),
@@ -497,6 +521,19 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), DEFINITIONS.len());
+    }
+
+    #[test]
+    fn step_indices_are_one_normalised_string() {
+        let d = find("unipc").unwrap();
+        let p = d.param("disable_corrector").unwrap();
+        let ok = |v: ParamValue| d.check_value(p, &v).unwrap();
+        assert_eq!(ok(ParamValue::Str(" 0, 2,3".into())), ParamValue::Str("0,2,3".into()));
+        assert_eq!(ok(ParamValue::Int(4)), ParamValue::Str("4".into()));
+        assert_eq!(ok(ParamValue::Str(String::new())), ParamValue::Str(String::new()));
+        let e = d.check_value(p, &ParamValue::Str("0,x".into())).unwrap_err();
+        assert_eq!(e, "`disable_corrector` of `unipc` must be step indices \"i,j,…\" (\"\" for none), got 0,x");
+        assert!(d.check_value(p, &ParamValue::Int(-1)).is_err());
     }
 
     #[test]

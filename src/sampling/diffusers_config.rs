@@ -165,7 +165,6 @@ const INERT: &[(&str, &str)] = &[
     ("sigma_min", "null"),
     ("sigma_max", "null"),
     ("shift_terminal", "null"),
-    ("disable_corrector", "[]"),
     ("interpolation_type", "\"linear\""),
     ("timestep_type", "\"discrete\""),
     ("time_shift_type", "\"exponential\""),
@@ -306,6 +305,10 @@ pub fn from_json(v: &Value) -> Result<FromConfig, String> {
                         Value::String(s) if s == "-Infinity" => ParamValue::Float(f64::NEG_INFINITY),
                         Value::String(s) if s == "Infinity" => ParamValue::Float(f64::INFINITY),
                         Value::String(s) => ParamValue::Str(s.clone()),
+                        // diffusers' lists of step indices (`disable_corrector: [0, 1]`).
+                        Value::Array(items) if items.iter().all(Value::is_u64) => {
+                            ParamValue::Str(items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","))
+                        }
                         _ => return Err(bad(k, v, "not a value bench's parameters take")),
                     };
                     def.check_value(p, &value).map_err(|m| bad(k, v, &m))?;

@@ -34,6 +34,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
     ("DPMSolverSinglestepScheduler", "lower_order_final=True", "{name: dpm_solver++, method: singlestep, lower_order_final: true, skip: linspace}"),
     ("UniPCMultistepScheduler", "solver_type='bh1'", "{name: unipc, variant: bh1, skip: linspace}"),
+    ("UniPCMultistepScheduler", "disable_corrector=[0, 2]", "{name: unipc, variant: bh2, skip: linspace, disable_corrector: \"0,2\"}"),
     ("DEISMultistepScheduler", "", "{name: deis, skip: linspace}"),
     ("DPMSolverSDEScheduler", "", "{name: dpmpp_sde, skip: linspace}"),
     ("LCMScheduler", "", "{name: lcm}"),
@@ -83,7 +84,7 @@ fn what_bench_cannot_honour_is_refused_by_name() {
     let d = dir.path();
     run_python(
         "import sys, diffusers\nd = sys.argv[1]\n\
-         diffusers.UniPCMultistepScheduler(beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012, disable_corrector=[0]).save_config(f'{d}/exp')\n\
+         diffusers.DPMSolverMultistepScheduler(beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012, variance_type='learned_range').save_config(f'{d}/exp')\n\
          diffusers.DDIMScheduler(beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012, prediction_type='v_prediction').save_config(f'{d}/v')\n",
         &[d.to_str().unwrap()],
     );
@@ -99,7 +100,7 @@ fn what_bench_cannot_honour_is_refused_by_name() {
         stderr(&o)
     };
     let file = |sub: &str| d.join(sub).join("scheduler_config.json").display().to_string();
-    assert_eq!(run("exp", ""), format!("error: {}: `disable_corrector: [0]` is not honoured: bench's `unipc` has no such setting\n", file("exp")));
+    assert_eq!(run("exp", ""), format!("error: {}: `variance_type: \"learned_range\"` is not honoured: bench's `dpm_solver++` has no such setting\n", file("exp")));
     assert_eq!(
         run("v", ""),
         format!(

@@ -139,6 +139,8 @@ fn cases() -> Vec<Case> {
         case(un, &[("skip", "linspace"), ("variant", "bh2"), ("order", "1")], 5, "linear", up, json!({"solver_type": "bh2", "solver_order": 1}), false),
         case(un, &[("skip", "linspace"), ("variant", "bh2"), ("predict", "noise"), ("final_sigmas", "sigma_min")], 8, "cosine", up, json!({"solver_type": "bh2", "predict_x0": false, "final_sigmas_type": "sigma_min"}), false),
         case(un, &[("skip", "karras"), ("variant", "bh2")], 11, "linear", up, json!({"solver_type": "bh2", "use_karras_sigmas": true}), false),
+        case(un, &[("skip", "linspace"), ("variant", "bh2"), ("disable_corrector", "0,2,3")], 10, "cosine", up, json!({"solver_type": "bh2", "disable_corrector": [0, 2, 3]}), false),
+        case(un, &[("skip", "linspace"), ("variant", "bh2"), ("order", "3"), ("disable_corrector", "5")], 9, "linear", up, json!({"solver_type": "bh2", "solver_order": 3, "disable_corrector": [5]}), false),
     ];
     let de = "DEISMultistepScheduler";
     v.push(case("deis", &[], 10, "linear", de, json!({}), false));
