@@ -73,12 +73,24 @@ impl Sampler for ConsistencySampler {
 
 fn build(a: &Args) -> Result<Box<dyn Sampler>> {
     let n = a.usize("num_train_timesteps")?;
-    if a.steps > n {
-        return Err(a.error(format!("steps={} exceeds num_train_timesteps={n}", a.steps)));
-    }
-    // diffusers `set_timesteps(S)`: indices (arange(S)·⌊N/S⌋) reversed, read on the reversed ramp.
-    let ratio = n / a.steps;
-    let indices = (0..a.steps).map(|k| k * ratio).collect();
+    let custom = a.indices("timesteps")?;
+    // diffusers `set_timesteps(S)` or `set_timesteps(timesteps=…)`: grid indices t descending,
+    // read on the ramp reversed, so level k = t reversed (default t = arange(S)·⌊N/S⌋ reversed).
+    let indices: Vec<usize> = if custom.is_empty() {
+        if a.steps > n {
+            return Err(a.error(format!("steps={} exceeds num_train_timesteps={n}", a.steps)));
+        }
+        (0..a.steps).map(|k| k * (n / a.steps)).collect()
+    } else {
+        let listed = custom.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
+        if custom.len() != a.steps {
+            return Err(a.error(format!("timesteps \"{listed}\" are {} steps; steps={} must equal that", custom.len(), a.steps)));
+        }
+        if custom.windows(2).any(|w| w[1] >= w[0]) || custom[0] >= n {
+            return Err(a.error(format!("timesteps \"{listed}\" must descend and stay below num_train_timesteps={n}")));
+        }
+        custom.into_iter().rev().collect()
+    };
     let (sigma_min, sigma_max) = (a.f64_or_auto("sigma_min")?, a.f64_or_auto("sigma_max")?);
     if let (Some(lo), Some(hi)) = (sigma_min, sigma_max) {
         if lo >= hi {
@@ -120,6 +132,12 @@ pub static CONSISTENCY: SamplerDef = SamplerDef {
         ParamDef { name: "rho", kind: ParamKind::Float { min: 1e-9, max: f64::INFINITY, default: 7.0 }, help: "ρ of the Karras grid", diffusers: Some("rho") },
         ParamDef { name: "s_noise", kind: ParamKind::Float { min: 0.0, max: f64::INFINITY, default: 1.0 }, help: "scale of the re-noising", diffusers: Some("s_noise") },
         ParamDef { name: "clip_denoised", kind: ParamKind::Bool { default: true }, help: "clamp x̂0 to [−1, 1] after each step", diffusers: Some("clip_denoised") },
+        ParamDef {
+            name: "timesteps",
+            kind: ParamKind::Indices,
+            help: "grid indices to visit, descending (set_timesteps(timesteps=…); \"22,0\": the CM paper's ImageNet-64 two steps); as many as steps",
+            diffusers: None,
+        },
     ],
     skips: &[Skip::Consistency],
     default_skip: Skip::Consistency,
@@ -127,7 +145,7 @@ pub static CONSISTENCY: SamplerDef = SamplerDef {
     end_point: "σ_min (x̂0 of the last call)",
     reference: "Song et al. 2023 Alg. 1; diffusers CMStochasticIterativeScheduler",
     predictions: &[Prediction::Sample],
-    note: "σ-space models; steps S take grid indices k·⌊N/S⌋ as diffusers' set_timesteps(S) does",
+    note: "σ-space models; steps S take grid indices k·⌊N/S⌋ as diffusers' set_timesteps(S) does, or the listed timesteps",
     eta: None,
     variant: None,
     build,
@@ -150,5 +168,13 @@ mod tests {
         assert_eq!((l[1], want as f32 as f64), (2.2404396533966064, 2.2404396533966064));
         let too_many = build_from_text("consistency", &[], 41, &NoiseSchedule::ddpm_linear());
         assert_eq!(too_many.err().map(|e| e.exit_code()), Some(2));
+        // Custom timesteps [22, 0]: levels at ramp 0 and 22/39.
+        let c = build_from_text("consistency", &[("timesteps", "22,0")], 2, &NoiseSchedule::ddpm_linear()).unwrap().labels();
+        let want = (80f64.powf(1.0 / 7.0) + 22.0 / 39.0 * (0.002f64.powf(1.0 / 7.0) - 80f64.powf(1.0 / 7.0))).powf(7.0);
+        assert_eq!(c, vec![80.0, want as f32 as f64]);
+        for (t, steps, msg) in [("22,0", 3, "timesteps \"22,0\" are 2 steps; steps=3 must equal that"), ("0,22", 2, "must descend"), ("40,0", 2, "must descend")] {
+            let e = build_from_text("consistency", &[("timesteps", t)], steps, &NoiseSchedule::ddpm_linear()).err().unwrap();
+            assert!(e.to_string().contains(msg), "{e}");
+        }
     }
 }

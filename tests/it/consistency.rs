@@ -4,7 +4,7 @@
 use crate::common::*;
 use tch::Tensor;
 
-/// 1, 2 and 3 steps. One step draws no noise; for 2 and 3 both sides run with `s_noise: 0`, so
+/// 1, 2 and 3 steps, and the custom timesteps [22, 0]. One step draws no noise; for 2 and 3 both sides run with `s_noise: 0`, so
 /// the grid, the boundary scalings, the network input c_in·x at 250·ln σ, the x̂0 clipping and
 /// the re-noising levels are compared without sampling noise. The pipeline's image is
 /// (x/2 + 0.5) clamped to [0, 1]; ours is mapped the same way. Both compute the scalings from
@@ -30,6 +30,10 @@ for steps in (1, 2, 3):
     with torch.no_grad():
         img = pipe(batch_size=2, latents=x.clone(), num_inference_steps=steps, output_type="pt").images
     np.save(os.path.join(out, f"ref{steps}.npy"), img.numpy())
+pipe.scheduler = CMStochasticIterativeScheduler(s_noise=0.0)
+with torch.no_grad():
+    img = pipe(batch_size=2, latents=x.clone(), timesteps=[22, 0], output_type="pt").images
+np.save(os.path.join(out, "ref_custom.npy"), img.numpy())
 print(json.dumps([float(s) for s in pipe.scheduler.sigmas]))
 "#,
         &[d.path().to_str().unwrap()],
@@ -38,21 +42,25 @@ print(json.dumps([float(s) for s in pipe.scheduler.sigmas]))
     std::fs::write(&spec, "name: cm\nmodel: {kind: diffusers, path: pipe}\nsamplers:\n  - {name: consistency}\nsteps: 1\ndevice: cpu\n").unwrap();
     let x_t = d.path().join("xT.npy");
     let mut errs = vec![];
-    for steps in [1, 2, 3] {
-        let out = d.path().join(format!("x{steps}.npy"));
+    // (steps, the reference's file, custom timesteps)
+    for (steps, name, custom) in [(1, "ref1", None), (2, "ref2", None), (3, "ref3", None), (2, "ref_custom", Some("timesteps=22,0"))] {
+        let out = d.path().join(format!("x{name}.npy"));
         let steps_arg = format!("--steps={steps}");
         let mut args = vec!["sample", spec.to_str().unwrap(), "--noise", x_t.to_str().unwrap(), "--out", out.to_str().unwrap()];
         args.push(&steps_arg);
         if steps > 1 {
             args.extend(["--set", "s_noise=0"]);
         }
+        if let Some(t) = custom {
+            args.extend(["--set", t]);
+        }
         let o = bench(&args);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         assert!(stderr(&o).contains(&format!("({steps} model evaluations)")), "{}", stderr(&o));
         let ours = (Tensor::read_npy(&out).unwrap() / 2.0 + 0.5).clamp(0.0, 1.0);
-        let reference = Tensor::read_npy(d.path().join(format!("ref{steps}.npy"))).unwrap();
+        let reference = Tensor::read_npy(d.path().join(format!("{name}.npy"))).unwrap();
         let e = rel_err(&ours, &reference);
-        errs.push(format!("{steps} steps {e:.1e}"));
+        errs.push(format!("{name} {e:.1e}"));
         assert!(e <= 1e-5, "{steps} steps: relative L2 error {e}; sigmas {report}");
     }
     eprintln!("consistency vs ConsistencyModelPipeline: {}", errs.join(", "));
