@@ -256,7 +256,7 @@ pub struct Grid {
 }
 
 /// How a discrete sampler builds its [`Grid`].
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct GridConfig {
     pub steps: usize,
     pub skip: Skip,
@@ -264,12 +264,29 @@ pub struct GridConfig {
     pub prev: PrevRule,
     /// ᾱ at the end point: 1 (DDIM repo, diffusers `set_alpha_to_one=True`) or ᾱ_0.
     pub alpha_to_one: bool,
+    /// `skip: sections` with several sections: guided-diffusion's counts ("10,10,20" → [10, 10,
+    /// 20], summing to `steps`); empty for one section of `steps`.
+    pub sections: Vec<usize>,
 }
 
 impl Grid {
     pub fn new(schedule: &crate::schedule::NoiseSchedule, cfg: &GridConfig) -> Result<Grid> {
         let t = schedule.len();
-        let labels = discrete_labels(cfg.skip, cfg.steps, t, cfg.steps_offset)?;
+        let labels = if cfg.sections.is_empty() {
+            discrete_labels(cfg.skip, cfg.steps, t, cfg.steps_offset)?
+        } else {
+            let counts = cfg.sections.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+            if cfg.skip != Skip::Sections || cfg.sections.iter().sum::<usize>() != cfg.steps {
+                return Err(BenchError::user(format!(
+                    "section_counts \"{counts}\" needs skip: sections and steps equal to their sum {} (got skip {}, steps {})",
+                    cfg.sections.iter().sum::<usize>(),
+                    cfg.skip.name(),
+                    cfg.steps
+                )));
+            }
+            // Descending, as the labels are visited.
+            crate::respacing::space_timesteps(t, &counts)?
+        };
         let pairs = transitions(&labels, cfg.prev, t, cfg.steps);
         let final_alpha = if cfg.alpha_to_one { 1.0 } else { schedule.alpha_bar(0) };
         Ok(Grid { labels, pairs, stride: (t / cfg.steps) as i64, alphas: schedule.alphas_cumprod.clone(), final_alpha })

@@ -73,7 +73,7 @@ impl Sampler for ConsistencySampler {
 
 fn build(a: &Args) -> Result<Box<dyn Sampler>> {
     let n = a.usize("num_train_timesteps")?;
-    let custom = a.indices("timesteps")?;
+    let custom = a.int_list("timesteps")?;
     // diffusers `set_timesteps(S)` or `set_timesteps(timesteps=…)`: grid indices t descending,
     // read on the ramp reversed, so level k = t reversed (default t = arange(S)·⌊N/S⌋ reversed).
     let indices: Vec<usize> = if custom.is_empty() {
@@ -134,7 +134,7 @@ pub static CONSISTENCY: SamplerDef = SamplerDef {
         ParamDef { name: "clip_denoised", kind: ParamKind::Bool { default: true }, help: "clamp x̂0 to [−1, 1] after each step", diffusers: Some("clip_denoised") },
         ParamDef {
             name: "timesteps",
-            kind: ParamKind::Indices,
+            kind: ParamKind::IntList,
             help: "grid indices to visit, descending (set_timesteps(timesteps=…); \"22,0\": the CM paper's ImageNet-64 two steps); as many as steps",
             diffusers: None,
         },

@@ -185,6 +185,13 @@ const PREV: ParamDef = ParamDef {
     help: "level each step goes to: the next label (DDIM repo, DDPMScheduler) or t − T//S (DDIMScheduler)",
     diffusers: None,
 };
+/// guided-diffusion's `timestep_respacing` with several sections, for `skip: sections`.
+const SECTION_COUNTS: ParamDef = ParamDef {
+    name: "section_counts",
+    kind: ParamKind::IntList,
+    help: "with skip=sections: labels per equal section of [0, T), as guided-diffusion's \"10,10,20\" (summing to steps); empty: one section",
+    diffusers: None,
+};
 pub const ALPHA_TO_ONE: ParamDef = ParamDef {
     name: "alpha_to_one",
     kind: ParamKind::Bool { default: true },
@@ -235,6 +242,7 @@ pub static DDIM: SamplerDef = SamplerDef {
         STEPS_OFFSET,
         PREV,
         ALPHA_TO_ONE,
+        SECTION_COUNTS,
         CLIP_SAMPLE,
         CLIP_SAMPLE_RANGE,
         THRESHOLDING,
@@ -269,6 +277,7 @@ pub static DDPM: SamplerDef = SamplerDef {
         STEPS_OFFSET,
         PREV,
         ALPHA_TO_ONE,
+        SECTION_COUNTS,
         CLIP_SAMPLE,
         CLIP_SAMPLE_RANGE,
         THRESHOLDING,
@@ -304,7 +313,7 @@ pub static DDPM: SamplerDef = SamplerDef {
 
 pub static DDPM_LARGE: SamplerDef = SamplerDef {
     name: "ddpm_large",
-    params: &[STEPS_OFFSET, PREV, ALPHA_TO_ONE],
+    params: &[STEPS_OFFSET, PREV, ALPHA_TO_ONE, SECTION_COUNTS],
     skips: RESPACED_SKIPS,
     default_skip: Skip::Quadratic,
     nfe: "S",
@@ -330,13 +339,31 @@ pub(crate) fn grid_config(a: &Args, has_prev: bool) -> Result<GridConfig> {
     } else {
         PrevRule::NextLabel
     };
-    Ok(GridConfig { steps: a.steps, skip: a.skip, steps_offset: a.usize("steps_offset")?, prev, alpha_to_one: a.bool("alpha_to_one")? })
+    let sections = if a.def.param("section_counts").is_some() { a.int_list("section_counts")? } else { Vec::new() };
+    Ok(GridConfig { steps: a.steps, skip: a.skip, steps_offset: a.usize("steps_offset")?, prev, alpha_to_one: a.bool("alpha_to_one")?, sections })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tch::{Device, Kind};
+
+    /// guided-diffusion `space_timesteps(1000, "10,10,20")`, sorted descending (computed with its
+    /// formula in Python).
+    #[test]
+    fn several_sections_follow_guided_diffusion() {
+        let s = NoiseSchedule::ddpm_linear();
+        let d = crate::sampling::build_from_text("ddim", &[("skip", "sections"), ("section_counts", "10,10,20")], 40, &s).unwrap();
+        let want = [
+            999, 982, 964, 947, 929, 912, 894, 877, 859, 842, 824, 807, 789, 772, 754, 737, 719, 702, 684, 667, 666, 629, 592, 555, 518, 482, 445, 408, 371, 334, 333,
+            296, 259, 222, 185, 148, 111, 74, 37, 0,
+        ];
+        assert_eq!(d.labels(), want.iter().map(|&t| t as f64).collect::<Vec<_>>());
+        for (kv, steps) in [(vec![("skip", "sections"), ("section_counts", "10,10,20")], 30), (vec![("skip", "uniform"), ("section_counts", "10,10,20")], 40)] {
+            let e = crate::sampling::build_from_text("ddpm", &kv, steps, &s).err().unwrap();
+            assert!(e.to_string().contains("section_counts \"10,10,20\" needs skip: sections and steps equal to their sum 40"), "{e}");
+        }
+    }
 
     /// Ho et al. eq. 7: μ̃ = √ᾱ' β/(1−ᾱ) x0 + √α (1−ᾱ')/(1−ᾱ) x, σ̃² = (1−ᾱ')/(1−ᾱ) β.
     #[test]

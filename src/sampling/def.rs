@@ -23,13 +23,13 @@ pub enum ParamKind {
     Int { min: i64, max: i64, default: i64 },
     Choice { allowed: &'static [&'static str], default: &'static str },
     Bool { default: bool },
-    /// Step indices (0-based, in sampling order) written as one string "0,2" (a bare integer is
-    /// one index, "" none), so that a YAML list stays a sweep; default none.
-    Indices,
+    /// Non-negative integers (step indices, section counts, …) written as one string "0,2" (a
+    /// bare integer is one, "" none), so that a YAML list stays a sweep; default none.
+    IntList,
 }
 
-/// The indices of an [`ParamKind::Indices`] value, or None if it is not "i,j,…" / "".
-fn parse_indices(s: &str) -> Option<Vec<usize>> {
+/// The integers of a [`ParamKind::IntList`] value, or None if it is not "i,j,…" / "".
+fn parse_int_list(s: &str) -> Option<Vec<usize>> {
     if s.trim().is_empty() {
         return Some(Vec::new());
     }
@@ -44,7 +44,7 @@ impl ParamKind {
             ParamKind::Int { default, .. } => ParamValue::Int(default),
             ParamKind::Choice { default, .. } => ParamValue::Str(default.into()),
             ParamKind::Bool { default } => ParamValue::Bool(default),
-            ParamKind::Indices => ParamValue::Str(String::new()),
+            ParamKind::IntList => ParamValue::Str(String::new()),
         }
     }
     /// "a number ≥ 0", "an integer from 1 to 3", ... (error messages and the README table).
@@ -63,7 +63,7 @@ impl ParamKind {
             ParamKind::Int { min, max, .. } => format!("an integer from {min} to {max}"),
             ParamKind::Choice { allowed, .. } => format!("one of {}", allowed.join(", ")),
             ParamKind::Bool { .. } => "true or false".into(),
-            ParamKind::Indices => "step indices \"i,j,…\" (\"\" for none)".into(),
+            ParamKind::IntList => "integers \"i,j,…\" (\"\" for none)".into(),
         }
     }
 }
@@ -226,8 +226,8 @@ impl SamplerDef {
                 Err(msg + &format!(" (allowed: {})", allowed.join(", ")))
             }
             (ParamKind::Bool { .. }, ParamValue::Bool(_)) => Ok(v.clone()),
-            (ParamKind::Indices, ParamValue::Int(i)) if *i >= 0 => Ok(ParamValue::Str(i.to_string())),
-            (ParamKind::Indices, ParamValue::Str(s)) => match parse_indices(s) {
+            (ParamKind::IntList, ParamValue::Int(i)) if *i >= 0 => Ok(ParamValue::Str(i.to_string())),
+            (ParamKind::IntList, ParamValue::Str(s)) => match parse_int_list(s) {
                 Some(v) => Ok(ParamValue::Str(v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","))),
                 None => Err(bad()),
             },
@@ -390,10 +390,10 @@ impl<'a> Args<'a> {
             _ => Err(self.mistyped(key, "a name")),
         }
     }
-    pub fn indices(&self, key: &str) -> Result<Vec<usize>> {
+    pub fn int_list(&self, key: &str) -> Result<Vec<usize>> {
         match self.get(key)? {
-            ParamValue::Str(s) => parse_indices(s).ok_or_else(|| self.mistyped(key, "step indices \"i,j,…\"")),
-            _ => Err(self.mistyped(key, "step indices \"i,j,…\"")),
+            ParamValue::Str(s) => parse_int_list(s).ok_or_else(|| self.mistyped(key, "integers \"i,j,…\"")),
+            _ => Err(self.mistyped(key, "integers \"i,j,…\"")),
         }
     }
     pub fn bool(&self, key: &str) -> Result<bool> {
@@ -532,7 +532,7 @@ mod tests {
         assert_eq!(ok(ParamValue::Int(4)), ParamValue::Str("4".into()));
         assert_eq!(ok(ParamValue::Str(String::new())), ParamValue::Str(String::new()));
         let e = d.check_value(p, &ParamValue::Str("0,x".into())).unwrap_err();
-        assert_eq!(e, "`disable_corrector` of `unipc` must be step indices \"i,j,…\" (\"\" for none), got 0,x");
+        assert_eq!(e, "`disable_corrector` of `unipc` must be integers \"i,j,…\" (\"\" for none), got 0,x");
         assert!(d.check_value(p, &ParamValue::Int(-1)).is_err());
     }
 

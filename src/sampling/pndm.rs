@@ -281,7 +281,7 @@ fn pndm_grid(a: &Args, index: AlphaIndex) -> Result<Grid> {
         AlphaIndex::Repo => PrevRule::NextLabel,
         AlphaIndex::Diffusers => PrevRule::Stride,
     };
-    Grid::new(a.schedule, &GridConfig { steps: a.steps, skip: a.skip, steps_offset: a.usize("steps_offset")?, prev, alpha_to_one })
+    Grid::new(a.schedule, &GridConfig { steps: a.steps, skip: a.skip, steps_offset: a.usize("steps_offset")?, prev, alpha_to_one, sections: Vec::new() })
 }
 
 fn build(method: PndmMethod, a: &Args) -> Result<Box<dyn Sampler>> {
@@ -366,7 +366,7 @@ mod tests {
     #[test]
     fn repo_index_reads_alpha_bar_at_t_plus_one_and_ends_at_alpha_bar_zero() {
         let s = NoiseSchedule::ddpm_linear();
-        let cfg = GridConfig { steps: 10, skip: Skip::Uniform, steps_offset: 0, prev: PrevRule::NextLabel, alpha_to_one: false };
+        let cfg = GridConfig { steps: 10, skip: Skip::Uniform, steps_offset: 0, prev: PrevRule::NextLabel, alpha_to_one: false, sections: Vec::new() };
         let grid = Grid::new(&s, &cfg).unwrap();
         let p = Pndm::new(PndmMethod::FPndm, AlphaIndex::Repo, grid.clone()).unwrap();
         assert_eq!(p.alpha(900.0), s.alpha_bar(901));

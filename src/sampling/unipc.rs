@@ -199,7 +199,7 @@ pub static UNIPC: SamplerDef = SamplerDef {
             diffusers: None,
         },
         ParamDef { help: "last steps use min(order, S−i) (no step threshold, as both references)", ..LOWER_ORDER_FINAL },
-        ParamDef { name: "disable_corrector", kind: ParamKind::Indices, help: "steps without the corrector (UniPC's advice: the first ones under strong guidance)", diffusers: Some("disable_corrector") },
+        ParamDef { name: "disable_corrector", kind: ParamKind::IntList, help: "steps without the corrector (UniPC's advice: the first ones under strong guidance)", diffusers: Some("disable_corrector") },
         T_END,
         STEPS_OFFSET,
         final_sigmas("zero"),
@@ -229,7 +229,7 @@ pub static UNIPC: SamplerDef = SamplerDef {
         if pred == Integrand::Noise && ends_at_zero(rule) {
             return Err(a.error("final_sigmas=zero needs predict=data (or final_sigmas=sigma_min)"));
         }
-        let u = UniPc::new(pred, variant, a.usize("order")?, vp_grid(a.schedule, rule, a.steps)?, a.bool("lower_order_final")?, &a.indices("disable_corrector")?);
+        let u = UniPc::new(pred, variant, a.usize("order")?, vp_grid(a.schedule, rule, a.steps)?, a.bool("lower_order_final")?, &a.int_list("disable_corrector")?);
         Ok(Box::new(UniPc { clip: X0Clip::from_args(a)?, ..u }))
     },
 };

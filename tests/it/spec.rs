@@ -117,7 +117,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         (
             edit(4, "  - {name: ddim, etta: 0.5}"),
-            "SPEC:4:18: samplers[0].etta: `etta` is not a parameter of `ddim`; did you mean `eta`? (allowed: eta, steps_offset, prev, alpha_to_one, clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value, use_clipped_model_output, skip, steps)",
+            "SPEC:4:18: samplers[0].etta: `etta` is not a parameter of `ddim`; did you mean `eta`? (allowed: eta, steps_offset, prev, alpha_to_one, section_counts, clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value, use_clipped_model_output, skip, steps)",
         ),
         (
             edit(4, "  - {name: dpm_solver, method: multstep}"),
