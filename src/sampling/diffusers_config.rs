@@ -40,8 +40,20 @@ pub const MODEL_KEYS: &[&str] =
     &["num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "rescale_betas_zero_snr", "prediction_type"];
 
 /// LCMScheduler and TCDScheduler lay out their own labels and end at the last label's x̂0: they
-/// store these keys but never read them (and TCD its clipping keys and `timestep_scaling`).
-const LCM_IGNORED: &[&str] = &["timestep_spacing", "timestep_scaling", "steps_offset", "set_alpha_to_one", "clip_sample", "clip_sample_range", "thresholding", "dynamic_thresholding_ratio", "sample_max_value"];
+/// store these keys but never read them.
+const LCM_IGNORED: &[&str] = &["timestep_spacing", "steps_offset", "set_alpha_to_one"];
+/// TCDScheduler also stores LCM's clipping keys and `timestep_scaling` without reading them.
+const TCD_IGNORED: &[&str] = &[
+    "timestep_spacing",
+    "steps_offset",
+    "set_alpha_to_one",
+    "timestep_scaling",
+    "clip_sample",
+    "clip_sample_range",
+    "thresholding",
+    "dynamic_thresholding_ratio",
+    "sample_max_value",
+];
 
 const CLASSES: &[Class] = &[
     Class {
@@ -110,7 +122,7 @@ const CLASSES: &[Class] = &[
         ignored: LCM_IGNORED,
         defaults: || json!({"original_inference_steps": 50, "timestep_scaling": 10.0, "clip_sample": false, "clip_sample_range": 1.0, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0}),
     },
-    Class { name: "TCDScheduler", sampler: "tcd", implied: &[], choose: "", ignored: LCM_IGNORED, defaults: || json!({"original_inference_steps": 50}) },
+    Class { name: "TCDScheduler", sampler: "tcd", implied: &[], choose: "", ignored: TCD_IGNORED, defaults: || json!({"original_inference_steps": 50}) },
     Class { name: "LMSDiscreteScheduler", sampler: "lms", implied: &[], choose: "", ignored: &[], defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
     Class {
         name: "DPMSolverMultistepScheduler",
@@ -271,7 +283,7 @@ pub fn from_json(v: &Value) -> Result<FromConfig, String> {
     for (k, v) in &keys {
         match k.as_str() {
             k if k.starts_with('_') || MODEL_KEYS.contains(&k) => {}
-            k if class.ignored.contains(&k) && def.lookup(k).is_none() => {}
+            k if class.ignored.contains(&k) => {}
             "algorithm_type" | "skip_prk_steps" => {}
             "timestep_spacing" => {
                 let s = (v.as_str().and_then(|s| Skip::parse(s).ok()))
