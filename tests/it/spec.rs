@@ -553,7 +553,7 @@ fn every_shipped_spec_parses_and_real_model_specs_name_missing_files() {
             ("pndm_cifar10".to_owned(), 30),
             ("pndm_celeba64".to_owned(), 30),
             ("quickstart".to_owned(), 37),
-            ("solvers_cifar10".to_owned(), 60),
+            ("solvers_cifar10".to_owned(), 85),
             ("timeseries_sines".to_owned(), 3),
             ("timeseries_sines_oracle".to_owned(), 3),
         ]
