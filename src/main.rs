@@ -130,6 +130,10 @@ enum Command {
         /// Also write every model input (x, label) and output per NFE into this folder.
         #[arg(long, value_name = "DIR")]
         trace: Option<PathBuf>,
+        /// The stochastic steps' noise, in the order the sampler draws it, as a reference run
+        /// drew it: .npz of float32 arrays [B,C,H,W] (`np.savez(FILE, *draws)`).
+        #[arg(long, value_name = "NOISE.npz")]
+        step_noise: Option<PathBuf>,
     },
     /// List every sampler: parameters, timestep rules, NFE, end point, reference.
     Samplers {
@@ -495,7 +499,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", samplerbench::status::render(&s));
             }
         }
-        Command::Sample { spec, noise, out, sampler, steps, set, trace } => {
+        Command::Sample { spec, noise, out, sampler, steps, set, trace, step_noise } => {
             let plan = samplerbench::plan::load(&spec)?;
             let set = set
                 .iter()
@@ -505,7 +509,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .ok_or_else(|| BenchError::user(format!("--set {kv:?}: expected KEY=VALUE")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let req = runner::SampleRequest { noise: &noise, out: &out, sampler, steps, set, trace: trace.as_deref() };
+            let req = runner::SampleRequest { noise: &noise, out: &out, sampler, steps, set, trace: trace.as_deref(), step_noise: step_noise.as_deref() };
             let nfe = runner::sample_trajectory(&plan, &req)?;
             eprintln!("wrote {} ({nfe} model evaluations)", out.display());
         }

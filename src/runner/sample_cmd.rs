@@ -20,6 +20,56 @@ pub struct SampleRequest<'a> {
     /// `--set key=value` overrides (`skip` sets the timestep rule).
     pub set: Vec<(String, String)>,
     pub trace: Option<&'a Path>,
+    /// `--step-noise`: the stochastic steps' noise in draw order instead of the seeded stream.
+    pub step_noise: Option<&'a Path>,
+}
+
+/// Noise given in a file, handed out in draw order. A sampler cannot fail mid-draw, so a
+/// shortage or a wrong shape is recorded and reported after sampling.
+struct InjectedNoise {
+    arrays: Vec<Tensor>,
+    next: usize,
+    problem: Option<String>,
+}
+
+impl InjectedNoise {
+    /// `np.savez(FILE, *draws)`: arrays arr_0, arr_1, … in draw order.
+    fn read(path: &Path) -> Result<InjectedNoise> {
+        let bad = |m: String| BenchError::file(path, m);
+        let named = Tensor::read_npz(path).map_err(|e| bad(format!("cannot read as .npz: {}", crate::models::first_line(&e.to_string()))))?;
+        let mut indexed = named
+            .into_iter()
+            .map(|(name, t)| match name.strip_prefix("arr_").and_then(|k| k.parse::<usize>().ok()) {
+                Some(k) => Ok((k, t)),
+                None => Err(bad(format!("array {name:?}: expected arr_0, arr_1, … as np.savez(FILE, *draws) names them"))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        indexed.sort_by_key(|(k, _)| *k);
+        if indexed.iter().enumerate().any(|(i, (k, _))| i != *k) {
+            return Err(bad("arrays must be arr_0 … arr_{N−1} with none missing".into()));
+        }
+        Ok(InjectedNoise { arrays: indexed.into_iter().map(|(_, t)| t).collect(), next: 0, problem: None })
+    }
+}
+
+impl crate::sampling::NoiseSource for InjectedNoise {
+    fn noise(&mut self, _step: usize, like: &Tensor) -> Tensor {
+        let k = self.next;
+        match self.arrays.get(k) {
+            Some(a) if a.size() == like.size() => {
+                self.next += 1;
+                a.to_kind(like.kind()).to_device(like.device())
+            }
+            Some(a) => {
+                self.problem.get_or_insert(format!("arr_{k} has shape {:?}; draw {k} of the sampler is {:?}", a.size(), like.size()));
+                like.zeros_like()
+            }
+            None => {
+                self.problem.get_or_insert(format!("holds {} arrays; the sampler draws more", self.arrays.len()));
+                like.zeros_like()
+            }
+        }
+    }
 }
 
 fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
@@ -72,8 +122,24 @@ pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<usize> {
     let counted = Counted::new(model.denoiser.as_ref(), model.prediction);
     let counted = if req.trace.is_some() { counted.with_trace() } else { counted };
     let b = x_t.size()[0] as usize;
-    let mut noise = SeededNoise { seed: plan.seed, first: 0, count: b };
-    let x0 = tch::no_grad(|| sampler.sample(&counted, x_t.to_device(device), &mut noise))?;
+    let x0 = match req.step_noise {
+        Some(path) => {
+            let mut injected = InjectedNoise::read(path)?;
+            let x0 = tch::no_grad(|| sampler.sample(&counted, x_t.to_device(device), &mut injected))?;
+            let used = injected.next;
+            match injected.problem {
+                Some(p) => return Err(BenchError::file(path, p)),
+                None if used < injected.arrays.len() => {
+                    return Err(BenchError::file(path, format!("holds {} arrays; the sampler drew {used}", injected.arrays.len())))
+                }
+                None => x0,
+            }
+        }
+        None => {
+            let mut noise = SeededNoise { seed: plan.seed, first: 0, count: b };
+            tch::no_grad(|| sampler.sample(&counted, x_t.to_device(device), &mut noise))?
+        }
+    };
     let x0 = match &model.decoder {
         Some(d) => tch::no_grad(|| d.decode(&x0))?,
         None => x0,

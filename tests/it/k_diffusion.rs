@@ -181,3 +181,56 @@ fn parity_with_k_diffusion_and_diffusers_sde() {
     }
     eprintln!("{report}");
 }
+
+/// `bench sample --step-noise`: the arrays of an .npz feed the sampler's draws in order (the
+/// same result as the in-process sampler given those draws), and a file with too few or too
+/// many arrays, or arrays of another shape, is a one-line error.
+#[test]
+fn bench_sample_step_noise_feeds_the_draws_in_order() {
+    use crate::common::{bench, stderr};
+    let d = tempfile::tempdir().unwrap();
+    let spec = d.path().join("s.yaml");
+    std::fs::write(&spec, "name: t\nmodel: {kind: oracle, data: {kind: gaussian, shape: [3, 4, 4], std: [0.2, 0.5, 1.0]}}\nsamplers: [{name: dpmpp_2m_sde}]\nsteps: 6\ndevice: cpu\n").unwrap();
+    seed_torch(40);
+    let opts = (Kind::Float, Device::Cpu);
+    let z = Tensor::randn([2, 3, 4, 4], opts);
+    let draws: Vec<Tensor> = (0..6).map(|_| Tensor::randn([2, 3, 4, 4], opts)).collect();
+    let copies = |ts: &[Tensor]| ts.iter().map(|t| t.shallow_clone()).collect::<Vec<_>>();
+    let x_t = d.path().join("z.npy");
+    z.write_npy(&x_t).unwrap();
+    let npz = |name: &str, arrays: &[Tensor]| {
+        let path = d.path().join(name);
+        let named: Vec<(String, Tensor)> = arrays.iter().enumerate().map(|(k, t)| (format!("arr_{k}"), t.shallow_clone())).collect();
+        Tensor::write_npz(&named, &path).unwrap();
+        path
+    };
+    let run = |noise: &std::path::Path| {
+        let out = d.path().join("x.npy");
+        let o = bench(&["sample", spec.to_str().unwrap(), "--noise", x_t.to_str().unwrap(), "--out", out.to_str().unwrap(), "--step-noise", noise.to_str().unwrap()]);
+        (o.status.code(), stderr(&o), out)
+    };
+    // 6 steps draw 5 times (none after the last).
+    let (code, err, out) = run(&npz("five.npz", &draws[..5]));
+    assert_eq!(code, Some(0), "{err}");
+    let plan = samplerbench::plan::load(&spec).unwrap();
+    let model = samplerbench::models::load_model(&plan).unwrap();
+    let sampler = build_from_text("dpmpp_2m_sde", &[], 6, &plan.schedule.noise_schedule().unwrap()).unwrap();
+    let counted = Counted::new(model.denoiser.as_ref(), model.prediction);
+    let mut fixed = crate::samplers_b::FixedNoise(copies(&draws[..5]));
+    let want = tch::no_grad(|| sampler.sample(&counted, z.shallow_clone(), &mut fixed)).unwrap();
+    let got = Tensor::read_npy(&out).unwrap();
+    assert!(rel_err(&got, &want) < 1e-6, "{}", rel_err(&got, &want));
+    // Other draws give another sample: the file is what was used.
+    let (_, _, other) = run(&npz("five_b.npz", &draws[1..6]));
+    assert!(rel_err(&Tensor::read_npy(&other).unwrap(), &want) > 1e-3);
+    for (name, arrays, msg) in [
+        ("four.npz", copies(&draws[..4]), "holds 4 arrays; the sampler draws more"),
+        ("six.npz", copies(&draws), "holds 6 arrays; the sampler drew 5"),
+        ("shape.npz", (0..5).map(|_| Tensor::zeros([1, 3, 4, 4], opts)).collect(), "arr_0 has shape [1, 3, 4, 4]; draw 0 of the sampler is [2, 3, 4, 4]"),
+    ] {
+        let path = npz(name, &arrays);
+        let (code, err, _) = run(&path);
+        assert_eq!(code, Some(2), "{err}");
+        assert_eq!(err, format!("error: {}: {msg}\n", path.display()));
+    }
+}
