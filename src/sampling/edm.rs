@@ -45,9 +45,8 @@ impl Sampler for EdmSampler {
         EndPoint::SigmaZero
     }
     fn sample(&self, model: &Counted, z: Tensor, noise: &mut dyn NoiseSource) -> Result<Tensor> {
-        // EDM clamps its σ range to the network's (`max(sigma_min, net.sigma_min)`, …).
-        let (lo, hi) = model.sigma_range();
-        let opts = EdmSamplerOptions { sigma_min: self.opts.sigma_min.max(lo), sigma_max: self.opts.sigma_max.min(hi), ..self.opts.clone() };
+        let (sigma_min, sigma_max) = clamp_to_model(model, self.opts.sigma_min, self.opts.sigma_max);
+        let opts = EdmSamplerOptions { sigma_min, sigma_max, ..self.opts.clone() };
         let kind = z.kind();
         let mut denoise = |x: &Tensor, sigma: f64| model.raw(&x.to_kind(kind), sigma);
         let mut step_noise = |i: usize, x: &Tensor| Ok(noise.noise(i, &x.to_kind(kind)));
@@ -60,10 +59,30 @@ const fn number(name: &'static str, min: f64, default: f64, help: &'static str) 
     ParamDef { name, kind: ParamKind::Float { min, max: f64::INFINITY, default }, help, diffusers: None }
 }
 
+/// EDM's σ grid (Eq. 5), for every sampler that lays it out.
+pub(super) const SIGMA_MIN: ParamDef = number("sigma_min", 1e-9, 0.002, "lowest σ of the grid (EDM Eq. 5), raised to the network's own minimum");
+pub(super) const SIGMA_MAX: ParamDef = number("sigma_max", 1e-9, 80.0, "highest σ of the grid, lowered to the network's own maximum");
+pub(super) const RHO: ParamDef = number("rho", 1e-9, 7.0, "ρ of the σ discretisation (EDM Eq. 5)");
+
+/// The entry's σ range, checked (the grid runs from `sigma_max` down to `sigma_min`).
+pub(super) fn sigma_range(a: &Args) -> Result<(f64, f64)> {
+    let (sigma_min, sigma_max) = (a.f64("sigma_min")?, a.f64("sigma_max")?);
+    if sigma_min >= sigma_max {
+        return Err(a.error(format!("sigma_min={sigma_min} must be below sigma_max={sigma_max}")));
+    }
+    Ok((sigma_min, sigma_max))
+}
+
+/// EDM clamps its σ range to the network's (`max(sigma_min, net.sigma_min)`, …).
+pub(super) fn clamp_to_model(model: &Counted, sigma_min: f64, sigma_max: f64) -> (f64, f64) {
+    let (lo, hi) = model.sigma_range();
+    (sigma_min.max(lo), sigma_max.min(hi))
+}
+
 const EDM_PARAMS: &[ParamDef] = &[
-    number("sigma_min", 1e-9, 0.002, "lowest σ of the grid (EDM Eq. 5), raised to the network's own minimum"),
-    number("sigma_max", 1e-9, 80.0, "highest σ of the grid, lowered to the network's own maximum"),
-    number("rho", 1e-9, 7.0, "ρ of the σ discretisation (EDM Eq. 5)"),
+    SIGMA_MIN,
+    SIGMA_MAX,
+    RHO,
     number("s_churn", 0.0, 0.0, "total churn S_churn: γ_i = min(S_churn/S, √2−1) (0: deterministic)"),
     number("s_tmin", 0.0, 0.0, "churn only for σ ≥ S_tmin"),
     ParamDef { name: "s_tmax", kind: ParamKind::Float { min: 0.0, max: f64::INFINITY, default: 1e30 }, help: "churn only for σ ≤ S_tmax (default: no limit)", diffusers: None },
@@ -71,10 +90,7 @@ const EDM_PARAMS: &[ParamDef] = &[
 ];
 
 fn build(a: &Args, second_order: bool) -> Result<Box<dyn Sampler>> {
-    let (sigma_min, sigma_max) = (a.f64("sigma_min")?, a.f64("sigma_max")?);
-    if sigma_min >= sigma_max {
-        return Err(a.error(format!("sigma_min={sigma_min} must be below sigma_max={sigma_max}")));
-    }
+    let (sigma_min, sigma_max) = sigma_range(a)?;
     let opts = EdmSamplerOptions {
         num_steps: a.steps,
         sigma_min,

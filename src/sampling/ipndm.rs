@@ -11,6 +11,7 @@
 use super::def::{Args, ParamDef, ParamKind, SamplerDef};
 use super::multistep::History;
 use super::{Counted, EndPoint, NoiseSource, Sampler};
+use super::edm::{clamp_to_model, sigma_range, RHO, SIGMA_MAX, SIGMA_MIN};
 use crate::models::edm::sampler::edm_sigmas;
 use crate::models::Prediction;
 use crate::timesteps::Skip;
@@ -96,8 +97,8 @@ impl Sampler for Ipndm {
         }
     }
     fn sample(&self, model: &Counted, z: Tensor, _noise: &mut dyn NoiseSource) -> Result<Tensor> {
-        let (lo, hi) = model.sigma_range();
-        let t = self.grid(self.sigma_min.max(lo), self.sigma_max.min(hi));
+        let (lo, hi) = clamp_to_model(model, self.sigma_min, self.sigma_max);
+        let t = self.grid(lo, hi);
         let mut x = z * t[0];
         let mut history = History::new(self.max_order);
         for i in 0..self.steps {
@@ -122,10 +123,7 @@ impl Sampler for Ipndm {
 }
 
 fn build(a: &Args, variable: bool) -> Result<Box<dyn Sampler>> {
-    let (sigma_min, sigma_max) = (a.f64("sigma_min")?, a.f64("sigma_max")?);
-    if sigma_min >= sigma_max {
-        return Err(a.error(format!("sigma_min={sigma_min} must be below sigma_max={sigma_max}")));
-    }
+    let (sigma_min, sigma_max) = sigma_range(a)?;
     let afs = a.bool("afs")?;
     if afs && a.steps < 2 {
         return Err(a.error("afs=true replaces the first of the steps' model calls: needs steps ≥ 2"));
@@ -142,9 +140,6 @@ fn build(a: &Args, variable: bool) -> Result<Box<dyn Sampler>> {
     }))
 }
 
-const fn number(name: &'static str, default: f64, help: &'static str) -> ParamDef {
-    ParamDef { name, kind: ParamKind::Float { min: 1e-9, max: f64::INFINITY, default }, help, diffusers: None }
-}
 const fn flag(name: &'static str, help: &'static str) -> ParamDef {
     ParamDef { name, kind: ParamKind::Bool { default: false }, help, diffusers: None }
 }
@@ -153,9 +148,9 @@ pub static IPNDM: SamplerDef = SamplerDef {
     name: "ipndm",
     params: &[
         ParamDef { name: "max_order", kind: ParamKind::Int { min: 1, max: 4, default: 4 }, help: "highest Adams–Bashforth order (the first steps use 1, 2, 3)", diffusers: None },
-        number("sigma_min", 0.002, "last σ of the grid (EDM eq. 5), raised to the network's own minimum"),
-        number("sigma_max", 80.0, "first σ of the grid, lowered to the network's own maximum"),
-        number("rho", 7.0, "ρ of the σ discretisation (EDM eq. 5)"),
+        SIGMA_MIN,
+        SIGMA_MAX,
+        RHO,
         flag("afs", "analytical first step: d = x/√(1+σ_max²) instead of the first model call"),
         flag("denoise_to_zero", "one more call at σ_min, returning D(x; σ_min)"),
     ],

@@ -14,7 +14,7 @@
 //! trajectories agree.
 use super::def::{Args, EtaColumn, ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS};
 use super::continuous::{exponential_sigmas, ve_sigmas};
-use super::karras::{ancestral_split, eps_at, SigmaGrid, SIGMA_LEVEL_SKIPS};
+use super::karras::{ancestral_split, eps_at, euler_step, SigmaGrid, SIGMA_LEVEL_SKIPS};
 use super::{Counted, EndPoint, NoiseSource, Sampler};
 use crate::timesteps::Skip;
 use crate::Result;
@@ -104,7 +104,7 @@ impl Sampler for DpmppSampler {
                 Family::TwoSAncestral => {
                     let (down, up) = ancestral_split(sigma, next, eta);
                     let x = match mid {
-                        None => &x + (&x - &d) / sigma * (down - sigma),
+                        None => euler_step(&x, &((&x - &d) / sigma), sigma, down),
                         Some(s) => {
                             let x_2 = dpmpp_1(&x, &d, sigma, s);
                             dpmpp_1(&x, &denoised(model, &x_2, s, g.label_of(s))?, sigma, down)
@@ -119,7 +119,7 @@ impl Sampler for DpmppSampler {
                 // `sample_dpmpp_sde`: two ancestral sub-steps, to σ(s) with D, then to σ_{i+1}
                 // with (1 − 1/2r)·D + 1/2r·D(x_2, σ(s)).
                 Family::Sde => match mid {
-                    None => &x + (&x - &d) / sigma * (next - sigma),
+                    None => euler_step(&x, &((&x - &d) / sigma), sigma, next),
                     Some(s) => {
                         let (down, up) = ancestral_split(sigma, s, eta);
                         let mut x_2 = dpmpp_1(&x, &d, sigma, down);
@@ -392,7 +392,14 @@ fn build_fast(a: &Args) -> Result<Box<dyn Sampler>> {
 
 pub static DPM_FAST: SamplerDef = SamplerDef {
     name: "dpm_fast",
-    params: &[ParamDef { kind: ParamKind::Float { min: 0.0, max: 1.0, default: 0.0 }, ..ETA }, S_NOISE],
+    params: &[
+        ParamDef {
+            kind: ParamKind::Float { min: 0.0, max: 1.0, default: 0.0 },
+            help: "ancestral noise per block (0: the deterministic DPM-Solver-fast)",
+            ..ETA
+        },
+        S_NOISE,
+    ],
     skips: &[Skip::Exponential],
     default_skip: Skip::Exponential,
     nfe: "S (blocks of orders 3, …, 3, then 2, 1 or S mod 3)",

@@ -77,8 +77,7 @@ impl SigmaGrid {
         let sig = ve_sigmas(schedule);
         let k = karras_sigmas(sig[0], sig[sig.len() - 1], self.labels.len());
         self.labels = k.iter().map(|&s| sigma_to_t(&self.log_sigmas, s).round_ties_even()).collect();
-        self.f32_labels = false;
-        self
+        self.with_f64_off_grid_labels()
     }
     /// Levels given as they are (float64, no σ = 0 appended), labels `_sigma_to_t` unrounded.
     pub fn from_levels(schedule: &Schedule, sigmas: Vec<f64>) -> Self {
@@ -132,7 +131,7 @@ pub fn ancestral_split(sigma_from: f64, sigma_to: f64, eta: f64) -> (f64, f64) {
 }
 
 /// Euler step of dx/dσ = ε (Karras et al. 2022 Alg. 1 line 5; diffusers `EulerDiscreteScheduler.step`).
-fn euler_step(x: &Tensor, d: &Tensor, sigma: f64, sigma_next: f64) -> Tensor {
+pub(super) fn euler_step(x: &Tensor, d: &Tensor, sigma: f64, sigma_next: f64) -> Tensor {
     x + d * (sigma_next - sigma)
 }
 
