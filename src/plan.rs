@@ -30,6 +30,7 @@
 //! | `samplers[i].<param>` | the sampler's default (catalog) | the sampler's parameters only, by bench's name or diffusers' keyword |
 //! | `samplers[i].skip` (diffusers: `timestep_spacing`, `use_karras_sigmas`/`use_exponential_sigmas`/`use_beta_sigmas`/`use_lu_lambdas: true`) | the sampler's default (catalog; `uniform`) | `uniform`, `quadratic`, `leading`, `trailing`, `linspace`, `ddim_stride`, `sections`, `diffusion_ts`, `time_uniform`, `logsnr`, `time_quadratic`, `karras`, `exponential`, `beta`, `lu`, `edm`, `consistency`, `flow` |
 //! | `samplers[i].steps` | top-level `steps` | integers 1..=`schedule.timesteps` |
+//! | `samplers[i].schedule_dtype` | `float64`; `float32` when the entry uses diffusers' spelling | `float64`, `float32` (discrete-VP samplers) |
 //! | `steps` | required unless every entry has `steps` | as above |
 //! | `samples` | `50000` | ≥ 1 |
 //! | `batch_size` | `500` | ≥ 1 (does not change any sample; not in `cell_hash`) |
@@ -1183,9 +1184,13 @@ impl Cx<'_> {
             def.check_spellings(e.params.iter().map(|(k, _)| k.as_str())).map_err(|m| self.err(&at, m))?;
             // diffusers' `use_karras_sigmas: true` / `use_exponential_sigmas: true` choose bench's `skip`.
             let mut skip_flag: Option<(&str, Skip)> = None;
+            // An entry in diffusers' spelling asks for diffusers' arithmetic unless it says otherwise.
+            let mut diffusers_spelled = written.diffusers_config.is_some() || e.skip_key == "timestep_spacing";
             for (key, sweep) in &e.params {
                 let kat = at.key(key);
+                diffusers_spelled |= def.is_diffusers_spelling(key);
                 if let Some(rule) = crate::sampling::diffusers_config::skip_flag(key).filter(|r| def.lookup(key).is_none() && def.skips.contains(r)) {
+                    diffusers_spelled = true;
                     let on = match sweep {
                         Sweep::One(ParamValue::Bool(b)) => *b,
                         _ => return Err(self.err(&kat, format!("must be true or false (diffusers' spelling of `skip: {rule}`)"))),
@@ -1221,7 +1226,11 @@ impl Cx<'_> {
                     return Err(self.err(&at, "no `steps`: set `steps:` at the top level or in this entry"));
                 }
             };
-            let mut combos: Vec<BTreeMap<String, ParamValue>> = vec![def.defaults()];
+            let mut base = def.defaults();
+            if diffusers_spelled && def.param(sampling::def::SCHEDULE_DTYPE.name).is_some() {
+                base.insert(sampling::def::SCHEDULE_DTYPE.name.to_owned(), ParamValue::Str("float32".into()));
+            }
+            let mut combos: Vec<BTreeMap<String, ParamValue>> = vec![base];
             for (key, vals) in &axes {
                 combos = combos
                     .iter()
@@ -1565,7 +1574,8 @@ mod tests {
         let p = plan(&format!("{BASE}samplers: [{{name: dpm_solver}}, {{name: ddim, eta: 1}}]\nsteps: 5\n")).unwrap();
         assert_eq!(p.cells[0].params["order"], ParamValue::Int(3));
         assert_eq!(p.cells[0].params["t_end"], ParamValue::Str("auto".into()));
-        assert_eq!(p.cells[0].params.len(), sampling::find("dpm_solver").unwrap().params.len());
+        assert_eq!(p.cells[0].params.len(), sampling::find("dpm_solver").unwrap().all_params().count());
+        assert_eq!(p.cells[0].params["schedule_dtype"], ParamValue::Str("float64".into()));
         assert_eq!(p.cells[1].params["eta"], ParamValue::Float(1.0));
     }
 
@@ -1645,12 +1655,18 @@ mod tests {
         let hashes = |samplers: &str| -> Vec<String> {
             plan(&format!("{BASE}samplers: [{samplers}]\nsteps: 10\n")).unwrap().cells.into_iter().map(|c| c.hash).collect()
         };
-        assert_eq!(hashes("{name: euler, timestep_spacing: trailing}"), hashes("{name: euler, skip: trailing}"));
-        assert_eq!(hashes("{name: euler, use_karras_sigmas: true}"), hashes("{name: euler, skip: karras}"));
-        assert_eq!(hashes("{name: euler, use_karras_sigmas: false}"), hashes("{name: euler}"));
-        assert_eq!(hashes("{name: lms, use_exponential_sigmas: true}"), hashes("{name: lms, skip: exponential}"));
-        assert_eq!(hashes("{name: ddim, set_alpha_to_one: false}"), hashes("{name: ddim, alpha_to_one: false}"));
-        assert_ne!(hashes("{name: ddim, set_alpha_to_one: false}"), hashes("{name: ddim}"));
+        // diffusers' spelling means diffusers' float32 schedule arithmetic unless the entry says otherwise.
+        let f32 = "schedule_dtype: float32";
+        assert_eq!(hashes("{name: euler, timestep_spacing: trailing}"), hashes(&format!("{{name: euler, skip: trailing, {f32}}}")));
+        assert_eq!(hashes("{name: euler, timestep_spacing: trailing, schedule_dtype: float64}"), hashes("{name: euler, skip: trailing}"));
+        assert_ne!(hashes("{name: euler, timestep_spacing: trailing}"), hashes("{name: euler, skip: trailing}"));
+        assert_eq!(hashes("{name: euler, use_karras_sigmas: true}"), hashes(&format!("{{name: euler, skip: karras, {f32}}}")));
+        assert_eq!(hashes("{name: euler, use_karras_sigmas: false}"), hashes(&format!("{{name: euler, {f32}}}")));
+        assert_eq!(hashes("{name: lms, use_exponential_sigmas: true}"), hashes(&format!("{{name: lms, skip: exponential, {f32}}}")));
+        assert_eq!(hashes("{name: ddim, set_alpha_to_one: false}"), hashes(&format!("{{name: ddim, alpha_to_one: false, {f32}}}")));
+        assert_ne!(hashes("{name: ddim, set_alpha_to_one: false}"), hashes(&format!("{{name: ddim, {f32}}}")));
+        // Names both spellings share (`eta`) are bench's too, and keep float64.
+        assert_eq!(hashes("{name: ddim, eta: 0.5}"), hashes("{name: ddim, eta: 0.5, schedule_dtype: float64}"));
         let err = |samplers: &str| plan(&format!("{BASE}samplers: [{samplers}]\nsteps: 10\n")).unwrap_err().to_string();
         assert_eq!(
             err("{name: ddim, alpha_to_one: false, set_alpha_to_one: false}"),

@@ -1,4 +1,5 @@
-//! Discrete noise schedules (β_t, ᾱ_t for t = 0..T-1), all arithmetic in f64.
+//! Discrete noise schedules (β_t, ᾱ_t for t = 0..T-1), in float64, or as diffusers computes them
+//! in float32 torch tensors ([`ScheduleDtype`]).
 //!
 //! Conventions follow the DDPM/DDIM papers and diffusers: index t ∈ [0, T) is the model's
 //! integer timestep label; ᾱ_t = Π_{s≤t} (1 − β_s).
@@ -25,6 +26,52 @@ pub struct NoiseSchedule {
     pub kind: ScheduleKind,
     pub betas: Vec<f64>,
     pub alphas_cumprod: Vec<f64>,
+    pub dtype: ScheduleDtype,
+    /// What it was built from, so that [`NoiseSchedule::in_float32`] can rebuild it.
+    recipe: Recipe,
+    /// Float32 only: σ̃ and λ of every label as torch computes them from ᾱ in one vectorised op
+    /// (its SIMD square root and log differ from correctly rounded ones in the last bit).
+    float32_tables: Option<Float32Tables>,
+}
+
+#[derive(Debug, Clone)]
+struct Float32Tables {
+    sigmas: Vec<f64>,
+    lambdas: Vec<f64>,
+}
+
+impl Float32Tables {
+    /// diffusers: `((1 − ᾱ)/ᾱ) ** 0.5` and `log(√ᾱ) − log(√(1 − ᾱ))` on the float32 ᾱ tensor.
+    fn of(alphas_cumprod: &[f64]) -> Result<Self> {
+        let ac = tch::Tensor::from_slice(alphas_cumprod).to_kind(tch::Kind::Float);
+        let one_minus = -&ac + 1.0;
+        Ok(Float32Tables {
+            sigmas: float32_vec(&(&one_minus / &ac).pow_tensor_scalar(0.5))?,
+            lambdas: float32_vec(&(ac.sqrt().log() - one_minus.sqrt().log()))?,
+        })
+    }
+}
+
+fn float32_vec(t: &tch::Tensor) -> Result<Vec<f64>> {
+    let v: Vec<f32> = Vec::try_from(t).map_err(|e| BenchError::Internal(format!("float32 schedule: {e}")))?;
+    Ok(v.into_iter().map(f64::from).collect())
+}
+
+/// The arithmetic of a schedule's ᾱ, σ̃ and λ tables. The DDIM, PNDM and DPM-Solver repositories
+/// use float64; diffusers builds β and ᾱ as float32 tensors and its σ̃ tables from them, which
+/// moves the smallest noise levels by up to 1e-4 relative and fractional labels by up to 6e-3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScheduleDtype {
+    #[default]
+    Float64,
+    Float32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Recipe {
+    beta_start: f64,
+    beta_end: f64,
+    rescaled: bool,
 }
 
 impl ScheduleKind {
@@ -67,11 +114,11 @@ impl NoiseSchedule {
                 })
                 .collect(),
         };
-        Ok(Self::from_betas(kind, betas))
+        Ok(Self::from_betas(kind, betas, Recipe { beta_start, beta_end, rescaled: false }))
     }
 
     /// ᾱ_t = Π_{s≤t} (1 − β_s).
-    fn from_betas(kind: ScheduleKind, betas: Vec<f64>) -> Self {
+    fn from_betas(kind: ScheduleKind, betas: Vec<f64>, recipe: Recipe) -> Self {
         let mut acc = 1.0;
         let alphas_cumprod = betas
             .iter()
@@ -80,7 +127,51 @@ impl NoiseSchedule {
                 acc
             })
             .collect();
-        NoiseSchedule { kind, betas, alphas_cumprod }
+        NoiseSchedule { kind, betas, alphas_cumprod, dtype: ScheduleDtype::Float64, recipe, float32_tables: None }
+    }
+
+    /// The same schedule as diffusers' scheduler `__init__` builds it: β with torch's float32
+    /// `linspace`/`sigmoid` (cosine and exp from float64 `betas_for_alpha_bar`, then cast), ᾱ by
+    /// float32 `cumprod`, zero terminal SNR rescaled in float32. libtorch's own kernels do the
+    /// arithmetic, so the values are diffusers' bit for bit.
+    pub fn in_float32(&self) -> Result<Self> {
+        use tch::{Device, Kind, Tensor};
+        if self.dtype == ScheduleDtype::Float32 {
+            return Ok(self.clone());
+        }
+        let Recipe { beta_start: b0, beta_end: b1, rescaled } = self.recipe;
+        let n = self.betas.len() as i64;
+        let o = (Kind::Float, Device::Cpu);
+        let f = |r: std::result::Result<Tensor, tch::TchError>| r.map_err(|e| BenchError::Internal(format!("float32 schedule: {e}")));
+        let betas = match self.kind {
+            ScheduleKind::Linear => f(Tensor::f_linspace(b0, b1, n, o))?,
+            ScheduleKind::ScaledLinear => f(Tensor::f_linspace(b0.sqrt(), b1.sqrt(), n, o))?.pow_tensor_scalar(2),
+            ScheduleKind::Cosine | ScheduleKind::Exp => {
+                let unrescaled = Self::new(self.kind, b0, b1, self.betas.len())?;
+                Tensor::from_slice(&unrescaled.betas).to_kind(Kind::Float)
+            }
+            ScheduleKind::Sigmoid => f(Tensor::f_linspace(-6.0, 6.0, n, o))?.sigmoid() * (b1 - b0) + b0,
+        };
+        let cumprod = |betas: &Tensor| (-betas + 1.0).cumprod(0, Kind::Float);
+        // diffusers `rescale_zero_terminal_snr`, tensor for tensor.
+        let betas = if rescaled {
+            let s = cumprod(&betas).sqrt();
+            let (first, last) = (s.get(0), s.get(n - 1));
+            let ab = ((&s - &last) * (&first / (&first - &last))).pow_tensor_scalar(2);
+            let ratios = ab.narrow(0, 1, n - 1) / ab.narrow(0, 0, n - 1);
+            -Tensor::cat(&[ab.narrow(0, 0, 1), ratios], 0) + 1.0
+        } else {
+            betas
+        };
+        let alphas_cumprod = float32_vec(&cumprod(&betas))?;
+        Ok(NoiseSchedule {
+            kind: self.kind,
+            float32_tables: Some(Float32Tables::of(&alphas_cumprod)?),
+            alphas_cumprod,
+            betas: float32_vec(&betas)?,
+            dtype: ScheduleDtype::Float32,
+            recipe: self.recipe,
+        })
     }
 
     /// Zero terminal SNR (Lin et al. 2024 Alg. 1; diffusers `rescale_zero_terminal_snr`): shift √ᾱ
@@ -90,7 +181,7 @@ impl NoiseSchedule {
         let (first, last) = (sq[0], sq[sq.len() - 1]);
         let ab: Vec<f64> = sq.iter().map(|v| ((v - last) * (first / (first - last))).powi(2)).collect();
         let betas: Vec<f64> = (0..ab.len()).map(|i| 1.0 - if i == 0 { ab[0] } else { ab[i] / ab[i - 1] }).collect();
-        Self::from_betas(self.kind, betas)
+        Self::from_betas(self.kind, betas, Recipe { rescaled: true, ..self.recipe })
     }
     /// ᾱ_{T−1} = 0: the last label carries no signal (σ̃ = ∞ there).
     pub fn zero_terminal_snr(&self) -> bool {
@@ -103,6 +194,11 @@ impl NoiseSchedule {
         if let Some(last) = s.alphas_cumprod.last_mut() {
             if *last == 0.0 {
                 *last = 2f64.powi(-24);
+                if s.float32_tables.is_some() {
+                    if let Ok(t) = Float32Tables::of(&s.alphas_cumprod) {
+                        s.float32_tables = Some(t);
+                    }
+                }
             }
         }
         s
@@ -123,15 +219,32 @@ impl NoiseSchedule {
     pub fn alpha_bar(&self, t: usize) -> f64 {
         self.alphas_cumprod[t]
     }
-    /// Karras/VE noise level σ̃_t = √((1−ᾱ_t)/ᾱ_t).
+    /// Karras/VE noise level σ̃_t = √((1−ᾱ_t)/ᾱ_t) (diffusers' `sigmas` table, in the schedule's dtype).
     pub fn sigma(&self, t: usize) -> f64 {
         let a = self.alphas_cumprod[t];
-        ((1.0 - a) / a).sqrt()
+        match &self.float32_tables {
+            None => ((1.0 - a) / a).sqrt(),
+            Some(tab) => tab.sigmas[t],
+        }
     }
-    /// Half log-SNR λ_t = log(α_t/σ_t) with α_t = √ᾱ_t, σ_t = √(1−ᾱ_t) (DPM-Solver's λ).
+    /// log σ̃ of every label: diffusers' `log_sigmas`, `np.log` of the float32 table, here
+    /// correctly rounded to float32 (numpy's SIMD log, chosen per CPU, is within an ulp of it).
+    pub fn log_sigmas(&self) -> Vec<f64> {
+        (0..self.len())
+            .map(|t| match self.dtype {
+                ScheduleDtype::Float64 => self.sigma(t).ln(),
+                ScheduleDtype::Float32 => f64::from(self.sigma(t).ln() as f32),
+            })
+            .collect()
+    }
+    /// Half log-SNR λ_t = log(α_t/σ_t) with α_t = √ᾱ_t, σ_t = √(1−ᾱ_t) (DPM-Solver's λ;
+    /// diffusers' `lambda_t`).
     pub fn lambda(&self, t: usize) -> f64 {
         let a = self.alphas_cumprod[t];
-        0.5 * (a.ln() - (1.0 - a).ln())
+        match &self.float32_tables {
+            None => 0.5 * (a.ln() - (1.0 - a).ln()),
+            Some(tab) => tab.lambdas[t],
+        }
     }
 }
 

@@ -338,7 +338,7 @@ pub fn vp_grid(schedule: &NoiseSchedule, rule: VpRule, steps: usize) -> crate::R
         }
         VpRule::DiffusersLevels { levels, final_sigma, truncate_cosine } => {
             let sig = ve_sigmas(schedule);
-            let log_sig: Vec<f64> = sig.iter().map(|s| s.ln()).collect();
+            let log_sig = schedule.log_sigmas();
             let (lo, hi) = (sig[0], sig[sig.len() - 1]);
             let values = sigma_levels(levels, lo, hi, steps).unwrap_or_else(|| karras_sigmas(lo, hi, steps));
             let truncate = matches!(levels, Skip::Exponential | Skip::Beta) || (truncate_cosine && schedule.kind == ScheduleKind::Cosine);
@@ -418,7 +418,7 @@ mod tests {
         let mid = (0.5 * (80f64.powf(1.0 / 7.0) + 0.002f64.powf(1.0 / 7.0))).powi(7);
         assert!((k[2] - mid).abs() < 1e-12);
         let s = NoiseSchedule::ddpm_linear();
-        let ls: Vec<f64> = ve_sigmas(&s).iter().map(|v| v.ln()).collect();
+        let ls = s.log_sigmas();
         assert!((sigma_to_t(&ls, s.sigma(321)) - 321.0).abs() < 1e-9);
         let geo = (s.sigma(10) * s.sigma(11)).sqrt();
         assert!((sigma_to_t(&ls, geo) - 10.5).abs() < 1e-9);

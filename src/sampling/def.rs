@@ -159,6 +159,16 @@ pub static DEFINITIONS: &[&SamplerDef] = &[
     &flow::FLOW_EULER,
 ];
 
+/// A parameter of every discrete-VP sampler: the arithmetic of the training schedule's tables.
+/// Its default is float64; an entry written in diffusers' spelling (or read from a
+/// `scheduler_config.json`) defaults to float32, as diffusers computes.
+pub const SCHEDULE_DTYPE: ParamDef = ParamDef {
+    name: "schedule_dtype",
+    kind: ParamKind::Choice { allowed: &["float64", "float32"], default: "float64" },
+    help: "ᾱ and σ̃ tables in float64, or in float32 as diffusers builds them (bit for bit)",
+    diffusers: None,
+};
+
 pub fn find(name: &str) -> Option<&'static SamplerDef> {
     DEFINITIONS.iter().copied().find(|d| d.name == name)
 }
@@ -167,14 +177,25 @@ pub fn find(name: &str) -> Option<&'static SamplerDef> {
 pub type Resolved = BTreeMap<String, ParamValue>;
 
 impl SamplerDef {
+    /// Its own parameters, then those every sampler of its noise space takes.
+    pub fn all_params(&self) -> impl Iterator<Item = &'static ParamDef> {
+        let common: &'static [ParamDef] = if self.space() == NoiseSpace::Vp { std::slice::from_ref(&SCHEDULE_DTYPE) } else { &[] };
+        self.params.iter().chain(common)
+    }
+
     pub fn param(&self, name: &str) -> Option<&'static ParamDef> {
-        self.params.iter().find(|p| p.name == name)
+        self.all_params().find(|p| p.name == name)
     }
 
     /// The parameter a written key names: bench's name, or the diffusers keyword it mirrors
     /// (same meaning and values) where that is spelled differently.
     pub fn lookup(&self, key: &str) -> Option<&'static ParamDef> {
-        self.param(key).or_else(|| self.params.iter().find(|p| p.diffusers == Some(key)))
+        self.param(key).or_else(|| self.all_params().find(|p| p.diffusers == Some(key)))
+    }
+
+    /// Whether a written key is diffusers' spelling of a parameter that bench spells otherwise.
+    pub fn is_diffusers_spelling(&self, key: &str) -> bool {
+        self.lookup(key).is_some_and(|p| p.name != key)
     }
 
     /// Err when two written keys are one parameter (bench's and diffusers' spelling).
@@ -237,7 +258,7 @@ impl SamplerDef {
 
     /// "`etta` is not a parameter of `ddim`; did you mean `eta`? (allowed: …)".
     pub fn unknown_param(&self, key: &str) -> String {
-        let allowed: Vec<&str> = self.params.iter().map(|p| p.name).chain(["skip", "steps"]).collect();
+        let allowed: Vec<&str> = self.all_params().map(|p| p.name).chain(["skip", "steps"]).collect();
         let mut msg = format!("`{key}` is not a parameter of `{}`", self.name);
         if let Some(s) = suggest(key, allowed.iter().copied()) {
             msg += &format!("; did you mean `{s}`?");
@@ -247,7 +268,7 @@ impl SamplerDef {
 
     /// Every parameter at its default.
     pub fn defaults(&self) -> Resolved {
-        self.params.iter().map(|p| (p.name.to_owned(), p.kind.default_value())).collect()
+        self.all_params().map(|p| (p.name.to_owned(), p.kind.default_value())).collect()
     }
 
     /// Written `key: value` pairs → every parameter, checked, defaults filled.
@@ -314,6 +335,14 @@ impl SamplerDef {
                 ZERO_SNR_SAMPLERS.join(", ")
             )));
         }
+        let float32;
+        let schedule = match params.get(SCHEDULE_DTYPE.name) {
+            Some(ParamValue::Str(s)) if s == "float32" => {
+                float32 = schedule.in_float32()?;
+                &float32
+            }
+            _ => schedule,
+        };
         (self.build)(&Args { def: self, values: params, skip, steps, schedule })
     }
 
@@ -450,6 +479,10 @@ pub fn render_text(filter: Option<&str>) -> String {
         }
         out.push('\n');
     }
+    let p = &SCHEDULE_DTYPE;
+    if DEFINITIONS.iter().any(|d| filter.is_none_or(|f| d.name.contains(f)) && d.space() == NoiseSpace::Vp) {
+        let _ = writeln!(out, "every discrete-VP sampler\n  --set {}={}  {}; {}", p.name, default_text(&p.kind), p.help, p.kind.describe());
+    }
     out
 }
 
@@ -468,7 +501,7 @@ pub fn render_json(filter: Option<&str>) -> String {
                 "predictions": d.predictions.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
                 "reference": d.reference,
                 "note": d.note,
-                "params": d.params.iter().map(|p| serde_json::json!({
+                "params": d.all_params().map(|p| serde_json::json!({
                     "name": p.name,
                     "default": default_text(&p.kind),
                     "allowed": p.kind.describe(),

@@ -39,7 +39,7 @@ impl SigmaGrid {
     /// `beta`: at Beta(0.6, 0.6) quantiles between them (`use_beta_sigmas`).
     pub fn new(schedule: &Schedule, rule: Skip, steps: usize) -> Self {
         let sig = ve_sigmas(schedule);
-        let log_sigmas: Vec<f64> = sig.iter().map(|s| s.ln()).collect();
+        let log_sigmas = schedule.log_sigmas();
         let last = (schedule.len() - 1) as f64;
         let (lo, hi) = (sig[0], sig[sig.len() - 1]);
         let levels_from = |levels: Vec<f64>| levels.into_iter().map(|s| (s, sigma_to_t(&log_sigmas, s))).unzip();
@@ -64,7 +64,7 @@ impl SigmaGrid {
     /// `init_noise_sigma` to √(σ_max²+1).
     pub fn spaced(schedule: &Schedule, skip: Skip, steps_offset: usize, steps: usize) -> Result<Self> {
         let sig = ve_sigmas(schedule);
-        let log_sigmas: Vec<f64> = sig.iter().map(|s| s.ln()).collect();
+        let log_sigmas = schedule.log_sigmas();
         let labels = crate::timesteps::discrete_labels(skip, steps, schedule.len(), steps_offset)?;
         let mut sigmas: Vec<f64> = labels.iter().map(|&t| f32r(sig[t])).collect();
         sigmas.push(0.0);
@@ -81,7 +81,7 @@ impl SigmaGrid {
     }
     /// Levels given as they are (float64, no σ = 0 appended), labels `_sigma_to_t` unrounded.
     pub fn from_levels(schedule: &Schedule, sigmas: Vec<f64>) -> Self {
-        let log_sigmas: Vec<f64> = ve_sigmas(schedule).iter().map(|s| s.ln()).collect();
+        let log_sigmas = schedule.log_sigmas();
         let labels = sigmas.iter().map(|&s| sigma_to_t(&log_sigmas, s)).collect();
         SigmaGrid { sigmas, labels, log_sigmas, f32_labels: false, init_vp: false }
     }

@@ -68,7 +68,10 @@ fn configs_saved_by_diffusers_plan_to_the_matching_bench_entries() {
     for (i, (class, kwargs, entry)) in CASES.iter().enumerate() {
         let file = d.join(i.to_string()).join("scheduler_config.json");
         let from_file = cells(&format!("{{diffusers_config: {}}}", file.display()));
-        assert_eq!(from_file, cells(entry), "{class}({kwargs})");
+        // A config means diffusers' float32 schedule arithmetic.
+        let bench_entry = format!("{}, schedule_dtype: float32}}", entry.strip_suffix('}').unwrap());
+        assert_eq!(from_file, cells(&bench_entry), "{class}({kwargs})");
+        assert_ne!(from_file, cells(entry), "{class}({kwargs}) in float64");
         // An old config that names only the class and schedule means the class's defaults.
         if kwargs.is_empty() {
             let old = d.join(format!("old-{i}.json"));

@@ -247,8 +247,7 @@ fn parity_with_diffusers_spacings_and_sde() {
 /// Zero terminal SNR (`rescale_betas_zero_snr`) with trailing spacing and v-prediction on every
 /// scheduler diffusers offers it for (DDIM is the zero-SNR paper's own configuration; the σ-grid
 /// schedulers read ᾱ_{T−1} = 2⁻²⁴), and the `exp` β schedule.
-#[test]
-fn parity_with_diffusers_zero_snr_and_exp_schedule() {
+fn zero_snr_and_exp_cases() -> Vec<Case> {
     use serde_json::json;
     let z = json!({"rescale_betas_zero_snr": true, "timestep_spacing": "trailing", "prediction_type": "v_prediction"});
     let with = |extra: serde_json::Value| {
@@ -256,7 +255,7 @@ fn parity_with_diffusers_zero_snr_and_exp_schedule() {
         m.extend(extra.as_object().unwrap().clone());
         serde_json::Value::Object(m)
     };
-    check_against_diffusers(vec![
+    vec![
         case("ddim", &[("skip", "trailing"), ("prev", "stride"), ("clip_sample", "true")], 10, "zsnr", "DDIMScheduler", z.clone(), false),
         case("ddim", &[("skip", "trailing"), ("prev", "stride")], 25, "zsnr", "DDIMScheduler", with(json!({"clip_sample": false})), false),
         case("euler", &[("skip", "trailing")], 8, "zsnr", "EulerDiscreteScheduler", z.clone(), false),
@@ -266,33 +265,41 @@ fn parity_with_diffusers_zero_snr_and_exp_schedule() {
         case("unipc", &[("skip", "trailing"), ("variant", "bh2")], 10, "zsnr", "UniPCMultistepScheduler", with(json!({"solver_type": "bh2"})), false),
         case("heun", &[], 10, "exp", "HeunDiscreteScheduler", json!({}), false),
         case("heun", &[("skip", "leading"), ("steps_offset", "1")], 8, "exp", "HeunDiscreteScheduler", json!({"timestep_spacing": "leading", "steps_offset": 1}), false),
-    ]);
+    ]
+}
+
+#[test]
+fn parity_with_diffusers_zero_snr_and_exp_schedule() {
+    check_against_diffusers(zero_snr_and_exp_cases());
 }
 
 /// EulerDiscreteScheduler's `interpolation_type: log_linear` and its step()'s churn arguments
 /// (noise drawn at the first steps only, so bench's per-step keys and diffusers' draw order agree).
-#[test]
-fn parity_with_diffusers_euler_interpolation_and_churn() {
+fn interpolation_and_churn_cases() -> Vec<Case> {
     use serde_json::json;
     let e = "EulerDiscreteScheduler";
     let ll = ("interpolation", "log_linear");
-    check_against_diffusers(vec![
+    vec![
         case("euler", &[ll], 10, "linear", e, json!({"interpolation_type": "log_linear"}), false),
         case("euler", &[ll, ("skip", "trailing")], 8, "cosine", e, json!({"interpolation_type": "log_linear", "timestep_spacing": "trailing"}), false),
         case("euler", &[ll, ("skip", "leading"), ("steps_offset", "1")], 7, "linear", e, json!({"interpolation_type": "log_linear", "timestep_spacing": "leading", "steps_offset": 1}), false),
         case("euler", &[("s_churn", "1")], 10, "linear", e, json!({"step_kwargs": {"s_churn": 1.0}}), true),
         case("euler", &[("s_churn", "4"), ("s_tmin", "0.5"), ("s_noise", "1.01")], 12, "cosine", e, json!({"step_kwargs": {"s_churn": 4.0, "s_tmin": 0.5, "s_noise": 1.01}}), true),
         case("euler", &[("s_churn", "2"), ("skip", "trailing")], 10, "zsnr", e, json!({"prediction_type": "v_prediction", "rescale_betas_zero_snr": true, "timestep_spacing": "trailing", "step_kwargs": {"s_churn": 2.0}}), true),
-    ]);
+    ]
+}
+
+#[test]
+fn parity_with_diffusers_euler_interpolation_and_churn() {
+    check_against_diffusers(interpolation_and_churn_cases());
 }
 
 /// Consistency-distilled models' samplers: LCMScheduler (boundary condition, x̂0 clipping,
 /// another distillation grid) and TCDScheduler (γ = diffusers' `step(eta=…)`), ε and v models.
-#[test]
-fn parity_with_diffusers_lcm_and_tcd() {
+fn lcm_and_tcd_cases() -> Vec<Case> {
     use serde_json::json;
     let (lcm, tcd) = ("LCMScheduler", "TCDScheduler");
-    check_against_diffusers(vec![
+    vec![
         case("lcm", &[], 4, "linear", lcm, json!({}), true),
         case("lcm", &[], 7, "cosine", lcm, json!({}), true),
         case("lcm", &[("original_inference_steps", "100"), ("timestep_scaling", "5")], 9, "linear", lcm, json!({"original_inference_steps": 100, "timestep_scaling": 5.0}), true),
@@ -304,7 +311,35 @@ fn parity_with_diffusers_lcm_and_tcd() {
         case("tcd", &[("eta", "0.7")], 5, "linear", tcd, json!({"step_kwargs": {"eta": 0.7}}), true),
         case("tcd", &[("eta", "0.5"), ("original_inference_steps", "40")], 8, "cosine", tcd, json!({"original_inference_steps": 40, "step_kwargs": {"eta": 0.5}}), true),
         case("tcd", &[], 6, "zsnr", tcd, json!({"prediction_type": "v_prediction", "rescale_betas_zero_snr": true}), true),
-    ]);
+    ]
+}
+
+#[test]
+fn parity_with_diffusers_lcm_and_tcd() {
+    check_against_diffusers(lcm_and_tcd_cases());
+}
+
+/// `schedule_dtype: float32` against diffusers as it ships, with its own float32 ᾱ, σ̃ and
+/// grids (only the step arithmetic on the sample is kept in float64 on both sides): every case of
+/// the tests above, 127 in all. Measured: ≤ 8.1e-6 relative (LCM at 1 step; all but two ≤ 5e-7),
+/// labels within 6.1e-5 (a float32 ulp at 999). bench's float64 default differs from the same
+/// runs by up to 1.1e-4, labels by up to 8.2e-3.
+#[test]
+fn float32_schedule_matches_unmodified_diffusers() {
+    let mut all = cases();
+    all.extend(spacing_and_sde_cases());
+    all.extend(zero_snr_and_exp_cases());
+    all.extend(interpolation_and_churn_cases());
+    all.extend(lcm_and_tcd_cases());
+    // In float32, DPMSolverMultistep's σ-level labels on the cosine schedule repeat (Karras: 998
+    // four times at 9 steps) and diffusers' step-index lookup then jumps past its grid (IndexError).
+    let levels = ["karras", "exponential", "beta", "lu"].map(|l| ("skip", l));
+    all.retain(|c| !(c.schedule == "cosine" && c.cls == "DPMSolverMultistepScheduler" && levels.iter().any(|l| c.params.contains(l))));
+    for c in &mut all {
+        c.params.push(("schedule_dtype", "float32"));
+        c.id += "_float32";
+    }
+    check_against_diffusers(all);
 }
 
 /// The `exp`, `sigmoid` and zero-terminal-SNR schedules against diffusers' own (float32) ᾱ:
@@ -338,6 +373,63 @@ print(json.dumps(out))
     }
 }
 
+/// `schedule_dtype: float32`: ᾱ, σ̃ and λ equal diffusers' float32 tables bit for bit (log σ̃ to an
+/// ulp), on every β schedule, zero terminal SNR included.
+#[test]
+fn float32_schedules_are_diffusers_bit_for_bit() {
+    let code = r#"
+import json, diffusers, numpy as np, torch
+out = {}
+for key, cfg in [
+    ("linear", dict(beta_schedule="linear", beta_start=1e-4, beta_end=0.02)),
+    ("scaled_linear", dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)),
+    ("cosine", dict(beta_schedule="squaredcos_cap_v2")),
+    ("exp", dict(beta_schedule="exp")),
+    ("sigmoid", dict(beta_schedule="sigmoid", beta_start=1e-4, beta_end=0.02)),
+    ("zsnr", dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, rescale_betas_zero_snr=True)),
+]:
+    cls = diffusers.HeunDiscreteScheduler if key == "exp" else diffusers.DDPMScheduler
+    ac = cls(num_train_timesteps=1000, **cfg).alphas_cumprod
+    out[key] = dict(ac=ac.double().tolist())
+    # The σ-grid schedulers' tables (EulerDiscrete, DPMSolverMultistep), ᾱ_{T−1} = 2⁻²⁴ under zero SNR.
+    ac = ac.clone()
+    if cfg.get("rescale_betas_zero_snr"):
+        ac[-1] = 2**-24
+    sig = np.array(((1 - ac) / ac) ** 0.5)
+    lam = torch.log(torch.sqrt(ac)) - torch.log(torch.sqrt(1 - ac))
+    out[key].update(sigmas=sig.astype(np.float64).tolist(), log_sigmas=np.log(sig).astype(np.float64).tolist(), lambdas=lam.double().tolist())
+print(json.dumps(out))
+"#;
+    let want: serde_json::Value = serde_json::from_str(run_python(code, &[]).trim()).unwrap();
+    // Compared as f32: serde_json's float parsing may miss the last bit of a float64.
+    let list = |v: &serde_json::Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
+    let f32s = |v: Vec<f64>| -> Vec<f32> { v.into_iter().map(|x| x as f32).collect() };
+    let mut worst_f64 = 0.0f64;
+    for (key, s) in [
+        ("linear", schedule("linear")),
+        ("scaled_linear", NoiseSchedule::new(ScheduleKind::ScaledLinear, 0.00085, 0.012, 1000).unwrap()),
+        ("cosine", schedule("cosine")),
+        ("exp", schedule("exp")),
+        ("sigmoid", NoiseSchedule::new(ScheduleKind::Sigmoid, 1e-4, 0.02, 1000).unwrap()),
+        ("zsnr", schedule("zsnr")),
+    ] {
+        let f = s.in_float32().unwrap();
+        let w = &want[key];
+        assert_eq!(f32s(f.alphas_cumprod.clone()), list(&w["ac"]), "{key}: ᾱ");
+        let g = f.finite_terminal_sigma();
+        assert_eq!(f32s((0..1000).map(|t| g.sigma(t)).collect()), list(&w["sigmas"]), "{key}: σ̃");
+        // numpy's float32 log is a SIMD polynomial chosen per CPU, within 2⁻²¹ (an ulp of log σ̃ ≈ −4.6)
+        // of the correctly rounded log that bench takes.
+        let d = g.log_sigmas().iter().zip(list(&w["log_sigmas"])).map(|(a, b)| (a - b as f64).abs()).fold(0.0, f64::max);
+        assert!(d <= 2f64.powi(-21), "{key}: log σ̃ differs by {d:.2e}");
+        assert_eq!(f32s((0..1000).map(|t| g.lambda(t)).collect()), list(&w["lambdas"]), "{key}: λ");
+        let d = s.alphas_cumprod.iter().zip(&f.alphas_cumprod).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        worst_f64 = worst_f64.max(d);
+    }
+    // Measured 8.5e-7: what float32 costs diffusers, and why bench offers both.
+    assert!(worst_f64 > 1e-7 && worst_f64 < 1e-6, "float64 vs float32 ᾱ: {worst_f64:.2e}");
+}
+
 /// Runs every case here and through diffusers (samplers_b_ref.py) on the Gaussian oracle and
 /// compares model-call labels and final samples.
 fn check_against_diffusers(cases: Vec<Case>) {
@@ -367,6 +459,7 @@ fn check_against_diffusers(cases: Vec<Case>) {
             "id": c.id, "cls": c.cls, "config": c.config, "steps": c.steps, "schedule": c.schedule,
             "beta_schedule": beta_schedule_name(c.schedule),
             "noise": noise,
+            "native": c.params.contains(&("schedule_dtype", "float32")),
         }));
     }
     std::fs::write(d.join("cases.json"), serde_json::to_string(&json_cases).unwrap()).unwrap();

@@ -97,25 +97,29 @@ out = {}
 for c in cases:
     betas = torch.from_numpy(np.load(f"{d}/betas_{c['schedule']}.npy"))
     cfg = dict(num_train_timesteps=len(betas), beta_schedule=c["beta_schedule"])
+    # The test schedules' β ranges (the classes' defaults differ: Heun's is Stable Diffusion's).
+    cfg.update({"linear": dict(beta_start=1e-4, beta_end=0.02), "scaled_linear": dict(beta_start=0.00085, beta_end=0.012)}.get(c["beta_schedule"], {}))
     cfg.update(c["config"])
     # `step_kwargs` are arguments of `step` (TCD's eta), not of the config.
     step_kwargs = cfg.pop("step_kwargs", {})
     sched = getattr(diffusers, c["cls"])(**cfg)
-    # Replace diffusers' float32 schedule by the exact float64 one both sides use.
-    sched.betas = betas
-    sched.alphas = 1.0 - betas
-    sched.alphas_cumprod = torch.cumprod(sched.alphas, 0)
-    # The model's schedule (ᾱ_{T−1} = 0 under zero terminal SNR) ...
-    log_ab = np.log(sched.alphas_cumprod.numpy())
-    # ... and the scheduler's: the σ-grid schedulers replace ᾱ_{T−1} = 0 by 2⁻²⁴ in __init__.
-    if c["config"].get("rescale_betas_zero_snr") and "2**-24" in inspect.getsource(type(sched).__init__):
-        sched.alphas_cumprod[-1] = 2**-24
-    ac = sched.alphas_cumprod
-    if hasattr(sched, "alpha_t"):
-        sched.alpha_t = ac.sqrt()
-        sched.sigma_t = (1 - ac).sqrt()
-        sched.lambda_t = sched.alpha_t.log() - sched.sigma_t.log()
-    sched.sigmas = ((1 - ac) / ac) ** 0.5
+    # The model's schedule, bench's float64 ᾱ (ᾱ_{T−1} = 0 under zero terminal SNR).
+    log_ab = np.log(torch.cumprod(1.0 - betas, 0).numpy())
+    # `native` cases keep diffusers' own float32 schedule (bench's `schedule_dtype: float32`); the
+    # others replace it by the float64 one both sides use.
+    if not c["native"]:
+        sched.betas = betas
+        sched.alphas = 1.0 - betas
+        sched.alphas_cumprod = torch.cumprod(sched.alphas, 0)
+        # The σ-grid schedulers replace ᾱ_{T−1} = 0 by 2⁻²⁴ in __init__.
+        if c["config"].get("rescale_betas_zero_snr") and "2**-24" in inspect.getsource(type(sched).__init__):
+            sched.alphas_cumprod[-1] = 2**-24
+        ac = sched.alphas_cumprod
+        if hasattr(sched, "alpha_t"):
+            sched.alpha_t = ac.sqrt()
+            sched.sigma_t = (1 - ac).sqrt()
+            sched.lambda_t = sched.alpha_t.log() - sched.sigma_t.log()
+        sched.sigmas = ((1 - ac) / ac) ** 0.5
     sched.set_timesteps(c["steps"])
     # Keep diffusers' float32 grid values but do the step arithmetic in float64.
     for name in ["sigmas", "sigmas_interpol", "sigmas_up", "sigmas_down"]:

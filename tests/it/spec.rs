@@ -113,11 +113,11 @@ fn invalid_specs_give_exact_one_line_errors() {
         // Sampler parameters are checked against the sampler.
         (
             edit(4, "  - {name: dpm_solver, eta: 0.5}"),
-            "SPEC:4:24: samplers[0].eta: `eta` is not a parameter of `dpm_solver` (allowed: order, method, sde, solver_type, lower_order_final, euler_at_final, t_end, steps_offset, final_sigmas, lambda_min_clipped, thresholding, dynamic_thresholding_ratio, sample_max_value, skip, steps)",
+            "SPEC:4:24: samplers[0].eta: `eta` is not a parameter of `dpm_solver` (allowed: order, method, sde, solver_type, lower_order_final, euler_at_final, t_end, steps_offset, final_sigmas, lambda_min_clipped, thresholding, dynamic_thresholding_ratio, sample_max_value, schedule_dtype, skip, steps)",
         ),
         (
             edit(4, "  - {name: ddim, etta: 0.5}"),
-            "SPEC:4:18: samplers[0].etta: `etta` is not a parameter of `ddim`; did you mean `eta`? (allowed: eta, steps_offset, prev, alpha_to_one, section_counts, clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value, use_clipped_model_output, skip, steps)",
+            "SPEC:4:18: samplers[0].etta: `etta` is not a parameter of `ddim`; did you mean `eta`? (allowed: eta, steps_offset, prev, alpha_to_one, section_counts, clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value, use_clipped_model_output, schedule_dtype, skip, steps)",
         ),
         (
             edit(4, "  - {name: dpm_solver, method: multstep}"),
