@@ -276,7 +276,7 @@ pub static SA_SOLVER: SamplerDef = SamplerDef {
     end_point: "ᾱ_0 (σ_min; karras/exponential/beta: their last level, repeated as diffusers does)",
     reference: "Xue et al. 2023, SA-Solver (arXiv:2309.05019); diffusers SASolverScheduler",
     predictions: ALL_PREDICTIONS,
-    note: "",
+    note: "skip logsnr | time_uniform | time_quadratic are the DPM-Solver repo's continuous grids (not diffusers'); τ=0 is the deterministic ODE solver; its order on the exact ODE (logsnr grid, 20–320 steps), predictor/corrector orders P/C: 0.91 (P1 C1, 40–640), 2.29 (P2 C2), 2.72 (P3 C3), 3.23 (P4 C4), 3.74 (P3 C3 noise), 3.05 (P3 C3, lower_order_final=false): lower_order_final's uncorrected first-order last step caps it at 2 in the limit",
     eta: None,
     variant: Some("predict"),
     build,

@@ -568,6 +568,15 @@ fn vp_solvers_converge_with_their_order() {
         ("unipc bh2 order 3", "unipc", vec![("order", "3"), ("variant", "bh2")], 3.0, vec![10, 20, 40, 80]),
         ("deis order 2", "deis", vec![("skip", "logsnr")], 1.8, vec![20, 40, 80, 160]),
         ("deis order 3", "deis", vec![("skip", "logsnr"), ("order", "3")], 2.3, vec![10, 20, 40, 80]),
+        // SA-Solver's ODE (τ = 0): its last step is an uncorrected first-order predictor under
+        // lower_order_final, whose O(h²) local error caps the global order at 2 in the end.
+        ("sa_solver τ=0 P1 C1", "sa_solver", vec![("skip", "logsnr"), ("tau", "0"), ("predictor_order", "1"), ("corrector_order", "1")], 0.85, vec![40, 80, 160, 320, 640]),
+        ("sa_solver τ=0 P2 C2", "sa_solver", vec![("skip", "logsnr"), ("tau", "0")], 2.1, vec![20, 40, 80, 160, 320]),
+        ("sa_solver τ=0 P3 C3", "sa_solver", vec![("skip", "logsnr"), ("tau", "0"), ("predictor_order", "3"), ("corrector_order", "3")], 2.5, vec![20, 40, 80, 160, 320]),
+        ("sa_solver τ=0 P4 C4", "sa_solver", vec![("skip", "logsnr"), ("tau", "0"), ("predictor_order", "4"), ("corrector_order", "4")], 3.0, vec![20, 40, 80, 160, 320]),
+        ("sa_solver τ=0 P3 C3 nolof", "sa_solver", vec![("skip", "logsnr"), ("tau", "0"), ("predictor_order", "3"), ("corrector_order", "3"), ("lower_order_final", "false")], 2.9, vec![20, 40, 80, 160, 320]),
+        ("sa_solver τ=0 P2 C2 noise", "sa_solver", vec![("skip", "logsnr"), ("tau", "0"), ("predict", "noise")], 2.2, vec![20, 40, 80, 160, 320]),
+        ("sa_solver τ=0 P3 C3 noise", "sa_solver", vec![("skip", "logsnr"), ("tau", "0"), ("predictor_order", "3"), ("corrector_order", "3"), ("predict", "noise")], 3.5, vec![20, 40, 80, 160, 320]),
     ];
     let mut report = String::new();
     for (name, ctor, p, min_slope, steps) in cases {
@@ -704,6 +713,8 @@ fn nfe_counts_match_formulas() {
         ("dpmpp_3m_sde", vec![], |s| s),
         ("dpm_fast", vec![], |s| s),
         ("dpm_fast", vec![("eta", "0.5")], |s| s),
+        ("sa_solver", vec![("predictor_order", "3"), ("corrector_order", "4")], |s| s),
+        ("sa_solver", vec![("skip", "karras"), ("predict", "noise")], |s| s),
     ];
     for (ctor, p, formula) in all {
         for steps in [3usize, 5, 10, 11, 20] {
@@ -822,7 +833,7 @@ fn samplers_are_dtype_generic() {
         let x32 = sm.sample(&model, z.to_kind(Kind::Float), &mut samplerbench::sampling::GlobalRng).unwrap();
         assert_eq!(x64.kind(), Kind::Double, "{}", info.name);
         assert_eq!(x32.kind(), Kind::Float, "{}", info.name);
-        let stochastic = ["euler_ancestral", "kdpm2_ancestral", "karras_ve", "consistency", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "lcm", "tcd"].contains(&info.name);
+        let stochastic = ["euler_ancestral", "kdpm2_ancestral", "karras_ve", "consistency", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "lcm", "tcd", "sa_solver"].contains(&info.name);
         if !stochastic {
             let e = rel_l2(&x32.to_kind(Kind::Double), &x64);
             assert!(e < 1e-4, "{}: f32 vs f64 {e}", info.name);
