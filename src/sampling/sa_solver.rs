@@ -345,6 +345,54 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_one_line_user_errors() {
+        use crate::spec::ParamValue;
+        let s = crate::schedule::NoiseSchedule::ddpm_linear();
+        let d = &SA_SOLVER;
+        let err = |kv: &[(&str, ParamValue)], skip: Skip| {
+            let mut p = d.defaults();
+            for (k, v) in kv {
+                p.insert(k.to_string(), v.clone());
+            }
+            let e = d.build(&p, skip, 10, &s).err().expect("refused");
+            (e.exit_code(), e.to_string())
+        };
+        let noise = ("predict", ParamValue::Str("noise".into()));
+        assert_eq!(
+            err(&[noise, ("thresholding", ParamValue::Bool(true))], Skip::Linspace),
+            (2, "sampler sa_solver: thresholding needs predict=data (diffusers' noise_prediction thresholding fails)".to_string())
+        );
+        assert_eq!(
+            err(&[("lambda_min_clipped", ParamValue::Float(-3.0))], Skip::Logsnr),
+            (2, "sampler sa_solver: lambda_min_clipped applies to diffusers' grids (skip linspace, leading, trailing), not skip logsnr".to_string())
+        );
+        let z = s.rescaled_zero_terminal_snr();
+        assert!(d.build(&d.defaults(), Skip::Trailing, 10, &z).err().map(|e| e.to_string()).unwrap_or_default().contains("zero terminal SNR"));
+    }
+
+    #[test]
+    fn draws_once_per_step_when_stochastic_and_never_at_tau_zero() {
+        use crate::models::oracle::GaussianOracle;
+        use crate::models::Prediction;
+        struct Count(usize);
+        impl NoiseSource for Count {
+            fn noise(&mut self, _step: usize, like: &Tensor) -> Tensor {
+                self.0 += 1;
+                like.zeros_like()
+            }
+        }
+        let s = crate::schedule::NoiseSchedule::ddpm_linear();
+        let opts = (tch::Kind::Double, tch::Device::Cpu);
+        let oracle = GaussianOracle::new(s.clone(), Tensor::zeros([1, 2, 2], opts), Tensor::ones([1, 2, 2], opts));
+        for (tau, draws) in [("1", 7), ("0", 0)] {
+            let sm = super::super::build_from_text("sa_solver", &[("tau", tau)], 7, &s).unwrap();
+            let mut n = Count(0);
+            sm.sample(&Counted::new(&oracle, Prediction::Epsilon), Tensor::ones([1, 1, 2, 2], opts), &mut n).unwrap();
+            assert_eq!(n.0, draws, "tau {tau}");
+        }
+    }
+
+    #[test]
     fn orders_warm_up_and_lower_at_the_end() {
         assert_eq!(predictor_orders(3, 6, true), vec![1, 2, 3, 3, 2, 1]);
         assert_eq!(predictor_orders(4, 6, false), vec![1, 2, 3, 4, 4, 4]);
