@@ -3,7 +3,7 @@
 //! reference and constructor. Spec validation and default filling ([`SamplerDef::resolve`]),
 //! `bench samplers`, the README's sampler table and the results columns all read these; nothing
 //! else describes a sampler's parameters.
-use super::{consistency, ddim, deis, dpm_solver, edm, flow, ipndm, k_diffusion, karras, lcm, pndm, unipc, Sampler, Schedule};
+use super::{consistency, ddim, deis, dpm_solver, edm, flow, ipndm, k_diffusion, karras, lcm, pndm, sa_solver, unipc, Sampler, Schedule};
 use crate::models::{NoiseSpace, Prediction};
 use crate::spec::{suggest, ParamValue};
 use crate::timesteps::Skip;
@@ -137,6 +137,7 @@ pub static DEFINITIONS: &[&SamplerDef] = &[
     &dpm_solver::DPM_SOLVER_PP,
     &unipc::UNIPC,
     &deis::DEIS,
+    &sa_solver::SA_SOLVER,
     &karras::EULER,
     &karras::EULER_ANCESTRAL,
     &karras::HEUN,

@@ -156,6 +156,14 @@ const CLASSES: &[Class] = &[
         ignored: &[],
         defaults: || json!({"solver_order": 2, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0, "algorithm_type": "deis", "solver_type": "logrho", "lower_order_final": true, "use_karras_sigmas": false, "timestep_spacing": "linspace", "steps_offset": 0}),
     },
+    Class {
+        name: "SASolverScheduler",
+        sampler: "sa_solver",
+        implied: &[],
+        choose: "`algorithm_type: noise_prediction` → `predict: noise`; `tau_func` (a callable, which `save_config` cannot write) is diffusers' default window (`tau`, `tau_t_min`, `tau_t_max` at their defaults)",
+        ignored: &[],
+        defaults: || json!({"predictor_order": 2, "corrector_order": 2, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0, "algorithm_type": "data_prediction", "lower_order_final": true, "use_karras_sigmas": false, "use_exponential_sigmas": false, "use_beta_sigmas": false, "timestep_spacing": "linspace", "steps_offset": 0}),
+    },
 ];
 
 /// Keys accepted at these values only (JSON): what bench does anyway, or keys that do not
@@ -182,6 +190,7 @@ const INERT: &[(&str, &str)] = &[
     ("time_shift_type", "\"exponential\""),
     ("final_sigmas_type", "\"zero\""),
     ("noise_sampler_seed", "null"),
+    ("tau_func", "null"),
 ];
 
 fn inert(key: &str, v: &Value) -> bool {
@@ -262,7 +271,8 @@ pub fn from_json(v: &Value) -> Result<FromConfig, String> {
     // Keys that pick the sampler first: the others are checked against that sampler.
     if let Some(a) = keys.get("algorithm_type") {
         match (class.sampler, a.as_str()) {
-            ("dpm_solver++", Some("dpmsolver++")) | ("deis", Some("deis")) => {}
+            ("dpm_solver++", Some("dpmsolver++")) | ("deis", Some("deis")) | ("sa_solver", Some("data_prediction")) => {}
+            ("sa_solver", Some("noise_prediction")) => extra.push(("predict".into(), ParamValue::Str("noise".into()))),
             ("dpm_solver++", Some("dpmsolver")) => sampler = "dpm_solver",
             ("dpm_solver++", Some("sde-dpmsolver++")) => extra.push(("sde".into(), ParamValue::Bool(true))),
             ("dpm_solver++", Some("sde-dpmsolver")) => {
@@ -382,6 +392,15 @@ mod tests {
         assert_eq!(e, "`clip_sample: true` is not honoured: bench's `plms` has no such setting");
         let e = read(r#"{"_class_name": "EulerDiscreteScheduler", "timestep_spacing": "leading", "use_karras_sigmas": true}"#).unwrap_err();
         assert!(e.starts_with("`use_karras_sigmas: true` with `timestep_spacing: leading` is not honoured"), "{e}");
-        assert!(read(r#"{"_class_name": "SASolverScheduler"}"#).unwrap_err().starts_with("_class_name \"SASolverScheduler\" is not a scheduler bench reads"));
+        assert!(read(r#"{"_class_name": "IPNDMScheduler"}"#).unwrap_err().starts_with("_class_name \"IPNDMScheduler\" is not a scheduler bench reads"));
+        let c = read(r#"{"_class_name": "SASolverScheduler", "algorithm_type": "noise_prediction", "predictor_order": 3, "use_karras_sigmas": true, "tau_func": null}"#).unwrap();
+        assert_eq!((c.sampler, c.skip), ("sa_solver", Skip::Karras));
+        assert!(c.params.contains(&("predict".to_string(), ParamValue::Str("noise".into()))), "{:?}", c.params);
+        assert!(c.params.contains(&("predictor_order".to_string(), ParamValue::Int(3))), "{:?}", c.params);
+        assert!(c.params.contains(&("corrector_order".to_string(), ParamValue::Int(2))), "{:?}", c.params);
+        let e = read(r#"{"_class_name": "SASolverScheduler", "variance_type": "learned_range"}"#).unwrap_err();
+        assert_eq!(e, "`variance_type: \"learned_range\"` is not honoured: bench's `sa_solver` has no such setting");
+        let e = read(r#"{"_class_name": "SASolverScheduler", "use_flow_sigmas": true}"#).unwrap_err();
+        assert_eq!(e, "`use_flow_sigmas: true` is not honoured: bench's `sa_solver` has no such setting");
     }
 }

@@ -450,11 +450,30 @@ impl Sampler for DpmSolver {
     }
 }
 
+/// How a diffusers scheduler lays out its grids (what [`vp_rule_for`] accepts and how).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiffusersGrids {
+    /// `DPMSolverMultistepScheduler`'s unrounded karras/lu labels for `squaredcos_cap_v2` (see `VpRule`).
+    pub truncate_cosine: bool,
+    /// The scheduler offers `use_exponential_sigmas` / `use_beta_sigmas` / `use_lu_lambdas`.
+    pub more_levels: bool,
+    /// The scheduler reads `lambda_min_clipped` on its spaced grids.
+    pub lambda_min_clipped: bool,
+}
+
 /// The timestep rule of a VP ODE solver from its skip, `final_sigmas` and `t_end`.
-/// `truncate_cosine`: diffusers' multistep DPM-Solver labels for karras + cosine (see `VpRule`).
+/// `truncate_cosine`: diffusers' multistep DPM-Solver labels for karras + cosine (see `VpRule`);
+/// it also marks `DPMSolverMultistepScheduler`, the only one of these schedulers with the extra
+/// σ grids and `lambda_min_clipped`.
 pub fn vp_rule(a: &Args, truncate_cosine: bool) -> Result<VpRule> {
-    let fin = match a.str("final_sigmas")? {
-        "zero" => FinalSigma::Zero,
+    vp_rule_for(a, DiffusersGrids { truncate_cosine, more_levels: truncate_cosine, lambda_min_clipped: truncate_cosine })
+}
+
+/// [`vp_rule`] for a scheduler described by `grids`; a sampler without `final_sigmas` ends its
+/// diffusers grids at σ_min.
+pub fn vp_rule_for(a: &Args, grids: DiffusersGrids) -> Result<VpRule> {
+    let fin = match a.def.param("final_sigmas").map(|_| a.str("final_sigmas")).transpose()? {
+        Some("zero") => FinalSigma::Zero,
         _ => FinalSigma::SigmaMin,
     };
     let t_min = 1.0 / a.schedule.len() as f64;
@@ -467,8 +486,12 @@ pub fn vp_rule(a: &Args, truncate_cosine: bool) -> Result<VpRule> {
     // least the clip (`T − searchsorted(flip(λ), clip)`).
     let clip = if a.def.param("lambda_min_clipped").is_some() { a.f64("lambda_min_clipped")? } else { f64::NEG_INFINITY };
     let top = a.schedule.len() - (0..a.schedule.len()).filter(|&t| a.schedule.lambda(t) < clip).count();
-    if clip > f64::NEG_INFINITY && (matches!(a.skip, Skip::Logsnr | Skip::TimeUniform | Skip::TimeQuadratic) || !truncate_cosine) {
-        return Err(a.error("lambda_min_clipped applies to the diffusers grids of method=multistep (DPMSolverMultistepScheduler)"));
+    if clip > f64::NEG_INFINITY && (matches!(a.skip, Skip::Logsnr | Skip::TimeUniform | Skip::TimeQuadratic) || !grids.lambda_min_clipped) {
+        return Err(a.error(if grids.lambda_min_clipped {
+            format!("lambda_min_clipped applies to diffusers' grids (skip linspace, leading, trailing), not skip {}", a.skip)
+        } else {
+            "lambda_min_clipped applies to the diffusers grids of method=multistep (DPMSolverMultistepScheduler)".to_string()
+        }));
     }
     if top < a.schedule.len() && a.skip == Skip::Trailing {
         // diffusers keeps the T/S stride from the clipped top, so its grid has fewer than S steps.
@@ -484,10 +507,10 @@ pub fn vp_rule(a: &Args, truncate_cosine: bool) -> Result<VpRule> {
         Skip::Linspace => VpRule::DiffusersLinspace { final_sigma: fin, top },
         Skip::Leading => VpRule::DiffusersLeading { offset: a.usize("steps_offset")?, final_sigma: fin, top },
         Skip::Trailing => VpRule::DiffusersTrailing { final_sigma: fin, top },
-        Skip::Exponential | Skip::Beta | Skip::Lu if !truncate_cosine => {
+        Skip::Exponential | Skip::Beta | Skip::Lu if !grids.more_levels => {
             return Err(a.error(format!("skip {} follows diffusers' DPMSolverMultistepScheduler: it needs method=multistep", a.skip)))
         }
-        levels => VpRule::DiffusersLevels { levels, final_sigma: fin, truncate_cosine },
+        levels => VpRule::DiffusersLevels { levels, final_sigma: fin, truncate_cosine: grids.truncate_cosine },
     };
     check_vp_steps(a.def.name, rule, a.steps, a.schedule)?;
     Ok(rule)
@@ -579,7 +602,7 @@ pub const T_END: ParamDef = ParamDef {
     help: "end time of the continuous (repo) grids; auto = 1/T, the repos' default (1e-3 for T=1000)",
     diffusers: None,
 };
-const LAMBDA_MIN_CLIPPED: ParamDef = ParamDef {
+pub const LAMBDA_MIN_CLIPPED: ParamDef = ParamDef {
     name: "lambda_min_clipped",
     kind: ParamKind::Float { min: f64::NEG_INFINITY, max: f64::INFINITY, default: f64::NEG_INFINITY },
     help: "multistep linspace/leading/trailing grids span only labels with half log-SNR λ_t ≥ this (DeepFloyd IF: −5.1 on its cosine schedule)",

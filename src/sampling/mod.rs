@@ -17,6 +17,7 @@ pub mod karras;
 pub mod lcm;
 pub mod multistep;
 pub mod pndm;
+pub mod sa_solver;
 pub mod unipc;
 
 pub use continuous::Node;

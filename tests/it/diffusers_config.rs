@@ -41,6 +41,13 @@ const CASES: &[(&str, &str, &str)] = &[
     ("LCMScheduler", "original_inference_steps=100, timestep_spacing='trailing', steps_offset=1, clip_sample=True", "{name: lcm, original_inference_steps: 100, clip_sample: true}"),
     ("TCDScheduler", "clip_sample=True", "{name: tcd}"),
     ("DPMSolverSDEScheduler", "use_karras_sigmas=True", "{name: dpmpp_sde, skip: karras}"),
+    ("SASolverScheduler", "", "{name: sa_solver, skip: linspace}"),
+    (
+        "SASolverScheduler",
+        "algorithm_type='noise_prediction', predictor_order=3, corrector_order=4, timestep_spacing='leading', steps_offset=1, lambda_min_clipped=-5.1",
+        "{name: sa_solver, predict: noise, predictor_order: 3, corrector_order: 4, skip: leading, steps_offset: 1, lambda_min_clipped: -5.1}",
+    ),
+    ("SASolverScheduler", "use_exponential_sigmas=True, lower_order_final=False", "{name: sa_solver, skip: exponential, lower_order_final: false}"),
 ];
 
 #[test]

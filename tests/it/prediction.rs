@@ -80,6 +80,17 @@ fn cases() -> Vec<Case> {
         ("plms", vec![], "PNDMScheduler", json!({"skip_prk_steps": true}), None, false),
         ("lcm", vec![], "LCMScheduler", json!({}), None, true),
         ("tcd", vec![], "TCDScheduler", json!({}), None, true),
+        // SASolverScheduler draws noise at every step, also where τ = 0: both cases feed it.
+        ("sa_solver", vec![], "SASolverScheduler", json!({}), None, true),
+        (
+            "sa_solver",
+            vec![("tau", "0"), ("predict", "noise"), ("predictor_order", "3"), ("corrector_order", "3")],
+            "SASolverScheduler",
+            json!({"tau_window": [0, 200, 800], "algorithm_type": "noise_prediction", "predictor_order": 3, "corrector_order": 3}),
+            None,
+            true,
+        ),
+        ("sa_solver", vec![("skip", "karras"), ("predictor_order", "4"), ("corrector_order", "1")], "SASolverScheduler", json!({"use_karras_sigmas": true, "predictor_order": 4, "corrector_order": 1}), None, true),
     ]
 }
 
@@ -176,6 +187,14 @@ fn clipping_and_thresholding_match_diffusers() {
             json!({"thresholding": true, "dynamic_thresholding_ratio": 0.9, "sample_max_value": 1.5}),
             None,
             false,
+        ),
+        (
+            "sa_solver",
+            vec![("tau", "0"), ("thresholding", "true"), ("dynamic_thresholding_ratio", "0.9"), ("sample_max_value", "1.5")],
+            "SASolverScheduler",
+            json!({"tau_window": [0, 200, 800], "thresholding": true, "dynamic_thresholding_ratio": 0.9, "sample_max_value": 1.5}),
+            None,
+            true,
         ),
     ];
     let mut json_cases = Vec::new();

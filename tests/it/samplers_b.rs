@@ -342,6 +342,63 @@ fn float32_schedule_matches_unmodified_diffusers() {
     check_against_diffusers(all);
 }
 
+/// SASolverScheduler: predictor and corrector orders 1–4, data and noise prediction, τ = 0 (the
+/// ODE solver) and diffusers' default τ window (stochastic, fed bench's per-step noise), ε and v
+/// models, every grid it offers, few and many steps. diffusers draws noise at every step even
+/// where τ = 0, so every case hands it the injected noise. The σ-level grids run on the linear
+/// schedule: on the cosine one their first labels repeat, and diffusers' step-index lookup then
+/// starts at the second of them.
+fn sa_solver_cases() -> Vec<Case> {
+    use serde_json::json;
+    let sa = "SASolverScheduler";
+    let ode = json!({"tau_window": [0, 200, 800]});
+    let with = |base: &serde_json::Value, extra: serde_json::Value| {
+        let mut m = base.as_object().unwrap().clone();
+        m.extend(extra.as_object().unwrap().clone());
+        serde_json::Value::Object(m)
+    };
+    let t0 = ("tau", "0");
+    let mut v = Vec::new();
+    // Deterministic (τ = 0): orders.
+    for (p, c, steps, sched) in [("1", "1", 5, "linear"), ("2", "2", 10, "linear"), ("3", "3", 12, "cosine"), ("4", "4", 15, "linear"), ("4", "1", 8, "cosine"), ("1", "4", 9, "linear"), ("2", "3", 2, "linear"), ("4", "4", 3, "cosine"), ("3", "4", 4, "linear")] {
+        let cfg = with(&ode, json!({"predictor_order": p.parse::<i64>().unwrap(), "corrector_order": c.parse::<i64>().unwrap()}));
+        v.push(case("sa_solver", &[t0, ("predictor_order", p), ("corrector_order", c)], steps, sched, sa, cfg.clone(), true));
+        v.push(case("sa_solver", &[t0, ("predictor_order", p), ("corrector_order", c), ("predict", "noise")], steps, sched, sa, with(&cfg, json!({"algorithm_type": "noise_prediction"})), true));
+    }
+    v.push(case("sa_solver", &[t0, ("predictor_order", "3"), ("corrector_order", "3"), ("lower_order_final", "false")], 10, "linear", sa, with(&ode, json!({"predictor_order": 3, "corrector_order": 3, "lower_order_final": false})), true));
+    // Grids.
+    v.push(case("sa_solver", &[t0, ("skip", "leading"), ("steps_offset", "1")], 10, "linear", sa, with(&ode, json!({"timestep_spacing": "leading", "steps_offset": 1})), true));
+    v.push(case("sa_solver", &[t0, ("skip", "trailing"), ("predictor_order", "3"), ("corrector_order", "3")], 8, "cosine", sa, with(&ode, json!({"timestep_spacing": "trailing", "predictor_order": 3, "corrector_order": 3})), true));
+    v.push(case("sa_solver", &[t0, ("skip", "karras")], 12, "linear", sa, with(&ode, json!({"use_karras_sigmas": true})), true));
+    v.push(case("sa_solver", &[t0, ("skip", "karras"), ("predictor_order", "3"), ("corrector_order", "3"), ("predict", "noise")], 9, "linear", sa, with(&ode, json!({"use_karras_sigmas": true, "predictor_order": 3, "corrector_order": 3, "algorithm_type": "noise_prediction"})), true));
+    v.push(case("sa_solver", &[t0, ("skip", "exponential")], 10, "linear", sa, with(&ode, json!({"use_exponential_sigmas": true})), true));
+    v.push(case("sa_solver", &[t0, ("skip", "beta"), ("predictor_order", "3")], 8, "linear", sa, with(&ode, json!({"use_beta_sigmas": true, "predictor_order": 3})), true));
+    v.push(case("sa_solver", &[t0, ("lambda_min_clipped", "-5.1")], 10, "cosine", sa, with(&ode, json!({"lambda_min_clipped": -5.1})), true));
+    v.push(case("sa_solver", &[t0], 10, "cosine", sa, with(&ode, json!({"prediction_type": "v_prediction"})), true));
+    v.push(case("sa_solver", &[t0, ("predict", "noise")], 7, "linear", sa, with(&ode, json!({"prediction_type": "v_prediction", "algorithm_type": "noise_prediction"})), true));
+    // Stochastic: diffusers' default tau_func (τ = 1 on labels 200..=800) and another window.
+    v.push(case("sa_solver", &[], 10, "linear", sa, json!({}), true));
+    v.push(case("sa_solver", &[], 20, "cosine", sa, json!({}), true));
+    v.push(case("sa_solver", &[], 3, "linear", sa, json!({}), true));
+    v.push(case("sa_solver", &[("predictor_order", "3"), ("corrector_order", "3")], 15, "linear", sa, json!({"predictor_order": 3, "corrector_order": 3}), true));
+    v.push(case("sa_solver", &[("predictor_order", "4"), ("corrector_order", "4")], 12, "cosine", sa, json!({"predictor_order": 4, "corrector_order": 4}), true));
+    v.push(case("sa_solver", &[("predict", "noise")], 12, "linear", sa, json!({"algorithm_type": "noise_prediction"}), true));
+    v.push(case("sa_solver", &[("predict", "noise"), ("predictor_order", "3"), ("corrector_order", "1")], 9, "cosine", sa, json!({"algorithm_type": "noise_prediction", "predictor_order": 3, "corrector_order": 1}), true));
+    v.push(case("sa_solver", &[("skip", "karras")], 12, "linear", sa, json!({"use_karras_sigmas": true}), true));
+    v.push(case("sa_solver", &[("skip", "trailing")], 10, "cosine", sa, json!({"timestep_spacing": "trailing"}), true));
+    v.push(case("sa_solver", &[("skip", "leading"), ("steps_offset", "1")], 8, "linear", sa, json!({"timestep_spacing": "leading", "steps_offset": 1}), true));
+    v.push(case("sa_solver", &[("tau", "0.5"), ("tau_t_min", "300"), ("tau_t_max", "900")], 10, "linear", sa, json!({"tau_window": [0.5, 300, 900]}), true));
+    v.push(case("sa_solver", &[("tau", "1.5"), ("tau_t_min", "0"), ("tau_t_max", "999"), ("predict", "noise")], 8, "cosine", sa, json!({"tau_window": [1.5, 0, 999], "algorithm_type": "noise_prediction"}), true));
+    v.push(case("sa_solver", &[], 10, "cosine", sa, json!({"prediction_type": "v_prediction"}), true));
+    v.push(case("sa_solver", &[("predict", "noise")], 10, "linear", sa, json!({"prediction_type": "v_prediction", "algorithm_type": "noise_prediction"}), true));
+    v
+}
+
+#[test]
+fn parity_with_diffusers_sa_solver() {
+    check_against_diffusers(sa_solver_cases());
+}
+
 /// The `exp`, `sigmoid` and zero-terminal-SNR schedules against diffusers' own (float32) ᾱ:
 /// each of the 1000 float32 factors of the cumulative product rounds by ≤ 2⁻²⁴ relative, so ᾱ
 /// (≤ 1) may differ by up to 1000·2⁻²⁴ ≈ 6e-5 absolute.
@@ -604,6 +661,15 @@ fn vp_solvers_converge_with_their_order() {
         ("unipc bh2 order 3", "unipc", vec![("order", "3"), ("variant", "bh2")], 3.0, vec![10, 20, 40, 80]),
         ("deis order 2", "deis", vec![("skip", "logsnr")], 1.8, vec![20, 40, 80, 160]),
         ("deis order 3", "deis", vec![("skip", "logsnr"), ("order", "3")], 2.3, vec![10, 20, 40, 80]),
+        // SA-Solver's ODE (τ = 0): its last step is an uncorrected first-order predictor under
+        // lower_order_final, whose O(h²) local error caps the global order at 2 in the end.
+        ("sa_solver τ=0 P1 C1", "sa_solver", vec![("skip", "logsnr"), ("tau", "0"), ("predictor_order", "1"), ("corrector_order", "1")], 0.85, vec![40, 80, 160, 320, 640]),
+        ("sa_solver τ=0 P2 C2", "sa_solver", vec![("skip", "logsnr"), ("tau", "0")], 2.1, vec![20, 40, 80, 160, 320]),
+        ("sa_solver τ=0 P3 C3", "sa_solver", vec![("skip", "logsnr"), ("tau", "0"), ("predictor_order", "3"), ("corrector_order", "3")], 2.5, vec![20, 40, 80, 160, 320]),
+        ("sa_solver τ=0 P4 C4", "sa_solver", vec![("skip", "logsnr"), ("tau", "0"), ("predictor_order", "4"), ("corrector_order", "4")], 3.0, vec![20, 40, 80, 160, 320]),
+        ("sa_solver τ=0 P3 C3 nolof", "sa_solver", vec![("skip", "logsnr"), ("tau", "0"), ("predictor_order", "3"), ("corrector_order", "3"), ("lower_order_final", "false")], 2.9, vec![20, 40, 80, 160, 320]),
+        ("sa_solver τ=0 P2 C2 noise", "sa_solver", vec![("skip", "logsnr"), ("tau", "0"), ("predict", "noise")], 2.2, vec![20, 40, 80, 160, 320]),
+        ("sa_solver τ=0 P3 C3 noise", "sa_solver", vec![("skip", "logsnr"), ("tau", "0"), ("predictor_order", "3"), ("corrector_order", "3"), ("predict", "noise")], 3.5, vec![20, 40, 80, 160, 320]),
     ];
     let mut report = String::new();
     for (name, ctor, p, min_slope, steps) in cases {
@@ -740,6 +806,8 @@ fn nfe_counts_match_formulas() {
         ("dpmpp_3m_sde", vec![], |s| s),
         ("dpm_fast", vec![], |s| s),
         ("dpm_fast", vec![("eta", "0.5")], |s| s),
+        ("sa_solver", vec![("predictor_order", "3"), ("corrector_order", "4")], |s| s),
+        ("sa_solver", vec![("skip", "karras"), ("predict", "noise")], |s| s),
     ];
     for (ctor, p, formula) in all {
         for steps in [3usize, 5, 10, 11, 20] {
@@ -858,7 +926,7 @@ fn samplers_are_dtype_generic() {
         let x32 = sm.sample(&model, z.to_kind(Kind::Float), &mut samplerbench::sampling::GlobalRng).unwrap();
         assert_eq!(x64.kind(), Kind::Double, "{}", info.name);
         assert_eq!(x32.kind(), Kind::Float, "{}", info.name);
-        let stochastic = ["euler_ancestral", "kdpm2_ancestral", "karras_ve", "consistency", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "lcm", "tcd"].contains(&info.name);
+        let stochastic = ["euler_ancestral", "kdpm2_ancestral", "karras_ve", "consistency", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "lcm", "tcd", "sa_solver"].contains(&info.name);
         if !stochastic {
             let e = rel_l2(&x32.to_kind(Kind::Double), &x64);
             assert!(e < 1e-4, "{}: f32 vs f64 {e}", info.name);

@@ -12,6 +12,7 @@ from diffusers.schedulers import (
     scheduling_euler_discrete as m_e,
     scheduling_k_dpm_2_ancestral_discrete as m_ka,
     scheduling_lcm as m_lcm,
+    scheduling_sasolver as m_sa,
     scheduling_tcd as m_tcd,
 )
 
@@ -60,6 +61,7 @@ m_e.randn_tensor = fake_randn
 m_ka.randn_tensor = fake_randn
 m_lcm.randn_tensor = fake_randn
 m_tcd.randn_tensor = fake_randn
+m_sa.randn_tensor = fake_randn
 
 
 class Float64Numpy:
@@ -102,6 +104,10 @@ for c in cases:
     cfg.update(c["config"])
     # `step_kwargs` are arguments of `step` (TCD's eta), not of the config.
     step_kwargs = cfg.pop("step_kwargs", {})
+    # SASolverScheduler's `tau_func` is a callable: [τ, t_min, t_max] gives τ on [t_min, t_max], else 0.
+    if "tau_window" in cfg:
+        tau, lo, hi = cfg.pop("tau_window")
+        cfg["tau_func"] = lambda t, tau=tau, lo=lo, hi=hi: tau if lo <= t <= hi else 0
     sched = getattr(diffusers, c["cls"])(**cfg)
     # The model's schedule, bench's float64 ᾱ (ᾱ_{T−1} = 0 under zero terminal SNR).
     log_ab = np.log(torch.cumprod(1.0 - betas, 0).numpy())

@@ -125,7 +125,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         (
             edit(4, "  - {name: ddpm-large}"),
-            "SPEC:4:6: samplers[0].name: unknown sampler `ddpm-large`; did you mean `ddpm_large`? (known: ddim, ddpm, ddpm_large, f-pndm, s-pndm, fon, plms, dpm_solver, dpm_solver++, unipc, deis, euler, euler_ancestral, heun, kdpm2, kdpm2_ancestral, lms, karras_ve, dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde, dpm_fast, lcm, tcd, edm_heun, edm_euler, ipndm, ipndm_v, consistency, flow_euler)",
+            "SPEC:4:6: samplers[0].name: unknown sampler `ddpm-large`; did you mean `ddpm_large`? (known: ddim, ddpm, ddpm_large, f-pndm, s-pndm, fon, plms, dpm_solver, dpm_solver++, unipc, deis, sa_solver, euler, euler_ancestral, heun, kdpm2, kdpm2_ancestral, lms, karras_ve, dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde, dpm_fast, lcm, tcd, edm_heun, edm_euler, ipndm, ipndm_v, consistency, flow_euler)",
         ),
         (edit(4, "  - {eta: 0.5}"), "SPEC:4:5: samplers[0]: missing required key `name`"),
         // Empty sweeps.
@@ -553,7 +553,7 @@ fn every_shipped_spec_parses_and_real_model_specs_name_missing_files() {
             ("pndm_cifar10".to_owned(), 30),
             ("pndm_celeba64".to_owned(), 30),
             ("quickstart".to_owned(), 37),
-            ("solvers_cifar10".to_owned(), 85),
+            ("solvers_cifar10".to_owned(), 95),
             ("timeseries_sines".to_owned(), 3),
             ("timeseries_sines_oracle".to_owned(), 3),
         ]

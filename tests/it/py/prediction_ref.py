@@ -13,6 +13,7 @@ from diffusers.schedulers import (
     scheduling_euler_ancestral_discrete as m_ea,
     scheduling_k_dpm_2_ancestral_discrete as m_ka,
     scheduling_lcm as m_lcm,
+    scheduling_sasolver as m_sa,
     scheduling_tcd as m_tcd,
 )
 
@@ -36,7 +37,7 @@ def fake_randn(shape, *a, **k):
     return queue.pop(0)
 
 
-for m in (m_ddpm, m_ea, m_ka, m_lcm, m_tcd):
+for m in (m_ddpm, m_ea, m_ka, m_lcm, m_tcd, m_sa):
     m.randn_tensor = fake_randn
 
 def keep_float64(cls):
@@ -61,6 +62,10 @@ out = {}
 for c in cases:
     cfg = dict(num_train_timesteps=1000, beta_schedule="linear", prediction_type=c["prediction"])
     cfg.update(c["config"])
+    # SASolverScheduler's `tau_func` is a callable: [τ, t_min, t_max] gives τ on [t_min, t_max], else 0.
+    if "tau_window" in cfg:
+        tau, lo, hi = cfg.pop("tau_window")
+        cfg["tau_func"] = lambda t, tau=tau, lo=lo, hi=hi: tau if lo <= t <= hi else 0
     sched = getattr(diffusers, c["cls"])(**cfg)
     # The exact float64 schedule both sides use (diffusers computes it in float32).
     sched.betas = betas
