@@ -67,13 +67,19 @@ fn samplers_lists_filters_and_prints_json() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let s = stdout(&out);
     let names: Vec<&str> = s.lines().filter(|l| !l.starts_with(' ') && !l.is_empty()).collect();
-    assert_eq!(names, ["dpm_solver", "dpm_solver++"]);
+    assert_eq!(names, ["dpm_solver", "dpm_solver++", "every discrete-VP sampler"]);
     assert!(s.contains("  --set order=3"), "{s}");
+    assert!(s.ends_with("  --set schedule_dtype=float64  ᾱ and σ̃ tables in float64, or in float32 as diffusers builds them (bit for bit); one of float64, float32\n"), "{s}");
     let out = bench(&["samplers", "--json", "ddim"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v[0]["name"], "ddim");
     assert_eq!(v[0]["params"][0]["name"], "eta");
     assert_eq!(v[0]["params"][0]["default"], "0");
+    let params = v[0]["params"].as_array().unwrap();
+    assert_eq!(params[params.len() - 1]["name"], "schedule_dtype");
+    // σ-space samplers have no discrete schedule to compute.
+    let out = bench(&["samplers", "edm_heun"]);
+    assert!(!stdout(&out).contains("schedule_dtype"), "{}", stdout(&out));
     let out = bench(&["samplers", "nothing-like-this"]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -321,9 +321,9 @@ fn parity_with_diffusers_lcm_and_tcd() {
 
 /// `schedule_dtype: float32` against diffusers as it ships, with its own float32 ᾱ, σ̃ and
 /// grids (only the step arithmetic on the sample is kept in float64 on both sides): every case of
-/// the tests above, 127 in all. Measured: ≤ 8.1e-6 relative (LCM at 1 step; all but two ≤ 5e-7),
-/// labels within 6.1e-5 (a float32 ulp at 999). bench's float64 default differs from the same
-/// runs by up to 1.1e-4, labels by up to 8.2e-3.
+/// the tests above and the DDIM/PNDM family, 173 in all. Measured: ≤ 8.1e-6 relative (LCM at 1
+/// step; all but two ≤ 5e-7), labels within 6.1e-5 (a float32 ulp at 999). bench's float64 default
+/// differs from the same runs by up to 4.0e-4, labels by up to 8.2e-3 (and one int64 label by 1).
 #[test]
 fn float32_schedule_matches_unmodified_diffusers() {
     let mut all = cases();
@@ -331,6 +331,16 @@ fn float32_schedule_matches_unmodified_diffusers() {
     all.extend(zero_snr_and_exp_cases());
     all.extend(interpolation_and_churn_cases());
     all.extend(lcm_and_tcd_cases());
+    all.extend(sa_solver_cases());
+    // The DDIM/PNDM family at diffusers' defaults (their float64 parity lives in samplers_a).
+    let (ddim, pndm) = ("DDIMScheduler", "PNDMScheduler");
+    let clip = ("clip_sample", "true");
+    all.extend([
+        case("ddim", &[("skip", "leading"), ("prev", "stride"), clip], 10, "linear", ddim, serde_json::json!({}), false),
+        case("ddim", &[("skip", "leading"), ("prev", "stride"), ("alpha_to_one", "false"), ("steps_offset", "1")], 4, "cosine", ddim, serde_json::json!({"set_alpha_to_one": false, "steps_offset": 1, "clip_sample": false}), false),
+        case("f-pndm", &[("skip", "leading"), ("alpha_index", "diffusers")], 12, "linear", pndm, serde_json::json!({}), false),
+        case("plms", &[("skip", "leading"), ("alpha_index", "diffusers"), ("steps_offset", "1")], 7, "cosine", pndm, serde_json::json!({"skip_prk_steps": true, "steps_offset": 1}), false),
+    ]);
     // In float32, DPMSolverMultistep's σ-level labels on the cosine schedule repeat (Karras: 998
     // four times at 9 steps) and diffusers' step-index lookup then jumps past its grid (IndexError).
     let levels = ["karras", "exponential", "beta", "lu"].map(|l| ("skip", l));
