@@ -72,10 +72,10 @@ impl crate::sampling::NoiseSource for InjectedNoise {
     }
 }
 
+/// float64 stays float64 (an oracle's float64 trajectory); anything else is written as float32.
 fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
-    crate::fsutil::write_atomic_with(path, |tmp| {
-        t.to_kind(Kind::Float).to_device(Device::Cpu).write_npy(tmp).map_err(|e| crate::fsutil::write_error(path, e))
-    })
+    let kind = if t.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+    crate::fsutil::write_atomic_with(path, |tmp| t.to_kind(kind).to_device(Device::Cpu).write_npy(tmp).map_err(|e| crate::fsutil::write_error(path, e)))
 }
 
 /// Runs the request; returns the NFE made.
@@ -105,11 +105,16 @@ pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<usize> {
         BenchError::file(req.noise, format!("cannot read as .npy: {}", crate::models::first_line(&e.to_string())))
     })?;
     let want: Vec<i64> = model.sample_shape.clone();
-    if x_t.kind() != Kind::Float || x_t.dim() != want.len() + 1 || x_t.size()[1..] != want[..] {
+    // Oracle models compute in the noise's dtype, so float64 noise gives a float64 trajectory
+    // (reference comparisons free of float32 rounding); networks take float32.
+    let oracle = matches!(plan.model, crate::plan::ModelPlan::Oracle(_));
+    let kind_ok = x_t.kind() == Kind::Float || (oracle && x_t.kind() == Kind::Double);
+    if !kind_ok || x_t.dim() != want.len() + 1 || x_t.size()[1..] != want[..] {
         return Err(BenchError::file(
             req.noise,
             format!(
-                "expected float32 [B,{}] noise, got {:?} {:?}",
+                "expected {} [B,{}] noise, got {:?} {:?}",
+                if oracle { "float32 or float64" } else { "float32" },
                 want.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
                 x_t.kind(),
                 x_t.size()

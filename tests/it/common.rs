@@ -49,6 +49,34 @@ pub fn run_python(code: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf8")
 }
 
+/// A Gaussian-oracle run through `bench sample --step-noise`: data N(mean, std²) and `schedule`
+/// (YAML) as a spec whose one sampler entry is `entry`, x_T and the step draws (in draw order)
+/// in float64, so the trajectory stays float64. Returns the final sample.
+pub fn bench_sample_oracle(dir: &std::path::Path, tag: &str, schedule: &str, prediction: &str, (mean, std): (&tch::Tensor, &tch::Tensor), entry: &str, steps: usize, x_t: &tch::Tensor, draws: &[tch::Tensor]) -> tch::Tensor {
+    let file = |suffix: &str| dir.join(format!("cli_{tag}_{suffix}"));
+    let (spec, x_t_path, npz, out) = (file("spec.yaml"), file("z.npy"), file("noise.npz"), file("x0.npy"));
+    mean.to_kind(tch::Kind::Double).write_npy(file("mean.npy")).unwrap();
+    std.to_kind(tch::Kind::Double).write_npy(file("std.npy")).unwrap();
+    let shape: Vec<String> = mean.size().iter().map(|d| d.to_string()).collect();
+    std::fs::write(
+        &spec,
+        format!(
+            "name: t\nmodel: {{kind: oracle, prediction: {prediction}, data: {{kind: gaussian, shape: [{}], mean: cli_{tag}_mean.npy, std: cli_{tag}_std.npy}}}}\n\
+             schedule: {schedule}\nsamplers: [{entry}]\nsteps: {steps}\ndevice: cpu\n",
+            shape.join(", ")
+        ),
+    )
+    .unwrap();
+    x_t.to_kind(tch::Kind::Double).write_npy(&x_t_path).unwrap();
+    let named: Vec<(String, tch::Tensor)> = draws.iter().enumerate().map(|(k, t)| (format!("arr_{k}"), t.to_kind(tch::Kind::Double))).collect();
+    tch::Tensor::write_npz(&named, &npz).unwrap();
+    let o = bench(&["sample", spec.to_str().unwrap(), "--noise", x_t_path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--step-noise", npz.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{tag}: {}", stderr(&o));
+    let x = tch::Tensor::read_npy(&out).unwrap();
+    assert_eq!(x.kind(), tch::Kind::Double, "{tag}");
+    x
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

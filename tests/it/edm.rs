@@ -375,6 +375,16 @@ fn bench_sample_and_run_drive_an_edm_pickle() {
     let e = rel_err(&Tensor::read_npy(&out).unwrap(), &g["traj_heun__vp_ddpmpp"]);
     eprintln!("bench sample edm_heun vs EDM: relative L2 {e:.1e}");
     assert!(e <= 1e-5, "relative L2 error {e}");
+    // float64 noise is for oracle models; a network takes float32.
+    inp["latents"].write_npy(d.path().join("latents64.npy")).unwrap();
+    let latents64 = d.path().join("latents64.npy");
+    let o = bench(&["sample", spec.to_str().unwrap(), "--noise", latents64.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let shape = inp["latents"].size();
+    assert_eq!(
+        stderr(&o),
+        format!("error: {}: expected float32 [B,{},{},{}] noise, got Double {shape:?}\n", latents64.display(), shape[1], shape[2], shape[3])
+    );
 
     let o = bench(&["run", spec.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

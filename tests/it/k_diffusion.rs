@@ -178,6 +178,16 @@ fn parity_with_k_diffusion_and_diffusers_sde() {
         let err = rel_err(&x, &from_array(&out));
         report.push_str(&format!("{id:<66} {:<26} nfe {:>2} draws {:>2} rel_l2 {err:.2e} label_diff {dl:.1e}\n", c.reference, labels.len(), pops));
         assert!(err <= 1e-5, "{id}: rel L2 {err:.3e} vs {}", c.reference);
+        // The oracle runs again through `bench sample --step-noise`, given the reference's draws.
+        if !c.unet && !rec.keys.is_empty() {
+            let schedule = format!("{{kind: {}}}", c.schedule);
+            let prediction = if c.prediction == Prediction::VPrediction { "v_prediction" } else { "epsilon" };
+            let entry = format!("{{name: {}{}}}", c.sampler, c.params.iter().map(|(k, v)| format!(", {k}: {v}")).collect::<String>());
+            let used: Vec<Tensor> = rec.keys.iter().map(|&k| draws[k].shallow_clone()).collect();
+            let cli = crate::common::bench_sample_oracle(d, &id, &schedule, prediction, (&mean, &std), &entry, c.steps, &z, &used);
+            let e = rel_err(&cli, &from_array(&out));
+            assert!(e <= 1e-5, "{id}: bench sample --step-noise: rel L2 {e:.3e} vs {}", c.reference);
+        }
     }
     eprintln!("{report}");
 }

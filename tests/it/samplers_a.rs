@@ -50,9 +50,11 @@ fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 /// Noise recorded by the Python side: step k gets row k.
-struct Replay(Tensor);
+/// Noise by step key from a stacked array, recording the keys in draw order.
+struct Replay(Tensor, Vec<usize>);
 impl NoiseSource for Replay {
     fn noise(&mut self, step: usize, _like: &Tensor) -> Tensor {
+        self.1.push(step);
         self.0.get(step as i64)
     }
 }
@@ -136,13 +138,22 @@ fn check_against_diffusers(cases: &[Case], tol: f64) -> f64 {
         let sampler = build_sampler(c.ours, &c.params, c.steps, &sch).unwrap_or_else(|e| panic!("{what}: {e}"));
         let oracle = GaussianOracle::new(sch, mu.shallow_clone(), std.shallow_clone());
         let model = Counted::new(&oracle, Prediction::Epsilon).with_trace();
+        let want = Tensor::read_npy(dir.path().join(format!("out{i}.npy"))).unwrap();
         let x = if c.stochastic {
             let z = Tensor::read_npy(dir.path().join(format!("noise{i}.npy"))).unwrap();
-            sampler.sample(&model, x_t.copy(), &mut Replay(z)).unwrap()
+            let mut replay = Replay(z, Vec::new());
+            let x = sampler.sample(&model, x_t.copy(), &mut replay).unwrap();
+            // The same run through `bench sample --step-noise`, given diffusers' draws in draw order.
+            let draws: Vec<Tensor> = replay.1.iter().map(|&k| replay.0.get(k as i64)).collect();
+            let schedule = if c.schedule == "linear" { "{kind: linear}" } else { "{kind: cosine}" };
+            let entry = format!("{{name: {}{}}}", c.ours, c.params.iter().map(|(k, v)| format!(", {k}: {v}")).collect::<String>());
+            let cli = bench_sample_oracle(dir.path(), &i.to_string(), schedule, "epsilon", (&mu, &std), &entry, c.steps, &x_t, &draws);
+            let e = rel_l2(&cli, &want);
+            assert!(e < tol, "{what}: bench sample --step-noise: relative L2 {e:.3e}");
+            x
         } else {
             sampler.sample(&model, x_t.copy(), &mut GlobalRng).unwrap()
         };
-        let want = Tensor::read_npy(dir.path().join(format!("out{i}.npy"))).unwrap();
         let traced: Vec<f64> = model.take_trace().iter().map(|(t, _, _)| *t).collect();
         let theirs: Vec<f64> = labels[i].iter().map(|&t| t as f64).collect();
         assert_eq!(traced, theirs, "{what}: model labels differ");
@@ -641,7 +652,7 @@ fn ddim_and_ddpm_large_match_the_ddim_repo() {
         assert_eq!(sampler.labels(), labels[i], "{what}");
         assert_eq!(sampler.end_point(), samplerbench::sampling::EndPoint::AlphaBarOne);
         let z = Tensor::read_npy(dir.path().join(format!("noise{i}.npy"))).unwrap();
-        let x = sampler.sample(&Counted::new(&oracle, Prediction::Epsilon), x_t.copy(), &mut Replay(z)).unwrap();
+        let x = sampler.sample(&Counted::new(&oracle, Prediction::Epsilon), x_t.copy(), &mut Replay(z, Vec::new())).unwrap();
         let want = Tensor::read_npy(dir.path().join(format!("out{i}.npy"))).unwrap();
         let err = rel_l2(&x, &want);
         assert!(err < 1e-10, "{what}: {err:.3e}");

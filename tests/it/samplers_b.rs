@@ -70,6 +70,35 @@ impl NoiseSource for FixedNoise {
     }
 }
 
+/// [`FixedNoise`] that records the step keys in the order the sampler draws them: those arrays,
+/// in that order, are what `bench sample --step-noise` must be given for the same run.
+struct RecordedDraws {
+    noise: FixedNoise,
+    keys: Vec<usize>,
+}
+impl NoiseSource for RecordedDraws {
+    fn noise(&mut self, step: usize, like: &Tensor) -> Tensor {
+        self.keys.push(step);
+        self.noise.noise(step, like)
+    }
+}
+
+/// The case run through `bench sample --step-noise`: the oracle and schedule as a spec, the sampler
+/// and its parameters as its entry.
+fn bench_sample_case(d: &std::path::Path, c: &Case, z: &Tensor, draws: &[Tensor]) -> Tensor {
+    let schedule = match c.schedule {
+        "linear" => "{kind: linear}",
+        "cosine" => "{kind: cosine}",
+        "exp" => "{kind: exp}",
+        _ => "{kind: scaled_linear, beta_start: 0.00085, beta_end: 0.012, rescale_betas_zero_snr: true}",
+    };
+    let prediction = if c.config["prediction_type"] == "v_prediction" { "v_prediction" } else { "epsilon" };
+    let quoted = |v: &str| if v.contains(',') { format!("\"{v}\"") } else { v.to_string() };
+    let params: String = c.params.iter().map(|(k, v)| format!(", {k}: {}", quoted(v))).collect();
+    let (mean, std) = gaussian_data();
+    crate::common::bench_sample_oracle(d, &c.id, schedule, prediction, (&mean, &std), &format!("{{name: {}{params}}}", c.ctor), c.steps, z, draws)
+}
+
 /// A sampler by name (the tests name samplers as specs do).
 type Ctor = &'static str;
 type Kv = Vec<(&'static str, &'static str)>;
@@ -535,6 +564,7 @@ fn check_against_diffusers(cases: Vec<Case>) {
 
     let mut worst = (0.0f64, String::new());
     let mut worst_label = 0.0f64;
+    let mut worst_cli = 0.0f64;
     let mut report = String::new();
     for c in &cases {
         let sch = schedule(c.schedule);
@@ -542,7 +572,7 @@ fn check_against_diffusers(cases: Vec<Case>) {
         let oracle = GaussianOracle::new(sch.clone(), mean.shallow_clone(), std.shallow_clone()).with_output(prediction);
         let sampler = build_from_text(c.ctor, &c.params, c.steps, &sch).unwrap();
         let counted = Counted::new(&oracle, prediction).with_trace();
-        let mut noise = FixedNoise(noise_for(c.steps, 100 + c.steps as i64));
+        let mut noise = RecordedDraws { noise: FixedNoise(noise_for(c.steps, 100 + c.steps as i64)), keys: Vec::new() };
         let x = sampler.sample(&counted, z.shallow_clone(), &mut noise).unwrap();
         let trace: Vec<f64> = counted.take_trace().into_iter().map(|(t, _, _)| t).collect();
         let want: Vec<f64> = ref_labels[&c.id].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
@@ -560,8 +590,15 @@ fn check_against_diffusers(cases: Vec<Case>) {
             worst = (err, c.id.clone());
         }
         assert!(err <= 1e-5, "{}: rel L2 {err:.3e} vs diffusers", c.id);
+        // A stochastic sampler through the CLI, given the reference run's draws in draw order.
+        if !noise.keys.is_empty() {
+            let draws: Vec<Tensor> = noise.keys.iter().map(|&k| noise.noise.0[k].shallow_clone()).collect();
+            let e = rel_l2(&bench_sample_case(d, c, &z, &draws), &from_array(&reference));
+            worst_cli = worst_cli.max(e);
+            assert!(e <= 1e-5, "{}: bench sample --step-noise: rel L2 {e:.3e} vs diffusers", c.id);
+        }
     }
-    eprintln!("{report}worst rel L2 {:.3e} ({}), worst label diff {worst_label:.1e}", worst.0, worst.1);
+    eprintln!("{report}worst rel L2 {:.3e} ({}), worst label diff {worst_label:.1e}, worst through bench sample --step-noise {worst_cli:.1e}", worst.0, worst.1);
 }
 
 /// DPM-Solver repo conventions where they differ from diffusers: continuous t from 1 to
