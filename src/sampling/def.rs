@@ -160,6 +160,7 @@ pub static DEFINITIONS: &[&SamplerDef] = &[
     &flow::FLOW_EULER,
     &flow::FLOW_HEUN,
     &flow::FLOW_DPM_SOLVER_PP,
+    &flow::FLOW_UNIPC,
 ];
 
 /// A parameter of every discrete-VP sampler: the arithmetic of the training schedule's tables.

@@ -60,7 +60,7 @@ for name, sched, kw in [("static", F(shift=3.0), {}), ("dynamic", F(use_dynamic_
     // A VP sampler on a flow model is refused before anything runs.
     let o = bench(&["sample", spec.to_str().unwrap(), "--noise", x1.to_str().unwrap(), "--out", d.path().join("x.npy").to_str().unwrap(), "--sampler", "ddim"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("`ddim` runs on discrete-VP models; this model is a rectified-flow model: use flow_euler, flow_heun, flow_dpm_solver++"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("`ddim` runs on discrete-VP models; this model is a rectified-flow model: use flow_euler, flow_heun, flow_dpm_solver++, flow_unipc"), "{}", stderr(&o));
 }
 
 /// One configuration compared with diffusers: bench's sampler and `--set`s, diffusers' class
@@ -78,7 +78,7 @@ struct FlowCase {
 /// inside, float32 out, as bench's oracle), with the timesteps the model was called at.
 const FLOW_REFERENCE: &str = r#"
 import sys, os, json, numpy as np, torch
-from diffusers import FlowMatchHeunDiscreteScheduler, DPMSolverMultistepScheduler
+from diffusers import FlowMatchHeunDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 out, cases = sys.argv[1], json.loads(sys.argv[2])
 mean = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64).view(3, 1, 1)
 var = torch.tensor([0.5, 0.8, 1.3], dtype=torch.float64).view(3, 1, 1) ** 2
@@ -90,7 +90,7 @@ def v(x, timestep):
 torch.manual_seed(0)
 x1 = torch.randn(4, 3, 4, 4)
 np.save(os.path.join(out, "x1.npy"), x1.numpy())
-classes = {"heun": FlowMatchHeunDiscreteScheduler, "dpm": DPMSolverMultistepScheduler}
+classes = {"heun": FlowMatchHeunDiscreteScheduler, "dpm": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler}
 for k, c in enumerate(cases):
     sched = classes[c["class"]](**c["kwargs"])
     kw = {} if c["mu"] is None else {"mu": c["mu"]}
@@ -118,7 +118,7 @@ fn flow_cases() -> Vec<FlowCase> {
             });
         }
     }
-    let dpm = |steps: usize, sets: &[(&str, &str)], mu: Option<f64>| {
+    let multistep = |sampler: &'static str, class: &'static str, steps: usize, sets: &[(&str, &str)], mu: Option<f64>| {
         // μ goes to set_timesteps, not to the class.
         let kw: Vec<String> = sets
             .iter()
@@ -128,9 +128,11 @@ fn flow_cases() -> Vec<FlowCase> {
                     "order" => "solver_order",
                     "final_sigmas" => "final_sigmas_type",
                     "shift" => "flow_shift",
+                    "variant" => "solver_type",
                     k => k,
                 };
                 let dv = match *v {
+                    _ if *k == "disable_corrector" => format!("[{v}]"),
                     "true" | "false" => v.to_string(),
                     v if v.parse::<f64>().is_ok() => v.to_string(),
                     v => format!("\"{v}\""),
@@ -139,10 +141,10 @@ fn flow_cases() -> Vec<FlowCase> {
             })
             .collect();
         FlowCase {
-            sampler: "flow_dpm_solver++",
+            sampler,
             steps,
             sets: sets.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            class: "dpm",
+            class,
             kwargs: format!(
                 r#"{{"use_flow_sigmas": true, "prediction_type": "flow_prediction"{}}}"#,
                 kw.iter().map(|s| format!(", {s}")).collect::<String>()
@@ -150,6 +152,7 @@ fn flow_cases() -> Vec<FlowCase> {
             mu,
         }
     };
+    let dpm = |steps, sets: &[(&str, &str)], mu| multistep("flow_dpm_solver++", "dpm", steps, sets, mu);
     for steps in [2, 3, 5, 8, 20] {
         for order in ["1", "2", "3"] {
             for (shift, fin) in [("1.0", "zero"), ("3.0", "sigma_min"), ("3.0", "zero")] {
@@ -161,17 +164,30 @@ fn flow_cases() -> Vec<FlowCase> {
     cases.push(dpm(20, &[("order", "3"), ("lower_order_final", "false"), ("final_sigmas", "sigma_min")], None));
     cases.push(dpm(6, &[("order", "3"), ("euler_at_final", "true"), ("final_sigmas", "sigma_min")], None));
     cases.push(dpm(8, &[("use_dynamic_shifting", "true"), ("mu", "0.7")], Some(0.7)));
+    let unipc = |steps, sets: &[(&str, &str)], mu| multistep("flow_unipc", "unipc", steps, sets, mu);
+    for steps in [2, 3, 5, 8, 20] {
+        for order in ["1", "2", "3"] {
+            for (shift, fin) in [("1.0", "zero"), ("3.0", "sigma_min"), ("3.0", "zero")] {
+                cases.push(unipc(steps, &[("order", order), ("shift", shift), ("final_sigmas", fin)], None));
+            }
+        }
+    }
+    cases.push(unipc(8, &[("order", "3"), ("variant", "bh1"), ("shift", "3.0"), ("final_sigmas", "sigma_min")], None));
+    cases.push(unipc(8, &[("disable_corrector", "0,1")], None));
+    cases.push(unipc(8, &[("use_dynamic_shifting", "true"), ("mu", "0.7")], Some(0.7)));
+    cases.push(unipc(8, &[("use_dynamic_shifting", "true"), ("time_shift_type", "linear"), ("mu", "2.0")], Some(2.0)));
     cases
 }
 
-/// flow_heun and flow_dpm_solver++ against `FlowMatchHeunDiscreteScheduler` and
-/// `DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction")` on the
-/// flow oracle: 2–20 steps, shifts 1 and 3, orders 1–3, both final levels, the heun solver type,
-/// euler_at_final, lower_order_final off and dynamic shifting. Same x_1, same closed-form
-/// velocity: the samples agree to float32 rounding of the coefficients (worst 7.7e-7 relative
-/// L2; Heun bit-identical), the model-call labels are identical and NFE is the number of diffusers' model calls.
+/// flow_heun, flow_dpm_solver++ and flow_unipc against `FlowMatchHeunDiscreteScheduler` and
+/// `DPMSolverMultistepScheduler` / `UniPCMultistepScheduler(use_flow_sigmas=True,
+/// prediction_type="flow_prediction")` on the flow oracle, 108 configurations: 2–20 steps, shifts
+/// 1 and 3, orders 1–3, both final levels, solver types, euler_at_final, disable_corrector and
+/// dynamic shifting. Same x_1, same closed-form velocity: Heun is bit-identical, the multistep
+/// solvers agree to float32 rounding of their coefficients (worst relative L2 7.7e-7 DPM-Solver++,
+/// 2.5e-7 UniPC); the model-call labels are identical and NFE is diffusers' number of model calls.
 #[test]
-fn flow_heun_and_dpm_solver_pp_match_diffusers_on_the_flow_oracle() {
+fn flow_heun_dpm_solver_pp_and_unipc_match_diffusers_on_the_flow_oracle() {
     let d = tempfile::tempdir().unwrap();
     let cases = flow_cases();
     let json = format!(
@@ -191,7 +207,7 @@ fn flow_heun_and_dpm_solver_pp_match_diffusers_on_the_flow_oracle() {
     )
     .unwrap();
     let x1 = d.path().join("x1.npy");
-    let mut worst: Vec<(&str, f64)> = vec![("flow_heun", 0.0), ("flow_dpm_solver++", 0.0)];
+    let mut worst: Vec<(&str, f64)> = vec![("flow_heun", 0.0), ("flow_dpm_solver++", 0.0), ("flow_unipc", 0.0)];
     for (k, c) in cases.iter().enumerate() {
         let out = d.path().join(format!("out_{k}.npy"));
         let trace = d.path().join(format!("trace_{k}"));
@@ -225,6 +241,7 @@ fn flow_heun_and_dpm_solver_pp_match_diffusers_on_the_flow_oracle() {
 
 /// What the flow schedulers lack is refused by name, before anything runs, in one line: dynamic
 /// shifting and churn on flow_heun (FlowMatchHeunDiscreteScheduler has neither in its config),
+/// a multistep last step of flow_unipc and its bh1 step into t = 0,
 /// DPM-Solver (noise prediction, which diffusers' flow branch refuses too) and out-of-range values.
 #[test]
 fn flow_solvers_refuse_what_diffusers_lacks() {
@@ -243,6 +260,16 @@ fn flow_solvers_refuse_what_diffusers_lacks() {
     let sets: &[(&str, &str, &str)] = &[
         ("flow_heun", "use_dynamic_shifting=true", "error: --set use_dynamic_shifting: `use_dynamic_shifting` is not a parameter of `flow_heun` (allowed: shift, skip, steps)"),
         ("flow_heun", "s_churn=1", "error: --set s_churn: `s_churn` is not a parameter of `flow_heun` (allowed: shift, skip, steps)"),
+        (
+            "flow_unipc",
+            "lower_order_final=false",
+            "error: sampler flow_unipc: lower_order_final=false needs order=1: the last step ends at t = 0 or at its own level, where a multistep coefficient is undefined (diffusers: a singular solve or an infinite sample)",
+        ),
+        (
+            "flow_unipc",
+            "variant=bh1",
+            "error: sampler flow_unipc: variant=bh1 needs final_sigmas=sigma_min: B(h) = h is infinite on the last step to t = 0 (diffusers returns NaN there)",
+        ),
         ("flow_dpm_solver++", "order=4", "error: --set order=4: `order` of `flow_dpm_solver++` must be an integer from 1 to 3, got 4"),
         ("flow_dpm_solver++", "shift=0", "error: --set shift=0: `shift` of `flow_dpm_solver++` must be a number > 0, got 0"),
         (
