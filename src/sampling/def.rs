@@ -158,6 +158,9 @@ pub static DEFINITIONS: &[&SamplerDef] = &[
     &ipndm::IPNDM_V,
     &consistency::CONSISTENCY,
     &flow::FLOW_EULER,
+    &flow::FLOW_HEUN,
+    &flow::FLOW_DPM_SOLVER_PP,
+    &flow::FLOW_UNIPC,
 ];
 
 /// A parameter of every discrete-VP sampler: the arithmetic of the training schedule's tables.

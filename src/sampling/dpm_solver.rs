@@ -624,13 +624,13 @@ const fn sde(diffusers_value: &'static str) -> ParamDef {
         diffusers: None,
     }
 }
-const SOLVER_TYPE: ParamDef = ParamDef {
+pub const SOLVER_TYPE: ParamDef = ParamDef {
     name: "solver_type",
     kind: ParamKind::Choice { allowed: &["midpoint", "heun"], default: "midpoint" },
     help: "multistep order-2 steps: midpoint (½φ1·D1, the repos' dpmsolver form) | heun (φ2·D1)",
     diffusers: Some("solver_type"),
 };
-const EULER_AT_FINAL: ParamDef = ParamDef {
+pub const EULER_AT_FINAL: ParamDef = ParamDef {
     name: "euler_at_final",
     kind: ParamKind::Bool { default: false },
     help: "multistep: a first-order last step whatever the step count",

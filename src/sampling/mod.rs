@@ -135,7 +135,9 @@ impl<'a> Counted<'a> {
 }
 
 /// A model output at one node, with the conversions between parameterisations in one place
-/// (x_t = α x0 + σ ε, v = α ε − σ x0; Salimans & Ho 2022 §4).
+/// (x_t = α x0 + σ ε, v = α ε − σ x0; Salimans & Ho 2022 §4). A flow model's velocity
+/// v = ε − x0 is read at flow nodes (α = 1 − t, σ = t; flow models run only flow samplers, the
+/// plan and `bench sample` check the sampler's space).
 pub struct Output<'x> {
     pub raw: Tensor,
     /// A learned-variance model's variance values from the same call (see
@@ -158,7 +160,8 @@ impl Output<'_> {
             Prediction::Epsilon => (self.x - &self.raw * s) / a,
             Prediction::VPrediction => self.x * a - &self.raw * s,
             Prediction::Sample => self.raw.shallow_clone(),
-            Prediction::Flow => unreachable!("{FLOW_IN_VP}"),
+            // Flow nodes carry α = 1 − t, σ = t: x0 = x − t·v (diffusers' flow_prediction).
+            Prediction::Flow => self.x - &self.raw * s,
         }
     }
     /// x̂0 after clipping / dynamic thresholding.
@@ -176,9 +179,6 @@ impl Output<'_> {
     }
 }
 
-/// Flow models run only flow samplers: the plan and `bench sample` check the sampler's space.
-const FLOW_IN_VP: &str = "a flow model reached a VP sampler";
-
 /// A raw output → ε̂ at (x, node). PNDM converts its combined outputs with this at each
 /// transfer's start, as diffusers' `PNDMScheduler._get_prev_sample` does.
 pub fn raw_to_eps(prediction: Prediction, raw: &Tensor, x: &Tensor, at: &Node) -> Tensor {
@@ -186,7 +186,8 @@ pub fn raw_to_eps(prediction: Prediction, raw: &Tensor, x: &Tensor, at: &Node) -
         Prediction::Epsilon => raw.shallow_clone(),
         Prediction::VPrediction => raw * at.alpha + x * at.sigma,
         Prediction::Sample => (x - raw * at.alpha) / at.sigma,
-        Prediction::Flow => unreachable!("{FLOW_IN_VP}"),
+        // On a flow node (α = 1 − t, σ = t): ε = x0 + v = x + (1 − t)·v.
+        Prediction::Flow => x + raw * at.alpha,
     }
 }
 
@@ -372,6 +373,14 @@ mod tests {
             let dx = (o.x0() - &x0).abs().max().double_value(&[]);
             assert!(de < 1e-14 && dx < 1e-14, "{p:?}: {de} {dx}");
         }
+        // A flow node (α = 1 − t, σ = t) and the velocity v = ε − x0.
+        let t = 0.3;
+        let at = Node { label: 300.0, alpha: 1.0 - t, sigma: t, lambda: ((1.0 - t) / t).ln() };
+        let x = &x0 * (1.0 - t) + &eps * t;
+        let o = Output { raw: &eps - &x0, variance: None, x: &x, at, prediction: Prediction::Flow };
+        let de = (o.eps() - &eps).abs().max().double_value(&[]);
+        let dx = (o.x0() - &x0).abs().max().double_value(&[]);
+        assert!(de < 1e-14 && dx < 1e-14, "flow: {de} {dx}");
     }
 
     #[test]

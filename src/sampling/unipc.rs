@@ -114,6 +114,7 @@ fn corrector(pred: Integrand, variant: Variant, x_prev: &Tensor, hist: &History,
 }
 
 pub struct UniPc {
+    name: &'static str,
     pred: Integrand,
     clip: X0Clip,
     variant: Variant,
@@ -140,13 +141,17 @@ impl UniPc {
             })
             .collect();
         let corrector = (0..steps).map(|i| i + 1 < steps && !disable_corrector.contains(&i)).collect();
-        UniPc { pred, clip: X0Clip::OFF, variant, nodes, orders, corrector }
+        UniPc { name: "unipc", pred, clip: X0Clip::OFF, variant, nodes, orders, corrector }
+    }
+    /// The same solver registered under another name (the flow version).
+    pub fn named(self, name: &'static str) -> Self {
+        UniPc { name, ..self }
     }
 }
 
 impl Sampler for UniPc {
     fn name(&self) -> &'static str {
-        "unipc"
+        self.name
     }
     fn nfe(&self) -> usize {
         self.nodes.len() - 1
@@ -182,16 +187,21 @@ impl Sampler for UniPc {
     }
 }
 
+pub const VARIANT: ParamDef = ParamDef {
+    name: "variant",
+    kind: ParamKind::Choice { allowed: &["bh1", "bh2"], default: "bh1" },
+    help: "bh1 (B(h)=h; the UniPC paper's choice for unconditional sampling) | bh2 (B(h)=e^h−1; diffusers' default)",
+    diffusers: Some("solver_type"),
+};
+
+pub const DISABLE_CORRECTOR: ParamDef =
+    ParamDef { name: "disable_corrector", kind: ParamKind::IntList, help: "steps without the corrector (UniPC's advice: the first ones under strong guidance)", diffusers: Some("disable_corrector") };
+
 pub static UNIPC: SamplerDef = SamplerDef {
     name: "unipc",
     params: &[
         order(2, "1 | 2 | 3 (predictor order; UniC adds one)"),
-        ParamDef {
-            name: "variant",
-            kind: ParamKind::Choice { allowed: &["bh1", "bh2"], default: "bh1" },
-            help: "bh1 (B(h)=h; the UniPC paper's choice for unconditional sampling) | bh2 (B(h)=e^h−1; diffusers' default)",
-            diffusers: Some("solver_type"),
-        },
+        VARIANT,
         ParamDef {
             name: "predict",
             kind: ParamKind::Choice { allowed: &["data", "noise"], default: "data" },
@@ -199,7 +209,7 @@ pub static UNIPC: SamplerDef = SamplerDef {
             diffusers: None,
         },
         ParamDef { help: "last steps use min(order, S−i) (no step threshold, as both references)", ..LOWER_ORDER_FINAL },
-        ParamDef { name: "disable_corrector", kind: ParamKind::IntList, help: "steps without the corrector (UniPC's advice: the first ones under strong guidance)", diffusers: Some("disable_corrector") },
+        DISABLE_CORRECTOR,
         T_END,
         STEPS_OFFSET,
         final_sigmas("zero"),

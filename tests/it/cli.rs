@@ -67,7 +67,7 @@ fn samplers_lists_filters_and_prints_json() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let s = stdout(&out);
     let names: Vec<&str> = s.lines().filter(|l| !l.starts_with(' ') && !l.is_empty()).collect();
-    assert_eq!(names, ["dpm_solver", "dpm_solver++", "every discrete-VP sampler"]);
+    assert_eq!(names, ["dpm_solver", "dpm_solver++", "flow_dpm_solver++", "every discrete-VP sampler"]);
     assert!(s.contains("  --set order=3"), "{s}");
     assert!(s.ends_with("  --set schedule_dtype=float64  ᾱ and σ̃ tables in float64, or in float32 as diffusers builds them (bit for bit); one of float64, float32\n"), "{s}");
     let out = bench(&["samplers", "--json", "ddim"]);

@@ -125,7 +125,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         (
             edit(4, "  - {name: ddpm-large}"),
-            "SPEC:4:6: samplers[0].name: unknown sampler `ddpm-large`; did you mean `ddpm_large`? (known: ddim, ddpm, ddpm_large, f-pndm, s-pndm, fon, plms, dpm_solver, dpm_solver++, unipc, deis, sa_solver, euler, euler_ancestral, heun, kdpm2, kdpm2_ancestral, lms, karras_ve, dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde, dpm_fast, lcm, tcd, edm_heun, edm_euler, ipndm, ipndm_v, consistency, flow_euler)",
+            "SPEC:4:6: samplers[0].name: unknown sampler `ddpm-large`; did you mean `ddpm_large`? (known: ddim, ddpm, ddpm_large, f-pndm, s-pndm, fon, plms, dpm_solver, dpm_solver++, unipc, deis, sa_solver, euler, euler_ancestral, heun, kdpm2, kdpm2_ancestral, lms, karras_ve, dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde, dpm_fast, lcm, tcd, edm_heun, edm_euler, ipndm, ipndm_v, consistency, flow_euler, flow_heun, flow_dpm_solver++, flow_unipc)",
         ),
         (edit(4, "  - {eta: 0.5}"), "SPEC:4:5: samplers[0]: missing required key `name`"),
         // Empty sweeps.
