@@ -59,7 +59,7 @@ fn float32_vec(t: &tch::Tensor) -> Result<Vec<f64>> {
 
 /// The arithmetic of a schedule's ᾱ, σ̃ and λ tables. The DDIM, PNDM and DPM-Solver repositories
 /// use float64; diffusers builds β and ᾱ as float32 tensors and its σ̃ tables from them, which
-/// moves the smallest noise levels by up to 1e-4 relative and fractional labels by up to 6e-3.
+/// moves its samples by up to 4e-4 relative and its fractional labels by up to 8e-3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ScheduleDtype {
     #[default]
