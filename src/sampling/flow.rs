@@ -291,10 +291,8 @@ pub static FLOW_DPM_SOLVER_PP: SamplerDef = SamplerDef {
         ParamDef { help: "lower orders for the last steps below 15 steps", ..LOWER_ORDER_FINAL },
         EULER_AT_FINAL,
         ParamDef {
-            name: "final_sigmas",
-            kind: ParamKind::Choice { allowed: &["zero", "sigma_min"], default: "zero" },
             help: "zero (the last step lands on x̂0) or sigma_min (stops at t = √((1−ᾱ_0)/ᾱ_0) of the schedule, as diffusers does with flow sigmas)",
-            diffusers: Some("final_sigmas_type"),
+            ..super::dpm_solver::final_sigmas("zero")
         },
         ParamDef { name: "shift", diffusers: Some("flow_shift"), ..SHIFT },
         USE_DYNAMIC_SHIFTING,
@@ -317,10 +315,8 @@ pub static FLOW_UNIPC: SamplerDef = SamplerDef {
         ParamDef { help: "last steps use min(order, S−i)", ..LOWER_ORDER_FINAL },
         DISABLE_CORRECTOR,
         ParamDef {
-            name: "final_sigmas",
-            kind: ParamKind::Choice { allowed: &["zero", "sigma_min"], default: "zero" },
             help: "zero (the last step lands on x̂0) or sigma_min (the last level again: the last step leaves the sample where it is)",
-            diffusers: Some("final_sigmas_type"),
+            ..super::dpm_solver::final_sigmas("zero")
         },
         ParamDef { name: "shift", diffusers: Some("flow_shift"), ..SHIFT },
         USE_DYNAMIC_SHIFTING,

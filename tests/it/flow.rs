@@ -11,27 +11,19 @@ use tch::{Kind, Tensor};
 fn flow_euler_matches_diffusers_on_the_flow_oracle() {
     let d = tempfile::tempdir().unwrap();
     run_python(
-        r#"
+        &format!(
+            r#"
 import sys, os, numpy as np, torch
 from diffusers import FlowMatchEulerDiscreteScheduler as F
 out = sys.argv[1]
-mean = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64).view(3, 1, 1)
-var = torch.tensor([0.5, 0.8, 1.3], dtype=torch.float64).view(3, 1, 1) ** 2
-def v(x, timestep):
-    b = float(timestep) / 1000.0
-    a = 1.0 - b
-    xd = x.double()
-    return (((b - a * var) / (a * a * var + b * b)) * (xd - a * mean) - mean).float()
-torch.manual_seed(0)
-x1 = torch.randn(4, 3, 4, 4)
-np.save(os.path.join(out, "x1.npy"), x1.numpy())
-for name, sched, kw in [("static", F(shift=3.0), {}), ("dynamic", F(use_dynamic_shifting=True), {"mu": 0.7})]:
+{FLOW_ORACLE_PY}for name, sched, kw in [("static", F(shift=3.0), {{}}), ("dynamic", F(use_dynamic_shifting=True), {{"mu": 0.7}})]:
     sched.set_timesteps(8, **kw)
     x = x1.clone()
     for t in sched.timesteps:
         x = sched.step(v(x, t), t, x).prev_sample
-    np.save(os.path.join(out, f"ref_{name}.npy"), x.numpy())
-"#,
+    np.save(os.path.join(out, f"ref_{{name}}.npy"), x.numpy())
+"#
+        ),
         &[d.path().to_str().unwrap()],
     );
     let spec = d.path().join("flow.yaml");
@@ -74,13 +66,9 @@ struct FlowCase {
     mu: Option<f64>,
 }
 
-/// The diffusers side: every case from the same x_1 on the exact Gaussian velocity (float64
-/// inside, float32 out, as bench's oracle), with the timesteps the model was called at.
-const FLOW_REFERENCE: &str = r#"
-import sys, os, json, numpy as np, torch
-from diffusers import FlowMatchHeunDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
-out, cases = sys.argv[1], json.loads(sys.argv[2])
-mean = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64).view(3, 1, 1)
+/// The Gaussian data's exact velocity (float64 inside, float32 out, as bench's oracle) and the
+/// seeded x_1 both references start from; the snippet that includes it defines `out`.
+const FLOW_ORACLE_PY: &str = r#"mean = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64).view(3, 1, 1)
 var = torch.tensor([0.5, 0.8, 1.3], dtype=torch.float64).view(3, 1, 1) ** 2
 def v(x, timestep):
     b = float(timestep) / 1000.0
@@ -90,19 +78,31 @@ def v(x, timestep):
 torch.manual_seed(0)
 x1 = torch.randn(4, 3, 4, 4)
 np.save(os.path.join(out, "x1.npy"), x1.numpy())
-classes = {"heun": FlowMatchHeunDiscreteScheduler, "dpm": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler}
+"#;
+
+/// The diffusers side: every case from the same x_1 on the exact Gaussian velocity (float64
+/// inside, float32 out, as bench's oracle), with the timesteps the model was called at.
+fn flow_reference() -> String {
+    format!(
+        r#"
+import sys, os, json, numpy as np, torch
+from diffusers import FlowMatchHeunDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+out, cases = sys.argv[1], json.loads(sys.argv[2])
+{FLOW_ORACLE_PY}classes = {{"heun": FlowMatchHeunDiscreteScheduler, "dpm": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler}}
 for k, c in enumerate(cases):
     sched = classes[c["class"]](**c["kwargs"])
-    kw = {} if c["mu"] is None else {"mu": c["mu"]}
+    kw = {{}} if c["mu"] is None else {{"mu": c["mu"]}}
     sched.set_timesteps(c["steps"], **kw)
     x, labels = x1.clone(), []
     for t in sched.timesteps:
         labels.append(float(t))
         x = sched.step(v(x, t), t, x).prev_sample
-    np.save(os.path.join(out, f"ref_{k}.npy"), x.numpy())
-    with open(os.path.join(out, f"labels_{k}.txt"), "w") as f:
+    np.save(os.path.join(out, f"ref_{{k}}.npy"), x.numpy())
+    with open(os.path.join(out, f"labels_{{k}}.txt"), "w") as f:
         f.write("\n".join(repr(l) for l in labels))
-"#;
+"#
+    )
+}
 
 fn flow_cases() -> Vec<FlowCase> {
     let mut cases = Vec::new();
@@ -198,7 +198,7 @@ fn flow_heun_dpm_solver_pp_and_unipc_match_diffusers_on_the_flow_oracle() {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    run_python(FLOW_REFERENCE, &[d.path().to_str().unwrap(), &json]);
+    run_python(&flow_reference(), &[d.path().to_str().unwrap(), &json]);
     let spec = d.path().join("flow.yaml");
     std::fs::write(
         &spec,
