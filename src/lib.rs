@@ -12,6 +12,7 @@ pub mod schedule;
 pub mod timesteps;
 pub mod respacing;
 pub mod models;
+pub mod conditioning;
 pub mod sampling;
 pub mod spec;
 pub mod plan;

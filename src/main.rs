@@ -134,6 +134,19 @@ enum Command {
         /// drew it: .npz of float32 arrays [B,C,H,W] (`np.savez(FILE, *draws)`).
         #[arg(long, value_name = "NOISE.npz")]
         step_noise: Option<PathBuf>,
+        /// Text-to-image models: the prompt, once for every sample or once per sample
+        /// (default: the spec's seeded draw from its prompts).
+        #[arg(long, value_name = "TEXT")]
+        prompt: Vec<String>,
+        /// Text-to-image models: the unconditional half of guidance (default: the spec's).
+        #[arg(long, value_name = "TEXT")]
+        negative_prompt: Option<String>,
+        /// Class-conditional models: the class, once for every sample or once per sample.
+        #[arg(long = "class", value_name = "K")]
+        class: Vec<i64>,
+        /// Latent models: also write the final latents (before the decoder).
+        #[arg(long, value_name = "LATENTS.npy")]
+        latents_out: Option<PathBuf>,
     },
     /// List every sampler: parameters, timestep rules, NFE, end point, reference.
     Samplers {
@@ -499,7 +512,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", samplerbench::status::render(&s));
             }
         }
-        Command::Sample { spec, noise, out, sampler, steps, set, trace, step_noise } => {
+        Command::Sample { spec, noise, out, sampler, steps, set, trace, step_noise, prompt, negative_prompt, class, latents_out } => {
             let plan = samplerbench::plan::load(&spec)?;
             let set = set
                 .iter()
@@ -509,7 +522,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .ok_or_else(|| BenchError::user(format!("--set {kv:?}: expected KEY=VALUE")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let req = runner::SampleRequest { noise: &noise, out: &out, sampler, steps, set, trace: trace.as_deref(), step_noise: step_noise.as_deref() };
+            let req = runner::SampleRequest { noise: &noise, out: &out, sampler, steps, set, trace: trace.as_deref(), step_noise: step_noise.as_deref(), prompts: prompt, negative_prompt, classes: class, latents_out: latents_out.as_deref() };
             let nfe = runner::sample_trajectory(&plan, &req)?;
             eprintln!("wrote {} ({nfe} model evaluations)", out.display());
         }

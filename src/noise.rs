@@ -41,6 +41,15 @@ pub fn normals(seed: u64, first: u64, count: usize, numel: usize, stream: u64) -
     out
 }
 
+/// The stream of sample i's condition draw (streams 0, 1, … are x_T and step noise).
+const CONDITION_STREAM: u64 = u64::MAX;
+
+/// Sample i's draw from 0..n (its prompt or class): a function of (seed, i) only, like its noise.
+pub fn uniform_index(seed: u64, sample: u64, n: usize) -> usize {
+    use rand::Rng;
+    ChaCha8Rng::from_seed(stream_key(seed, sample, CONDITION_STREAM)).gen_range(0..n.max(1))
+}
+
 /// x_T and step noise for a contiguous range of sample indices.
 pub struct SeededNoise {
     pub seed: u64,

@@ -68,6 +68,7 @@
 //! sampler, its parameters, skip, steps, samples, seed, precision and the metric configuration.
 //! Not in it: device, batch size, output, save_samples, keep_stats (they must not change any number).
 //! `spec_hash` = SHA-256 of the JSON of the whole parsed spec (comments and formatting excluded).
+use crate::conditioning::{read_prompts, ClassLabels, ConditionSource, ConditioningPlan};
 use crate::hashing::HashCache;
 use crate::metrics::inception_score::IsParams;
 use crate::metrics::kid::KidParams;
@@ -79,7 +80,9 @@ use crate::models::{NoiseSpace, Prediction};
 use crate::registry;
 use crate::sampling::{self, SamplerDef};
 use crate::schedule::{NoiseSchedule, ScheduleKind};
-use crate::spec::{self, DataKind, DdimConfigSpec, ModelKind, Moment, RawData, RawModel, SpecFile, Sweep, YamlPath};
+use crate::spec::{
+    self, DataKind, DdimConfigSpec, ModelKind, Moment, RawClassLabels, RawConditioning, RawData, RawModel, SpecFile, Sweep, YamlPath,
+};
 pub use crate::spec::{ParamValue, Precision, ResizeMode, SaveSamples, Skip};
 use crate::{BenchError, Result};
 use serde::Serialize;
@@ -151,6 +154,15 @@ pub enum ModelPlan {
     /// An NVlabs/EDM network pickle, read as data (never executed); a σ-space denoiser.
     Edm {
         path: PathBuf,
+    },
+    /// A diffusers `StableDiffusionPipeline` folder: text encoder and tokenizer, the
+    /// text-conditioned latent UNet, the AutoencoderKL decoder.
+    StableDiffusion {
+        dir: PathBuf,
+    },
+    /// A diffusers `LDMPipeline` folder: an unconditional latent UNet2DModel over a VQModel.
+    Ldm {
+        dir: PathBuf,
     },
     /// A diffusers `ConsistencyModelPipeline` folder: its `unet/` inside the boundary
     /// parameterisation its `scheduler/` config defines; a σ-space model.
@@ -254,6 +266,8 @@ pub struct Cell {
     pub params: BTreeMap<String, ParamValue>,
     pub skip: Skip,
     pub steps: usize,
+    /// The classifier-free guidance scale (None without `conditioning:`).
+    pub guidance_scale: Option<f64>,
     /// Hex SHA-256 of everything that determines this cell's samples and metrics.
     pub hash: String,
 }
@@ -385,6 +399,8 @@ pub struct Plan {
     pub output: PathBuf,
     pub save_samples: SaveSamples,
     pub keep_stats: bool,
+    /// Per-sample conditions and the guidance sweep, if the spec has `conditioning:`.
+    pub conditioning: Option<ConditioningPlan>,
     /// The located one-line error naming every missing file, if any (see [`Plan::check_files`]).
     pub missing_files: Option<String>,
     pub cells: Vec<Cell>,
@@ -446,6 +462,11 @@ impl Plan {
             repeats: u32,
             precision: Precision,
             metrics: &'a MetricsIdentity,
+            // Left out without conditioning, so unconditional cells keep their hashes.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            conditioning: Option<&'a ConditionSource>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            guidance_scale: Option<f64>,
         }
         fn is_one(r: &u32) -> bool {
             *r == 1
@@ -464,6 +485,8 @@ impl Plan {
             repeats: self.repeats,
             precision: self.precision,
             metrics: &self.metrics_identity,
+            conditioning: self.conditioning.as_ref().map(|c| &c.source),
+            guidance_scale: cell.guidance_scale,
         })
     }
 }
@@ -569,6 +592,10 @@ pub fn build(spec: &SpecFile, host: &Host) -> Result<Plan> {
     });
     let mut inputs = setup.inputs;
     inputs.extend(metric_inputs);
+    let conditioning = match &raw.conditioning {
+        Some(c) => Some(cx.conditioning(c, &setup.plan, &mut inputs)?),
+        None => None,
+    };
     let mut plan = Plan {
         name: raw.name.clone(),
         dataset,
@@ -591,12 +618,19 @@ pub fn build(spec: &SpecFile, host: &Host) -> Result<Plan> {
         output,
         save_samples: raw.save_samples.unwrap_or(SaveSamples::Count(64)),
         keep_stats: raw.keep_stats.unwrap_or(false),
+        conditioning,
         missing_files,
         cells: Vec::new(),
     };
+    let scales: Vec<Option<f64>> = match &plan.conditioning {
+        Some(c) => c.guidance_scales.iter().copied().map(Some).collect(),
+        None => vec![None],
+    };
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for (index, (entry, def, params, skip, steps)) in expanded.into_iter().enumerate() {
-        let mut cell = Cell { index, entry, sampler: def.name.to_owned(), def, params, skip, steps, hash: String::new() };
+    let cells = expanded.into_iter().flat_map(|e| scales.iter().map(move |&w| (e.clone(), w)));
+    for (index, ((entry, def, params, skip, steps), guidance_scale)) in cells.enumerate() {
+        let mut cell =
+            Cell { index, entry, sampler: def.name.to_owned(), def, params, skip, steps, guidance_scale, hash: String::new() };
         cell.hash = plan.cell_hash(&cell);
         if let Some(&first) = seen.get(&cell.hash) {
             let prev: &Cell = &plan.cells[first];
@@ -688,6 +722,78 @@ impl Cx<'_> {
         Ok(())
     }
 
+    /// `conditioning:` → what each sample is conditioned on and the guidance scales; the model
+    /// must take that kind of condition.
+    fn conditioning(&self, c: &RawConditioning, model: &ModelPlan, inputs: &mut Vec<Input>) -> Result<ConditioningPlan> {
+        let at = YamlPath::root().key("conditioning");
+        let text_model = matches!(model, ModelPlan::StableDiffusion { .. });
+        let source = match (&c.prompts, &c.class_labels) {
+            (Some(_), Some(_)) => return Err(self.err(&at.key("class_labels"), "give `prompts` or `class_labels`, not both")),
+            (None, None) => {
+                return Err(self.err(&at, "needs `prompts` (a text-to-image model) or `class_labels` with `num_classes` (a class-conditional one)"))
+            }
+            (Some(p), None) => {
+                if !text_model {
+                    return Err(self.err(&at.key("prompts"), "the model has no text encoder: prompts need a diffusers StableDiffusionPipeline folder"));
+                }
+                if let Some(n) = c.num_classes {
+                    return Err(self.err(&at.key("num_classes"), format!("`num_classes: {n}` goes with `class_labels`, not `prompts`")));
+                }
+                let file = self.existing(&at.key("prompts"), self.resolve(p))?;
+                inputs.push(Input { role: "conditioning.prompts".into(), path: file.clone(), sha256: None });
+                let prompts = if file.is_file() { read_prompts(&file).map_err(|e| self.err(&at.key("prompts"), e))? } else { Vec::new() };
+                ConditionSource::Prompts { file, prompts, negative_prompt: c.negative_prompt.clone().unwrap_or_default() }
+            }
+            (None, Some(labels)) => {
+                if text_model {
+                    return Err(self.err(&at.key("class_labels"), "the model is text-conditioned: give it `prompts`"));
+                }
+                if c.negative_prompt.is_some() {
+                    return Err(self.err(&at.key("negative_prompt"), "a negative prompt goes with `prompts`, not `class_labels`"));
+                }
+                let n = match c.num_classes {
+                    Some(n) if n >= 1 => n,
+                    Some(n) => return Err(self.err(&at.key("num_classes"), format!("must be ≥ 1, got {n}"))),
+                    None => return Err(self.err(&at, "`class_labels` needs `num_classes` (the classes the model was trained on, e.g. 1000)")),
+                };
+                let labels = match labels {
+                    RawClassLabels::Rule(r) if r == "uniform" => ClassLabels::Uniform,
+                    RawClassLabels::Rule(r) => {
+                        return Err(self.err(&at.key("class_labels"), format!("`{r}` is not a label rule (allowed: uniform, or a list of labels)")))
+                    }
+                    RawClassLabels::List(l) if l.is_empty() => return Err(self.err(&at.key("class_labels"), "the list is empty")),
+                    RawClassLabels::List(l) => {
+                        if let Some((i, k)) = l.iter().enumerate().find(|(_, k)| !(0..n).contains(*k)) {
+                            return Err(self.err(&at.key("class_labels").index(i), format!("label {k} is outside 0..{n} (num_classes: {n})")));
+                        }
+                        ClassLabels::Cycle(l.clone())
+                    }
+                };
+                ConditionSource::Classes { labels, num_classes: n }
+            }
+        };
+        let guidance_scales = c.guidance_scale.as_ref().map_or(vec![1.0], |s| s.values().to_vec());
+        if guidance_scales.is_empty() {
+            return Err(self.err(&at.key("guidance_scale"), "the list is empty"));
+        }
+        for (i, w) in guidance_scales.iter().enumerate() {
+            let here = if c.guidance_scale.as_ref().is_some_and(Sweep::is_list) { at.key("guidance_scale").index(i) } else { at.key("guidance_scale") };
+            if !w.is_finite() || *w < 0.0 {
+                return Err(self.err(&here, format!("must be a finite number ≥ 0 (1 = no guidance), got {w}")));
+            }
+            if guidance_scales[..i].contains(w) {
+                return Err(self.err(&here, format!("{w} is listed twice")));
+            }
+        }
+        Ok(ConditioningPlan { source, guidance_scales })
+    }
+
+    /// The dtype the run reads weights in, which picks among a folder's weight files (an fp16
+    /// run reads the `.fp16` variant when there is one, and that is the file whose content counts).
+    fn weights_kind(&self) -> tch::Kind {
+        crate::models::load::precision_kind(self.spec.raw.precision.unwrap_or(Precision::Fp32))
+    }
+
     fn required<'v, T>(&self, map_at: &YamlPath, v: &'v Option<T>, key: &str, what: &str, hint: &str) -> Result<&'v T> {
         v.as_ref().ok_or_else(|| self.err(map_at, format!("{what} needs `{key}` ({hint})")))
     }
@@ -727,20 +833,50 @@ impl Cx<'_> {
         let plan = match m.kind {
             ModelKind::Diffusers => 'diffusers: {
                 let p = path("a diffusers model folder")?;
-                if let Some(class) = pipeline_class(&p) {
-                    if class == "ConsistencyModelPipeline" {
+                let component = |inputs: &mut Vec<Input>, role: &str, dir: &Path| -> Result<()> {
+                    inputs.push(input(&format!("{role}.config"), &self.existing(&at.key("path"), dir.join("config.json"))?));
+                    if let Some(w) = crate::models::weights::component_weights(dir, self.weights_kind()) {
+                        inputs.push(input(&format!("{role}.weights"), &w));
+                    }
+                    Ok(())
+                };
+                match pipeline_class(&p).as_deref() {
+                    Some("ConsistencyModelPipeline") => {
                         let (unet, scheduler) = (p.join("unet"), p.join("scheduler").join("scheduler_config.json"));
-                        for f in [p.join("model_index.json"), unet.join("config.json"), scheduler.clone()] {
-                            self.existing(&at.key("path"), f)?;
-                        }
                         inputs.push(input("model.pipeline", &p.join("model_index.json")));
-                        inputs.push(input("model.config", &unet.join("config.json")));
-                        if let Some(w) = crate::models::unet::diffusers_weights_file(&unet) {
-                            inputs.push(input("model.weights", &w));
-                        }
-                        inputs.push(input("model.scheduler", &scheduler));
+                        component(&mut inputs, "model", &unet)?;
+                        inputs.push(input("model.scheduler", &self.existing(&at.key("path"), scheduler.clone())?));
                         break 'diffusers ModelPlan::Consistency { unet, scheduler };
                     }
+                    Some(class @ ("StableDiffusionPipeline" | "LDMPipeline")) => {
+                        inputs.push(input("model.pipeline", &p.join("model_index.json")));
+                        component(&mut inputs, "model", &p.join("unet"))?;
+                        let text = class == "StableDiffusionPipeline";
+                        let decoder = p.join(if text { "vae" } else { "vqvae" });
+                        component(&mut inputs, "model.decoder", &decoder)?;
+                        if text {
+                            component(&mut inputs, "model.text_encoder", &p.join("text_encoder"))?;
+                            for f in ["vocab.json", "merges.txt", "tokenizer_config.json"] {
+                                let role = format!("model.tokenizer.{}", f.trim_end_matches(".json").trim_end_matches(".txt"));
+                                inputs.push(input(&role, &self.existing(&at.key("path"), p.join("tokenizer").join(f))?));
+                            }
+                        }
+                        let sc = self.existing(&at.key("path"), p.join("scheduler").join("scheduler_config.json"))?;
+                        if sc.is_file() {
+                            scheduler = Some(crate::schedule::ModelSchedulerConfig::read(&sc).map_err(|e| self.err(&at.key("path"), e))?);
+                        }
+                        break 'diffusers if text { ModelPlan::StableDiffusion { dir: p } } else { ModelPlan::Ldm { dir: p } };
+                    }
+                    Some(other) if p.join("unet").is_dir() => {
+                        return Err(self.err(
+                            &at.key("path"),
+                            format!(
+                                "{} is a `{other}` folder; pipeline folders bench loads: StableDiffusionPipeline, LDMPipeline, ConsistencyModelPipeline (or give the `unet/` folder of an unconditional UNet2DModel)",
+                                p.display()
+                            ),
+                        ));
+                    }
+                    _ => {}
                 }
                 if p.exists() && !p.join("config.json").is_file() {
                     let hint = if p.join("model_index.json").is_file() && p.join("unet").join("config.json").is_file() {
@@ -754,10 +890,7 @@ impl Cx<'_> {
                     ));
                 }
                 if p.is_dir() {
-                    inputs.push(input("model.config", &p.join("config.json")));
-                    if let Some(w) = crate::models::unet::diffusers_weights_file(&p) {
-                        inputs.push(input("model.weights", &w));
-                    }
+                    component(&mut inputs, "model", &p)?;
                     if let Some(sc) = crate::schedule::ModelSchedulerConfig::find(&p) {
                         scheduler = Some(crate::schedule::ModelSchedulerConfig::read(&sc).map_err(|e| self.err(&at.key("path"), e))?);
                     }
@@ -864,7 +997,7 @@ impl Cx<'_> {
             shape: m.shape.clone(),
             data: data_identity,
             prediction: m.prediction.unwrap_or_default(),
-            decoder: m.decoder.is_some(),
+            decoder: m.decoder.is_some() || matches!(plan, ModelPlan::StableDiffusion { .. } | ModelPlan::Ldm { .. }),
             space,
         };
         Ok(ModelSetup { plan, identity, inputs, scheduler })

@@ -68,6 +68,29 @@ pub struct RawSpec {
     /// Independent seeds per cell (mean and 95% t-interval per metric column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeats: Option<i64>,
+    /// Per-sample conditions (prompts or class labels) and the classifier-free guidance sweep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditioning: Option<RawConditioning>,
+}
+
+/// `conditioning:`: what each sample is conditioned on, and the guidance scales to sweep.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConditioning {
+    /// COCO captions `.json`, `.txt` (one prompt per line) or `.jsonl` (`{"prompt": ...}` lines).
+    pub prompts: Option<String>,
+    pub negative_prompt: Option<String>,
+    /// `uniform` (a seeded draw per sample) or a list cycled over the samples.
+    pub class_labels: Option<RawClassLabels>,
+    pub num_classes: Option<i64>,
+    pub guidance_scale: Option<Sweep<f64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawClassLabels {
+    Rule(String),
+    List(Vec<i64>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]

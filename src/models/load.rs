@@ -1,7 +1,8 @@
 //! A plan's `model:` section → the loaded model: its denoiser, output parameterisation, optional
 //! decoder and shapes, plus the exact data distribution when it is an oracle.
 use super::oracle::{GaussianOracle, GmmOracle};
-use super::{Decoder, Denoiser, Prediction};
+use super::{Condition, Decoder, Denoiser, Prediction};
+use crate::conditioning::{ConditionSource, Conditioner};
 use crate::metrics::stats::Moments;
 use crate::plan::{DataPlan, GmmPlan, ModelPlan, MomentPlan, Plan};
 use crate::spec::Precision;
@@ -21,9 +22,21 @@ pub struct LoadedModel {
     pub gaussian: Option<GaussianOracle>,
     /// Exact data moments (flattened mean, full covariance) for `fd_pixel` against an oracle.
     pub data_moments: Option<Moments>,
+    /// How per-sample conditions reach the network; None for unconditional models.
+    pub conditioner: Option<Conditioner>,
 }
 
 impl LoadedModel {
+    /// A valid condition for `b` samples (the empty prompt, class 0), for calls made before any
+    /// sample is drawn (warm-up, precision probes).
+    pub fn probe_condition(&self, b: i64, device: Device) -> Result<Option<Condition>> {
+        Ok(match &self.conditioner {
+            None => None,
+            Some(Conditioner::Text(enc)) => Some(Condition::Embeddings(enc.embed(&vec![""; b as usize])?)),
+            Some(Conditioner::Classes) => Some(Condition::Labels(Tensor::zeros([b], (Kind::Int64, device)))),
+        })
+    }
+
     pub fn describe(&self) -> String {
         match &self.decoder {
             Some(d) => format!("{} + decoder {}", self.denoiser.describe(), d.describe()),
@@ -84,15 +97,38 @@ pub fn load_model(plan: &Plan) -> Result<LoadedModel> {
         sample_shape: shape,
         gaussian: None,
         data_moments: None,
+        conditioner: None,
     };
     let model = match &plan.model {
         ModelPlan::Diffusers { path } => {
-            let unet = super::unet::load_diffusers(path, device, kind)?;
-            let c = unet.config.in_channels;
+            let unet = super::unet::load(path, device, kind)?;
+            let shape = unet_sample_shape(&unet, path)?;
+            let classes = classes_of(&unet, plan, path)?;
+            LoadedModel { conditioner: classes, ..plain(Box::new(unet), shape) }
+        }
+        ModelPlan::Ldm { dir } => {
+            let unet_dir = dir.join("unet");
+            let unet = super::unet::load(&unet_dir, device, kind)?;
+            let shape = unet_sample_shape(&unet, &unet_dir)?;
+            let classes = classes_of(&unet, plan, &unet_dir)?;
+            let decoder = latent_decoder(&dir.join("vqvae"), device, kind, unet.config.in_channels)?;
+            LoadedModel { conditioner: classes, ..with_decoder(plain(Box::new(unet), shape), decoder) }
+        }
+        ModelPlan::StableDiffusion { dir } => {
+            let unet = super::unet_cond::load(&dir.join("unet"), device, kind)?;
             let size = unet.config.sample_size.ok_or_else(|| {
-                BenchError::file(path.join("config.json"), "no sample_size: the sample resolution is unknown")
+                BenchError::file(dir.join("unet").join("config.json"), "no sample_size: the latent resolution is unknown")
             })?;
-            plain(Box::new(unet), vec![c, size, size])
+            let shape = vec![unet.config.in_channels, size, size];
+            let decoder = latent_decoder(&dir.join("vae"), device, kind, unet.config.in_channels)?;
+            let text = super::clip::PromptEncoder::load(dir, device, kind)?;
+            if !matches!(plan.conditioning.as_ref().map(|c| &c.source), Some(ConditionSource::Prompts { .. })) {
+                return Err(BenchError::user(format!(
+                    "{}: a text-to-image pipeline needs prompts: add `conditioning: {{prompts: FILE}}` to the spec",
+                    plan.spec_path.display()
+                )));
+            }
+            LoadedModel { conditioner: Some(Conditioner::Text(text)), ..with_decoder(plain(Box::new(unet), shape), decoder) }
         }
         ModelPlan::Ddim { path, config, ema } => {
             let unet = super::unet::load_ddim(path, config, *ema, device, kind)?;
@@ -131,12 +167,11 @@ pub fn load_model(plan: &Plan) -> Result<LoadedModel> {
         }
         ModelPlan::Consistency { unet, scheduler } => {
             let config = super::consistency::BoundaryConfig::read(scheduler)?;
-            let network = super::unet::load_diffusers(unet, device, kind)?;
-            let c = network.config.in_channels;
-            let size = network.config.sample_size.ok_or_else(|| {
-                BenchError::file(unet.join("config.json"), "no sample_size: the sample resolution is unknown")
-            })?;
-            plain(Box::new(super::consistency::ConsistencyModel { network: Box::new(network), config }), vec![c, size, size])
+            let network = super::unet::load(unet, device, kind)?;
+            let shape = unet_sample_shape(&network, unet)?;
+            let classes = classes_of(&network, plan, unet)?;
+            let model = super::consistency::ConsistencyModel { network: Box::new(network), config };
+            LoadedModel { conditioner: classes, ..plain(Box::new(model), shape) }
         }
         ModelPlan::Oracle(DataPlan::Gmm { shape, mixture }) => {
             let oracle = match mixture {
@@ -157,6 +192,73 @@ pub fn load_model(plan: &Plan) -> Result<LoadedModel> {
     Ok(model)
 }
 
+fn unet_sample_shape(unet: &super::unet::UNet, dir: &std::path::Path) -> Result<Vec<i64>> {
+    let size = unet
+        .config
+        .sample_size
+        .ok_or_else(|| BenchError::file(dir.join("config.json"), "no sample_size: the sample resolution is unknown"))?;
+    Ok(vec![unet.config.in_channels, size, size])
+}
+
+/// A class-conditional UNet takes the spec's class labels: they must exist, fit its class table,
+/// and leave the null class (label `num_classes`) for guidance scales ≠ 1.
+fn classes_of(unet: &super::unet::UNet, plan: &Plan, dir: &std::path::Path) -> Result<Option<Conditioner>> {
+    use super::ClassEmbedding;
+    let config = dir.join("config.json");
+    let source = plan.conditioning.as_ref().map(|c| (&c.source, &c.guidance_scales));
+    match (&unet.config.class_embedding, source) {
+        (ClassEmbedding::None, None) => Ok(None),
+        (ClassEmbedding::None, Some(_)) => Err(BenchError::file(
+            config,
+            "the UNet is unconditional (no num_class_embeds): remove `conditioning:` from the spec",
+        )),
+        (ClassEmbedding::Table(n), Some((ConditionSource::Classes { num_classes, .. }, scales))) => {
+            let guided = scales.iter().any(|&w| w != 1.0);
+            if *num_classes > *n || (guided && *num_classes >= *n) {
+                let why = if guided { format!("guidance needs the null class {num_classes} as well") } else { String::new() };
+                return Err(BenchError::file(
+                    config,
+                    format!("num_class_embeds = {n} cannot embed conditioning.num_classes = {num_classes}{}", if why.is_empty() { why } else { format!(": {why}") }),
+                ));
+            }
+            Ok(Some(Conditioner::Classes))
+        }
+        (ClassEmbedding::Table(_), Some((ConditionSource::Prompts { .. }, _))) => {
+            Err(BenchError::file(config, "the UNet is class-conditional: give `conditioning: {class_labels: ..., num_classes: N}`, not prompts"))
+        }
+        (ClassEmbedding::Table(n), None) => Err(BenchError::file(
+            config,
+            format!("the UNet is class-conditional ({n} class embeddings): add `conditioning: {{class_labels: uniform, num_classes: N}}` to the spec"),
+        )),
+        (other, _) => Err(BenchError::file(
+            config,
+            format!("class_embed_type {other:?} takes vectors or numbers, not class labels; bench samples class-table UNets (num_class_embeds)"),
+        )),
+    }
+}
+
+/// A pipeline's latent decoder, run in fp32 when its config asks diffusers to upcast it.
+fn latent_decoder(dir: &std::path::Path, device: Device, kind: Kind, latent_channels: i64) -> Result<super::vae::LatentDecoder> {
+    let mut decoder = super::vae::load(dir, device, kind)?;
+    if kind != Kind::Float && decoder.force_upcast() {
+        decoder = super::vae::load(dir, device, Kind::Float)?;
+    }
+    if decoder.latent_channels() != latent_channels {
+        return Err(BenchError::file(
+            dir.join("config.json"),
+            format!("the decoder reads {} latent channels but the UNet makes {latent_channels}", decoder.latent_channels()),
+        ));
+    }
+    Ok(decoder)
+}
+
+fn with_decoder(mut model: LoadedModel, decoder: super::vae::LatentDecoder) -> LoadedModel {
+    let (f, s) = (decoder.downscale_factor(), &model.sample_shape);
+    model.image_shape = vec![decoder.decoder_config().out_channels, s[1] * f, s[2] * f];
+    model.decoder = Some(Box::new(decoder));
+    model
+}
+
 /// Reduced precision on the CPU runs only where libtorch has CPU kernels for every op the model
 /// uses: one tiny forward says so before any work, as one clear line.
 fn probe_precision(model: &LoadedModel, precision: Precision) -> Result<()> {
@@ -165,7 +267,7 @@ fn probe_precision(model: &LoadedModel, precision: Precision) -> Result<()> {
     let x = Tensor::zeros(shape.as_slice(), (Kind::Float, Device::Cpu));
     let t = Tensor::from_slice(&[1.0f64]);
     let run = || -> Result<()> {
-        let out = model.denoiser.forward(&x, &t, None)?;
+        let out = model.denoiser.forward(&x, &t, model.probe_condition(1, Device::Cpu)?.as_ref())?;
         if let Some(d) = &model.decoder {
             let _ = d.decode(&out)?;
         }

@@ -728,12 +728,6 @@ pub(crate) fn batch_timesteps(t: &Tensor, b: i64, source: &str) -> Result<Tensor
     }
 }
 
-/// The weights file a full-precision load of a diffusers model folder reads (see
-/// [`super::weights::pick_weights`]), or None when the folder has none.
-pub fn diffusers_weights_file(dir: &Path) -> Option<std::path::PathBuf> {
-    super::weights::pick_weights(dir, Kind::Float).ok()
-}
-
 /// Load a diffusers `UNet2DModel` folder: `config.json` plus `diffusion_pytorch_model.safetensors`
 /// (preferred; or its fp16 variant, sharded, or `.bin`; see [`super::weights::pick_weights`]).
 /// Every layout this module implements loads, class-conditional and learned-variance ones too.
@@ -742,19 +736,6 @@ pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<UNet> {
     let config = UNetConfig::from_diffusers_value(&folder.config_path, &folder.config)?;
     let source = WeightSource::open(&folder.weights)?.rename(diffusers_attention_rename);
     UNet::from_source(config, source, device, kind, &folder.weights.display().to_string())
-}
-
-/// [`load`] for a plan's `model: diffusers` path, whose runs supply no class labels yet: a
-/// class-conditional model is refused here rather than failing at its first evaluation.
-pub fn load_diffusers(dir: &Path, device: Device, kind: Kind) -> Result<UNet> {
-    let unet = load(dir, device, kind)?;
-    if unet.config.class_embedding != ClassEmbedding::None {
-        return Err(BenchError::file(
-            dir.join("config.json"),
-            "the UNet is class-conditional (num_class_embeds / class_embed_type): it needs class labels, which a run does not supply yet",
-        ));
-    }
-    Ok(unet)
 }
 
 /// Load a DDIM-repo checkpoint: a plain state dict (pesser's `model-790000.ckpt`) or the DDIM

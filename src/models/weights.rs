@@ -331,6 +331,12 @@ pub fn pick_weights(dir: &Path, kind: Kind) -> Result<PathBuf> {
     pick_weight_file(dir, "diffusion_pytorch_model", "diffusion_pytorch_model", kind)
 }
 
+/// The weight file of a diffusers or transformers component folder, if it has one (for hashing:
+/// the same choice the loaders make).
+pub fn component_weights(dir: &Path, kind: Kind) -> Option<PathBuf> {
+    pick_weights(dir, kind).or_else(|_| pick_weight_file(dir, "model", "pytorch_model", kind)).ok()
+}
+
 /// [`pick_weights`] for any file stems: transformers names its weights `model.safetensors` and
 /// `pytorch_model.bin` (`st` = "model", `bin` = "pytorch_model"), diffusers both
 /// `diffusion_pytorch_model`; the variants and the preference order are the same.

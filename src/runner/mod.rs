@@ -24,6 +24,7 @@ use crate::metrics::prdc::PrdcMetric;
 use crate::metrics::context_fid::{ContextFid, ContextFidMetric};
 use crate::metrics::fd_features::{FdFeatures, FdFeaturesMetric};
 use crate::metrics::{fd_exact::FdExact, fd_pixel::FdPixel, Batch, FinishContext, Metric};
+use crate::conditioning::ConditionSource;
 use crate::models::{load_model, Condition, Denoiser, LoadedModel};
 use crate::noise::SeededNoise;
 use crate::plan::{Cell, Plan};
@@ -397,7 +398,8 @@ fn warm_up(ctx: &Ctx, sampler: &dyn Sampler) -> Result<()> {
     shape.extend(&ctx.model.sample_shape);
     let x = Tensor::zeros(shape.as_slice(), (Kind::Float, ctx.device));
     let label = sampler.labels().first().copied().unwrap_or(0.0);
-    let _ = tch::no_grad(|| Counted::new(ctx.model.denoiser.as_ref(), ctx.model.prediction).raw(&x, label))?;
+    let cond = ctx.model.probe_condition(b, ctx.device)?;
+    let _ = tch::no_grad(|| Counted::new(ctx.model.denoiser.as_ref(), ctx.model.prediction).conditioned(cond.as_ref()).raw(&x, label))?;
     sync(ctx.device);
     Ok(())
 }
@@ -495,7 +497,8 @@ fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard, repeat: 
         let timed = TimedModel { inner: ctx.model.denoiser.as_ref(), device: ctx.device, seconds: StdCell::new(0.0) };
         sync(ctx.device);
         let t0 = Instant::now();
-        let sampled = sample_batch(plan.seed + repeat as u64, &timed, ctx.model, sampler, ctx.device, state.next, count)
+        let conditioning = plan.conditioning.as_ref().zip(cell.guidance_scale).map(|(c, w)| (&c.source, w));
+        let sampled = sample_batch(plan.seed + repeat as u64, &timed, ctx.model, sampler, ctx.device, state.next, count, conditioning)
             .map_err(|e| interrupted_cell(cell, &e));
         let (x0, nfe, evals) = sampled?;
         sync(ctx.device);
@@ -546,9 +549,10 @@ fn interrupted_cell(cell: &Cell, e: &BenchError) -> BenchError {
     }
 }
 
-/// Samples `first..first+count` of a cell: the one place x_T and step noise are drawn, both
-/// functions of (seed, sample index, step) only. Returns the samples (decoded to images for
-/// latent models), the NFE and the network evaluations per sample.
+/// Samples `first..first+count` of a cell: the one place x_T, step noise and conditions are
+/// drawn, all functions of (seed, sample index, step) only. Returns the samples (decoded to
+/// images for latent models), the NFE and the network evaluations per sample.
+#[allow(clippy::too_many_arguments)]
 pub fn sample_batch(
     seed: u64,
     denoiser: &dyn Denoiser,
@@ -557,16 +561,26 @@ pub fn sample_batch(
     device: Device,
     first: u64,
     count: u64,
+    conditioning: Option<(&ConditionSource, f64)>,
 ) -> Result<(Tensor, usize, usize)> {
-    let counted = Counted::new(denoiser, model.prediction);
+    let guidance = match (&model.conditioner, conditioning) {
+        (Some(c), Some((source, w))) => Some(tch::no_grad(|| c.guidance(source, seed, first, count, w, device))?),
+        _ => None,
+    };
+    let counted = Counted::new(denoiser, model.prediction).guided(guidance.as_ref());
     let mut noise = SeededNoise { seed, first, count: count as usize };
     let x_t = noise.initial(&model.sample_shape, device, Kind::Float);
     let x0 = tch::no_grad(|| sampler.sample(&counted, x_t, &mut noise))?;
-    let x0 = match &model.decoder {
-        Some(d) => tch::no_grad(|| d.decode(&x0))?,
-        None => x0,
-    };
-    Ok((x0, counted.nfe(), counted.network_evals()))
+    Ok((decode(model, &x0)?, counted.nfe(), counted.network_evals()))
+}
+
+/// A latent model's samples as images in [−1, 1], clamped as diffusers' pipelines clamp them
+/// before any metric or file sees them; other models' samples as they are.
+pub fn decode(model: &LoadedModel, x0: &Tensor) -> Result<Tensor> {
+    match &model.decoder {
+        Some(d) => Ok(tch::no_grad(|| d.decode(x0))?.f_clamp(-1.0, 1.0)?),
+        None => Ok(x0.shallow_clone()),
+    }
 }
 
 /// Check for NaN/Inf, quantise if a metric needs images, feed every metric, keep the first

@@ -1,7 +1,8 @@
 //! `bench sample`: one sampler with the spec's model and schedule from given initial noise; the
 //! final samples unquantised (decoded for latent models), optionally every model input and raw
 //! output per NFE (`--trace`), for sample-by-sample comparisons with reference implementations.
-use crate::models::load_model;
+use crate::conditioning::{Choice, ConditionSource};
+use crate::models::{load_model, Guidance, LoadedModel};
 use crate::noise::SeededNoise;
 use crate::plan::Plan;
 use crate::sampling::{find, Counted};
@@ -22,6 +23,14 @@ pub struct SampleRequest<'a> {
     pub trace: Option<&'a Path>,
     /// `--step-noise`: the stochastic steps' noise in draw order instead of the seeded stream.
     pub step_noise: Option<&'a Path>,
+    /// `--prompt`, repeatable: one for every sample, or one per sample (default: the spec's
+    /// seeded draw).
+    pub prompts: Vec<String>,
+    pub negative_prompt: Option<String>,
+    /// `--class`, repeatable like `prompts`.
+    pub classes: Vec<i64>,
+    /// `--latents-out`: a latent model's final latents, before the decoder.
+    pub latents_out: Option<&'a Path>,
 }
 
 /// Noise given in a file, handed out in draw order. A sampler cannot fail mid-draw, so a
@@ -72,6 +81,45 @@ impl crate::sampling::NoiseSource for InjectedNoise {
     }
 }
 
+/// The guidance of a `bench sample` batch of `b`: the spec's seeded conditions unless
+/// `--prompt`/`--class` give them (one for all, or one per sample).
+fn guidance_of(plan: &Plan, model: &LoadedModel, req: &SampleRequest, b: usize, scale: Option<f64>, device: Device) -> Result<Option<Guidance>> {
+    let (Some(conditioner), Some(c), Some(scale)) = (&model.conditioner, &plan.conditioning, scale) else {
+        if !req.prompts.is_empty() || !req.classes.is_empty() || req.negative_prompt.is_some() {
+            return Err(BenchError::user("--prompt/--class/--negative-prompt: the spec's model takes no conditions"));
+        }
+        return Ok(None);
+    };
+    let mut source = c.source.clone();
+    if let (Some(n), ConditionSource::Prompts { negative_prompt, .. }) = (&req.negative_prompt, &mut source) {
+        negative_prompt.clone_from(n);
+    }
+    let per_sample = |n: usize, flag: &str| -> Result<()> {
+        if n == 1 || n == b {
+            Ok(())
+        } else {
+            Err(BenchError::user(format!("{flag} given {n} times: give it once (every sample) or {b} times (one per sample)")))
+        }
+    };
+    let choices: Vec<Choice> = match (&source, req.prompts.is_empty(), req.classes.is_empty()) {
+        (ConditionSource::Prompts { .. }, false, true) => {
+            per_sample(req.prompts.len(), "--prompt")?;
+            (0..b).map(|i| Choice::Prompt(&req.prompts[i % req.prompts.len()])).collect()
+        }
+        (ConditionSource::Classes { num_classes, .. }, true, false) => {
+            per_sample(req.classes.len(), "--class")?;
+            if let Some(k) = req.classes.iter().find(|k| !(0..*num_classes).contains(*k)) {
+                return Err(BenchError::user(format!("--class {k}: outside 0..{num_classes} (conditioning.num_classes)")));
+            }
+            (0..b).map(|i| Choice::Class(req.classes[i % req.classes.len()])).collect()
+        }
+        (_, true, true) => (0..b as u64).map(|i| c.source.choice(plan.seed, i)).collect(),
+        (ConditionSource::Prompts { .. }, _, _) => return Err(BenchError::user("--class: the model is text-conditioned; use --prompt")),
+        (ConditionSource::Classes { .. }, _, _) => return Err(BenchError::user("--prompt: the model is class-conditional; use --class")),
+    };
+    Ok(Some(tch::no_grad(|| conditioner.guidance_of(&source, &choices, scale, device))?))
+}
+
 /// float64 stays float64 (an oracle's float64 trajectory); anything else is written as float32.
 fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
     let kind = if t.kind() == Kind::Double { Kind::Double } else { Kind::Float };
@@ -87,9 +135,18 @@ pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<usize> {
         BenchError::user(format!("--sampler {name}: unknown sampler (known: {})", names.join(", ")))
     })?;
     let (mut params, mut skip) = if name == first.sampler { (first.params.clone(), first.skip) } else { (def.defaults(), def.default_skip) };
+    let mut guidance_scale = first.guidance_scale;
     for (k, v) in &req.set {
         if k == "skip" {
             skip = Skip::parse(v.trim())?;
+            continue;
+        }
+        if k == "guidance_scale" {
+            if plan.conditioning.is_none() {
+                return Err(BenchError::user("--set guidance_scale: the spec has no `conditioning:` (the model is unconditional)"));
+            }
+            let w = v.trim().parse::<f64>().ok().filter(|w| w.is_finite() && *w >= 0.0);
+            guidance_scale = Some(w.ok_or_else(|| BenchError::user(format!("--set guidance_scale={v}: expected a finite number ≥ 0")))?);
             continue;
         }
         let p = def.param(k).ok_or_else(|| BenchError::user(format!("--set {k}: {}", def.unknown_param(k))))?;
@@ -124,9 +181,10 @@ pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<usize> {
     let steps = req.steps.unwrap_or(first.steps);
     let schedule = plan.schedule.noise_schedule()?;
     let sampler = def.build(&params, skip, steps, &schedule)?;
-    let counted = Counted::new(model.denoiser.as_ref(), model.prediction);
-    let counted = if req.trace.is_some() { counted.with_trace() } else { counted };
     let b = x_t.size()[0] as usize;
+    let guidance = guidance_of(plan, &model, req, b, guidance_scale, device)?;
+    let counted = Counted::new(model.denoiser.as_ref(), model.prediction).guided(guidance.as_ref());
+    let counted = if req.trace.is_some() { counted.with_trace() } else { counted };
     let x0 = match req.step_noise {
         Some(path) => {
             let mut injected = InjectedNoise::read(path)?;
@@ -145,11 +203,13 @@ pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<usize> {
             tch::no_grad(|| sampler.sample(&counted, x_t.to_device(device), &mut noise))?
         }
     };
-    let x0 = match &model.decoder {
-        Some(d) => tch::no_grad(|| d.decode(&x0))?,
-        None => x0,
-    };
-    write_npy(req.out, &x0)?;
+    if let Some(path) = req.latents_out {
+        if model.decoder.is_none() {
+            return Err(BenchError::user("--latents-out: the model has no decoder (its samples are the images)"));
+        }
+        write_npy(path, &x0)?;
+    }
+    write_npy(req.out, &super::decode(&model, &x0)?)?;
     if let Some(dir) = req.trace {
         fs_err::create_dir_all(dir).map_err(|e| BenchError::file(dir, format!("cannot create: {e}")))?;
         let mut labels = String::new();

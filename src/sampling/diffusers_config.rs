@@ -30,6 +30,10 @@ struct Class {
     implied: &'static [(&'static str, &'static str)],
     /// The class's keys that pick another sampler or parameter (README).
     choose: &'static str,
+    /// The class's `__init__` arguments besides [`MODEL_KEYS`] (diffusers 0.42.1). Any other key
+    /// came from another class's config through `from_config` (which keeps it) and is never
+    /// read, so it is skipped whatever its value.
+    accepts: &'static [&'static str],
     /// Keys the class stores but never reads when sampling (any value is accepted).
     ignored: &'static [&'static str],
     defaults: fn() -> Value,
@@ -59,6 +63,7 @@ const CLASSES: &[Class] = &[
     Class {
         name: "DDIMScheduler",
         sampler: "ddim",
+        accepts: &["clip_sample", "set_alpha_to_one", "steps_offset", "thresholding", "dynamic_thresholding_ratio", "clip_sample_range", "sample_max_value", "timestep_spacing"],
         implied: &[("prev", "stride")],
         choose: "",
         ignored: &[],
@@ -67,6 +72,7 @@ const CLASSES: &[Class] = &[
     Class {
         name: "DDPMScheduler",
         sampler: "ddpm",
+        accepts: &["variance_type", "clip_sample", "thresholding", "dynamic_thresholding_ratio", "clip_sample_range", "sample_max_value", "timestep_spacing", "steps_offset"],
         implied: &[],
         choose: "",
         ignored: &[],
@@ -75,6 +81,7 @@ const CLASSES: &[Class] = &[
     Class {
         name: "PNDMScheduler",
         sampler: "plms",
+        accepts: &["skip_prk_steps", "set_alpha_to_one", "timestep_spacing", "steps_offset"],
         implied: &[("alpha_index", "diffusers")],
         choose: "`skip_prk_steps: false` (the default) → `f-pndm`",
         ignored: &[],
@@ -83,6 +90,7 @@ const CLASSES: &[Class] = &[
     Class {
         name: "EulerDiscreteScheduler",
         sampler: "euler",
+        accepts: &["interpolation_type", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "sigma_min", "sigma_max", "timestep_spacing", "timestep_type", "steps_offset", "final_sigmas_type"],
         implied: &[],
         choose: "",
         ignored: &[],
@@ -91,16 +99,18 @@ const CLASSES: &[Class] = &[
     Class {
         name: "EulerAncestralDiscreteScheduler",
         sampler: "euler_ancestral",
+        accepts: &["timestep_spacing", "steps_offset"],
         implied: &[],
         choose: "",
         ignored: &[],
         defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0}),
     },
-    Class { name: "HeunDiscreteScheduler", sampler: "heun", implied: &[], choose: "", ignored: &[], defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
-    Class { name: "KDPM2DiscreteScheduler", sampler: "kdpm2", implied: &[], choose: "", ignored: &[], defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
+    Class { name: "HeunDiscreteScheduler", sampler: "heun", accepts: &["use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "clip_sample", "clip_sample_range", "timestep_spacing", "steps_offset"], implied: &[], choose: "", ignored: &[], defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
+    Class { name: "KDPM2DiscreteScheduler", sampler: "kdpm2", accepts: &["use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "timestep_spacing", "steps_offset"], implied: &[], choose: "", ignored: &[], defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
     Class {
         name: "KDPM2AncestralDiscreteScheduler",
         sampler: "kdpm2_ancestral",
+        accepts: &["use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "timestep_spacing", "steps_offset"],
         implied: &[],
         choose: "",
         ignored: &[],
@@ -109,6 +119,7 @@ const CLASSES: &[Class] = &[
     Class {
         name: "DPMSolverSDEScheduler",
         sampler: "dpmpp_sde",
+        accepts: &["use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "noise_sampler_seed", "timestep_spacing", "steps_offset"],
         implied: &[],
         choose: "",
         ignored: &[],
@@ -117,16 +128,18 @@ const CLASSES: &[Class] = &[
     Class {
         name: "LCMScheduler",
         sampler: "lcm",
+        accepts: &["original_inference_steps", "clip_sample", "clip_sample_range", "set_alpha_to_one", "steps_offset", "thresholding", "dynamic_thresholding_ratio", "sample_max_value", "timestep_spacing", "timestep_scaling"],
         implied: &[],
         choose: "",
         ignored: LCM_IGNORED,
         defaults: || json!({"original_inference_steps": 50, "timestep_scaling": 10.0, "clip_sample": false, "clip_sample_range": 1.0, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0}),
     },
-    Class { name: "TCDScheduler", sampler: "tcd", implied: &[], choose: "", ignored: TCD_IGNORED, defaults: || json!({"original_inference_steps": 50}) },
-    Class { name: "LMSDiscreteScheduler", sampler: "lms", implied: &[], choose: "", ignored: &[], defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
+    Class { name: "TCDScheduler", sampler: "tcd", accepts: &["original_inference_steps", "clip_sample", "clip_sample_range", "set_alpha_to_one", "steps_offset", "thresholding", "dynamic_thresholding_ratio", "sample_max_value", "timestep_spacing", "timestep_scaling"], implied: &[], choose: "", ignored: TCD_IGNORED, defaults: || json!({"original_inference_steps": 50}) },
+    Class { name: "LMSDiscreteScheduler", sampler: "lms", accepts: &["use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "timestep_spacing", "steps_offset"], implied: &[], choose: "", ignored: &[], defaults: || json!({"timestep_spacing": "linspace", "steps_offset": 0, "use_karras_sigmas": false}) },
     Class {
         name: "DPMSolverMultistepScheduler",
         sampler: "dpm_solver++",
+        accepts: &["solver_order", "thresholding", "dynamic_thresholding_ratio", "sample_max_value", "algorithm_type", "solver_type", "lower_order_final", "euler_at_final", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas", "flow_shift", "final_sigmas_type", "lambda_min_clipped", "variance_type", "timestep_spacing", "steps_offset", "use_dynamic_shifting", "time_shift_type"],
         implied: &[("method", "multistep")],
         choose: "`algorithm_type`: `dpmsolver` → `dpm_solver`; `sde-dpmsolver++`, `sde-dpmsolver` → `sde: true`",
         ignored: &[],
@@ -135,6 +148,7 @@ const CLASSES: &[Class] = &[
     Class {
         name: "DPMSolverSinglestepScheduler",
         sampler: "dpm_solver++",
+        accepts: &["solver_order", "thresholding", "dynamic_thresholding_ratio", "sample_max_value", "algorithm_type", "solver_type", "lower_order_final", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_flow_sigmas", "flow_shift", "final_sigmas_type", "lambda_min_clipped", "variance_type", "use_dynamic_shifting", "time_shift_type"],
         implied: &[("method", "singlestep")],
         choose: "`algorithm_type` as above",
         ignored: &[],
@@ -143,6 +157,7 @@ const CLASSES: &[Class] = &[
     Class {
         name: "UniPCMultistepScheduler",
         sampler: "unipc",
+        accepts: &["solver_order", "thresholding", "dynamic_thresholding_ratio", "sample_max_value", "predict_x0", "solver_type", "lower_order_final", "disable_corrector", "solver_p", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_flow_sigmas", "flow_shift", "timestep_spacing", "steps_offset", "final_sigmas_type", "use_dynamic_shifting", "time_shift_type", "sigma_min", "sigma_max", "shift_terminal"],
         implied: &[],
         choose: "`predict_x0` → `predict: data` / `noise`",
         ignored: &[],
@@ -151,6 +166,7 @@ const CLASSES: &[Class] = &[
     Class {
         name: "DEISMultistepScheduler",
         sampler: "deis",
+        accepts: &["solver_order", "thresholding", "dynamic_thresholding_ratio", "sample_max_value", "algorithm_type", "solver_type", "lower_order_final", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_flow_sigmas", "flow_shift", "timestep_spacing", "steps_offset", "use_dynamic_shifting", "time_shift_type"],
         implied: &[],
         choose: "`algorithm_type: deis`, `solver_type: logrho` only",
         ignored: &[],
@@ -159,6 +175,7 @@ const CLASSES: &[Class] = &[
     Class {
         name: "SASolverScheduler",
         sampler: "sa_solver",
+        accepts: &["predictor_order", "corrector_order", "tau_func", "thresholding", "dynamic_thresholding_ratio", "sample_max_value", "algorithm_type", "lower_order_final", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_flow_sigmas", "flow_shift", "lambda_min_clipped", "variance_type", "timestep_spacing", "steps_offset"],
         implied: &[],
         choose: "`algorithm_type: noise_prediction` → `predict: noise`; `tau_func` (a callable, which `save_config` cannot write) is diffusers' default window (`tau`, `tau_t_min`, `tau_t_max` at their defaults)",
         ignored: &[],
@@ -293,7 +310,7 @@ pub fn from_json(v: &Value) -> Result<FromConfig, String> {
     for (k, v) in &keys {
         match k.as_str() {
             k if k.starts_with('_') || MODEL_KEYS.contains(&k) => {}
-            k if class.ignored.contains(&k) => {}
+            k if class.ignored.contains(&k) || !class.accepts.contains(&k) => {}
             "algorithm_type" | "skip_prk_steps" => {}
             "timestep_spacing" => {
                 let s = (v.as_str().and_then(|s| Skip::parse(s).ok()))
@@ -383,13 +400,16 @@ mod tests {
         let c = read(r#"{"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": true, "lambda_min_clipped": -Infinity}"#).unwrap();
         assert_eq!((c.sampler, c.skip), ("dpm_solver++", Skip::Karras));
         assert!(c.params.contains(&("sde".into(), ParamValue::Bool(true))), "{:?}", c.params);
-        let e = read(r#"{"_class_name": "EulerDiscreteScheduler", "use_flow_sigmas": true}"#).unwrap_err();
-        assert_eq!(e, "`use_flow_sigmas: true` is not honoured: bench's `euler` has no such setting");
+        let e = read(r#"{"_class_name": "DPMSolverMultistepScheduler", "use_flow_sigmas": true}"#).unwrap_err();
+        assert_eq!(e, "`use_flow_sigmas: true` is not honoured: bench's `dpm_solver++` has no such setting");
+        // Keys another class's config carried over (`from_config` keeps them) are never read.
+        let plain = read(r#"{"_class_name": "EulerDiscreteScheduler"}"#).unwrap();
+        assert_eq!(read(r#"{"_class_name": "EulerDiscreteScheduler", "use_flow_sigmas": true, "skip_prk_steps": true}"#).unwrap(), plain);
         let e = read(r#"{"_class_name": "EulerDiscreteScheduler", "use_beta_sigmas": true, "use_karras_sigmas": true}"#).unwrap_err();
         assert_eq!(e, "`use_beta_sigmas` and `use_karras_sigmas` are both true; diffusers allows one");
         assert_eq!(read(r#"{"_class_name": "HeunDiscreteScheduler", "use_exponential_sigmas": true}"#).unwrap().skip, Skip::Exponential);
-        let e = read(r#"{"_class_name": "PNDMScheduler", "skip_prk_steps": true, "clip_sample": true}"#).unwrap_err();
-        assert_eq!(e, "`clip_sample: true` is not honoured: bench's `plms` has no such setting");
+        let e = read(r#"{"_class_name": "DDIMScheduler", "clip_sample_range": 2.0, "clip_sample": false, "thresholding": true, "sample_max_value": 2.0, "dynamic_thresholding_ratio": 0.9, "set_alpha_to_one": "no"}"#).unwrap_err();
+        assert!(e.starts_with("`set_alpha_to_one: \"no\"` is not honoured"), "{e}");
         let e = read(r#"{"_class_name": "EulerDiscreteScheduler", "timestep_spacing": "leading", "use_karras_sigmas": true}"#).unwrap_err();
         assert!(e.starts_with("`use_karras_sigmas: true` with `timestep_spacing: leading` is not honoured"), "{e}");
         assert!(read(r#"{"_class_name": "IPNDMScheduler"}"#).unwrap_err().starts_with("_class_name \"IPNDMScheduler\" is not a scheduler bench reads"));

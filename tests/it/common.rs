@@ -35,8 +35,9 @@ pub fn run_python(code: &str, args: &[&str]) -> String {
         .arg(script.path())
         .args(args)
         .env("PYTHONHASHSEED", "0")
-        // Shared seeded fixtures (python/bench_fixtures.py).
-        .env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/python"))
+        // Shared seeded fixtures (python/bench_fixtures.py) and the oracles' helper modules
+        // (tests/it/py/*.py): the snippet runs from a temp file, so its own folder is elsewhere.
+        .env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/python:", env!("CARGO_MANIFEST_DIR"), "/tests/it/py"))
         .env("OMP_NUM_THREADS", "2")
         .output()
         .expect("spawn python");

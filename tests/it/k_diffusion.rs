@@ -6,7 +6,7 @@ use crate::samplers_b::{f64_opts, from_array, gaussian_data, schedule, to_array,
 use ndarray::ArrayD;
 use ndarray_npy::{read_npy, write_npy};
 use samplerbench::models::oracle::GaussianOracle;
-use samplerbench::models::unet::load_diffusers;
+use samplerbench::models::unet;
 use samplerbench::models::{Denoiser, Prediction};
 use samplerbench::sampling::{build_from_text, Counted};
 use serde_json::json;
@@ -149,7 +149,7 @@ fn parity_with_k_diffusion_and_diffusers_sde() {
         .collect();
     std::fs::write(d.join("cases.json"), serde_json::to_string(&json_cases).unwrap()).unwrap();
     let reference: serde_json::Value = serde_json::from_str(run_python(REF_PY, &[d.to_str().unwrap()]).trim()).unwrap();
-    let unet = load_diffusers(&d.join("unet"), Device::Cpu, Kind::Double).unwrap();
+    let unet = unet::load(&d.join("unet"), Device::Cpu, Kind::Double).unwrap();
     let mut report = String::new();
     let mut through_cli = std::collections::HashSet::new();
     for c in &cases {

@@ -25,3 +25,4 @@ mod timeseries;
 mod diffusers_config;
 mod k_diffusion;
 mod ipndm;
+mod pipelines;

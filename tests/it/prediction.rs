@@ -5,7 +5,7 @@ use crate::common::*;
 use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::{read_npy, write_npy};
 use samplerbench::models::oracle::GaussianOracle;
-use samplerbench::models::unet::load_diffusers;
+use samplerbench::models::unet;
 use samplerbench::models::Prediction;
 use samplerbench::sampling::{build_from_text, Counted, NoiseSource};
 use samplerbench::schedule::NoiseSchedule;
@@ -125,7 +125,7 @@ fn v_and_sample_prediction_match_diffusers_on_a_random_unet() {
     }
     std::fs::write(d.join("cases.json"), serde_json::to_string(&json_cases).unwrap()).unwrap();
     let labels: serde_json::Value = serde_json::from_str(run_python(REF_PY, &[d.to_str().unwrap()]).trim()).unwrap();
-    let unet = load_diffusers(&d.join("unet"), Device::Cpu, Kind::Double).unwrap();
+    let unet = unet::load(&d.join("unet"), Device::Cpu, Kind::Double).unwrap();
     let sch = NoiseSchedule::ddpm_linear();
     let (mut worst, mut report) = (0f64, String::new());
     for (id, name, kv, prediction, stochastic) in ours {
@@ -204,7 +204,7 @@ fn clipping_and_thresholding_match_diffusers() {
     }
     std::fs::write(d.join("cases.json"), serde_json::to_string(&json_cases).unwrap()).unwrap();
     run_python(REF_PY, &[d.to_str().unwrap()]);
-    let unet = load_diffusers(&d.join("unet"), Device::Cpu, Kind::Double).unwrap();
+    let unet = unet::load(&d.join("unet"), Device::Cpu, Kind::Double).unwrap();
     let sch = NoiseSchedule::ddpm_linear();
     for (i, (name, kv, _, _, _, stochastic)) in cases.into_iter().enumerate() {
         let sampler = build_from_text(name, &kv, STEPS, &sch).unwrap();
@@ -291,7 +291,7 @@ fn learned_variance_ddpm_matches_diffusers() {
         cases.iter().enumerate().map(|(i, (_, cfg))| json!({"id": i.to_string(), "config": cfg, "steps": STEPS})).collect();
     std::fs::write(d.join("cases.json"), serde_json::to_string(&json_cases).unwrap()).unwrap();
     run_python(include_str!("py/ddpm_learned_ref.py"), &[d.to_str().unwrap()]);
-    let unet = load_diffusers(&d.join("unet"), Device::Cpu, Kind::Double).unwrap();
+    let unet = unet::load(&d.join("unet"), Device::Cpu, Kind::Double).unwrap();
     assert!(unet.config.learned_variance());
     let sch = NoiseSchedule::ddpm_linear();
     let run = |kv: &[(&str, &str)]| {

@@ -47,7 +47,7 @@ fn samples_do_not_depend_on_batch_size() {
             .step_by(batch as usize)
             .map(|first| {
                 let count = batch.min(64 - first);
-                sample_batch(7, model.denoiser.as_ref(), &model, sampler.as_ref(), Device::Cpu, first, count).unwrap().0
+                sample_batch(7, model.denoiser.as_ref(), &model, sampler.as_ref(), Device::Cpu, first, count, None).unwrap().0
             })
             .collect();
         Tensor::cat(&parts, 0)
@@ -278,7 +278,7 @@ fn nan_samples_are_counted_excluded_and_leave_the_other_numbers_alone() {
     // The same samples without the NaN ones, straight from the sampler.
     let schedule = plan.schedule.noise_schedule().unwrap();
     let sampler = runner::build_sampler(&plan, &plan.cells[0], &schedule).unwrap();
-    let clean = sample_batch(plan.seed, model.denoiser.as_ref(), &model, sampler.as_ref(), Device::Cpu, 0, 60).unwrap().0;
+    let clean = sample_batch(plan.seed, model.denoiser.as_ref(), &model, sampler.as_ref(), Device::Cpu, 0, 60, None).unwrap().0;
     let keep: Vec<i64> = (0..60).filter(|i| ![7, 41].contains(i)).collect();
     let finite = clean.index_select(0, &Tensor::from_slice(&keep)).view([58, -1]).to_kind(Kind::Double);
     let mut stats = samplerbench::metrics::stats::FeatureStats::new(18, Device::Cpu);

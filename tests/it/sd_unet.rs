@@ -202,15 +202,10 @@ fn class_conditional_and_learned_variance_unets_match_diffusers() {
     assert_eq!(raw.size(), [2, 6, 16, 16]);
     check("learned-variance UNet raw output", &raw, &npy(d, "var_out"), FP32);
     // ... of which the Denoiser passes on the ε half, shaped like x.
-    let var = unet::load_diffusers(&d.join("var"), Device::Cpu, Kind::Float).unwrap();
+    let var = unet::load(&d.join("var"), Device::Cpu, Kind::Float).unwrap();
     let eps = Denoiser::forward(&var, &npy(d, "var_x"), &npy(d, "var_t"), None).unwrap();
     assert_eq!(eps.size(), npy(d, "var_x").size());
     check("learned-variance ε half", &eps, &npy(d, "var_out").narrow(1, 0, 3), FP32);
-
-    // A plan's diffusers model gets no class labels yet: class-conditional models are refused at load.
-    let err = unet::load_diffusers(&d.join("cm64"), Device::Cpu, Kind::Float).err().unwrap();
-    assert!(err.to_string().contains("the UNet is class-conditional"), "{err}");
-    assert_eq!(err.exit_code(), 2);
 }
 
 #[test]

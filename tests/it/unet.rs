@@ -1,7 +1,7 @@
 //! The native UNet against diffusers' UNet2DModel: same seeded random weights in every layout.
 use crate::common::*;
 use samplerbench::models::torchscript::TorchScriptModel;
-use samplerbench::models::unet::{load_ddim, load_diffusers, DdimModelConfig};
+use samplerbench::models::unet::{self, load_ddim, DdimModelConfig};
 use samplerbench::models::Denoiser;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -26,8 +26,8 @@ fn check_all_layouts(which: &str) {
         errs.push(format!("{name}: {e:.2e}"));
         assert!(e <= 1e-4, "{which} {name}: relative L2 error {e}");
     };
-    check("diffusers safetensors", &load_diffusers(&p("diffusers_st"), Device::Cpu, Kind::Float).unwrap());
-    check("diffusers .bin (old attention names)", &load_diffusers(&p("diffusers_bin"), Device::Cpu, Kind::Float).unwrap());
+    check("diffusers safetensors", &unet::load(&p("diffusers_st"), Device::Cpu, Kind::Float).unwrap());
+    check("diffusers .bin (old attention names)", &unet::load(&p("diffusers_bin"), Device::Cpu, Kind::Float).unwrap());
     check("ddim state dict (zip)", &load_ddim(&p("ddim_plain.ckpt"), &ddim_cfg, true, Device::Cpu, Kind::Float).unwrap());
     check("ddim [model,...,ema] list (legacy)", &load_ddim(&p("ddim_list.pth"), &ddim_cfg, true, Device::Cpu, Kind::Float).unwrap());
     check("torchscript", &TorchScriptModel::load(&p("traced.pt"), Device::Cpu, Kind::Float).unwrap());
@@ -72,7 +72,7 @@ fn bad_checkpoints_are_refused_clearly() {
     assert_eq!(err.exit_code(), 2, "{err}");
     assert!(err.to_string().starts_with(&format!("{}: ", cut.display())), "{err}");
     // Missing folder / file.
-    let err = load_diffusers(Path::new("/nonexistent/ddpm-cifar10-32"), Device::Cpu, Kind::Float).err().unwrap();
+    let err = unet::load(Path::new("/nonexistent/ddpm-cifar10-32"), Device::Cpu, Kind::Float).err().unwrap();
     assert_eq!(
         err.to_string(),
         "/nonexistent/ddpm-cifar10-32: diffusers model folder not found (expected config.json + diffusion_pytorch_model.safetensors)"

@@ -271,6 +271,41 @@ impl ClipModel {
     }
 }
 
+/// A text-to-image pipeline's prompt encoding (diffusers `encode_prompt` without LoRA or
+/// clip_skip): tokenizer → text tower → `last_hidden_state` [B,77,D]. Each distinct prompt is
+/// encoded once and kept, so a run over a caption set pays per caption, not per sample.
+pub struct PromptEncoder {
+    pub tokenizer: ClipTokenizer,
+    pub model: ClipTextModel,
+    cache: std::cell::RefCell<std::collections::HashMap<String, Tensor>>,
+}
+
+impl PromptEncoder {
+    /// A pipeline folder's `tokenizer/` and `text_encoder/`.
+    pub fn load(pipeline: &Path, device: Device, kind: Kind) -> Result<Self> {
+        let tokenizer = ClipTokenizer::load(&pipeline.join("tokenizer"))?;
+        let model = ClipTextModel::load(&pipeline.join("text_encoder"), device, kind)?;
+        Ok(PromptEncoder { tokenizer, model, cache: Default::default() })
+    }
+
+    /// The embeddings [B, 77, D] of `prompts`, in the text model's precision on its device.
+    pub fn embed(&self, prompts: &[&str]) -> Result<Tensor> {
+        let mut cache = self.cache.borrow_mut();
+        let mut new: Vec<&str> = prompts.iter().copied().filter(|p| !cache.contains_key(*p)).collect();
+        new.sort_unstable();
+        new.dedup();
+        if !new.is_empty() {
+            let ids = self.tokenizer.encode_batch(&new)?;
+            let states = crate::models::catch_torch("CLIP text encoder", || self.model.forward(&ids))??.last_hidden_state;
+            for (i, p) in new.iter().enumerate() {
+                cache.insert((*p).to_owned(), states.get(i as i64));
+            }
+        }
+        let rows: Vec<&Tensor> = prompts.iter().map(|p| &cache[*p]).collect();
+        Ok(Tensor::f_stack(&rows, 0)?)
+    }
+}
+
 /// One pre-LN transformer block (transformers `CLIPEncoderLayer`):
 /// x + attn(ln1(x)), then h + fc2(act(fc1(ln2(h)))).
 struct EncoderLayer {
