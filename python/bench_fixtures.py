@@ -3,6 +3,8 @@
 Import with ``python/`` on ``sys.path`` (``tests/it/common.rs`` sets PYTHONPATH for every test
 snippet; scripts in this folder import it directly).
 """
+import os
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -85,3 +87,76 @@ def pytorch_fid_model(net, dims=(0, 1, 2, 3)):
     sd = net.state_dict()
     inc.load_state_dict_from_url = lambda *a, **k: sd
     return inc.InceptionV3(list(dims), resize_input=True, normalize_input=True).eval()
+
+
+def perturb(model, scale=0.05):
+    """Adds seeded noise to every parameter: default inits leave norms at 1/0 and some
+    projections at zero, where a swapped or skipped tensor would not show."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return model.eval()
+
+
+def perturb_norms(model):
+    """LayerNorm affine parameters start at exactly 1 and 0; make them non-trivial."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+
+
+def tiny_sd_pipeline(d, seed, pad, scheduler, unet=None, text=None, sample_size=8):
+    """A seeded random-weight StableDiffusionPipeline folder at ``d``, shaped like SD 1.x/2.x at
+    toy widths (UNet (32, 64), a 2-layer CLIP text encoder over the real 49408-token vocabulary,
+    an AutoencoderKL with downscale factor 2), saved with save_pretrained; the tokenizer folder in
+    the hub checkpoints' layout (vocab.json + merges.txt), padded with ``pad``."""
+    import shutil
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from clip_tokenizer_folder import write_tokenizer
+
+    torch.manual_seed(seed)
+    unet = perturb(UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        cross_attention_dim=32, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), **(unet or dict(attention_head_dim=8))))
+    vae = perturb(AutoencoderKL(
+        block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4, sample_size=2 * sample_size,
+        scaling_factor=0.18215))
+    text = perturb(CLIPTextModel(CLIPTextConfig(
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=37, vocab_size=49408,
+        max_position_embeddings=77, projection_dim=32, **(text or {}))))
+    tok = os.path.join(d, "tokenizer")
+    write_tokenizer(tok, pad)
+    StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=CLIPTokenizer.from_pretrained(tok), unet=unet,
+                            scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(d)
+    # transformers 5 re-saves the tokenizer as tokenizer.json without vocab.json/merges.txt.
+    shutil.rmtree(tok)
+    write_tokenizer(tok, pad)
+
+
+def tiny_clip_model(d, seed=3):
+    """A seeded random-weight transformers CLIPModel folder (ViT-B/32-like layout at toy widths,
+    224² input, OpenAI's preprocessing config, the real tokenizer vocabulary): CLIP score's model."""
+    import json
+    from transformers import CLIPConfig, CLIPModel
+    from clip_tokenizer_folder import write_tokenizer
+
+    write_tokenizer(d, "<|endoftext|>")
+    json.dump({"crop_size": 224, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+               "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": [0.48145466, 0.4578275, 0.40821073],
+               "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": 224},
+              open(os.path.join(d, "preprocessor_config.json"), "w"))
+    torch.manual_seed(seed)
+    cfg = CLIPConfig(
+        text_config=dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=2),
+        vision_config=dict(hidden_size=48, intermediate_size=96, num_attention_heads=4, num_hidden_layers=2,
+                           image_size=224, patch_size=32, hidden_act="gelu"),
+        projection_dim=40)
+    model = CLIPModel(cfg).eval()
+    perturb_norms(model)
+    model.save_pretrained(d)
+    return model

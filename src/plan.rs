@@ -224,6 +224,8 @@ pub struct MetricsPlan {
     /// `metrics.fd_features` entries, paths resolved.
     pub fd_features: Vec<FdFeaturesSpec>,
     pub context_fid: Option<ContextFidPlan>,
+    /// A transformers CLIPModel folder.
+    pub clip_score: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -350,6 +352,8 @@ pub struct MetricsIdentity {
     pub fd_features: Vec<FdFeaturesSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context_fid: Option<TsScaling>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub clip_score: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -1524,6 +1528,23 @@ impl Cx<'_> {
                 Some(ContextFidPlan { encoder, reference, scaling: c.scaling.clone().unwrap_or(TsScaling::NegOneToOne), batch_size })
             }
         };
+        let clip_score = match &m.clip_score {
+            None => None,
+            Some(c) => {
+                let cat = at.key("clip_score");
+                if !self.spec.raw.conditioning.as_ref().is_some_and(|c| c.prompts.is_some()) {
+                    return Err(self.err(&cat, "needs prompts: a text-to-image model with `conditioning: {prompts: FILE}`"));
+                }
+                let dir = self.existing(&cat.key("model"), self.resolve(&c.model))?;
+                for (role, file) in [("config", "config.json"), ("vocab", "vocab.json"), ("merges", "merges.txt"), ("preprocessor", "preprocessor_config.json")] {
+                    inputs.push(input(&format!("metrics.clip_score.{role}"), &self.existing(&cat.key("model"), dir.join(file))?));
+                }
+                if let Some(w) = crate::models::weights::component_weights(&dir, tch::Kind::Float) {
+                    inputs.push(input("metrics.clip_score.weights", &w));
+                }
+                Some(dir)
+            }
+        };
         let identity = MetricsIdentity {
             fid: m.fid.as_ref().map(|f| FidIdentity { mode: f.mode.unwrap_or(ResizeMode::PytorchFid), dims: f.dims.unwrap_or(2048) }),
             fd_pixel: m.fd_pixel.as_ref().map(|p| p.reference.is_some()),
@@ -1533,6 +1554,7 @@ impl Cx<'_> {
             prdc,
             fd_features: fd_identity,
             context_fid: context_fid.as_ref().map(|c| c.scaling.clone()),
+            clip_score: clip_score.is_some(),
         };
         if let Some(f) = &fid {
             inputs.push(input("metrics.fid.weights", &f.weights));
@@ -1541,7 +1563,7 @@ impl Cx<'_> {
         if let Some(FdPixelPlan { reference: Some(r) }) = &fd_pixel {
             inputs.push(input("metrics.fd_pixel.reference", r));
         }
-        Ok((MetricsPlan { fid, fd_pixel, fd_exact: gaussian, inception_score, kid, prdc, fd_features, context_fid }, identity, inputs))
+        Ok((MetricsPlan { fid, fd_pixel, fd_exact: gaussian, inception_score, kid, prdc, fd_features, context_fid, clip_score }, identity, inputs))
     }
 
     /// `inception_score`, `kid`, `prdc`: they read `fid`'s Inception pass, so they need `fid`.
@@ -1884,7 +1906,8 @@ cell  sampler     params    skip       steps  nfe  nfe×samples  status
                 kid: None,
                 prdc: None,
                 fd_features: vec![],
-                context_fid: None
+                context_fid: None,
+                clip_score: None
             }
         );
         assert_eq!(

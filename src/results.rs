@@ -21,6 +21,7 @@
 //! | `eta` | float? | DDIM η (0 deterministic, 1 DDPM-like: `ddpm` and the ancestral samplers are 1); empty for samplers without η |
 //! | `skip` | str? | timestep selection (`uniform`, `quadratic`, `time_uniform`, `logSNR`, ...) |
 //! | `steps` | int | sampler steps S as given in the spec |
+//! | `guidance_scale` | float? | classifier-free guidance scale w (1 = one conditional call); empty for unconditional models |
 //! | `nfe` | int | model evaluations per sample actually made (counted, not computed from S) |
 //! | `unet_evals` | int | network evaluations per sample: `nfe`, or 2·`nfe` under classifier-free guidance |
 //! | `samples` | int | number of samples the metrics were computed on |
@@ -67,6 +68,7 @@ pub struct ResultRow {
     pub eta: Option<f64>,
     pub skip: Option<String>,
     pub steps: u64,
+    pub guidance_scale: Option<f64>,
     pub nfe: u64,
     pub unet_evals: u64,
     pub samples: u64,
@@ -177,7 +179,7 @@ pub fn metric_columns(rows: &[ResultRow]) -> Vec<String> {
 
 /// Columns that are not metrics (everything else in a results table is one).
 const FIXED_COLUMNS: &[&str] = &[
-    "experiment", "model", "dataset", "sampler", "variant", "order", "eta", "skip", "steps", "nfe", "unet_evals", "samples", "seed",
+    "experiment", "model", "dataset", "sampler", "variant", "order", "eta", "skip", "steps", "guidance_scale", "nfe", "unet_evals", "samples", "seed",
     "nan_samples", "first_nan_index", "seconds_sampling", "seconds_metrics", "seconds_model", "seconds_overhead", "seconds_per_step",
     "images_per_second", "peak_memory_bytes", "batch_size", "device", "precision", "fid_mode", "bench_version", "git_commit",
     "spec_hash", "cell_hash",
@@ -212,6 +214,7 @@ fn rows_to_frame(rows: &[ResultRow]) -> PolarsResult<DataFrame> {
         Column::new("eta".into(), of(rows, |r| r.eta)),
         Column::new("skip".into(), os(rows, |r| &r.skip)),
         Column::new("steps".into(), u(rows, |r| r.steps)),
+        Column::new("guidance_scale".into(), of(rows, |r| r.guidance_scale)),
         Column::new("nfe".into(), u(rows, |r| r.nfe)),
         Column::new("unet_evals".into(), u(rows, |r| r.unet_evals)),
         Column::new("samples".into(), u(rows, |r| r.samples)),
@@ -308,6 +311,7 @@ fn frame_to_rows(df: &DataFrame, path: &Path) -> Result<Vec<ResultRow>> {
         (r.opt_str("variant", false)?, r.opt_u64("order", false)?, r.opt_f64("eta", false)?, r.opt_str("skip", false)?);
     let (steps, nfe, samples, seed) = (r.u64("steps")?, r.u64("nfe")?, r.u64("samples")?, r.u64("seed")?);
     let unet_evals = r.opt_u64("unet_evals", false)?;
+    let guidance_scale = r.opt_f64("guidance_scale", false)?;
     let metric_names: Vec<String> =
         df.get_column_names().iter().map(|n| n.to_string()).filter(|n| !FIXED_COLUMNS.contains(&n.as_str())).collect();
     let metric_values: Vec<Vec<Option<f64>>> = metric_names.iter().map(|n| r.opt_f64(n, true)).collect::<Result<_>>()?;
@@ -331,6 +335,7 @@ fn frame_to_rows(df: &DataFrame, path: &Path) -> Result<Vec<ResultRow>> {
             eta: eta[i],
             skip: skip[i].clone(),
             steps: steps[i],
+            guidance_scale: guidance_scale[i],
             nfe: nfe[i],
             unet_evals: unet_evals[i].unwrap_or(nfe[i]),
             samples: samples[i],
@@ -499,7 +504,7 @@ mod tests {
         assert_eq!(format!("{:?}", back[0]), format!("{a:?}"));
         assert_eq!(back[1], b);
         let csv = std::fs::read_to_string(dir.path().join(RESULTS_CSV)).unwrap();
-        assert!(csv.starts_with("experiment,model,dataset,sampler,variant,order,eta,skip,steps,nfe,unet_evals,samples,seed,fid,fd_exact,fd_dinov2,nan_samples,"), "{csv}");
+        assert!(csv.starts_with("experiment,model,dataset,sampler,variant,order,eta,skip,steps,guidance_scale,nfe,unet_evals,samples,seed,fid,fd_exact,fd_dinov2,nan_samples,"), "{csv}");
         assert_eq!(csv.lines().count(), 3);
     }
 

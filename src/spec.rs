@@ -236,6 +236,15 @@ pub struct RawMetrics {
     pub fd_features: Option<Vec<crate::metrics::fd_features::FdFeaturesSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_fid: Option<RawContextFid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_score: Option<RawClipScore>,
+}
+
+/// CLIP score with a transformers `CLIPModel` folder (e.g. openai/clip-vit-large-patch14).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClipScore {
+    pub model: String,
 }
 
 /// Context-FID: a TS2Vec TorchScript encoder, the real windows (or their statistics), and how

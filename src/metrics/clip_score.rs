@@ -12,7 +12,10 @@
 //! tokenize). torchmetrics instead tokenizes untruncated and slices the ids to 77, which drops the
 //! end token of a longer caption and pools CLIP at another position; scores of captions over 75
 //! tokens therefore differ from torchmetrics by design.
+use crate::metrics::stats::{npz_writer, open_npz, read_array, read_f64, write_npz};
+use crate::metrics::{Accumulator, Batch, Better, ColumnDef, FinishContext, Metric, MetricDef, Tolerance};
 use crate::models::clip::{ClipImageProcessor, ClipModel, ClipResize, ClipTokenizer};
+use ndarray::{Array1, Ix1};
 use crate::{BenchError, Result};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -128,6 +131,77 @@ impl ClipScoreStats {
     /// The per-pair clamped mean, mean(max(100·cos, 0)) (torchmetrics' docstring formula).
     pub fn mean_clamped(&self) -> Option<f64> {
         (self.count > 0).then(|| self.sum_clamped / self.count as f64)
+    }
+}
+
+pub static DEF: MetricDef = MetricDef {
+    name: "clip_score",
+    columns: &[ColumnDef {
+        name: "clip_score",
+        help: "CLIP score: max(mean of 100·cos(image, prompt), 0) over the samples and their prompts, as torchmetrics computes it",
+        better: Better::Higher,
+        tolerance: Tolerance { abs: 0.0, rel: 1e-4 },
+    }],
+};
+
+/// CLIP score of a run's samples against the prompts they were conditioned on.
+pub struct ClipScoreMetric {
+    pub scorer: ClipScorer,
+}
+
+impl Metric for ClipScoreMetric {
+    fn def(&self) -> &'static MetricDef {
+        &DEF
+    }
+    fn needs_images(&self) -> bool {
+        true
+    }
+    fn accumulator(&self) -> Box<dyn Accumulator + '_> {
+        Box::new(ClipScoreAccumulator { scorer: &self.scorer, scores: Vec::new() })
+    }
+}
+
+/// The per-sample scores by sample index: parts merge exactly whatever the sharding, since the
+/// mean is summed in index order at the end.
+struct ClipScoreAccumulator<'a> {
+    scorer: &'a ClipScorer,
+    scores: Vec<(u64, f64)>,
+}
+
+impl Accumulator for ClipScoreAccumulator<'_> {
+    fn observe(&mut self, batch: &Batch) -> Result<()> {
+        let images = batch.images.ok_or_else(|| BenchError::Internal("clip_score: batch without images".into()))?;
+        if batch.prompts.len() != batch.indices.len() {
+            return Err(BenchError::Internal("clip_score: batch without one prompt per sample".into()));
+        }
+        let scores = self.scorer.scores_for_prompts(images, batch.prompts)?;
+        let v = Vec::<f64>::try_from(scores.contiguous()).map_err(|e| BenchError::Internal(format!("reading CLIP scores: {e}")))?;
+        self.scores.extend(batch.indices.iter().copied().zip(v));
+        Ok(())
+    }
+    fn save(&self, path: &Path) -> Result<()> {
+        let err = |e: ndarray_npy::WriteNpzError| BenchError::file(path, format!("writing .npz: {e}"));
+        let mut w = npz_writer();
+        w.add_array("clip_index", &Array1::from_iter(self.scores.iter().map(|s| s.0))).map_err(err)?;
+        w.add_array("clip_score", &Array1::from_iter(self.scores.iter().map(|s| s.1))).map_err(err)?;
+        write_npz(w, path)
+    }
+    fn merge_file(&mut self, path: &Path) -> Result<()> {
+        let mut r = open_npz(path)?;
+        let index = read_array::<Ix1, u64>(&mut r, path, "clip_index")?;
+        let score = read_f64::<Ix1>(&mut r, path, "clip_score")?;
+        if index.len() != score.len() {
+            return Err(BenchError::file(path, "clip_index and clip_score differ in length"));
+        }
+        self.scores.extend(index.iter().copied().zip(score.iter().copied()));
+        Ok(())
+    }
+    fn finish(&self, _cx: &FinishContext) -> Result<Vec<(String, f64)>> {
+        let mut sorted = self.scores.clone();
+        sorted.sort_by_key(|s| s.0);
+        let mut stats = ClipScoreStats::default();
+        stats.add(&Tensor::from_slice(&sorted.iter().map(|s| s.1).collect::<Vec<f64>>()))?;
+        Ok(stats.torchmetrics().map(|v| vec![("clip_score".to_owned(), v)]).unwrap_or_default())
     }
 }
 

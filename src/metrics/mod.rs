@@ -93,6 +93,7 @@ pub static METRICS: &[&MetricDef] = &[
     &prdc::DEF,
     &fd_features::DEF,
     &context_fid::DEF,
+    &clip_score::DEF,
 ];
 
 /// The column definition of a metric column: a known name, else an `fd_features` entry's column
@@ -129,6 +130,8 @@ pub struct Batch<'a> {
     /// The FID Inception's outputs for `images`, filled by the first metric that reads them
     /// ([`image_metrics::SharedInception`]), so one forward serves FID, IS, KID and PRDC.
     pub inception: &'a std::cell::RefCell<Option<image_metrics::InceptionOutput>>,
+    /// The prompt each row was conditioned on (empty unless the run has prompts).
+    pub prompts: &'a [&'a str],
 }
 
 /// What a metric's final numbers may use besides its statistics.

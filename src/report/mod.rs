@@ -178,6 +178,24 @@ pub fn write_report(dir: &Path, metric: Metric) -> Result<ReportSummary> {
         body.extend(plots.into_iter().map(Part::Plot));
     }
 
+    let models_guided = distinct(rows.iter().filter(|r| r.guidance_scale.is_some()).map(|r| r.model.clone()));
+    if !models_guided.is_empty() {
+        let all: Vec<&ResultRow> = rows.iter().collect();
+        let guided_palette = Palette::new(
+            rows.iter().filter(|r| r.guidance_scale.is_some()).map(|r| format!("{}, S={}", series_label(r, false), r.steps)).collect(),
+        );
+        body.push(Part::Heading(2, "Guidance".into()));
+        for (i, model) in models_guided.iter().enumerate() {
+            if let Some(t) = tables::guidance_table(model, &all, metric) {
+                missing.extend(t.missing.iter().map(|m| format!("{model}: {m}")));
+                body.push(Part::Table(t));
+            }
+            let plots = plots::guidance_plots(&plot_dir, &format!("g{}", i + 1), model, &all, metric, &guided_palette)?;
+            all_plots.extend(plots.iter().cloned());
+            body.extend(plots.into_iter().map(Part::Plot));
+        }
+    }
+
     let mut grids = Vec::new();
     let samples_root = dir.join("samples");
     let mut grid_parts = Vec::new();

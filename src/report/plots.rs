@@ -400,6 +400,72 @@ pub fn block_plots(dir: &Path, slug: &str, block: &Block, metric: Metric, pal: &
     Ok(out)
 }
 
+/// The guided rows of one model, by series "sampler, S=…": the metric against the guidance scale
+/// and, when the rows have CLIP score, the CLIP-score-vs-FID trade-off curves (one point per scale,
+/// the Stable Diffusion model card's figure). Written as `dir/<slug>-guidance*.{png,svg}`.
+pub fn guidance_plots(dir: &Path, slug: &str, model: &str, rows: &[&ResultRow], metric: Metric, pal: &Palette) -> Result<Vec<PlotFile>> {
+    register_font();
+    let guided: Vec<&ResultRow> = rows.iter().copied().filter(|r| r.model == model && r.guidance_scale.is_some()).collect();
+    if guided.is_empty() {
+        return Ok(Vec::new());
+    }
+    let series = |xy: &dyn Fn(&ResultRow) -> Option<(f64, f64)>| -> Vec<Series> {
+        let mut out: Vec<Series> = Vec::new();
+        let mut sorted = guided.clone();
+        sorted.sort_by(|a, b| a.guidance_scale.unwrap_or(0.0).total_cmp(&b.guidance_scale.unwrap_or(0.0)));
+        for r in sorted {
+            let Some((x, y)) = xy(r).filter(|(x, y)| x.is_finite() && y.is_finite()) else { continue };
+            let label = format!("{}, S={}", series_label(r, false), r.steps);
+            match out.iter_mut().find(|s| s.label == label) {
+                Some(s) => s.points.push((x, y)),
+                None => out.push(Series { label, points: vec![(x, y)] }),
+            }
+        }
+        out.sort_by(|a, b| a.label.cmp(&b.label));
+        out
+    };
+    let m = metric.name();
+    let direction = |name: &str| match better_of(name) {
+        crate::metrics::Better::Lower => "lower is better",
+        crate::metrics::Better::Higher => "higher is better",
+    };
+    let mut plots = vec![(
+        "guidance",
+        XyPlot {
+            title: format!("{m} vs guidance scale — {model}"),
+            x_desc: "classifier-free guidance scale w".into(),
+            y_desc: format!("{m} ({})", direction(m)),
+            series: series(&|r| Some((r.guidance_scale?, metric.of(r)?))),
+            log_x: false,
+            log_y: false,
+            frontier: None,
+        },
+    )];
+    let (clip, fid) = (Metric::named("clip_score"), Metric::named("fid"));
+    let tradeoff = series(&|r| Some((clip.of(r)?, fid.of(r)?)));
+    if !tradeoff.is_empty() {
+        plots.push((
+            "clip_fid",
+            XyPlot {
+                title: format!("FID vs CLIP score over guidance scales — {model}"),
+                x_desc: "CLIP score (higher is better); w grows along each curve".into(),
+                y_desc: "FID (lower is better)".into(),
+                series: tradeoff,
+                log_x: false,
+                log_y: false,
+                frontier: None,
+            },
+        ));
+    }
+    let mut out = Vec::new();
+    for (kind, plot) in plots {
+        let legend: Vec<String> = plot.series.iter().map(|s| plot_label(&s.label)).collect();
+        let (png, svg) = png_and_svg!(&dir.join(format!("{slug}-{kind}")), |root| draw_xy(&root, &plot, pal));
+        out.push(PlotFile { title: plot.title.clone(), png, svg, legend });
+    }
+    Ok(out)
+}
+
 /// Tile up to `max` sample PNGs from `samples_dir` (sorted by name) into one grid PNG, small
 /// images enlarged (nearest neighbour) so 32×32 samples are visible. Returns how many were tiled.
 pub fn sample_grid(samples_dir: &Path, out: &Path, max: usize) -> Result<usize> {

@@ -196,15 +196,21 @@ fn pndm_rank(label: &str) -> usize {
 pub struct Block<'a> {
     pub model: String,
     pub dataset: Option<String>,
+    /// Conditional runs: one block per guidance scale, so each paper layout compares like with like.
+    pub guidance_scale: Option<f64>,
     pub rows: Vec<&'a ResultRow>,
 }
 
 impl Block<'_> {
     pub fn title(&self) -> String {
-        match &self.dataset {
+        let mut t = match &self.dataset {
             Some(d) => format!("{} ({d})", self.model),
             None => self.model.clone(),
+        };
+        if let Some(w) = self.guidance_scale {
+            let _ = write!(t, ", guidance scale {}", fmt_eta(w));
         }
+        t
     }
     /// Whether rows of one sampler label differ only by skip here (labels then show the skip).
     pub fn mixes_skips(&self) -> bool {
@@ -220,12 +226,57 @@ impl Block<'_> {
 pub fn blocks(rows: &[ResultRow]) -> Vec<Block<'_>> {
     let mut out: Vec<Block> = Vec::new();
     for r in rows {
-        match out.iter_mut().find(|b| b.model == r.model) {
+        match out.iter_mut().find(|b| b.model == r.model && b.guidance_scale == r.guidance_scale) {
             Some(b) => b.rows.push(r),
-            None => out.push(Block { model: r.model.clone(), dataset: published::dataset_of(r), rows: vec![r] }),
+            None => out.push(Block {
+                model: r.model.clone(),
+                dataset: published::dataset_of(r),
+                guidance_scale: r.guidance_scale,
+                rows: vec![r],
+            }),
         }
     }
     out
+}
+
+/// The guided rows of one model: (sampler label, S) → metric at each guidance scale (the SD
+/// model card's sweep as a table). None when no row has a guidance scale.
+pub fn guidance_table(model: &str, rows: &[&ResultRow], metric: Metric) -> Option<Table> {
+    let guided: Vec<&ResultRow> = rows.iter().copied().filter(|r| r.model == model && r.guidance_scale.is_some()).collect();
+    let mut scales: Vec<f64> = guided.iter().filter_map(|r| r.guidance_scale).collect();
+    scales.sort_by(f64::total_cmp);
+    scales.dedup();
+    if scales.is_empty() {
+        return None;
+    }
+    let mut keys: Vec<(String, u64)> = guided.iter().map(|r| (series_label(r, false), r.steps)).collect();
+    keys.sort();
+    keys.dedup();
+    let mut t = Table {
+        title: format!("{model}: {} by guidance scale w", metric.name()),
+        header: ["sampler", "S"].map(String::from).into_iter().chain(scales.iter().map(|w| format!("w={}", fmt_eta(*w)))).collect(),
+        notes: vec![format!(
+            "{} ({}); w = 1 is one conditional call per step, w ≠ 1 two (`unet_evals` = 2·NFE); — = not run.",
+            metric.name(),
+            if super::plots::better_of(metric.name()) == crate::metrics::Better::Lower { "lower is better" } else { "higher is better" }
+        )],
+        ..Default::default()
+    };
+    for (label, steps) in keys {
+        let mut row = vec![Cell::plain(label.clone()), Cell::plain(steps.to_string())];
+        for w in &scales {
+            let r = guided.iter().rev().find(|r| series_label(r, false) == label && r.steps == steps && r.guidance_scale == Some(*w));
+            row.push(Cell::plain(match r.and_then(|r| metric.of(r)) {
+                Some(v) => fmt_value(v),
+                None => {
+                    t.missing.push(format!("{label} S={steps} at w={}", fmt_eta(*w)));
+                    "—".into()
+                }
+            }));
+        }
+        t.rows.push(row);
+    }
+    Some(t)
 }
 
 /// A column after the grid: header, and its text from the row's present cells.

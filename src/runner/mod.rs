@@ -24,7 +24,7 @@ use crate::metrics::prdc::PrdcMetric;
 use crate::metrics::context_fid::{ContextFid, ContextFidMetric};
 use crate::metrics::fd_features::{FdFeatures, FdFeaturesMetric};
 use crate::metrics::{fd_exact::FdExact, fd_pixel::FdPixel, Batch, FinishContext, Metric};
-use crate::conditioning::ConditionSource;
+use crate::conditioning::{Choice, ConditionSource};
 use crate::models::{load_model, Condition, Denoiser, LoadedModel};
 use crate::noise::SeededNoise;
 use crate::plan::{Cell, Plan};
@@ -227,6 +227,10 @@ fn load_metrics(plan: &Plan, model: &LoadedModel) -> Result<Vec<Box<dyn Metric>>
             );
         }
         metrics.push(Box::new(FdPixel { reference, device }));
+    }
+    if let Some(dir) = &plan.metrics.clip_score {
+        let scorer = crate::metrics::clip_score::ClipScorer::load(dir, device, Kind::Float)?;
+        metrics.push(Box::new(crate::metrics::clip_score::ClipScoreMetric { scorer }));
     }
     for e in &plan.metrics.fd_features {
         metrics.push(Box::new(FdFeaturesMetric(FdFeatures::load(e, device)?)));
@@ -509,7 +513,8 @@ fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard, repeat: 
         state.nfe_per_sample = nfe as u64;
         state.unet_evals_per_sample = evals as u64;
         let t1 = Instant::now();
-        observe_batch(ctx, &mut stats, &mut state, &x0, &ctx.cell_dir(cell), save_limit).map_err(|e| interrupted_cell(cell, &e))?;
+        observe_batch(ctx, &mut stats, &mut state, &x0, &ctx.cell_dir(cell), save_limit, plan.seed + repeat as u64)
+            .map_err(|e| interrupted_cell(cell, &e))?;
         sync(ctx.device);
         state.seconds_metrics += t1.elapsed().as_secs_f64();
         state.batches += 1;
@@ -584,8 +589,11 @@ pub fn decode(model: &LoadedModel, x0: &Tensor) -> Result<Tensor> {
 }
 
 /// Check for NaN/Inf, quantise if a metric needs images, feed every metric, keep the first
-/// samples (PNGs of images; `.npy` of the float samples of any other shape, never quantised).
-fn observe_batch(ctx: &Ctx, stats: &mut [NamedAccumulator], state: &mut PartState, x0: &Tensor, dir: &Path, save_limit: u64) -> Result<()> {
+/// samples (PNGs of images; `.npy` of the float samples of any other shape, never quantised)
+/// with what each was conditioned on (`prompts.jsonl`).
+#[allow(clippy::too_many_arguments)]
+fn observe_batch(ctx: &Ctx, stats: &mut [NamedAccumulator], state: &mut PartState, x0: &Tensor, dir: &Path, save_limit: u64, seed: u64) -> Result<()> {
+    let source = ctx.plan.conditioning.as_ref().map(|c| &c.source);
     let b = x0.size()[0];
     let flat = x0.f_reshape([b, -1])?;
     let finite = flat.f_isfinite()?.f_all_dim(1, false)?;
@@ -615,7 +623,17 @@ fn observe_batch(ctx: &Ctx, stats: &mut [NamedAccumulator], state: &mut PartStat
             .map(|r| state.next + r as u64)
             .collect();
         let inception = std::cell::RefCell::new(None);
-        let batch = Batch { samples: &good, images: good_images.as_ref(), indices: &indices, inception: &inception };
+        let prompts: Vec<&str> = match source {
+            Some(s @ ConditionSource::Prompts { .. }) => indices
+                .iter()
+                .map(|&i| match s.choice(seed, i) {
+                    Choice::Prompt(p) => p,
+                    Choice::Class(_) => "",
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let batch = Batch { samples: &good, images: good_images.as_ref(), indices: &indices, inception: &inception, prompts: &prompts };
         for s in stats.iter_mut() {
             s.acc.observe(&batch)?;
         }
@@ -626,6 +644,13 @@ fn observe_batch(ctx: &Ctx, stats: &mut [NamedAccumulator], state: &mut PartStat
         (true, Some(images)) if is_image => save_pngs(&images.narrow(0, 0, keep), &samples_dir, state.next)?,
         (true, _) => save_npy(&x0.narrow(0, 0, keep), &samples_dir, state.next)?,
         _ => {}
+    }
+    if let (true, Some(source)) = (save_here, source) {
+        let path = samples_dir.join("prompts.jsonl");
+        if !path.exists() {
+            let lines: String = (0..save_limit.min(ctx.plan.samples)).map(|i| source.record(seed, i) + "\n").collect();
+            crate::fsutil::write_atomic(&path, lines.as_bytes())?;
+        }
     }
     Ok(())
 }
@@ -748,6 +773,7 @@ fn write_row(ctx: &Ctx, cell: &Cell, total: PartState, values: std::collections:
         eta: def.eta_column(&cell.params),
         skip: Some(cell.skip.to_string()),
         steps: cell.steps as u64,
+        guidance_scale: cell.guidance_scale,
         nfe: total.nfe_per_sample,
         unet_evals: total.unet_evals_per_sample,
         samples: plan.samples,

@@ -35,9 +35,8 @@ pub fn run_python(code: &str, args: &[&str]) -> String {
         .arg(script.path())
         .args(args)
         .env("PYTHONHASHSEED", "0")
-        // Shared seeded fixtures (python/bench_fixtures.py) and the oracles' helper modules
-        // (tests/it/py/*.py): the snippet runs from a temp file, so its own folder is elsewhere.
-        .env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/python:", env!("CARGO_MANIFEST_DIR"), "/tests/it/py"))
+        // Shared seeded fixtures (python/bench_fixtures.py, python/clip_tokenizer_folder.py).
+        .env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/python"))
         .env("OMP_NUM_THREADS", "2")
         .output()
         .expect("spawn python");

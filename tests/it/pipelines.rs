@@ -105,3 +105,70 @@ fn ldm_and_class_conditional_pipelines_match_diffusers() {
         check(&format!("class-conditional w={w}"), &Tensor::read_npy(&out).unwrap(), &npy(d, case["samples"].as_str().unwrap()), IMAGES);
     }
 }
+
+/// The CLIP score of saved samples against their recorded prompts, by transformers (CLIPProcessor
+/// from the PNGs, torchmetrics' 100·cos averaged, clamped at 0).
+const CLIP_ORACLE: &str = r#"
+import json, os, sys
+import numpy as np, torch
+from PIL import Image
+from transformers import CLIPModel, CLIPProcessor
+clip, samples = sys.argv[1], sys.argv[2]
+model, proc = CLIPModel.from_pretrained(clip).eval(), CLIPProcessor.from_pretrained(clip)
+records = [json.loads(l) for l in open(os.path.join(samples, "prompts.jsonl"), encoding="utf-8")]
+images = [torch.from_numpy(np.asarray(Image.open(os.path.join(samples, f"{r['index']:05}.png"))).transpose(2, 0, 1).copy()) for r in records]
+with torch.no_grad():
+    ids = proc.tokenizer([r["prompt"] for r in records], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    a = model.get_image_features(proc(images=images, return_tensors="pt").pixel_values).pooler_output.double()
+    b = model.get_text_features(ids).pooler_output.double()
+s = 100 * ((a / a.norm(dim=-1, keepdim=True)) * (b / b.norm(dim=-1, keepdim=True))).sum(-1)
+print(max(s.mean().item(), 0.0))
+"#;
+
+#[test]
+fn shipped_guidance_spec_runs_with_fid_and_clip_score_and_reports_guidance() {
+    let root = tempfile::tempdir().unwrap();
+    let weights = root.path().join("target").join("ci-weights");
+    run_python(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/python/make_ci_weights.py")).unwrap(), &[weights.to_str().unwrap()]);
+    run_python(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/python/make_sd_tiny.py")).unwrap(), &[weights.to_str().unwrap()]);
+    std::fs::create_dir_all(root.path().join("experiments")).unwrap();
+    let spec = root.path().join("experiments").join("sd_guidance.yaml");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/sd_guidance.yaml"), &spec).unwrap();
+    let o = bench(&["run", spec.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = root.path().join("target").join("bench-sd-guidance");
+    let rows = samplerbench::results::read_results(&out).unwrap();
+    assert_eq!(rows.len(), 4 * 2 * 3, "samplers × steps × guidance scales");
+    let mut scales: Vec<f64> = rows.iter().filter_map(|r| r.guidance_scale).collect();
+    scales.sort_by(f64::total_cmp);
+    scales.dedup();
+    assert_eq!(scales, [1.0, 3.0, 7.5]);
+    for r in &rows {
+        let twice = r.guidance_scale != Some(1.0);
+        assert_eq!(r.unet_evals, if twice { 2 * r.nfe } else { r.nfe }, "{} S={} w={:?}", r.sampler, r.steps, r.guidance_scale);
+        assert!(r.metric("fid").is_some_and(f64::is_finite) && r.metric("clip_score").is_some_and(f64::is_finite), "{r:?}");
+    }
+    // PLMS (SD's "PNDM") makes S + 1 evaluations; DDIM, LMS and DPM-Solver++ 2M make S.
+    let plms = rows.iter().find(|r| r.sampler == "plms" && r.steps == 10).unwrap();
+    assert_eq!(plms.nfe, 11);
+    // The run's CLIP score of one guided cell equals transformers' on its saved samples and prompts.
+    let cell = rows.iter().find(|r| r.sampler == "ddim" && r.steps == 5 && r.guidance_scale == Some(7.5)).unwrap();
+    let samples = out.join("samples").join(&cell.cell_hash);
+    let lines = std::fs::read_to_string(samples.join("prompts.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 8);
+    let prompts = std::fs::read_to_string(weights.join("sd_tiny").join("prompts.txt")).unwrap();
+    for l in lines.lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert!(prompts.lines().any(|p| p == v["prompt"].as_str().unwrap()), "{l}");
+    }
+    let oracle: f64 = run_python(CLIP_ORACLE, &[weights.join("clip").to_str().unwrap(), samples.to_str().unwrap()]).trim().parse().unwrap();
+    let ours = cell.metric("clip_score").unwrap();
+    eprintln!("clip_score: bench {ours} transformers {oracle}");
+    assert!((ours - oracle).abs() <= 1e-4 * oracle.abs(), "clip_score {ours} vs transformers {oracle}");
+    // The report has the guidance table and both guidance plots.
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## Guidance") && report.contains("| sampler | S | w=1.0 | w=3.0 | w=7.5 |"), "{report}");
+    for plot in ["g1-guidance.png", "g1-clip_fid.svg"] {
+        assert!(out.join("plots").join(plot).is_file(), "{plot}");
+    }
+}

@@ -9,6 +9,7 @@ import json, os, shutil, sys
 import numpy as np
 import torch
 
+from bench_fixtures import perturb_norms
 from clip_tokenizer_folder import write_tokenizer
 
 mode, out = sys.argv[1], sys.argv[2]
@@ -109,14 +110,6 @@ def tokenizer_mode():
     json.dump(expected, open(os.path.join(out, "expected.json"), "w"))
 
 
-def perturb_norms(model):
-    # LayerNorm affine parameters start at exactly 1 and 0; make them non-trivial.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-
-
 def text_mode():
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -172,22 +165,10 @@ def text_mode():
 def clip_mode():
     from PIL import Image
     from safetensors.torch import save_file
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
+    from transformers import CLIPImageProcessor, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
+    from bench_fixtures import tiny_clip_model
     d = os.path.join(out, "clip")
-    write_tokenizer(d, "<|endoftext|>")
-    json.dump({"crop_size": 224, "do_center_crop": True, "do_normalize": True, "do_resize": True,
-               "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": [0.48145466, 0.4578275, 0.40821073],
-               "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": 224},
-              open(os.path.join(d, "preprocessor_config.json"), "w"))
-    torch.manual_seed(3)
-    cfg = CLIPConfig(
-        text_config=dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=2),
-        vision_config=dict(hidden_size=48, intermediate_size=96, num_attention_heads=4, num_hidden_layers=2,
-                           image_size=224, patch_size=32, hidden_act="gelu"),
-        projection_dim=40)
-    model = CLIPModel(cfg).eval()
-    perturb_norms(model)
-    model.save_pretrained(d)
+    model = tiny_clip_model(d)
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file({k: v.half() for k, v in sd.items()}, os.path.join(d, "model.fp16.safetensors"))
     # A .bin-only copy in the transformers 4 layout (position_ids buffers saved).

@@ -5,16 +5,15 @@
 #
 # Writes OUT/<pipeline>/ folders, OUT/*.npy (float32; images NCHW in [-1, 1]) and OUT/cases.json,
 # one entry per reference run (entries of the pipelines built here replace earlier ones).
-import json, math, os, shutil, sys
+import json, math, os, sys
 
 import numpy as np
 import torch
-from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, LDMPipeline, LMSDiscreteScheduler,
-                       PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel, UNet2DModel, VQModel)
+from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, LDMPipeline, LMSDiscreteScheduler, PNDMScheduler,
+                       StableDiffusionPipeline, UNet2DModel, VQModel)
 from diffusers.utils.torch_utils import randn_tensor
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from clip_tokenizer_folder import write_tokenizer
+from bench_fixtures import perturb, tiny_sd_pipeline
 
 out, which = sys.argv[1], sys.argv[2]
 os.makedirs(out, exist_ok=True)
@@ -23,13 +22,6 @@ torch.set_grad_enabled(False)
 
 PROMPTS = ["a photograph of an astronaut riding a horse", "café 日本 !!! (unicode)"]
 STEPS = 4
-
-
-def perturb(model):
-    # As sd_fixtures.py: default inits leave norms at 1/0 and some projections at zero.
-    for p in model.parameters():
-        p.add_(0.05 * torch.randn_like(p))
-    return model.eval()
 
 
 def save(name, a):
@@ -82,28 +74,8 @@ SD = {
 
 def sd(name):
     spec = SD[name]
-    torch.manual_seed(spec["seed"])
     d = os.path.join(out, name)
-    unet = perturb(UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        cross_attention_dim=32, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), **spec["unet"]))
-    vae = perturb(AutoencoderKL(
-        block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4, sample_size=16,
-        scaling_factor=0.18215))
-    text = perturb(CLIPTextModel(CLIPTextConfig(
-        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=37, vocab_size=49408,
-        max_position_embeddings=77, projection_dim=32, **spec["text"])))
-    tok = os.path.join(d, "tokenizer")
-    write_tokenizer(tok, spec["pad"])
-    StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=CLIPTokenizer.from_pretrained(tok), unet=unet,
-                            scheduler=spec["scheduler"](), safety_checker=None, feature_extractor=None,
-                            requires_safety_checker=False).save_pretrained(d)
-    # transformers 5 re-saves the tokenizer as tokenizer.json without vocab.json/merges.txt;
-    # ship the hub checkpoints' layout instead.
-    shutil.rmtree(tok)
-    write_tokenizer(tok, spec["pad"])
+    tiny_sd_pipeline(d, spec["seed"], spec["pad"], spec["scheduler"](), unet=spec["unet"], text=spec["text"])
     # The references come from the folder as saved.
     pipe = StableDiffusionPipeline.from_pretrained(d)
     pipe.set_progress_bar_config(disable=True)

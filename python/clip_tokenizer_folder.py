@@ -1,5 +1,5 @@
 # write_tokenizer: a CLIPTokenizer folder from open_clip's BPE vocabulary, shared by the CLIP and
-# Stable Diffusion oracles (tests/it/common.rs puts this folder on PYTHONPATH).
+# Stable Diffusion oracles and the shipped tiny pipeline (tests/it/common.rs puts python/ on PYTHONPATH).
 import gzip, json, os
 
 
