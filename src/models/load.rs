@@ -136,8 +136,12 @@ pub fn load_model(plan: &Plan) -> Result<LoadedModel> {
         }
         ModelPlan::Torchscript { path, shape, decoder } => {
             let m = super::torchscript::TorchScriptModel::load(path, device, kind)?;
-            m.probe(shape, None)?;
+            // A conditioned TorchScript model is called (x, t, labels): the spec's class labels.
+            let classes = matches!(plan.conditioning.as_ref().map(|c| &c.source), Some(ConditionSource::Classes { .. }));
+            let probe = classes.then(|| Condition::Labels(Tensor::zeros([2], (Kind::Int64, device))));
+            m.probe(shape, probe.as_ref())?;
             let mut loaded = plain(Box::new(m), shape.clone());
+            loaded.conditioner = classes.then_some(Conditioner::Classes);
             if let Some(d) = decoder {
                 let dec = super::torchscript::TorchScriptDecoder::load(d, device, kind)?;
                 loaded.image_shape = dec.image_shape(shape)?;
@@ -156,14 +160,21 @@ pub fn load_model(plan: &Plan) -> Result<LoadedModel> {
         }
         ModelPlan::Edm { path } => {
             let net = super::edm::EdmNetwork::load_pickle(path, device, kind)?;
-            if net.label_dim() > 0 {
-                return Err(BenchError::file(
-                    path,
-                    format!("a class-conditional EDM network ({} classes); bench samples unconditional EDM networks only", net.label_dim()),
-                ));
-            }
             let shape = vec![net.channels(), net.resolution(), net.resolution()];
-            plain(Box::new(net), shape)
+            let classes = match (net.label_dim(), plan.conditioning.as_ref().map(|c| &c.source)) {
+                (0, _) => None,
+                (n, Some(ConditionSource::Classes { num_classes, .. })) if *num_classes == n => Some(Conditioner::Classes),
+                (n, Some(ConditionSource::Classes { num_classes, .. })) => {
+                    return Err(BenchError::file(path, format!("the network has {n} classes but conditioning.num_classes is {num_classes}")))
+                }
+                (n, _) => {
+                    return Err(BenchError::file(
+                        path,
+                        format!("a class-conditional EDM network ({n} classes): add `conditioning: {{class_labels: uniform, num_classes: {n}}}` to the spec"),
+                    ))
+                }
+            };
+            LoadedModel { conditioner: classes, ..plain(Box::new(net), shape) }
         }
         ModelPlan::Consistency { unet, scheduler } => {
             let config = super::consistency::BoundaryConfig::read(scheduler)?;
@@ -186,6 +197,13 @@ pub fn load_model(plan: &Plan) -> Result<LoadedModel> {
             LoadedModel { data_moments, ..plain(Box::new(oracle.with_output(plan.prediction)), shape.to_vec()) }
         }
     };
+    if plan.conditioning.is_some() && model.conditioner.is_none() {
+        return Err(BenchError::user(format!(
+            "{}: `conditioning:` is given but the model takes no conditions ({}); remove it",
+            plan.spec_path.display(),
+            model.denoiser.describe()
+        )));
+    }
     if kind != Kind::Float && device == Device::Cpu {
         probe_precision(&model, plan.precision)?;
     }

@@ -350,6 +350,17 @@ for name, edit in [{}]:
         assert_eq!(e.exit_code(), 2, "{e}");
     }
     assert!(bad[1].as_ref().unwrap().to_string().contains("expected a floating-point [B, 3, H, W] with H and W divisible by 4"));
+
+    // Class labels reach the network one-hot; the null class (label_dim) is the zero vector,
+    // EDM's unconditional input under label dropout.
+    let cond = load("edm_song_skip_cond");
+    let x = Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let onehot = Tensor::zeros([2, 10], (Kind::Float, Device::Cpu));
+    let _ = onehot.get(0).get(3).fill_(1.0);
+    let direct = cond.denoise(&x, &s, Some(&onehot)).unwrap();
+    let labels = samplerbench::models::Condition::Labels(Tensor::from_slice(&[3i64, 10]));
+    let via = samplerbench::models::Denoiser::forward(&cond, &x, &s, Some(&labels)).unwrap();
+    assert_eq!(rel_err(&via, &direct), 0.0);
 }
 
 /// `model: {kind: edm}` end to end: `bench sample` with `edm_heun` reproduces EDM's own

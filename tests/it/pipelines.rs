@@ -104,6 +104,35 @@ fn ldm_and_class_conditional_pipelines_match_diffusers() {
         sample(&spec, &latents, &out, &["--class", "3", "--class", "7"]);
         check(&format!("class-conditional w={w}"), &Tensor::read_npy(&out).unwrap(), &npy(d, case["samples"].as_str().unwrap()), IMAGES);
     }
+    // Conditions that do not fit the model are one-line user errors before any sampling.
+    let all = cases(d);
+    let refused = |tag: &str, model: &str, conditioning: &str, extra: &[&str], expected: &str| {
+        let case = all.iter().find(|c| c["pipeline"] == model).unwrap();
+        let spec = spec(d, tag, &d.join(model).display().to_string(), conditioning, case);
+        let noise = d.join(case["latents"].as_str().unwrap());
+        let out = d.join("refused.npy");
+        let mut args = vec!["sample", spec.to_str().unwrap(), "--noise", noise.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = bench(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.trim_end().ends_with(expected) && err.trim().lines().count() == 1, "{tag}: {err}");
+    };
+    let config = |m: &str| d.join(m).join("config.json").display().to_string();
+    refused("nocond", "classcond", "", &[], &format!(
+        "{}: the UNet is class-conditional (11 class embeddings): add `conditioning: {{class_labels: uniform, num_classes: N}}` to the spec",
+        config("classcond")
+    ));
+    refused("nonull", "classcond", "conditioning: {class_labels: uniform, num_classes: 11, guidance_scale: 4.0}\n", &[], &format!(
+        "{}: num_class_embeds = 11 cannot embed conditioning.num_classes = 11: guidance needs the null class 11 as well",
+        config("classcond")
+    ));
+    refused("uncond", "ldm", "conditioning: {class_labels: [1], num_classes: 10}\n", &[], &format!(
+        "{}: the UNet is unconditional (no num_class_embeds): remove `conditioning:` from the spec",
+        config("ldm/unet")
+    ));
+    refused("badclass", "classcond", "conditioning: {class_labels: uniform, num_classes: 10}\n", &["--class", "10"], "--class 10: outside 0..10 (conditioning.num_classes)");
+    refused("prompt", "classcond", "conditioning: {class_labels: uniform, num_classes: 10}\n", &["--prompt", "a cat"], "--prompt: the model is class-conditional; use --class");
 }
 
 /// The CLIP score of saved samples against their recorded prompts, by transformers (CLIPProcessor

@@ -350,12 +350,13 @@ impl EdmNetwork {
 }
 
 /// A σ-space [`crate::models::Denoiser`]: labels are σ, the output is D(x; σ); class conditions
-/// (int64 labels) are passed one-hot, as EDM's `generate.py` does.
+/// (int64 labels) are passed one-hot, as EDM's `generate.py` does. The label `label_dim` (the null
+/// class of guidance) is the zero vector, the unconditional input EDM trains with `label_dropout`.
 impl crate::models::Denoiser for EdmNetwork {
     fn forward(&self, x: &Tensor, t: &Tensor, cond: Option<&crate::models::Condition>) -> Result<Tensor> {
         let labels = match cond {
             Some(crate::models::Condition::Labels(l)) if self.label_dim > 0 => {
-                Some(l.to_kind(Kind::Int64).onehot(self.label_dim).to_kind(Kind::Float))
+                Some(l.to_kind(Kind::Int64).onehot(self.label_dim + 1).narrow(1, 0, self.label_dim).to_kind(Kind::Float))
             }
             Some(_) => return Err(BenchError::user(format!("{}: this network takes no such condition", self.source))),
             None => None,
