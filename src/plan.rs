@@ -26,6 +26,7 @@
 //! | `schedule.beta_start` | `0.0001` (linear), `0.00085` (scaled_linear) | 0 < beta_start ≤ beta_end < 1; not for cosine |
 //! | `schedule.beta_end` | `0.02` (linear), `0.012` (scaled_linear) | as above |
 //! | `schedule.timesteps` | `1000` | ≥ 2 |
+//! | `conditioning` | none | `prompts` (a StableDiffusionPipeline; COCO captions `.json`, `.txt`, `.jsonl`) with `negative_prompt` (`""`), or `class_labels` (`uniform` or a list) with `num_classes`; `guidance_scale` (`1.0`; a list sweeps) |
 //! | `samplers` | required, ≥ 1 entry | each `{name, <params>, skip?, steps?}`; a list value sweeps |
 //! | `samplers[i].<param>` | the sampler's default (catalog) | the sampler's parameters only, by bench's name or diffusers' keyword |
 //! | `samplers[i].skip` (diffusers: `timestep_spacing`, `use_karras_sigmas`/`use_exponential_sigmas`/`use_beta_sigmas`/`use_lu_lambdas: true`) | the sampler's default (catalog; `uniform`) | `uniform`, `quadratic`, `leading`, `trailing`, `linspace`, `ddim_stride`, `sections`, `diffusion_ts`, `time_uniform`, `logsnr`, `time_quadratic`, `karras`, `exponential`, `beta`, `lu`, `edm`, `consistency`, `flow` |
@@ -37,7 +38,7 @@
 //! | `seed` | `0` | ≥ 0 |
 //! | `device` | `auto` | `auto` (cuda:0 if CUDA is available, else cpu), `cpu`, `cuda`, `cuda:N` |
 //! | `precision` | `fp32` | `fp32`; `tf32`, `bf16`, `fp16` need a CUDA device (an error on cpu, no silent fallback) |
-//! | `metrics` | none; a Gaussian oracle always gets `fd_exact` | `fid`, `fd_pixel`, `fd_exact`, `inception_score`, `kid`, `prdc`, `fd_features`, `context_fid` |
+//! | `metrics` | none; a Gaussian oracle always gets `fd_exact` | `fid`, `fd_pixel`, `fd_exact`, `inception_score`, `kid`, `prdc`, `fd_features`, `context_fid`, `clip_score` (`{model: CLIPModel folder}`; needs prompts) |
 //! | `metrics.fid.reference` | required | an `.npz` of reference statistics |
 //! | `metrics.fid.weights` | `$BENCH_DATA/models/pt_inception-2015-12-05-6726825d.pth` (`$BENCH_DATA` defaults to `./data`) | a file |
 //! | `metrics.fid.mode` | `pytorch-fid` | `pytorch-fid`, `tf`, `clean` |
@@ -61,7 +62,8 @@
 //!
 //! ## Cells and hashes
 //! Each sampler entry expands to the cartesian product of its list-valued parameters (in written
-//! order, first key slowest), then `skip`, then `steps` (fastest). A cell's parameters include
+//! order, first key slowest), then `skip`, then `steps`, then `conditioning.guidance_scale`
+//! (fastest). A cell's parameters include
 //! the catalog defaults of those not written. `cell_hash` = SHA-256 of a JSON document of
 //! everything that determines the cell's samples and metrics: the model as written (kind, path
 //! string, resolved DDIM config, data) plus an optional weights fingerprint, the schedule, the
