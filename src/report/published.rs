@@ -38,6 +38,7 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("ddim_table1.csv", include_str!("../../data/published/ddim_table1.csv")),
     ("ddim_lsun_table3.csv", include_str!("../../data/published/ddim_lsun_table3.csv")),
     ("solvers_headline.csv", include_str!("../../data/published/solvers_headline.csv")),
+    ("ldm_tables.csv", include_str!("../../data/published/ldm_tables.csv")),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -328,10 +329,13 @@ mod tests {
     #[test]
     fn shipped_tables_are_complete() {
         let all = load(None).unwrap();
-        // DDIM Table 1: 2 datasets × 5 rows (4 η + σ̂) × 5 S; Table 3: 2 × 2 × 4; headline: 8.
+        // DDIM Table 1: 2 datasets × 5 rows (4 η + σ̂) × 5 S; Table 3: 2 × 2 × 4; headline: 8;
+        // LDM Table 1: 4 datasets × (FID, precision, recall); LDM Table 2: 2 models × (FID, IS).
         assert_eq!(all.iter().filter(|p| p.table == "Table 1").count(), 50);
         assert_eq!(all.iter().filter(|p| p.table == "Table 3").count(), 16);
-        assert_eq!(all.len(), 50 + 16 + 8);
+        assert_eq!(all.iter().filter(|p| p.table.starts_with("LDM Table 1")).count(), 12);
+        assert_eq!(all.iter().filter(|p| p.table.starts_with("LDM Table 2")).count(), 4);
+        assert_eq!(all.len(), 50 + 16 + 8 + 16);
         let v = |ds: &str, sampler: &str, eta: Option<f64>, s: u64| {
             all.iter()
                 .find(|p| p.table == "Table 1" && p.dataset == ds && p.sampler == sampler && p.eta == eta && p.steps == Some(s))
@@ -341,6 +345,15 @@ mod tests {
         assert_eq!(v("cifar10", "ddpm_large", None, 1000), Some(3.17));
         assert_eq!(v("celeba64", "ddim", Some(1.0), 100), Some(13.93));
         assert_eq!(v("celeba64", "ddpm_large", None, 10), Some(299.71));
+        let ldm = |ds: &str, metric: &str, eta: Option<f64>, s: u64, value: f64| {
+            all.iter().filter(|p| p.table.starts_with("LDM") && p.dataset == ds && p.metric == metric && p.eta == eta && p.steps == Some(s)).any(|p| p.value == value)
+        };
+        assert!(ldm("celebahq256", "fid", Some(0.0), 500, 5.11));
+        assert!(ldm("ffhq256", "prdc_precision", Some(1.0), 200, 0.73));
+        assert!(ldm("lsun_church", "prdc_recall", Some(0.0), 200, 0.52));
+        assert!(ldm("lsun_bedroom", "fid", Some(1.0), 200, 2.95));
+        assert!(ldm("coco256", "fid", None, 250, 12.63));
+        assert!(ldm("coco256", "inception_score", None, 250, 20.03));
         assert!(all.iter().all(|p| !p.source.is_empty() && !p.fid_pipeline.is_empty() && !p.model_checkpoint.is_empty()));
     }
 

@@ -157,6 +157,9 @@ pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<usize> {
     def.check_space(plan.model_identity.space).map_err(BenchError::user)?;
     def.check_prediction(plan.prediction).map_err(BenchError::user)?;
     let model = load_model(plan)?;
+    if req.latents_out.is_some() && model.decoder.is_none() {
+        return Err(BenchError::user("--latents-out: the model has no decoder (its samples are the images)"));
+    }
     let device = plan.device.to_tch();
     let x_t = Tensor::read_npy(req.noise).map_err(|e| {
         BenchError::file(req.noise, format!("cannot read as .npy: {}", crate::models::first_line(&e.to_string())))
@@ -204,9 +207,6 @@ pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<usize> {
         }
     };
     if let Some(path) = req.latents_out {
-        if model.decoder.is_none() {
-            return Err(BenchError::user("--latents-out: the model has no decoder (its samples are the images)"));
-        }
         write_npy(path, &x0)?;
     }
     write_npy(req.out, &super::decode(&model, &x0)?)?;
