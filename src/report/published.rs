@@ -58,6 +58,8 @@ pub struct Published {
     pub steps: Option<u64>,
     pub nfe: Option<u64>,
     pub samples: Option<u64>,
+    /// Classifier-free guidance scale w (optional column `guidance_scale`; 1 = unguided).
+    pub guidance_scale: Option<f64>,
     pub metric: String,
     pub value: f64,
     pub notes: String,
@@ -103,13 +105,14 @@ pub fn parse_csv(name: &str, text: &str) -> Result<Vec<Published>> {
         ("value", true),
         ("notes", false),
         ("model_sha256", false),
+        ("guidance_scale", false),
     ]
     .iter()
     .map(|(k, req)| column(k, *req))
     .collect::<Result<_>>()?;
     let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
     let mut out = Vec::with_capacity(df.height());
-    // i indexes the same row in all 17 columns; an iterator over one column would not read better.
+    // i indexes the same row in all 18 columns; an iterator over one column would not read better.
     #[allow(clippy::needless_range_loop)]
     for i in 0..df.height() {
         // Row i of column k (the columns are in the order listed above).
@@ -140,6 +143,7 @@ pub fn parse_csv(name: &str, text: &str) -> Result<Vec<Published>> {
             steps: int(10, "steps")?,
             nfe: int(11, "nfe")?,
             samples: int(12, "samples")?,
+            guidance_scale: num(17, "guidance_scale")?,
             metric: c(13).into(),
             value: num(14, "value")?.ok_or_else(|| bad(format!("row {}: value is empty", i + 2)))?,
             notes: c(15).into(),
@@ -198,6 +202,7 @@ pub fn matches(p: &Published, row: &ResultRow, metric: &str) -> bool {
         && same(&p.steps, Some(row.steps))
         && same(&p.nfe, Some(row.nfe))
         && p.eta.is_none_or(|e| row.eta.is_some_and(|r| (r - e).abs() < 1e-9))
+        && p.guidance_scale.is_none_or(|w| row.guidance_scale.unwrap_or(1.0) == w)
 }
 
 /// One reason a published number is not directly comparable with ours.
@@ -386,6 +391,16 @@ mod tests {
         fast.variant = Some("multistep".into());
         assert_eq!(found(&fast), [5.94]);
         assert!(all.iter().all(|p| !matches(p, &fast, "fd_pixel")));
+        // LDM Table 2: the guided row beside a guided run only, the unguided one beside w = 1.
+        let mut coco = cell("x", "ddim", Some(0.0), "leading", 250);
+        coco.dataset = Some("coco256".into());
+        coco.nfe = 250;
+        coco.guidance_scale = Some(1.5);
+        assert_eq!(found(&coco), [12.63]);
+        coco.guidance_scale = Some(1.0);
+        assert_eq!(found(&coco), [23.31]);
+        coco.guidance_scale = Some(7.5);
+        assert_eq!(found(&coco), Vec::<f64>::new());
     }
 
     #[test]
