@@ -427,10 +427,11 @@ fn ldm_precision_recall_numbers_parse() {
     let text = include_str!("../../data/published/ldm_precision_recall.csv");
     let rows = samplerbench::report::published::parse_csv("ldm_precision_recall.csv", text).unwrap();
     assert_eq!(rows.len(), 12);
-    assert!(rows.iter().all(|r| (r.metric == "precision" || r.metric == "recall") && r.sampler == "ddim"));
-    let p = rows.iter().find(|r| r.dataset == "celebahq256" && r.metric == "precision").unwrap();
+    // Named as bench's PRDC columns (k = 3, ADM's evaluator), so the report shows them beside ours.
+    assert!(rows.iter().all(|r| (r.metric == "prdc_precision" || r.metric == "prdc_recall") && r.sampler == "ddim"));
+    let p = rows.iter().find(|r| r.dataset == "celebahq256" && r.metric == "prdc_precision").unwrap();
     assert_eq!((p.value, p.steps, p.nfe, p.eta), (0.72, Some(200), Some(200), Some(0.0)));
-    let r = rows.iter().find(|r| r.dataset == "lsun_church" && r.metric == "recall").unwrap();
+    let r = rows.iter().find(|r| r.dataset == "lsun_church" && r.metric == "prdc_recall").unwrap();
     assert_eq!((r.value, r.steps, r.eta), (0.52, Some(400), Some(0.0)));
 }
 
