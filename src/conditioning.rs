@@ -136,6 +136,15 @@ impl Conditioner {
         self.guidance_of(source, &choices, scale, device)
     }
 
+    /// A valid condition for `b` samples (the empty prompt, class 0), for calls made before any
+    /// sample is drawn (warm-up, probes).
+    pub fn probe(&self, b: i64, device: Device) -> Result<Condition> {
+        Ok(match self {
+            Conditioner::Text(enc) => Condition::Embeddings(enc.embed(&vec![""; b as usize])?),
+            Conditioner::Classes => Condition::Labels(Tensor::zeros([b], (tch::Kind::Int64, device))),
+        })
+    }
+
     /// [`Conditioner::guidance`] for given choices (`bench sample --prompt/--class`).
     pub fn guidance_of(&self, source: &ConditionSource, choices: &[Choice], scale: f64, device: Device) -> Result<Guidance> {
         let guided = scale != 1.0;
@@ -156,9 +165,7 @@ impl Conditioner {
                 return Err(BenchError::user("conditioning.class_labels: the model is text-conditioned; give it `prompts`"));
             }
             (Conditioner::Classes, ConditionSource::Prompts { .. }) => {
-                return Err(BenchError::user(
-                    "conditioning.prompts: the model has no text encoder (prompts need a StableDiffusionPipeline folder)",
-                ));
+                return Err(BenchError::user("conditioning.prompts: the model has no text encoder"));
             }
         };
         Ok(Guidance { cond, uncond, scale })

@@ -151,6 +151,8 @@ pub enum ModelPlan {
         path: PathBuf,
         shape: Vec<i64>,
         decoder: Option<PathBuf>,
+        /// Prompt embeddings from this folder's tokenizer and text encoder, as a third input.
+        text_encoder: Option<PathBuf>,
     },
     Oracle(DataPlan),
     /// An NVlabs/EDM network pickle, read as data (never executed); a σ-space denoiser.
@@ -732,7 +734,7 @@ impl Cx<'_> {
     /// must take that kind of condition.
     fn conditioning(&self, c: &RawConditioning, model: &ModelPlan, inputs: &mut Vec<Input>) -> Result<ConditioningPlan> {
         let at = YamlPath::root().key("conditioning");
-        let text_model = matches!(model, ModelPlan::StableDiffusion { .. });
+        let text_model = matches!(model, ModelPlan::StableDiffusion { .. } | ModelPlan::Torchscript { text_encoder: Some(_), .. });
         let source = match (&c.prompts, &c.class_labels) {
             (Some(_), Some(_)) => return Err(self.err(&at.key("class_labels"), "give `prompts` or `class_labels`, not both")),
             (None, None) => {
@@ -740,7 +742,10 @@ impl Cx<'_> {
             }
             (Some(p), None) => {
                 if !text_model {
-                    return Err(self.err(&at.key("prompts"), "the model has no text encoder: prompts need a diffusers StableDiffusionPipeline folder"));
+                    return Err(self.err(
+                        &at.key("prompts"),
+                        "the model has no text encoder: prompts need a diffusers StableDiffusionPipeline folder, or a torchscript model with `text_encoder`",
+                    ));
                 }
                 if let Some(n) = c.num_classes {
                     return Err(self.err(&at.key("num_classes"), format!("`num_classes: {n}` goes with `class_labels`, not `prompts`")));
@@ -794,6 +799,20 @@ impl Cx<'_> {
         Ok(ConditioningPlan { source, guidance_scales })
     }
 
+    /// The files of a prompt encoder (`dir/tokenizer/`, `dir/text_encoder/`), hashed as inputs.
+    fn text_encoder_inputs(&self, at: &YamlPath, dir: &Path, inputs: &mut Vec<Input>) -> Result<()> {
+        let te = dir.join("text_encoder");
+        inputs.push(Input { role: "model.text_encoder.config".into(), path: self.existing(at, te.join("config.json"))?, sha256: None });
+        if let Some(w) = crate::models::weights::component_weights(&te, self.weights_kind()) {
+            inputs.push(Input { role: "model.text_encoder.weights".into(), path: w, sha256: None });
+        }
+        for f in ["vocab.json", "merges.txt", "tokenizer_config.json"] {
+            let role = format!("model.tokenizer.{}", f.trim_end_matches(".json").trim_end_matches(".txt"));
+            inputs.push(Input { role, path: self.existing(at, dir.join("tokenizer").join(f))?, sha256: None });
+        }
+        Ok(())
+    }
+
     /// The dtype the run reads weights in, which picks among a folder's weight files (an fp16
     /// run reads the `.fp16` variant when there is one, and that is the file whose content counts).
     fn weights_kind(&self) -> tch::Kind {
@@ -817,12 +836,13 @@ impl Cx<'_> {
             ("decoder", m.decoder.is_some()),
             ("override_model_scheduler", m.override_model_scheduler.is_some()),
             ("space", m.space.is_some()),
+            ("text_encoder", m.text_encoder.is_some()),
         ];
         let what = format!("model kind `{}`", m.kind.as_str());
         let allowed: &[&str] = match m.kind {
             ModelKind::Diffusers => &["kind", "path", "prediction", "override_model_scheduler"],
             ModelKind::Ddim => &["kind", "path", "config", "ema", "prediction"],
-            ModelKind::Torchscript => &["kind", "path", "shape", "prediction", "decoder"],
+            ModelKind::Torchscript => &["kind", "path", "shape", "prediction", "decoder", "text_encoder"],
             ModelKind::Oracle => &["kind", "data", "prediction", "space"],
             ModelKind::Edm => &["kind", "path", "prediction"],
         };
@@ -861,11 +881,7 @@ impl Cx<'_> {
                         let decoder = p.join(if text { "vae" } else { "vqvae" });
                         component(&mut inputs, "model.decoder", &decoder)?;
                         if text {
-                            component(&mut inputs, "model.text_encoder", &p.join("text_encoder"))?;
-                            for f in ["vocab.json", "merges.txt", "tokenizer_config.json"] {
-                                let role = format!("model.tokenizer.{}", f.trim_end_matches(".json").trim_end_matches(".txt"));
-                                inputs.push(input(&role, &self.existing(&at.key("path"), p.join("tokenizer").join(f))?));
-                            }
+                            self.text_encoder_inputs(&at.key("path"), &p, &mut inputs)?;
                         }
                         let sc = self.existing(&at.key("path"), p.join("scheduler").join("scheduler_config.json"))?;
                         if sc.is_file() {
@@ -934,7 +950,15 @@ impl Cx<'_> {
                     }
                     None => None,
                 };
-                ModelPlan::Torchscript { path: p, shape, decoder }
+                let text_encoder = match &m.text_encoder {
+                    Some(t) => {
+                        let t = self.existing(&at.key("text_encoder"), self.resolve(t))?;
+                        self.text_encoder_inputs(&at.key("text_encoder"), &t, &mut inputs)?;
+                        Some(t)
+                    }
+                    None => None,
+                };
+                ModelPlan::Torchscript { path: p, shape, decoder, text_encoder }
             }
             ModelKind::Oracle => {
                 let d = self.required(

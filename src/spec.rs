@@ -135,6 +135,10 @@ pub struct RawModel {
     pub override_model_scheduler: Option<bool>,
     /// An oracle's noise parameterisation: `vp` (default) or `sigma` (EDM's denoiser in σ).
     pub space: Option<crate::models::NoiseSpace>,
+    /// A folder with `tokenizer/` and `text_encoder/` (e.g. a StableDiffusionPipeline folder) whose
+    /// prompt embeddings a `torchscript` model takes as its third input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_encoder: Option<String>,
 }
 
 /// `model.config` of a `ddim` model: a preset name or the DDIM repo's `model:` section.

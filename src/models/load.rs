@@ -30,11 +30,7 @@ impl LoadedModel {
     /// A valid condition for `b` samples (the empty prompt, class 0), for calls made before any
     /// sample is drawn (warm-up, precision probes).
     pub fn probe_condition(&self, b: i64, device: Device) -> Result<Option<Condition>> {
-        Ok(match &self.conditioner {
-            None => None,
-            Some(Conditioner::Text(enc)) => Some(Condition::Embeddings(enc.embed(&vec![""; b as usize])?)),
-            Some(Conditioner::Classes) => Some(Condition::Labels(Tensor::zeros([b], (Kind::Int64, device)))),
-        })
+        self.conditioner.as_ref().map(|c| c.probe(b, device)).transpose()
     }
 
     pub fn describe(&self) -> String {
@@ -134,14 +130,19 @@ pub fn load_model(plan: &Plan) -> Result<LoadedModel> {
             let unet = super::unet::load_ddim(path, config, *ema, device, kind)?;
             plain(Box::new(unet), vec![config.in_channels, config.resolution, config.resolution])
         }
-        ModelPlan::Torchscript { path, shape, decoder } => {
+        ModelPlan::Torchscript { path, shape, decoder, text_encoder } => {
             let m = super::torchscript::TorchScriptModel::load(path, device, kind)?;
-            // A conditioned TorchScript model is called (x, t, labels): the spec's class labels.
-            let classes = matches!(plan.conditioning.as_ref().map(|c| &c.source), Some(ConditionSource::Classes { .. }));
-            let probe = classes.then(|| Condition::Labels(Tensor::zeros([2], (Kind::Int64, device))));
+            // A conditioned TorchScript model is called (x, t, cond): the spec's class labels, or
+            // the prompt embeddings of its `text_encoder`.
+            let conditioner = match (text_encoder, plan.conditioning.as_ref().map(|c| &c.source)) {
+                (Some(dir), _) => Some(Conditioner::Text(super::clip::PromptEncoder::load(dir, device, kind)?)),
+                (None, Some(ConditionSource::Classes { .. })) => Some(Conditioner::Classes),
+                _ => None,
+            };
+            let probe = conditioner.as_ref().map(|c| c.probe(2, device)).transpose()?;
             m.probe(shape, probe.as_ref())?;
             let mut loaded = plain(Box::new(m), shape.clone());
-            loaded.conditioner = classes.then_some(Conditioner::Classes);
+            loaded.conditioner = conditioner;
             if let Some(d) = decoder {
                 let dec = super::torchscript::TorchScriptDecoder::load(d, device, kind)?;
                 loaded.image_shape = dec.image_shape(shape)?;

@@ -279,7 +279,9 @@ pub fn from_json(v: &Value) -> Result<FromConfig, String> {
         Value::Object(m) => m,
         _ => unreachable!("class defaults are JSON objects"),
     };
-    for (k, v) in map {
+    // A key the class does not take never reaches it: the class's own default (if it fixes one,
+    // e.g. the singlestep solver's linspace grid) stands.
+    for (k, v) in map.iter().filter(|(k, _)| k.starts_with('_') || MODEL_KEYS.contains(&k.as_str()) || class.accepts.contains(&k.as_str())) {
         keys.insert(k.clone(), v.clone());
     }
     let mut sampler = class.sampler;
@@ -310,7 +312,7 @@ pub fn from_json(v: &Value) -> Result<FromConfig, String> {
     for (k, v) in &keys {
         match k.as_str() {
             k if k.starts_with('_') || MODEL_KEYS.contains(&k) => {}
-            k if class.ignored.contains(&k) || !class.accepts.contains(&k) => {}
+            k if class.ignored.contains(&k) => {}
             "algorithm_type" | "skip_prk_steps" => {}
             "timestep_spacing" => {
                 let s = (v.as_str().and_then(|s| Skip::parse(s).ok()))

@@ -27,13 +27,19 @@ fn npy(d: &Path, name: &str) -> Tensor {
     Tensor::read_npy(d.join(name)).unwrap()
 }
 
-/// A spec for `model` whose one sampler is the case's diffusers scheduler config.
+/// A diffusers model folder's `model:` map.
+fn diffusers(dir: &Path) -> String {
+    format!("{{kind: diffusers, path: {}}}", dir.display())
+}
+
+/// A spec for `model` (its YAML, plus any top-level lines) whose one sampler is the case's
+/// diffusers scheduler config.
 fn spec(d: &Path, tag: &str, model: &str, conditioning: &str, case: &Value) -> std::path::PathBuf {
     let sched = d.join(format!("{tag}.scheduler.json"));
     std::fs::write(&sched, case["scheduler_config"].to_string()).unwrap();
     let path = d.join(format!("{tag}.yaml"));
     let text = format!(
-        "name: {tag}\nmodel: {{kind: diffusers, path: {model}}}\n{conditioning}samplers:\n  - {{diffusers_config: {}}}\nsteps: {}\nsamples: 2\ndevice: cpu\nmetrics: {{}}\n",
+        "name: {tag}\nmodel: {model}\n{conditioning}samplers:\n  - {{diffusers_config: {}}}\nsteps: {}\nsamples: 2\ndevice: cpu\nmetrics: {{}}\n",
         sched.display(),
         case["steps"]
     );
@@ -70,7 +76,7 @@ fn stable_diffusion_pipelines_match_diffusers_with_and_without_guidance() {
         std::fs::write(&prompts_file, prompts.join("\n")).unwrap();
         let w = case["guidance_scale"].as_f64().unwrap();
         let conditioning = format!("conditioning: {{prompts: {}, guidance_scale: {w}}}\n", prompts_file.display());
-        let spec = spec(d, &format!("case{i}"), &d.join(pipeline).display().to_string(), &conditioning, case);
+        let spec = spec(d, &format!("case{i}"), &diffusers(&d.join(pipeline)), &conditioning, case);
         let (out, latents) = (d.join(format!("case{i}.npy")), d.join(format!("case{i}.latents.npy")));
         let negative = case["negative_prompt"].as_str().unwrap();
         let mut args = vec!["--negative-prompt", negative, "--latents-out", latents.to_str().unwrap()];
@@ -83,6 +89,27 @@ fn stable_diffusion_pipelines_match_diffusers_with_and_without_guidance() {
         check(&format!("{what} latents"), &Tensor::read_npy(&latents).unwrap(), &npy(d, case["latents_out"].as_str().unwrap()), IMAGES);
     }
     eprintln!("worst relative L2 over {} cases: {worst:.2e}", all.len());
+
+    // The TorchScript route: the same UNet traced as (x, t, embeddings) → ε and the VAE decode as
+    // a TorchScript decoder, the prompts encoded by the pipeline folder's tokenizer and text encoder.
+    let case = all.iter().find(|c| c["pipeline"] == "sd1" && c["scheduler"] == "pndm" && c["guidance_scale"] == 7.5 && c["negative_prompt"] == "blurry").unwrap();
+    let prompts: Vec<&str> = case["prompts"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    let ts = d.join("sd1_ts");
+    let model = format!(
+        "{{kind: torchscript, path: {}, shape: [4, 8, 8], decoder: {}, text_encoder: {}}}\nschedule: {{kind: scaled_linear, beta_start: 0.00085, beta_end: 0.012}}",
+        ts.join("unet.pt").display(),
+        ts.join("decoder.pt").display(),
+        d.join("sd1").display()
+    );
+    let conditioning = format!("conditioning: {{prompts: {}, guidance_scale: 7.5}}\n", d.join("sd1.prompts.txt").display());
+    let spec = spec(d, "torchscript", &model, &conditioning, case);
+    let out = d.join("torchscript.npy");
+    let mut args = vec!["--negative-prompt", "blurry"];
+    for p in &prompts {
+        args.extend(["--prompt", p]);
+    }
+    sample(&spec, &d.join(case["latents"].as_str().unwrap()), &out, &args);
+    check("TorchScript UNet + decoder + text_encoder", &Tensor::read_npy(&out).unwrap(), &npy(d, case["images"].as_str().unwrap()), IMAGES);
 }
 
 #[test]
@@ -93,14 +120,14 @@ fn ldm_and_class_conditional_pipelines_match_diffusers() {
         let latents = d.join(case["latents"].as_str().unwrap());
         let out = d.join(format!("case{i}.npy"));
         if case["pipeline"] == "ldm" {
-            let spec = spec(d, "ldm", &d.join("ldm").display().to_string(), "", case);
+            let spec = spec(d, "ldm", &diffusers(&d.join("ldm")), "", case);
             sample(&spec, &latents, &out, &[]);
             check("LDMPipeline", &Tensor::read_npy(&out).unwrap(), &npy(d, "ldm_images.npy"), IMAGES);
             continue;
         }
         let w = case["guidance_scale"].as_f64().unwrap();
         let conditioning = format!("conditioning: {{class_labels: uniform, num_classes: 10, guidance_scale: {w}}}\n");
-        let spec = spec(d, &format!("classcond{i}"), &d.join("classcond").display().to_string(), &conditioning, case);
+        let spec = spec(d, &format!("classcond{i}"), &diffusers(&d.join("classcond")), &conditioning, case);
         sample(&spec, &latents, &out, &["--class", "3", "--class", "7"]);
         check(&format!("class-conditional w={w}"), &Tensor::read_npy(&out).unwrap(), &npy(d, case["samples"].as_str().unwrap()), IMAGES);
     }
@@ -108,7 +135,7 @@ fn ldm_and_class_conditional_pipelines_match_diffusers() {
     let all = cases(d);
     let refused = |tag: &str, model: &str, conditioning: &str, extra: &[&str], expected: &str| {
         let case = all.iter().find(|c| c["pipeline"] == model).unwrap();
-        let spec = spec(d, tag, &d.join(model).display().to_string(), conditioning, case);
+        let spec = spec(d, tag, &diffusers(&d.join(model)), conditioning, case);
         let noise = d.join(case["latents"].as_str().unwrap());
         let out = d.join("refused.npy");
         let mut args = vec!["sample", spec.to_str().unwrap(), "--noise", noise.to_str().unwrap(), "--out", out.to_str().unwrap()];

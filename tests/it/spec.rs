@@ -65,7 +65,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         (
             edit(2, "model: {kind: oracle, dat: {kind: gaussian, shape: [3, 8, 8]}}"),
-            "SPEC:2:23: model.dat: unknown key `dat`; did you mean `data`? (allowed: kind, path, config, ema, shape, data, prediction, decoder, override_model_scheduler, space)",
+            "SPEC:2:23: model.dat: unknown key `dat`; did you mean `data`? (allowed: kind, path, config, ema, shape, data, prediction, decoder, override_model_scheduler, space, text_encoder)",
         ),
         (
             BASE.to_owned() + "metrics:\n  fd_pixel: {refrence: x.npz}\n",
@@ -252,7 +252,7 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         (
             BASE.to_owned() + "conditioning: {prompts: p.txt}\n",
-            "SPEC:7:16: conditioning.prompts: the model has no text encoder: prompts need a diffusers StableDiffusionPipeline folder",
+            "SPEC:7:16: conditioning.prompts: the model has no text encoder: prompts need a diffusers StableDiffusionPipeline folder, or a torchscript model with `text_encoder`",
         ),
         (
             BASE.to_owned() + "conditioning: {class_labels: uniform}\n",

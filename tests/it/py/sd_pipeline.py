@@ -72,6 +72,32 @@ SD = {
 }
 
 
+def export_torchscript(pipe, d):
+    """The pipeline's UNet as `(x, t, text embeddings) -> ε` and its VAE decode as `z -> image`,
+    traced: the TorchScript route for text-conditioned models."""
+    os.makedirs(d, exist_ok=True)
+
+    class Eps(torch.nn.Module):
+        def __init__(self, unet):
+            super().__init__()
+            self.unet = unet
+
+        def forward(self, x, t, emb):
+            return self.unet(x, t, encoder_hidden_states=emb).sample
+
+    class Decode(torch.nn.Module):
+        def __init__(self, vae):
+            super().__init__()
+            self.vae = vae
+
+        def forward(self, z):
+            return self.vae.decode(z / self.vae.config.scaling_factor).sample
+
+    x, t, emb = torch.randn(2, 4, 8, 8), torch.tensor([999.0, 10.0]), torch.randn(2, 77, 32)
+    torch.jit.trace(Eps(pipe.unet.eval()), (x, t, emb), check_trace=False).save(os.path.join(d, "unet.pt"))
+    torch.jit.trace(Decode(pipe.vae.eval()), (x,), check_trace=False).save(os.path.join(d, "decoder.pt"))
+
+
 def sd(name):
     spec = SD[name]
     d = os.path.join(out, name)
@@ -88,6 +114,8 @@ def sd(name):
     save(name + "_negative_embeds", negative_embeds)
     # No negative prompt: diffusers encodes "" per prompt.
     save(name + "_empty_embeds", pipe.encode_prompt(PROMPTS, "cpu", 1, True, None)[1])
+    if name == "sd1":
+        export_torchscript(pipe, os.path.join(out, "sd1_ts"))
 
     own = pipe.scheduler
     # SD 2's own scheduler is DDIM: one entry.
