@@ -11,8 +11,10 @@
 //!
 //! A published row P is the counterpart of result row R when all of these hold:
 //! 1. `P.dataset == dataset_of(R)`: R's `dataset` column, or, when empty, the dataset named in R's
-//!    `model` or `experiment` (case-insensitive: `cifar` → `cifar10`, `celeba` → `celeba64`,
-//!    `bedroom` → `lsun_bedroom`, `church` → `lsun_church`). Oracle models have none.
+//!    `model` or `experiment` (case-insensitive, `-` and `_` ignored: `cifar` → `cifar10`,
+//!    `celeba` → `celeba64`, `bedroom` → `lsun_bedroom`, `church` → `lsun_church`, `imagenet64` →
+//!    `imagenet64`, `ffhq64` → `ffhq64`, `afhqv264` → `afhqv2_64`, `cat256` → `lsun_cat`; so
+//!    `edm-ffhq-64x64-uncond-vp.pkl` and `cd_cat256_lpips.pt` name theirs). Oracle models have none.
 //! 2. `P.metric` is the report's metric and `P.sampler == R.sampler`.
 //! 3. each of `variant, order, eta, skip, steps, nfe` that P states equals R's (η within 1e-9;
 //!    P's variant may also be one word of R's variant text, e.g. `singlestep` in
@@ -39,6 +41,8 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("ddim_lsun_table3.csv", include_str!("../../data/published/ddim_lsun_table3.csv")),
     ("solvers_headline.csv", include_str!("../../data/published/solvers_headline.csv")),
     ("ldm_tables.csv", include_str!("../../data/published/ldm_tables.csv")),
+    ("edm_table2.csv", include_str!("../../data/published/edm_table2.csv")),
+    ("cm_tables.csv", include_str!("../../data/published/cm_tables.csv")),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -179,11 +183,21 @@ pub fn dataset_of(row: &ResultRow) -> Option<String> {
     if let Some(d) = row.dataset.as_deref().filter(|d| !d.is_empty()) {
         return Some(d.to_lowercase());
     }
-    let text = format!("{} {}", row.model, row.experiment).to_lowercase();
-    [("cifar", "cifar10"), ("celeba", "celeba64"), ("bedroom", "lsun_bedroom"), ("church", "lsun_church")]
-        .iter()
-        .find(|(needle, _)| text.contains(needle))
-        .map(|(_, d)| d.to_string())
+    // Separators dropped, so `edm-imagenet-64x64` and `cd_imagenet64` both say `imagenet64`.
+    let text: String = format!("{} {}", row.model, row.experiment).to_lowercase().chars().filter(|c| !matches!(c, '-' | '_')).collect();
+    [
+        ("cifar", "cifar10"),
+        ("celeba", "celeba64"),
+        ("bedroom", "lsun_bedroom"),
+        ("church", "lsun_church"),
+        ("imagenet64", "imagenet64"),
+        ("ffhq64", "ffhq64"),
+        ("afhqv264", "afhqv2_64"),
+        ("cat256", "lsun_cat"),
+    ]
+    .iter()
+    .find(|(needle, _)| text.contains(needle))
+    .map(|(_, d)| d.to_string())
 }
 
 /// Whether `p` is a published counterpart of `row` for `metric` (see the module docs).
@@ -335,12 +349,19 @@ mod tests {
     fn shipped_tables_are_complete() {
         let all = load(None).unwrap();
         // DDIM Table 1: 2 datasets × 5 rows (4 η + σ̂) × 5 S; Table 3: 2 × 2 × 4; headline: 8;
-        // LDM Table 1: 4 datasets × (FID, precision, recall); LDM Table 2: 2 models × (FID, IS).
+        // LDM Table 1: 4 datasets × (FID, precision, recall); LDM Table 2: 2 models × (FID, IS);
+        // EDM Table 2: configs A and F × 8 columns, plus the ImageNet-64 1.36 and 1.55 of the text;
+        // CM Table 1: CD and CT × 1, 2 steps × (FID, IS) + EDM (FID, IS); CM Table 2: 3 datasets ×
+        // CD and CT × 1, 2 steps + EDM.
         assert_eq!(all.iter().filter(|p| p.table == "Table 1").count(), 50);
         assert_eq!(all.iter().filter(|p| p.table == "Table 3").count(), 16);
         assert_eq!(all.iter().filter(|p| p.table.starts_with("LDM Table 1")).count(), 12);
         assert_eq!(all.iter().filter(|p| p.table.starts_with("LDM Table 2")).count(), 4);
-        assert_eq!(all.len(), 50 + 16 + 8 + 16);
+        assert_eq!(all.iter().filter(|p| p.table.starts_with("EDM Table 2")).count(), 16);
+        assert_eq!(all.iter().filter(|p| p.source.starts_with("Karras")).count(), 18);
+        assert_eq!(all.iter().filter(|p| p.table.starts_with("CM Table 1")).count(), 10);
+        assert_eq!(all.iter().filter(|p| p.table.starts_with("CM Table 2")).count(), 15);
+        assert_eq!(all.len(), 50 + 16 + 8 + 16 + 18 + 25);
         let v = |ds: &str, sampler: &str, eta: Option<f64>, s: u64| {
             all.iter()
                 .find(|p| p.table == "Table 1" && p.dataset == ds && p.sampler == sampler && p.eta == eta && p.steps == Some(s))
@@ -359,6 +380,25 @@ mod tests {
         assert!(ldm("lsun_bedroom", "fid", Some(1.0), 200, 2.95));
         assert!(ldm("coco256", "fid", None, 250, 12.63));
         assert!(ldm("coco256", "inception_score", None, 250, 20.03));
+        let at = |prefix: &str, ds: &str, sampler: &str, metric: &str, nfe: u64| {
+            all.iter()
+                .filter(|p| p.table.starts_with(prefix) && p.dataset == ds && p.sampler == sampler && p.metric == metric && p.nfe == Some(nfe))
+                .map(|p| p.value)
+                .collect::<Vec<_>>()
+        };
+        // EDM Table 2, configs F then A, in the paper's column order (VP, VE; conditional first).
+        assert_eq!(at("EDM Table 2", "cifar10", "edm_heun", "fid", 35), [1.79, 1.79, 1.97, 1.98, 2.48, 3.11, 3.01, 3.77]);
+        assert_eq!(at("EDM Table 2", "ffhq64", "edm_heun", "fid", 79), [2.39, 2.53, 3.39, 25.95]);
+        assert_eq!(at("EDM Table 2", "afhqv2_64", "edm_heun", "fid", 79), [1.96, 2.16, 2.58, 18.52]);
+        assert_eq!(at("EDM Sec. 5", "imagenet64", "edm_heun", "fid", 511), [1.36]);
+        // Consistency Models: CD 1, 2 steps then CT 1, 2 steps.
+        assert_eq!(at("CM Table 1", "cifar10", "consistency", "fid", 1), [3.55, 8.70]);
+        assert_eq!(at("CM Table 1", "cifar10", "consistency", "inception_score", 2), [9.75, 8.85]);
+        assert_eq!(at("CM Table 2", "imagenet64", "consistency", "fid", 2), [4.70, 11.1]);
+        assert_eq!(at("CM Table 2", "lsun_bedroom", "consistency", "fid", 1), [7.80, 16.0]);
+        assert_eq!(at("CM Table 2", "lsun_cat", "consistency", "fid", 2), [8.84, 11.7]);
+        assert_eq!(at("CM Table 2", "imagenet64", "edm_heun", "fid", 79), [2.44]);
+        assert!(all.iter().filter(|p| p.sampler == "consistency").all(|p| p.steps == p.nfe));
         assert!(all.iter().all(|p| !p.source.is_empty() && !p.fid_pipeline.is_empty() && !p.model_checkpoint.is_empty()));
     }
 
@@ -401,6 +441,21 @@ mod tests {
         assert_eq!(found(&coco), [23.31]);
         coco.guidance_scale = Some(7.5);
         assert_eq!(found(&coco), Vec::<f64>::new());
+        // EDM and Consistency Models checkpoints name their datasets in their file names.
+        let mut ffhq = cell("edm:data/models/edm-ffhq-64x64-uncond-vp.pkl", "edm_heun", None, "edm", 40);
+        ffhq.nfe = 79;
+        assert_eq!(found(&ffhq), [2.39, 2.53, 3.39, 25.95]);
+        let mut afhq = cell("edm:edm-afhqv2-64x64-uncond-vp.pkl", "edm_heun", None, "edm", 40);
+        afhq.nfe = 79;
+        assert_eq!(dataset_of(&afhq).as_deref(), Some("afhqv2_64"));
+        let mut imagenet = cell("edm:edm-imagenet-64x64-cond-adm.pkl", "edm_heun", None, "edm", 256);
+        imagenet.nfe = 511;
+        // The retrained model's 1.36, and the pre-trained ADM's 1.55 (no steps stated).
+        assert_eq!(found(&imagenet), [1.36, 1.55]);
+        assert_eq!(found(&cell("diffusers:openai/diffusers-cd_imagenet64_l2", "consistency", None, "consistency", 1)), [6.20, 13.0]);
+        assert_eq!(found(&cell("cm:cd_cat256_lpips.pt", "consistency", None, "consistency", 2)), [8.84, 11.7]);
+        assert_eq!(found(&cell("cm:ct_bedroom256.pt", "consistency", None, "consistency", 2)), [5.22, 7.85]);
+        assert_eq!(dataset_of(&cell("concat", "ddim", None, "uniform", 10)), None);
     }
 
     #[test]
