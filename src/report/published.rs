@@ -43,6 +43,7 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("ldm_tables.csv", include_str!("../../data/published/ldm_tables.csv")),
     ("edm_table2.csv", include_str!("../../data/published/edm_table2.csv")),
     ("cm_tables.csv", include_str!("../../data/published/cm_tables.csv")),
+    ("diffusion_ts_table.csv", include_str!("../../data/published/diffusion_ts_table.csv")),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -352,7 +353,7 @@ mod tests {
         // LDM Table 1: 4 datasets × (FID, precision, recall); LDM Table 2: 2 models × (FID, IS);
         // EDM Table 2: configs A and F × 8 columns, plus the ImageNet-64 1.36 and 1.55 of the text;
         // CM Table 1: CD and CT × 1, 2 steps × (FID, IS) + EDM (FID, IS); CM Table 2: 3 datasets ×
-        // CD and CT × 1, 2 steps + EDM.
+        // CD and CT × 1, 2 steps + EDM; Diffusion-TS Table 1: Context-FID on 6 datasets.
         assert_eq!(all.iter().filter(|p| p.table == "Table 1").count(), 50);
         assert_eq!(all.iter().filter(|p| p.table == "Table 3").count(), 16);
         assert_eq!(all.iter().filter(|p| p.table.starts_with("LDM Table 1")).count(), 12);
@@ -361,7 +362,8 @@ mod tests {
         assert_eq!(all.iter().filter(|p| p.source.starts_with("Karras")).count(), 18);
         assert_eq!(all.iter().filter(|p| p.table.starts_with("CM Table 1")).count(), 10);
         assert_eq!(all.iter().filter(|p| p.table.starts_with("CM Table 2")).count(), 15);
-        assert_eq!(all.len(), 50 + 16 + 8 + 16 + 18 + 25);
+        assert_eq!(all.iter().filter(|p| p.table.starts_with("Diffusion-TS Table 1")).count(), 6);
+        assert_eq!(all.len(), 50 + 16 + 8 + 16 + 18 + 25 + 6);
         let v = |ds: &str, sampler: &str, eta: Option<f64>, s: u64| {
             all.iter()
                 .find(|p| p.table == "Table 1" && p.dataset == ds && p.sampler == sampler && p.eta == eta && p.steps == Some(s))
@@ -399,6 +401,10 @@ mod tests {
         assert_eq!(at("CM Table 2", "lsun_cat", "consistency", "fid", 2), [8.84, 11.7]);
         assert_eq!(at("CM Table 2", "imagenet64", "edm_heun", "fid", 79), [2.44]);
         assert!(all.iter().filter(|p| p.sampler == "consistency").all(|p| p.steps == p.nfe));
+        // Diffusion-TS: the full ancestral chain (T = 500 for Sines, Stocks, ETTh; 1000 for the others).
+        assert_eq!(at("Diffusion-TS Table 1", "sines", "ddpm", "context_fid", 500), [0.006]);
+        assert_eq!(at("Diffusion-TS Table 1", "stocks", "ddpm", "context_fid", 500), [0.147]);
+        assert_eq!(at("Diffusion-TS Table 1", "fmri", "ddpm", "context_fid", 1000), [0.105]);
         assert!(all.iter().all(|p| !p.source.is_empty() && !p.fid_pipeline.is_empty() && !p.model_checkpoint.is_empty()));
     }
 
