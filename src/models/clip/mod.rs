@@ -272,8 +272,13 @@ impl ClipModel {
 }
 
 /// A text-to-image pipeline's prompt encoding (diffusers `encode_prompt` without LoRA or
-/// clip_skip): tokenizer → text tower → `last_hidden_state` [B,77,D]. Each distinct prompt is
-/// encoded once and kept, so a run over a caption set pays per caption, not per sample.
+/// clip_skip): tokenizer → text tower → `last_hidden_state` [B,77,D]. Distinct prompts are
+/// encoded once and kept, up to [`PROMPT_CACHE`] of them (a 77×768 fp32 embedding is 236 KB: a
+/// whole caption set would not fit), so a guidance sweep's negative prompt and repeated captions
+/// are not re-encoded.
+/// Prompt embeddings [`PromptEncoder`] keeps at most (about 240 MB at SD 1.x's width).
+pub const PROMPT_CACHE: usize = 1024;
+
 pub struct PromptEncoder {
     pub tokenizer: ClipTokenizer,
     pub model: ClipTextModel,
@@ -291,6 +296,9 @@ impl PromptEncoder {
     /// The embeddings [B, 77, D] of `prompts`, in the text model's precision on its device.
     pub fn embed(&self, prompts: &[&str]) -> Result<Tensor> {
         let mut cache = self.cache.borrow_mut();
+        if cache.len() + prompts.len() > PROMPT_CACHE {
+            cache.clear();
+        }
         let mut new: Vec<&str> = prompts.iter().copied().filter(|p| !cache.contains_key(*p)).collect();
         new.sort_unstable();
         new.dedup();
