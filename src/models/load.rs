@@ -234,11 +234,8 @@ fn classes_of(unet: &super::unet::UNet, plan: &Plan, dir: &std::path::Path) -> R
         (ClassEmbedding::Table(n), Some((ConditionSource::Classes { num_classes, .. }, scales))) => {
             let guided = scales.iter().any(|&w| w != 1.0);
             if *num_classes > *n || (guided && *num_classes >= *n) {
-                let why = if guided { format!("guidance needs the null class {num_classes} as well") } else { String::new() };
-                return Err(BenchError::file(
-                    config,
-                    format!("num_class_embeds = {n} cannot embed conditioning.num_classes = {num_classes}{}", if why.is_empty() { why } else { format!(": {why}") }),
-                ));
+                let why = if guided { format!(": guidance needs the null class {num_classes} as well") } else { String::new() };
+                return Err(BenchError::file(config, format!("num_class_embeds = {n} cannot embed conditioning.num_classes = {num_classes}{why}")));
             }
             Ok(Some(Conditioner::Classes))
         }
