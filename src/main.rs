@@ -524,7 +524,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .collect::<Result<Vec<_>, _>>()?;
             let req = runner::SampleRequest { noise: &noise, out: &out, sampler, steps, set, trace: trace.as_deref(), step_noise: step_noise.as_deref(), prompts: prompt, negative_prompt, classes: class, latents_out: latents_out.as_deref() };
             let nfe = runner::sample_trajectory(&plan, &req)?;
-            eprintln!("wrote {} ({nfe} model evaluations)", out.display());
+            match nfe.iter().min() == nfe.iter().max() {
+                true => eprintln!("wrote {} ({} model evaluations)", out.display(), nfe.first().copied().unwrap_or(0)),
+                false => eprintln!("wrote {} (model evaluations per sample: {nfe:?})", out.display()),
+            }
         }
         Command::Samplers { filter, json } => {
             let f = filter.as_deref();

@@ -1296,7 +1296,7 @@ impl Cx<'_> {
             ),
             ("prediction_type", m.prediction.as_str().to_string(), prediction.as_str().to_string(), m.prediction != prediction),
         ];
-        if let Some((key, theirs, ours, _)) = contradictions.iter().find(|c| c.3) {
+        if let Some((key, theirs, ours, _)) = contradictions.iter().find(|(key, _, _, differs)| *differs && c.model_keys.contains(key)) {
             return Err(BenchError::file(&path, format!("{key} {theirs} contradicts the spec's model ({ours}); a scheduler config must describe the model it samples")));
         }
         Ok(spec::RawSamplerEntry {

@@ -22,8 +22,10 @@
 //! | `skip` | str? | timestep selection (`uniform`, `quadratic`, `time_uniform`, `logSNR`, ...) |
 //! | `steps` | int | sampler steps S as given in the spec |
 //! | `guidance_scale` | float? | classifier-free guidance scale w (1 = one conditional call); empty for unconditional models |
-//! | `nfe` | int | model evaluations per sample actually made (counted, not computed from S) |
-//! | `unet_evals` | int | network evaluations per sample: `nfe`, or 2·`nfe` under classifier-free guidance |
+//! | `nfe` | int | model evaluations per sample actually made (counted, not computed from S); under an adaptive sampler (`dpm_adaptive`), the mean over samples, rounded |
+//! | `unet_evals` | int | network evaluations per sample: `nfe`, or 2·`nfe` under classifier-free guidance (rounded mean likewise) |
+//! | `nfe_mean` | float? | mean model evaluations per sample, exact (differs from `nfe` only under an adaptive sampler) |
+//! | `nfe_max` | int? | the most model evaluations one sample needed |
 //! | `samples` | int | number of samples the metrics were computed on |
 //! | `seed` | int | base seed; sample i's noise depends only on (seed, i, step) |
 //! | *metric columns* | float? | one per metric column the spec asked for (`fid`, `fd_exact`, `fd_pixel`, …; see `crate::metrics::METRICS` and the README's metrics section) |
@@ -71,6 +73,8 @@ pub struct ResultRow {
     pub guidance_scale: Option<f64>,
     pub nfe: u64,
     pub unet_evals: u64,
+    pub nfe_mean: Option<f64>,
+    pub nfe_max: Option<u64>,
     pub samples: u64,
     pub seed: u64,
     /// Metric column → value (absent when the cell has no such number).
@@ -179,8 +183,8 @@ pub fn metric_columns(rows: &[ResultRow]) -> Vec<String> {
 
 /// Columns that are not metrics (everything else in a results table is one).
 const FIXED_COLUMNS: &[&str] = &[
-    "experiment", "model", "dataset", "sampler", "variant", "order", "eta", "skip", "steps", "guidance_scale", "nfe", "unet_evals", "samples", "seed",
-    "nan_samples", "first_nan_index", "seconds_sampling", "seconds_metrics", "seconds_model", "seconds_overhead", "seconds_per_step",
+    "experiment", "model", "dataset", "sampler", "variant", "order", "eta", "skip", "steps", "guidance_scale", "nfe", "unet_evals", "nfe_mean", "nfe_max", "samples",
+    "seed", "nan_samples", "first_nan_index", "seconds_sampling", "seconds_metrics", "seconds_model", "seconds_overhead", "seconds_per_step",
     "images_per_second", "peak_memory_bytes", "batch_size", "device", "precision", "fid_mode", "bench_version", "git_commit",
     "spec_hash", "cell_hash",
 ];
@@ -217,6 +221,8 @@ fn rows_to_frame(rows: &[ResultRow]) -> PolarsResult<DataFrame> {
         Column::new("guidance_scale".into(), of(rows, |r| r.guidance_scale)),
         Column::new("nfe".into(), u(rows, |r| r.nfe)),
         Column::new("unet_evals".into(), u(rows, |r| r.unet_evals)),
+        Column::new("nfe_mean".into(), of(rows, |r| r.nfe_mean)),
+        Column::new("nfe_max".into(), ou(rows, |r| r.nfe_max)),
         Column::new("samples".into(), u(rows, |r| r.samples)),
         Column::new("seed".into(), u(rows, |r| r.seed)),
     ];
@@ -311,6 +317,7 @@ fn frame_to_rows(df: &DataFrame, path: &Path) -> Result<Vec<ResultRow>> {
         (r.opt_str("variant", false)?, r.opt_u64("order", false)?, r.opt_f64("eta", false)?, r.opt_str("skip", false)?);
     let (steps, nfe, samples, seed) = (r.u64("steps")?, r.u64("nfe")?, r.u64("samples")?, r.u64("seed")?);
     let unet_evals = r.opt_u64("unet_evals", false)?;
+    let (nfe_mean, nfe_max) = (r.opt_f64("nfe_mean", false)?, r.opt_u64("nfe_max", false)?);
     let guidance_scale = r.opt_f64("guidance_scale", false)?;
     let metric_names: Vec<String> =
         df.get_column_names().iter().map(|n| n.to_string()).filter(|n| !FIXED_COLUMNS.contains(&n.as_str())).collect();
@@ -338,6 +345,8 @@ fn frame_to_rows(df: &DataFrame, path: &Path) -> Result<Vec<ResultRow>> {
             guidance_scale: guidance_scale[i],
             nfe: nfe[i],
             unet_evals: unet_evals[i].unwrap_or(nfe[i]),
+            nfe_mean: nfe_mean[i],
+            nfe_max: nfe_max[i],
             samples: samples[i],
             seed: seed[i],
             metrics: metric_names.iter().zip(&metric_values).filter_map(|(n, v)| Some((n.clone(), v[i]?))).collect(),
@@ -504,7 +513,7 @@ mod tests {
         assert_eq!(format!("{:?}", back[0]), format!("{a:?}"));
         assert_eq!(back[1], b);
         let csv = std::fs::read_to_string(dir.path().join(RESULTS_CSV)).unwrap();
-        assert!(csv.starts_with("experiment,model,dataset,sampler,variant,order,eta,skip,steps,guidance_scale,nfe,unet_evals,samples,seed,fid,fd_exact,fd_dinov2,nan_samples,"), "{csv}");
+        assert!(csv.starts_with("experiment,model,dataset,sampler,variant,order,eta,skip,steps,guidance_scale,nfe,unet_evals,nfe_mean,nfe_max,samples,seed,fid,fd_exact,fd_dinov2,nan_samples,"), "{csv}");
         assert_eq!(csv.lines().count(), 3);
     }
 

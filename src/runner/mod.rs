@@ -504,14 +504,13 @@ fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard, repeat: 
         let conditioning = plan.conditioning.as_ref().zip(cell.guidance_scale).map(|(c, w)| (&c.source, w));
         let sampled = sample_batch(plan.seed + repeat as u64, &timed, ctx.model, sampler, ctx.device, state.next, count, conditioning)
             .map_err(|e| interrupted_cell(cell, &e));
-        let (x0, nfe, evals) = sampled?;
+        let (x0, cost) = sampled?;
         sync(ctx.device);
         let seconds = t0.elapsed().as_secs_f64();
         state.seconds_sampling += seconds;
         state.batch_seconds_per_step.push(seconds / cell.steps.max(1) as f64);
         state.seconds_model += timed.seconds.get();
-        state.nfe_per_sample = nfe as u64;
-        state.unet_evals_per_sample = evals as u64;
+        state.add_cost(&cost);
         let t1 = Instant::now();
         observe_batch(ctx, &mut stats, &mut state, &x0, &ctx.cell_dir(cell), save_limit, plan.seed + repeat as u64)
             .map_err(|e| interrupted_cell(cell, &e))?;
@@ -556,7 +555,7 @@ fn interrupted_cell(cell: &Cell, e: &BenchError) -> BenchError {
 
 /// Samples `first..first+count` of a cell: the one place x_T, step noise and conditions are
 /// drawn, all functions of (seed, sample index, step) only. Returns the samples (decoded to
-/// images for latent models), the NFE and the network evaluations per sample.
+/// images for latent models) and each sample's (NFE, network evaluations).
 #[allow(clippy::too_many_arguments)]
 pub fn sample_batch(
     seed: u64,
@@ -567,7 +566,7 @@ pub fn sample_batch(
     first: u64,
     count: u64,
     conditioning: Option<(&ConditionSource, f64)>,
-) -> Result<(Tensor, usize, usize)> {
+) -> Result<(Tensor, Vec<(usize, usize)>)> {
     let guidance = match (&model.conditioner, conditioning) {
         (Some(c), Some((source, w))) => Some(tch::no_grad(|| c.guidance(source, seed, first, count, w, device))?),
         _ => None,
@@ -576,7 +575,7 @@ pub fn sample_batch(
     let mut noise = SeededNoise { seed, first, count: count as usize };
     let x_t = noise.initial(&model.sample_shape, device, Kind::Float);
     let x0 = tch::no_grad(|| sampler.sample(&counted, x_t, &mut noise))?;
-    Ok((decode(model, &x0)?, counted.nfe(), counted.network_evals()))
+    Ok((decode(model, &x0)?, counted.cost_each(count as usize)))
 }
 
 /// A latent model's samples as images in [−1, 1], clamped as diffusers' pipelines clamp them
@@ -731,8 +730,7 @@ fn finish_repeat(
         total.seconds_metrics += s.seconds_metrics;
         total.batches += s.batches;
         total.batch_seconds_per_step.extend(&s.batch_seconds_per_step);
-        total.nfe_per_sample = s.nfe_per_sample;
-        total.unet_evals_per_sample = s.unet_evals_per_sample;
+        total.merge_cost(&s);
     }
     let mut values = std::collections::BTreeMap::new();
     for a in &stats {
@@ -774,8 +772,10 @@ fn write_row(ctx: &Ctx, cell: &Cell, total: PartState, values: std::collections:
         skip: Some(cell.skip.to_string()),
         steps: cell.steps as u64,
         guidance_scale: cell.guidance_scale,
-        nfe: total.nfe_per_sample,
-        unet_evals: total.unet_evals_per_sample,
+        nfe: total.nfe_mean().round() as u64,
+        unet_evals: total.unet_evals_mean().round() as u64,
+        nfe_mean: Some(total.nfe_mean()),
+        nfe_max: Some(total.nfe_max),
         samples: plan.samples,
         seed: plan.seed,
         metrics: values,

@@ -57,14 +57,52 @@ pub struct PartState {
     pub seconds_model: f64,
     pub seconds_metrics: f64,
     pub batches: u64,
+    /// The last batch's most model calls per sample (progress and `bench status` estimates).
     pub nfe_per_sample: u64,
     #[serde(default)]
     pub unet_evals_per_sample: u64,
+    /// Model calls and network evaluations summed over the part's samples, and the most one
+    /// sample needed (they differ from sample to sample only under an adaptive sampler).
+    #[serde(default)]
+    pub nfe_sum: u64,
+    #[serde(default)]
+    pub unet_evals_sum: u64,
+    #[serde(default)]
+    pub nfe_max: u64,
     /// Suffix of the statistics files that belong to this state (`next` at the time of writing).
     pub stats_tag: Option<String>,
     /// Seconds per step of each batch, in order (the spread recorded in `run.json`).
     #[serde(default)]
     pub batch_seconds_per_step: Vec<f64>,
+}
+
+impl PartState {
+    /// Adds one batch's per-sample (NFE, network evaluations).
+    pub fn add_cost(&mut self, cost: &[(usize, usize)]) {
+        let max = cost.iter().map(|c| c.0 as u64).max().unwrap_or(0);
+        self.nfe_per_sample = max;
+        self.unet_evals_per_sample = cost.iter().map(|c| c.1 as u64).max().unwrap_or(0);
+        self.nfe_sum += cost.iter().map(|c| c.0 as u64).sum::<u64>();
+        self.unet_evals_sum += cost.iter().map(|c| c.1 as u64).sum::<u64>();
+        self.nfe_max = self.nfe_max.max(max);
+    }
+    /// Adds a finished part's counts (a part checkpointed before the sums were kept counts
+    /// its per-sample NFE for every sample).
+    pub fn merge_cost(&mut self, part: &PartState) {
+        let n = part.end - part.first;
+        let (nfe, evals) = if part.nfe_sum > 0 { (part.nfe_sum, part.unet_evals_sum) } else { (part.nfe_per_sample * n, part.unet_evals_per_sample * n) };
+        self.nfe_sum += nfe;
+        self.unet_evals_sum += evals;
+        self.nfe_max = self.nfe_max.max(part.nfe_max.max(part.nfe_per_sample));
+        self.end += n;
+    }
+    /// Mean NFE over the samples `first..end` (of a finished part, or of merged parts).
+    pub fn nfe_mean(&self) -> f64 {
+        self.nfe_sum as f64 / (self.end - self.first).max(1) as f64
+    }
+    pub fn unet_evals_mean(&self) -> f64 {
+        self.unet_evals_sum as f64 / (self.end - self.first).max(1) as f64
+    }
 }
 
 pub fn read_state(path: &Path) -> Option<PartState> {

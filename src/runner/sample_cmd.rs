@@ -127,7 +127,7 @@ fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
 }
 
 /// Runs the request; returns the NFE made.
-pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<usize> {
+pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<Vec<usize>> {
     let first = plan.cells.first().ok_or_else(|| BenchError::user("the spec has no cells"))?;
     let name = req.sampler.clone().unwrap_or_else(|| first.sampler.clone());
     let def = find(&name).ok_or_else(|| {
@@ -220,5 +220,5 @@ pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<usize> {
         }
         crate::fsutil::write_atomic(&dir.join("labels.tsv"), labels.as_bytes())?;
     }
-    Ok(counted.nfe())
+    Ok(counted.cost_each(b).into_iter().map(|c| c.0).collect())
 }

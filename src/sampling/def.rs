@@ -150,6 +150,7 @@ pub static DEFINITIONS: &[&SamplerDef] = &[
     &k_diffusion::DPMPP_2M_SDE,
     &k_diffusion::DPMPP_3M_SDE,
     &k_diffusion::DPM_FAST,
+    &k_diffusion::DPM_ADAPTIVE,
     &lcm::LCM,
     &lcm::TCD,
     &edm::EDM_HEUN,
@@ -548,7 +549,10 @@ mod tests {
     fn every_definition_builds_with_its_defaults_and_names_itself() {
         let s = NoiseSchedule::ddpm_linear();
         for d in DEFINITIONS {
-            let sampler = d.build(&d.defaults(), d.default_skip, 10, &s).unwrap_or_else(|e| panic!("{}: {e}", d.name));
+            // An adaptive sampler picks its own steps and takes S = 1 only.
+            let steps = if d.nfe.starts_with("adaptive") { 1 } else { 10 };
+            let sampler = d.build(&d.defaults(), d.default_skip, steps, &s).unwrap_or_else(|e| panic!("{}: {e}", d.name));
+            assert_eq!(sampler.adaptive(), steps == 1, "{}", d.name);
             assert_eq!(sampler.name(), d.name);
             assert!(sampler.nfe() >= 10, "{}", d.name);
             assert!(d.skips.contains(&d.default_skip), "{}", d.name);

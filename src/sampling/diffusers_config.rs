@@ -20,6 +20,8 @@ pub struct FromConfig {
     pub skip: Skip,
     /// Parameters by bench name, in a fixed order.
     pub params: Vec<(String, ParamValue)>,
+    /// The keys of the file that describe the model, which the plan checks against the spec's.
+    pub model_keys: &'static [&'static str],
 }
 
 /// A diffusers scheduler class: the bench sampler it is, the parameters that make bench step
@@ -42,6 +44,21 @@ struct Class {
 /// The keys of the training schedule and output parameterisation: the model's, not the sampler's.
 pub const MODEL_KEYS: &[&str] =
     &["num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "rescale_betas_zero_snr", "prediction_type"];
+
+/// A class's model keys: the discrete-VP classes' [`MODEL_KEYS`]; the flow classes have no β
+/// schedule and no prediction type, only the label scale T (`num_train_timesteps`);
+/// `CMStochasticIterativeScheduler`'s `num_train_timesteps` is its grid size N, a parameter of
+/// `consistency`.
+fn model_keys(class: &str) -> &'static [&'static str] {
+    match class {
+        "FlowMatchEulerDiscreteScheduler" | "FlowMatchHeunDiscreteScheduler" => &["num_train_timesteps"],
+        "CMStochasticIterativeScheduler" => &[],
+        _ => MODEL_KEYS,
+    }
+}
+
+/// The flow classes' keys that only feed a pipeline's μ for dynamic shifting (`calculate_shift`).
+const FLOW_PIPELINE_KEYS: &[&str] = &["base_shift", "max_shift", "base_image_seq_len", "max_image_seq_len"];
 
 /// LCMScheduler and TCDScheduler lay out their own labels and end at the last label's x̂0: they
 /// store these keys but never read them.
@@ -181,6 +198,33 @@ const CLASSES: &[Class] = &[
         ignored: &[],
         defaults: || json!({"predictor_order": 2, "corrector_order": 2, "thresholding": false, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0, "algorithm_type": "data_prediction", "lower_order_final": true, "use_karras_sigmas": false, "use_exponential_sigmas": false, "use_beta_sigmas": false, "timestep_spacing": "linspace", "steps_offset": 0}),
     },
+    Class {
+        name: "FlowMatchEulerDiscreteScheduler",
+        sampler: "flow_euler",
+        accepts: &["shift", "use_dynamic_shifting", "base_shift", "max_shift", "base_image_seq_len", "max_image_seq_len", "invert_sigmas", "shift_terminal", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "time_shift_type", "stochastic_sampling"],
+        implied: &[],
+        choose: "`use_dynamic_shifting: true` is refused (μ depends on the image size: write `{name: flow_euler, use_dynamic_shifting: true, mu: …}`)",
+        ignored: FLOW_PIPELINE_KEYS,
+        defaults: || json!({"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": false, "time_shift_type": "exponential", "stochastic_sampling": false}),
+    },
+    Class {
+        name: "FlowMatchHeunDiscreteScheduler",
+        sampler: "flow_heun",
+        accepts: &["shift"],
+        implied: &[],
+        choose: "",
+        ignored: &[],
+        defaults: || json!({"num_train_timesteps": 1000, "shift": 1.0}),
+    },
+    Class {
+        name: "CMStochasticIterativeScheduler",
+        sampler: "consistency",
+        accepts: &["num_train_timesteps", "sigma_min", "sigma_max", "sigma_data", "s_noise", "rho", "clip_denoised"],
+        implied: &[],
+        choose: "",
+        ignored: &[],
+        defaults: || json!({"num_train_timesteps": 40, "sigma_min": 0.002, "sigma_max": 80.0, "sigma_data": 0.5, "s_noise": 1.0, "rho": 7.0, "clip_denoised": true}),
+    },
 ];
 
 /// Keys accepted at these values only (JSON): what bench does anyway, or keys that do not
@@ -208,6 +252,9 @@ const INERT: &[(&str, &str)] = &[
     ("final_sigmas_type", "\"zero\""),
     ("noise_sampler_seed", "null"),
     ("tau_func", "null"),
+    ("invert_sigmas", "false"),
+    // The consistency boundary condition is the model's (its pipeline's scheduler config).
+    ("sigma_data", "0.5"),
 ];
 
 fn inert(key: &str, v: &Value) -> bool {
@@ -238,7 +285,11 @@ pub fn render_markdown() -> String {
     for c in CLASSES {
         let implied: Vec<String> = c.implied.iter().map(|(k, v)| format!("`{k}: {v}`")).collect();
         let ignored: Vec<String> = c.ignored.iter().map(|k| format!("`{k}`")).collect();
-        let choose = if ignored.is_empty() { c.choose.to_string() } else { format!("{}stored but unused: {}", c.choose, ignored.join(", ")) };
+        let choose = match (c.choose, ignored.is_empty()) {
+            (choose, true) => choose.to_string(),
+            ("", false) => format!("stored but unused: {}", ignored.join(", ")),
+            (choose, false) => format!("{choose}; stored but unused: {}", ignored.join(", ")),
+        };
         out += &format!("| {} | `{}` | {} | {choose} |\n", c.name, c.sampler, implied.join(", "));
     }
     let inert: Vec<String> = INERT.iter().map(|(k, v)| format!("`{k}: {}`", v.trim_matches('"'))).collect();
@@ -266,22 +317,18 @@ pub fn read(text: &str) -> Result<FromConfig, String> {
 pub fn from_json(v: &Value) -> Result<FromConfig, String> {
     let map = v.as_object().ok_or("not a JSON object")?;
     let class_name = map.get("_class_name").and_then(Value::as_str).ok_or("no `_class_name`: is this a diffusers scheduler_config.json?")?;
-    let class = CLASSES.iter().find(|c| c.name == class_name).ok_or_else(|| {
-        let hint = match class_name {
-            "FlowMatchEulerDiscreteScheduler" | "CMStochasticIterativeScheduler" => {
-                " (give the model's pipeline folder as `model.path`; its scheduler config is read from there)"
-            }
-            _ => "",
-        };
-        format!("_class_name {class_name:?} is not a scheduler bench reads{hint} (known: {})", class_names().join(", "))
-    })?;
+    let class = CLASSES
+        .iter()
+        .find(|c| c.name == class_name)
+        .ok_or_else(|| format!("_class_name {class_name:?} is not a scheduler bench reads (known: {})", class_names().join(", ")))?;
+    let model_keys = model_keys(class.name);
     let mut keys = match (class.defaults)() {
         Value::Object(m) => m,
         _ => unreachable!("class defaults are JSON objects"),
     };
     // A key the class does not take never reaches it: the class's own default (if it fixes one,
     // e.g. the singlestep solver's linspace grid) stands.
-    for (k, v) in map.iter().filter(|(k, _)| k.starts_with('_') || MODEL_KEYS.contains(&k.as_str()) || class.accepts.contains(&k.as_str())) {
+    for (k, v) in map.iter().filter(|(k, _)| k.starts_with('_') || model_keys.contains(&k.as_str()) || class.accepts.contains(&k.as_str())) {
         keys.insert(k.clone(), v.clone());
     }
     let mut sampler = class.sampler;
@@ -304,6 +351,13 @@ pub fn from_json(v: &Value) -> Result<FromConfig, String> {
     if class.name == "PNDMScheduler" && keys.get("skip_prk_steps") == Some(&json!(false)) {
         sampler = "f-pndm";
     }
+    if class.sampler == "flow_euler" && keys.get("use_dynamic_shifting") == Some(&json!(true)) {
+        return Err(bad(
+            "use_dynamic_shifting",
+            &json!(true),
+            "μ depends on the image size, which the config does not say: write the entry as {name: flow_euler, use_dynamic_shifting: true, mu: …}",
+        ));
+    }
     let def: &SamplerDef = super::find(sampler).ok_or_else(|| format!("internal: no sampler {sampler}"))?;
     let mut params: Vec<(String, ParamValue)> = class.implied.iter().map(|(k, v)| (k.to_string(), ParamValue::Str(v.to_string()))).collect();
     params.extend(extra);
@@ -311,7 +365,7 @@ pub fn from_json(v: &Value) -> Result<FromConfig, String> {
     let mut levels: Option<(&str, Skip)> = None;
     for (k, v) in &keys {
         match k.as_str() {
-            k if k.starts_with('_') || MODEL_KEYS.contains(&k) => {}
+            k if k.starts_with('_') || model_keys.contains(&k) => {}
             k if class.ignored.contains(&k) => {}
             "algorithm_type" | "skip_prk_steps" => {}
             "timestep_spacing" => {
@@ -372,7 +426,7 @@ pub fn from_json(v: &Value) -> Result<FromConfig, String> {
         None => spacing,
     };
     def.check_skip(skip)?;
-    Ok(FromConfig { sampler: def.name, skip, params })
+    Ok(FromConfig { sampler: def.name, skip, params, model_keys })
 }
 
 #[cfg(test)]

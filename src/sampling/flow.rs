@@ -54,6 +54,8 @@ pub fn flow_grid(steps: usize, train_steps: usize, shift: Shift) -> Vec<f64> {
 pub struct FlowEuler {
     levels: Vec<f64>,
     train_steps: usize,
+    /// diffusers' `stochastic_sampling`: re-noise x̂0 to the next level with fresh noise.
+    stochastic: bool,
 }
 
 /// The model's label at level t: diffusers' timestep t·T, in float32.
@@ -89,15 +91,23 @@ impl Sampler for FlowEuler {
     fn end_point(&self) -> EndPoint {
         EndPoint::SigmaZero
     }
-    fn sample(&self, model: &Counted, z: Tensor, _noise: &mut dyn NoiseSource) -> Result<Tensor> {
+    fn sample(&self, model: &Counted, z: Tensor, noise: &mut dyn NoiseSource) -> Result<Tensor> {
         let kind = z.kind();
         let work = work_kind(kind);
         let mut x = z.to_kind(work);
-        for w in self.levels.windows(2) {
-            let v = model.raw(&x.to_kind(kind), self.label(w[0]))?;
-            // FlowMatchEulerDiscreteScheduler.step: x + (t_next − t)·v, dt in float32.
-            let dt = (w[1] as f32 - w[0] as f32) as f64;
-            x = x + v.to_kind(work) * dt;
+        for (i, w) in self.levels.windows(2).enumerate() {
+            let v = model.raw(&x.to_kind(kind), self.label(w[0]))?.to_kind(work);
+            x = if self.stochastic {
+                // `stochastic_sampling`: x̂0 = x − t·v, then x_next = (1 − t_next)·x̂0 + t_next·z with
+                // fresh z (drawn on every step, as diffusers does, also the last where t_next = 0).
+                let x0 = x - v * w[0];
+                let z = noise.noise(i, &x0);
+                x0 * (1.0 - w[1]) + z * w[1]
+            } else {
+                // FlowMatchEulerDiscreteScheduler.step: x + (t_next − t)·v, dt in float32.
+                let dt = (w[1] as f32 - w[0] as f32) as f64;
+                x + v * dt
+            };
         }
         Ok(x.to_kind(kind))
     }
@@ -244,7 +254,7 @@ fn shift_of(a: &Args) -> Result<Shift> {
 
 fn build(a: &Args) -> Result<Box<dyn Sampler>> {
     let train_steps = a.schedule.len();
-    Ok(Box::new(FlowEuler { levels: flow_grid(a.steps, train_steps, shift_of(a)?), train_steps }))
+    Ok(Box::new(FlowEuler { levels: flow_grid(a.steps, train_steps, shift_of(a)?), train_steps, stochastic: a.bool("stochastic_sampling")? }))
 }
 
 const SHIFT: ParamDef = ParamDef { name: "shift", kind: ParamKind::Float { min: 1e-9, max: f64::INFINITY, default: 1.0 }, help: "static timestep shift s (SD3: 3.0)", diffusers: Some("shift") };
@@ -260,7 +270,18 @@ const TIME_SHIFT_TYPE: ParamDef = ParamDef {
 
 pub static FLOW_EULER: SamplerDef = SamplerDef {
     name: "flow_euler",
-    params: &[SHIFT, USE_DYNAMIC_SHIFTING, MU, TIME_SHIFT_TYPE],
+    params: &[
+        SHIFT,
+        USE_DYNAMIC_SHIFTING,
+        MU,
+        TIME_SHIFT_TYPE,
+        ParamDef {
+            name: "stochastic_sampling",
+            kind: ParamKind::Bool { default: false },
+            help: "each step re-noises x̂0 = x − t·v to the next level with fresh noise instead of the Euler step (the flow SDE-like sampler)",
+            diffusers: Some("stochastic_sampling"),
+        },
+    ],
     skips: &[Skip::Flow],
     default_skip: Skip::Flow,
     nfe: "S",

@@ -15,7 +15,7 @@
 use super::def::{Args, EtaColumn, ParamDef, ParamKind, SamplerDef, ALL_PREDICTIONS};
 use super::continuous::{exponential_sigmas, ve_sigmas};
 use super::karras::{ancestral_split, eps_at, euler_step, SigmaGrid, SIGMA_LEVEL_SKIPS};
-use super::{Counted, EndPoint, NoiseSource, Sampler};
+use super::{Counted, EndPoint, Node, NoiseSource, Sampler};
 use crate::timesteps::Skip;
 use crate::Result;
 use tch::Tensor;
@@ -303,8 +303,36 @@ fn fractions(order: usize) -> &'static [f64] {
     match order {
         1 => &[],
         2 => &[0.5],
-        _ => &[1.0 / 3.0, 2.0 / 3.0],
+        _ => &[R3.0, R3.1],
     }
+}
+
+/// DPM-Solver-3's fractions (r1, r2).
+const R3: (f64, f64) = (1.0 / 3.0, 2.0 / 3.0);
+
+// DPM-Solver's singlestep updates in σ, a step of length h = log σ_from − log σ_to (Lu et al.
+// 2022 eq. 3.7, Algorithms 4–5; k-diffusion `DPMSolver.dpm_solver_{1,2,3}_step`).
+
+/// DPM-Solver-1: x − σ_to·(e^h − 1)·ε̂.
+fn dpm1(x: &Tensor, e: &Tensor, to: f64, h: f64) -> Tensor {
+    x - e * (to * h.exp_m1())
+}
+/// The first-order point at σ_r = σ_from·e^(−r·h): x − σ_r·(e^(r·h) − 1)·ε̂.
+fn dpm_mid(x: &Tensor, e: &Tensor, sigma_r: f64, r: f64, h: f64) -> Tensor {
+    x - e * (sigma_r * (r * h).exp_m1())
+}
+/// DPM-Solver-2 (Alg. 4) with ε̂ at fraction r1: DPM-Solver-1's result corrected by ε̂_r1 − ε̂.
+fn dpm2(first: &Tensor, e: &Tensor, e1: &Tensor, to: f64, r1: f64, h: f64) -> Tensor {
+    first - (e1 - e) * (to / (2.0 * r1) * h.exp_m1())
+}
+/// DPM-Solver-3's second intermediate point (Alg. 5, u_2 at r2 = 2/3, from ε̂_r1 at r1 = 1/3).
+fn dpm3_mid(x: &Tensor, e: &Tensor, e1: &Tensor, s2: f64, h: f64) -> Tensor {
+    let (r1, r2) = R3;
+    dpm_mid(x, e, s2, r2, h) - (e1 - e) * (s2 * (r2 / r1) * ((r2 * h).exp_m1() / (r2 * h) - 1.0))
+}
+/// DPM-Solver-3 (Alg. 5) from ε̂_r2.
+fn dpm3(first: &Tensor, e: &Tensor, e2: &Tensor, to: f64, h: f64) -> Tensor {
+    first - (e2 - e) * (to / R3.1 * (h.exp_m1() / h - 1.0))
 }
 
 impl DpmFast {
@@ -346,24 +374,19 @@ impl Sampler for DpmFast {
             let (from, to, up, inner) = self.block(i);
             let h = from.ln() - to.ln();
             let e = eps_at(model, &x, from, g.labels[i])?;
-            // DPM-Solver eq. 3.7 and Algorithms 4–5 in σ: x_to = x − σ_to·(e^h − 1)·ε̂ plus the
-            // corrections from ε̂ at the intermediate points.
-            let first = &x - &e * (to * h.exp_m1());
+            let first = dpm1(&x, &e, to, h);
             x = match order {
                 1 => first,
                 2 => {
-                    let (s1, r1) = (inner[0], 0.5);
-                    let u1 = &x - &e * (s1 * (r1 * h).exp_m1());
-                    let e1 = eps_at(model, &u1, s1, g.label_of(s1))?;
-                    first - (e1 - &e) * (to / (2.0 * r1) * h.exp_m1())
+                    let s1 = inner[0];
+                    let e1 = eps_at(model, &dpm_mid(&x, &e, s1, 0.5, h), s1, g.label_of(s1))?;
+                    dpm2(&first, &e, &e1, to, 0.5, h)
                 }
                 _ => {
-                    let ((s1, r1), (s2, r2)) = ((inner[0], 1.0 / 3.0), (inner[1], 2.0 / 3.0));
-                    let u1 = &x - &e * (s1 * (r1 * h).exp_m1());
-                    let e1 = eps_at(model, &u1, s1, g.label_of(s1))?;
-                    let u2 = &x - &e * (s2 * (r2 * h).exp_m1()) - (&e1 - &e) * (s2 * (r2 / r1) * ((r2 * h).exp_m1() / (r2 * h) - 1.0));
-                    let e2 = eps_at(model, &u2, s2, g.label_of(s2))?;
-                    first - (e2 - &e) * (to / r2 * (h.exp_m1() / h - 1.0))
+                    let (s1, s2) = (inner[0], inner[1]);
+                    let e1 = eps_at(model, &dpm_mid(&x, &e, s1, R3.0, h), s1, g.label_of(s1))?;
+                    let e2 = eps_at(model, &dpm3_mid(&x, &e, &e1, s2, h), s2, g.label_of(s2))?;
+                    dpm3(&first, &e, &e2, to, h)
                 }
             };
             // k-diffusion draws every block's noise when η > 0 (σ_up = 0 in the last).
@@ -410,4 +433,248 @@ pub static DPM_FAST: SamplerDef = SamplerDef {
     eta: Some(EtaColumn::Param),
     variant: None,
     build: build_fast,
+};
+
+/// DPM-Solver-12 / -23 with adaptive step size (Lu et al. 2022 §4 and App. C; k-diffusion
+/// `sample_dpm_adaptive`): each trial step of length h in t = −log σ computes a lower- and a
+/// higher-order solution (orders 1 and 2, or 2 and 3), and a PID controller on their scaled
+/// difference accepts the step or not and picks the next h. Every trial costs `order` calls,
+/// rejected ones too, as k-diffusion counts them.
+///
+/// k-diffusion measures the error over the whole batch, so a sample's trajectory would depend on
+/// its batch-mates; here every sample has its own controller (the batch's result equals
+/// k-diffusion run on each sample alone). One model call serves all samples at their own σ; a
+/// sample that has arrived is carried along unchanged and its NFE stops counting.
+pub struct DpmAdaptive {
+    /// Two levels, σ̃(T−1) and σ̃(0): where it starts and ends (and the σ → label map).
+    grid: SigmaGrid,
+    order: usize,
+    rtol: f64,
+    atol: f64,
+    h_init: f64,
+    pid: [f64; 3],
+    accept_safety: f64,
+    eta: f64,
+    s_noise: f64,
+}
+
+/// Trial steps per sample before a sample is declared stuck (an error, never an endless loop).
+const MAX_TRIALS: usize = 10_000;
+
+/// k-diffusion's `PIDStepSizeController` (Söderlind's PID step-size control with an arctan
+/// limiter): factor = limiter(Π (1/err_k)^b_k), accept when factor ≥ `accept_safety`, h ← h·factor.
+#[derive(Clone)]
+struct Pid {
+    h: f64,
+    b: [f64; 3],
+    accept_safety: f64,
+    inv_errors: Option<[f64; 3]>,
+}
+
+impl Pid {
+    fn new(h: f64, [p, i, d]: [f64; 3], order: f64, accept_safety: f64) -> Self {
+        Pid { h, b: [(p + i + d) / order, -(p + 2.0 * d) / order, d / order], accept_safety, inv_errors: None }
+    }
+    fn propose(&mut self, error: f64) -> bool {
+        let inv = 1.0 / (error + 1e-8);
+        let e = self.inv_errors.get_or_insert([inv; 3]);
+        e[0] = inv;
+        let factor = 1.0 + (e[0].powf(self.b[0]) * e[1].powf(self.b[1]) * e[2].powf(self.b[2]) - 1.0).atan();
+        let accept = factor >= self.accept_safety;
+        if accept {
+            e[2] = e[1];
+            e[1] = e[0];
+        }
+        self.h *= factor;
+        accept
+    }
+}
+
+/// ε̂ of every sample at its own σ (the model sees x/√(σ²+1), as [`eps_at`]).
+fn eps_each(model: &Counted, x: &Tensor, sigmas: &[f64], grid: &SigmaGrid) -> Result<Tensor> {
+    let rows: Vec<Tensor> = sigmas.iter().enumerate().map(|(i, &s)| x.get(i as i64) / (s * s + 1.0).sqrt()).collect();
+    let nodes: Vec<Node> = sigmas.iter().map(|&s| Node::from_sigma_ve(grid.label_of(s), s)).collect();
+    model.eps_each(&Tensor::f_stack(&rows, 0)?, &nodes)
+}
+
+/// Row i of the result is `f(i)` for the samples still on their way, row i of `x` for the others.
+fn rows(x: &Tensor, active: &[bool], f: impl Fn(usize) -> Tensor) -> Result<Tensor> {
+    let rows: Vec<Tensor> = active.iter().enumerate().map(|(i, &a)| if a { f(i) } else { x.get(i as i64) }).collect();
+    Ok(Tensor::f_stack(&rows, 0)?)
+}
+
+impl Sampler for DpmAdaptive {
+    fn name(&self) -> &'static str {
+        "dpm_adaptive"
+    }
+    /// A guess for progress bars only: with the default tolerances, tens of trial steps.
+    fn nfe(&self) -> usize {
+        20 * self.order
+    }
+    fn adaptive(&self) -> bool {
+        true
+    }
+    /// Its first call's label (the rest depend on the samples).
+    fn labels(&self) -> Vec<f64> {
+        vec![self.grid.labels[0]]
+    }
+    fn end_point(&self) -> EndPoint {
+        EndPoint::SigmaMin
+    }
+    fn sample(&self, model: &Counted, z: Tensor, noise: &mut dyn NoiseSource) -> Result<Tensor> {
+        let g = &self.grid;
+        let sigma = |t: f64| (-t).exp();
+        let (t_start, t_end) = (-g.sigmas[0].ln(), -g.sigmas[1].ln());
+        let b = z.size()[0] as usize;
+        let mut x = z * g.sigmas[0];
+        let mut x_prev = x.shallow_clone();
+        let order_for_pid = if self.eta > 0.0 { 1.5 } else { self.order as f64 };
+        let mut pid = vec![Pid::new(self.h_init, self.pid, order_for_pid, self.accept_safety); b];
+        let mut s = vec![t_start; b];
+        let (mut nfe, mut accepted, mut trials) = (vec![0usize; b], vec![0usize; b], 0);
+        loop {
+            let active: Vec<bool> = s.iter().map(|&si| si < t_end - 1e-5).collect();
+            if !active.contains(&true) {
+                break;
+            }
+            trials += 1;
+            if trials > MAX_TRIALS {
+                return Err(crate::BenchError::Model(format!(
+                    "dpm_adaptive: a sample has not reached σ_min after {MAX_TRIALS} trial steps (rtol={}, atol={}): loosen the tolerances",
+                    self.rtol, self.atol
+                )));
+            }
+            // Per sample: the trial's end t, the end t_ of the deterministic part (σ_down with η > 0)
+            // and the noise σ_up that brings it to σ(t).
+            let (mut t, mut t_, mut up) = (s.clone(), s.clone(), vec![0.0; b]);
+            for i in (0..b).filter(|&i| active[i]) {
+                t[i] = (s[i] + pid[i].h).min(t_end);
+                t_[i] = t[i];
+                if self.eta > 0.0 {
+                    let down = ancestral_split(sigma(s[i]), sigma(t[i]), self.eta).0;
+                    t_[i] = (-down.ln()).min(t_end);
+                    up[i] = (sigma(t[i]).powi(2) - sigma(t_[i]).powi(2)).sqrt();
+                }
+            }
+            let h: Vec<f64> = (0..b).map(|i| t_[i] - s[i]).collect();
+            let at = |r: f64| -> Vec<f64> { (0..b).map(|i| sigma(s[i] + r * h[i])).collect() };
+            let e = eps_each(model, &x, &at(0.0), g)?;
+            let (xi, ei) = (|i: usize| x.get(i as i64), |i: usize| e.get(i as i64));
+            let to = |i: usize| sigma(t_[i]);
+            let (x_low, x_high) = if self.order == 2 {
+                let s1 = at(0.5);
+                let u1 = rows(&x, &active, |i| dpm_mid(&xi(i), &ei(i), s1[i], 0.5, h[i]))?;
+                let e1 = eps_each(model, &u1, &s1, g)?;
+                let low = rows(&x, &active, |i| dpm1(&xi(i), &ei(i), to(i), h[i]))?;
+                let high = rows(&x, &active, |i| dpm2(&low.get(i as i64), &ei(i), &e1.get(i as i64), to(i), 0.5, h[i]))?;
+                (low, high)
+            } else {
+                let (s1, s2) = (at(R3.0), at(R3.1));
+                let u1 = rows(&x, &active, |i| dpm_mid(&xi(i), &ei(i), s1[i], R3.0, h[i]))?;
+                let e1 = eps_each(model, &u1, &s1, g)?;
+                let first = rows(&x, &active, |i| dpm1(&xi(i), &ei(i), to(i), h[i]))?;
+                let low = rows(&x, &active, |i| dpm2(&first.get(i as i64), &ei(i), &e1.get(i as i64), to(i), R3.0, h[i]))?;
+                let u2 = rows(&x, &active, |i| dpm3_mid(&xi(i), &ei(i), &e1.get(i as i64), s2[i], h[i]))?;
+                let e2 = eps_each(model, &u2, &s2, g)?;
+                let high = rows(&x, &active, |i| dpm3(&first.get(i as i64), &ei(i), &e2.get(i as i64), to(i), h[i]))?;
+                (low, high)
+            };
+            // k-diffusion: δ = max(atol, rtol·max(|x_low|, |x_prev|)), error = ‖(x_low − x_high)/δ‖ / √numel.
+            let delta = (x_low.abs().maximum(&x_prev.abs()) * self.rtol).clamp_min(self.atol);
+            let scaled = ((&x_low - &x_high) / delta).reshape([b as i64, -1]);
+            let numel = scaled.size()[1] as f64;
+            let errors = Vec::<f64>::try_from(scaled.to_kind(tch::Kind::Double).square().sum_dim_intlist(1, false, tch::Kind::Double).sqrt() / numel.sqrt())?;
+            let (mut next, mut prev) = (Vec::with_capacity(b), Vec::with_capacity(b));
+            // Sample i's draw is row i of the stream's draw at its accepted-step index; one draw per index.
+            let mut draws: std::collections::BTreeMap<usize, Tensor> = Default::default();
+            for i in 0..b {
+                let (xi_now, prev_i) = (x.get(i as i64), x_prev.get(i as i64));
+                if !active[i] {
+                    next.push(xi_now);
+                    prev.push(prev_i);
+                    continue;
+                }
+                nfe[i] += self.order;
+                if !errors[i].is_finite() {
+                    // A diverged sample stops here as NaN (the runner reports NaN samples).
+                    next.push(xi_now.full_like(f64::NAN));
+                    prev.push(prev_i);
+                    s[i] = t_end;
+                    continue;
+                }
+                if pid[i].propose(errors[i]) {
+                    let mut xn = x_high.get(i as i64);
+                    if self.eta > 0.0 {
+                        let z = draws.entry(accepted[i]).or_insert_with(|| noise.noise(accepted[i], &x));
+                        xn = xn + z.get(i as i64) * (up[i] * self.s_noise);
+                    }
+                    next.push(xn);
+                    prev.push(x_low.get(i as i64));
+                    s[i] = t[i];
+                    accepted[i] += 1;
+                } else {
+                    next.push(xi_now);
+                    prev.push(prev_i);
+                }
+            }
+            x = Tensor::f_stack(&next, 0)?;
+            x_prev = Tensor::f_stack(&prev, 0)?;
+        }
+        model.set_nfe_each(nfe);
+        Ok(x)
+    }
+}
+
+fn build_adaptive(a: &Args) -> Result<Box<dyn Sampler>> {
+    if a.steps != 1 {
+        return Err(a.error(format!("it picks its own steps (rtol, atol, h_init): give its entry `steps: 1`, not {}", a.steps)));
+    }
+    let (rtol, atol) = (a.f64("rtol")?, a.f64("atol")?);
+    if rtol == 0.0 && atol == 0.0 {
+        return Err(a.error("rtol and atol are both 0: no step would ever be accepted"));
+    }
+    let finite = a.schedule.finite_terminal_sigma();
+    let sig = ve_sigmas(&finite);
+    let grid = SigmaGrid::from_levels(&finite, exponential_sigmas(sig[0], sig[sig.len() - 1], 2));
+    Ok(Box::new(DpmAdaptive {
+        grid,
+        order: a.usize("order")?,
+        rtol,
+        atol,
+        h_init: a.f64("h_init")?,
+        pid: [a.f64("pcoeff")?, a.f64("icoeff")?, a.f64("dcoeff")?],
+        accept_safety: a.f64("accept_safety")?,
+        eta: a.f64("eta")?,
+        s_noise: a.f64("s_noise")?,
+    }))
+}
+
+const fn float(name: &'static str, min: f64, default: f64, help: &'static str) -> ParamDef {
+    ParamDef { name, kind: ParamKind::Float { min, max: f64::INFINITY, default }, help, diffusers: None }
+}
+
+pub static DPM_ADAPTIVE: SamplerDef = SamplerDef {
+    name: "dpm_adaptive",
+    params: &[
+        ParamDef { name: "order", kind: ParamKind::Int { min: 2, max: 3, default: 3 }, help: "3: DPM-Solver-23 (error of order 2 vs 3), 2: DPM-Solver-12", diffusers: None },
+        float("rtol", 0.0, 0.05, "relative tolerance of the local error"),
+        float("atol", 0.0, 0.0078, "absolute tolerance (k-diffusion's default: one 8-bit level on [−1, 1])"),
+        float("h_init", 1e-9, 0.05, "first trial step in t = −log σ"),
+        float("pcoeff", 0.0, 0.0, "PID controller: proportional coefficient"),
+        float("icoeff", 0.0, 1.0, "PID controller: integral coefficient"),
+        float("dcoeff", 0.0, 0.0, "PID controller: derivative coefficient"),
+        ParamDef { name: "accept_safety", kind: ParamKind::Float { min: 0.0, max: 1.0, default: 0.81 }, help: "a step is accepted when the controller's factor is at least this", diffusers: None },
+        ParamDef { kind: ParamKind::Float { min: 0.0, max: 1.0, default: 0.0 }, help: "ancestral noise per accepted step (0: the deterministic solver)", ..ETA },
+        S_NOISE,
+    ],
+    skips: &[Skip::Exponential],
+    default_skip: Skip::Exponential,
+    nfe: "adaptive: order × trial steps, counted per sample (results: nfe_mean, nfe_max); steps must be 1",
+    end_point: "σ̃(0) (the sample keeps that noise)",
+    reference: "Lu et al. 2022 (DPM-Solver) §4 adaptive step size; k-diffusion sample_dpm_adaptive",
+    predictions: ALL_PREDICTIONS,
+    note: "from σ̃(T−1) to σ̃(0); one step-size controller per sample (k-diffusion's is batch-wide: equal to it run on each sample alone); η > 0 draws noise by accepted-step index",
+    eta: Some(EtaColumn::Param),
+    variant: None,
+    build: build_adaptive,
 };

@@ -37,13 +37,15 @@ pub struct Counted<'a> {
     guidance: Option<&'a Guidance>,
     nfe: Cell<usize>,
     network_evals: Cell<usize>,
+    /// Model calls per sample, when an adaptive sampler's samples differ (see [`Counted::set_nfe_each`]).
+    nfe_each: RefCell<Option<Vec<usize>>>,
     /// Optional per-NFE trace of (label, x, raw output), for `bench sample --trace` and parity tests.
     trace: Option<RefCell<Vec<(f64, Tensor, Tensor)>>>,
 }
 
 impl<'a> Counted<'a> {
     pub fn new(model: &'a dyn Denoiser, prediction: Prediction) -> Self {
-        Counted { model, prediction, cond: None, guidance: None, nfe: Cell::new(0), network_evals: Cell::new(0), trace: None }
+        Counted { model, prediction, cond: None, guidance: None, nfe: Cell::new(0), network_evals: Cell::new(0), nfe_each: RefCell::new(None), trace: None }
     }
     pub fn with_trace(mut self) -> Self {
         self.trace = Some(RefCell::new(Vec::new()));
@@ -78,36 +80,53 @@ impl<'a> Counted<'a> {
 
     /// [`Counted::raw`] and the learned-variance values of the same call, if the model has them.
     pub fn raw_with_variance(&self, x: &Tensor, label: f64) -> Result<(Tensor, Option<Tensor>)> {
-        let (out, var) = self.guided_call(x, label)?;
+        let labels = Tensor::full([x.size()[0]], label, (Kind::Double, x.device()));
+        let (out, var) = self.guided_call(x, &labels)?;
+        self.record(label, x, &out);
+        Ok((out, var))
+    }
+
+    fn record(&self, label: f64, x: &Tensor, out: &Tensor) {
         if let Some(tr) = &self.trace {
             tr.borrow_mut().push((label, x.shallow_clone(), out.shallow_clone()));
         }
-        Ok((out, var))
+    }
+
+    /// ε̂ with a node per sample (an adaptive sampler's samples sit at different noise levels);
+    /// one model call. The trace records sample 0's label.
+    pub fn eps_each(&self, x: &Tensor, at: &[Node]) -> Result<Tensor> {
+        let labels = Tensor::from_slice(&at.iter().map(|n| n.label).collect::<Vec<_>>()).to_device(x.device());
+        let (raw, _) = self.guided_call(x, &labels)?;
+        self.record(at.first().map_or(0.0, |n| n.label), x, &raw);
+        if self.prediction == Prediction::Epsilon {
+            return Ok(raw);
+        }
+        let rows: Vec<Tensor> = at.iter().enumerate().map(|(i, n)| raw_to_eps(self.prediction, &raw.get(i as i64), &x.get(i as i64), n)).collect();
+        Ok(Tensor::f_stack(&rows, 0)?)
     }
 
     /// Under guidance the variance is the conditional half's, as guided-diffusion's and
     /// diffusers' (DeepFloyd IF) pipelines take it: only the mean is guided.
-    fn guided_call(&self, x: &Tensor, label: f64) -> Result<(Tensor, Option<Tensor>)> {
+    fn guided_call(&self, x: &Tensor, labels: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
         self.nfe.set(self.nfe.get() + 1);
         let b = x.size()[0];
-        let labels = |n: i64| Tensor::full([n], label, (Kind::Double, x.device()));
         match self.guidance {
             Some(g) if g.scale != 1.0 => {
                 self.network_evals.set(self.network_evals.get() + 2);
                 let x2 = Tensor::f_cat(&[x, x], 0)?;
                 let c2 = g.uncond.cat(&g.cond)?;
-                let (out, var) = self.model.forward_with_variance(&x2, &labels(2 * b), Some(&c2))?;
+                let (out, var) = self.model.forward_with_variance(&x2, &Tensor::f_cat(&[labels, labels], 0)?, Some(&c2))?;
                 let (u, c) = (out.f_narrow(0, 0, b)?, out.f_narrow(0, b, b)?);
                 let var = var.map(|v| v.f_narrow(0, b, b)).transpose()?;
                 Ok((&u + (&c - &u) * g.scale, var))
             }
             Some(g) => {
                 self.network_evals.set(self.network_evals.get() + 1);
-                self.model.forward_with_variance(x, &labels(b), Some(&g.cond))
+                self.model.forward_with_variance(x, labels, Some(&g.cond))
             }
             None => {
                 self.network_evals.set(self.network_evals.get() + 1);
-                self.model.forward_with_variance(x, &labels(b), self.cond)
+                self.model.forward_with_variance(x, labels, self.cond)
             }
         }
     }
@@ -128,6 +147,19 @@ impl<'a> Counted<'a> {
     /// Network evaluations per sample: NFE, or 2·NFE under guidance with w ≠ 1.
     pub fn network_evals(&self) -> usize {
         self.network_evals.get()
+    }
+    /// An adaptive sampler states the calls each sample needed (the batch made `nfe()` calls,
+    /// but a sample that finished early does not count those after).
+    pub fn set_nfe_each(&self, nfe: Vec<usize>) {
+        *self.nfe_each.borrow_mut() = Some(nfe);
+    }
+    /// (NFE, network evaluations) of each of the batch's `count` samples.
+    pub fn cost_each(&self, count: usize) -> Vec<(usize, usize)> {
+        let per_call = if self.nfe() == 0 { 1 } else { self.network_evals() / self.nfe() };
+        match &*self.nfe_each.borrow() {
+            Some(v) => v.iter().map(|&n| (n, n * per_call)).collect(),
+            None => vec![(self.nfe(), self.network_evals()); count],
+        }
     }
     pub fn take_trace(&self) -> Vec<(f64, Tensor, Tensor)> {
         self.trace.as_ref().map(|t| std::mem::take(&mut *t.borrow_mut())).unwrap_or_default()
@@ -277,8 +309,13 @@ pub enum EndPoint {
 pub trait Sampler {
     /// Registry name, e.g. `ddim`.
     fn name(&self) -> &'static str;
-    /// Exact number of model evaluations for this configuration.
+    /// Exact number of model evaluations for this configuration; an adaptive sampler's guess
+    /// (for progress bars: its counts are recorded per sample).
     fn nfe(&self) -> usize;
+    /// Whether it picks its own steps, so that NFE differs from sample to sample.
+    fn adaptive(&self) -> bool {
+        false
+    }
     /// The model labels in call order (one per NFE), for pinning tests and `--dry-run`.
     fn labels(&self) -> Vec<f64>;
     fn end_point(&self) -> EndPoint;

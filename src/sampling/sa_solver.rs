@@ -387,7 +387,7 @@ mod tests {
         for (tau, draws) in [("1", 7), ("0", 0)] {
             let sm = super::super::build_from_text("sa_solver", &[("tau", tau)], 7, &s).unwrap();
             let mut n = Count(0);
-            sm.sample(&Counted::new(&oracle, Prediction::Epsilon), Tensor::ones([1, 1, 2, 2], opts), &mut n).unwrap();
+            let _ = sm.sample(&Counted::new(&oracle, Prediction::Epsilon), Tensor::ones([1, 1, 2, 2], opts), &mut n).unwrap();
             assert_eq!(n.0, draws, "tau {tau}");
         }
     }

@@ -120,3 +120,53 @@ fn what_bench_cannot_honour_is_refused_by_name() {
     );
     assert!(run("v", ", eta: 0.5").contains("with `diffusers_config` an entry takes only `steps`"));
 }
+
+/// The flow-matching and consistency classes: a config saved by diffusers plans to the same
+/// cells as the bench entry; dynamic shifting (μ depends on the image size) and a boundary
+/// condition other than the model's are refused by name.
+#[test]
+fn flow_and_consistency_configs_plan_to_their_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_python(
+        "import sys, diffusers\nd = sys.argv[1]\n\
+         diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0, stochastic_sampling=True).save_config(f'{d}/euler')\n\
+         diffusers.FlowMatchEulerDiscreteScheduler().save_config(f'{d}/plain')\n\
+         diffusers.FlowMatchHeunDiscreteScheduler(shift=3.0).save_config(f'{d}/heun')\n\
+         diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True).save_config(f'{d}/dynamic')\n\
+         diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=500).save_config(f'{d}/t500')\n\
+         diffusers.CMStochasticIterativeScheduler(s_noise=0.9).save_config(f'{d}/cm')\n\
+         diffusers.CMStochasticIterativeScheduler(sigma_data=0.25).save_config(f'{d}/cm_data')\n",
+        &[d.to_str().unwrap()],
+    );
+    let spec = d.join("spec.yaml");
+    let write = |model: &str, samplers: &str| {
+        std::fs::write(&spec, format!("name: t\nmodel: {{kind: oracle, {model}data: {{kind: gaussian, shape: [3, 4, 4]}}}}\nsamplers: [{samplers}]\nsteps: [2, 8]\n")).unwrap();
+    };
+    let cells = |model: &str, samplers: &str| {
+        write(model, samplers);
+        plan::load(&spec).unwrap_or_else(|e| panic!("{samplers}: {e}")).cells.into_iter().map(|c| (c.sampler, c.skip, c.hash)).collect::<Vec<_>>()
+    };
+    let entry = |sub: &str| format!("{{diffusers_config: {}}}", d.join(sub).join("scheduler_config.json").display());
+    let (flow, sigma) = ("prediction: flow, ", "space: sigma, ");
+    for (sub, model, bench_entry) in [
+        ("euler", flow, "{name: flow_euler, shift: 3.0, stochastic_sampling: true}"),
+        ("plain", flow, "{name: flow_euler}"),
+        ("heun", flow, "{name: flow_heun, shift: 3.0}"),
+        ("cm", sigma, "{name: consistency, s_noise: 0.9, num_train_timesteps: 40, sigma_min: 0.002, sigma_max: 80.0}"),
+    ] {
+        assert_eq!(cells(model, &entry(sub)), cells(model, bench_entry), "{sub}");
+    }
+    let refused = |sub: &str, model: &str| {
+        write(model, &entry(sub));
+        let o = bench(&["run", spec.to_str().unwrap(), "--dry-run"]);
+        assert_eq!(o.status.code(), Some(2), "{sub}: {}", stderr(&o));
+        stderr(&o).replace(&d.join(sub).join("scheduler_config.json").display().to_string(), "FILE")
+    };
+    assert_eq!(
+        refused("dynamic", flow),
+        "error: FILE: `use_dynamic_shifting: true` is not honoured: μ depends on the image size, which the config does not say: write the entry as {name: flow_euler, use_dynamic_shifting: true, mu: …}\n"
+    );
+    assert_eq!(refused("t500", flow), "error: FILE: num_train_timesteps 500 contradicts the spec's model (1000); a scheduler config must describe the model it samples\n");
+    assert_eq!(refused("cm_data", sigma), "error: FILE: `sigma_data: 0.25` is not honoured: bench's `consistency` has no such setting\n");
+}

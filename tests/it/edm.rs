@@ -443,3 +443,48 @@ fn sigma_space_oracle_runs_edm_samplers_with_exact_fd() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("model.prediction: a sigma model outputs `sample`: leave `prediction` out or write `sample`"), "{}", stderr(&o));
 }
+
+/// EDM Table 1's general sampler (VP, VE and iDDPM time steps, σ(t), s(t), α, churn) against what
+/// EDM's own `ablation_sampler` computed once on the exact Gaussian denoiser
+/// (`golden/edm_ablation.json`): every call's σ and the final samples.
+#[test]
+fn ablation_sampler_matches_edm() {
+    use samplerbench::models::oracle::GaussianOracle;
+    use samplerbench::models::NoiseSpace;
+    use samplerbench::sampling::{build_from_text, Counted, NoiseSource};
+    let g: serde_json::Value = serde_json::from_str(include_str!("golden/edm_ablation.json")).unwrap();
+    let rows = |v: &serde_json::Value| {
+        let rows: Vec<Vec<f64>> = serde_json::from_value(v.clone()).unwrap();
+        let n = rows.len() as i64;
+        Tensor::from_slice(&rows.concat()).view([n, 1, 2, 2])
+    };
+    let vec = |k: &str| Tensor::from_slice(&serde_json::from_value::<Vec<f64>>(g[k].clone()).unwrap()).view([1, 2, 2]);
+    let o = GaussianOracle::new(samplerbench::schedule::NoiseSchedule::ddpm_linear(), vec("mean"), vec("std")).in_space(NoiseSpace::Sigma);
+    let latents = rows(&g["latents"]);
+    struct Injected(Vec<Tensor>);
+    impl NoiseSource for Injected {
+        fn noise(&mut self, step: usize, like: &Tensor) -> Tensor {
+            self.0.get(step).map_or_else(|| like.zeros_like(), |t| t.shallow_clone())
+        }
+    }
+    let mut report = String::new();
+    for c in g["cases"].as_array().unwrap() {
+        let name = c["sampler"].as_str().unwrap();
+        let steps = c["steps"].as_u64().unwrap() as usize;
+        let kv: Vec<(String, String)> = c["kwargs"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+        let kv_ref: Vec<(&str, &str)> = kv.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let s = build_from_text(name, &kv_ref, steps, &o.schedule).unwrap();
+        let counted = Counted::new(&o, o.output).with_trace();
+        let noise = c.get("noise").map_or(Vec::new(), |n| n.as_array().unwrap().iter().map(rows).collect());
+        let x = s.sample(&counted, latents.shallow_clone(), &mut Injected(noise)).unwrap();
+        let calls: Vec<f64> = counted.take_trace().into_iter().map(|(t, _, _)| t).collect();
+        let want: Vec<f64> = serde_json::from_value(c["calls"].clone()).unwrap();
+        assert_eq!((calls.len(), s.nfe()), (want.len(), want.len()), "{name} {kv:?}: NFE");
+        assert_eq!(calls, s.labels(), "{name} {kv:?}");
+        let dl = calls.iter().zip(&want).map(|(a, b)| ((a - b) / b).abs()).fold(0.0, f64::max);
+        let err = rel_err(&x, &rows(&c["out"]));
+        report += &format!("{name:<9} S={steps:<2} {kv:?}: rel L2 {err:.1e}, σ rel diff {dl:.1e}\n");
+        assert!(dl < 1e-12 && err < 1e-12, "{name} {kv:?}: σ {dl:e}, x {err:e}");
+    }
+    eprintln!("{report}");
+}

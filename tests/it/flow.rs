@@ -3,8 +3,8 @@
 use crate::common::*;
 use tch::{Kind, Tensor};
 
-/// Static shift (SD3's 3.0) and dynamic exponential shifting (Flux's form, μ = 0.7), 8 steps,
-/// same x_1. Both sides evaluate the same closed-form velocity at the same float32 timesteps;
+/// Static shift (SD3's 3.0), dynamic exponential shifting (Flux's form, μ = 0.7) and
+/// `stochastic_sampling` given diffusers' draws through `--step-noise`, 8 steps, same x_1. Both sides evaluate the same closed-form velocity at the same float32 timesteps;
 /// diffusers in float32 throughout, bench's oracle in float64 then float32: 8 Euler steps of
 /// gain ≤ 1 keep the difference at float32 rounding, far inside 1e-5.
 #[test]
@@ -15,8 +15,14 @@ fn flow_euler_matches_diffusers_on_the_flow_oracle() {
             r#"
 import sys, os, numpy as np, torch
 from diffusers import FlowMatchEulerDiscreteScheduler as F
+import diffusers.schedulers.scheduling_flow_match_euler_discrete as fm
 out = sys.argv[1]
-{FLOW_ORACLE_PY}for name, sched, kw in [("static", F(shift=3.0), {{}}), ("dynamic", F(use_dynamic_shifting=True), {{"mu": 0.7}})]:
+{FLOW_ORACLE_PY}draws = torch.randn(8, 4, 3, 4, 4, generator=torch.Generator().manual_seed(5))
+np.savez(os.path.join(out, "draws.npz"), *[d.numpy() for d in draws])
+queue = list(draws)
+fm.randn_tensor = lambda *a, **k: queue.pop(0)
+cases = [("static", F(shift=3.0), {{}}), ("dynamic", F(use_dynamic_shifting=True), {{"mu": 0.7}}), ("stochastic", F(shift=3.0, stochastic_sampling=True), {{}})]
+for name, sched, kw in cases:
     sched.set_timesteps(8, **kw)
     x = x1.clone()
     for t in sched.timesteps:
@@ -34,9 +40,17 @@ out = sys.argv[1]
     )
     .unwrap();
     let x1 = d.path().join("x1.npy");
-    for (name, sets) in [("static", vec!["shift=3.0"]), ("dynamic", vec!["use_dynamic_shifting=true", "mu=0.7"])] {
+    let draws = d.path().join("draws.npz");
+    for (name, sets) in [
+        ("static", vec!["shift=3.0"]),
+        ("dynamic", vec!["use_dynamic_shifting=true", "mu=0.7"]),
+        ("stochastic", vec!["shift=3.0", "stochastic_sampling=true"]),
+    ] {
         let out = d.path().join(format!("{name}.npy"));
         let mut args = vec!["sample", spec.to_str().unwrap(), "--noise", x1.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        if name == "stochastic" {
+            args.extend(["--step-noise", draws.to_str().unwrap()]);
+        }
         for s in &sets {
             args.extend(["--set", s]);
         }

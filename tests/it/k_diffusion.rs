@@ -80,6 +80,15 @@ fn cases() -> Vec<Case> {
         let schedule = if steps % 2 == 0 { "linear" } else { "cosine" };
         v.push(case("dpm_fast", &[("eta", eta)], steps, schedule, "sample_dpm_fast", kwargs));
     }
+    // Adaptive: k-diffusion run on each sample alone (its controller is batch-wide, bench's per sample).
+    for (params, schedule, kwargs) in [
+        (&[][..], "linear", json!({})),
+        (&[("order", "2")][..], "cosine", json!({"order": 2})),
+        (&[("rtol", "0.01"), ("atol", "0.001"), ("h_init", "0.2")][..], "linear", json!({"rtol": 0.01, "atol": 0.001, "h_init": 0.2})),
+        (&[("eta", "0.6"), ("s_noise", "0.9"), ("pcoeff", "0.1"), ("dcoeff", "0.05")][..], "cosine", json!({"eta": 0.6, "s_noise": 0.9, "pcoeff": 0.1, "dcoeff": 0.05})),
+    ] {
+        v.push(case("dpm_adaptive", params, 1, schedule, "sample_dpm_adaptive", kwargs));
+    }
     let mut vpred = case("dpmpp_2m_sde", &[], 10, "cosine", "sample_dpmpp_2m_sde", json!({}));
     vpred.prediction = Prediction::VPrediction;
     v.push(vpred);
@@ -93,19 +102,23 @@ fn cases() -> Vec<Case> {
         ("dpmpp_2m_sde", "sample_dpmpp_2m_sde"),
         ("dpmpp_3m_sde", "sample_dpmpp_3m_sde"),
         ("dpmpp_sde", "DPMSolverSDEScheduler"),
+        ("dpm_adaptive", "sample_dpm_adaptive"),
     ] {
-        let mut c = case(sampler, &[], 6, "linear", reference, json!({}));
+        let steps = if sampler == "dpm_adaptive" { 1 } else { 6 };
+        let mut c = case(sampler, &[], steps, "linear", reference, json!({}));
         c.unet = true;
         v.push(c);
     }
     v
 }
 
-/// Two standard-normal draws per step: `dpmpp_sde` uses keys 2i and 2i+1, the others key i.
+/// Two standard-normal draws per step: `dpmpp_sde` uses keys 2i and 2i+1, the others key i;
+/// `dpm_adaptive` one per accepted step.
 fn noise_for(c: &Case) -> Vec<Tensor> {
     seed_torch(300 + c.steps as i64);
     let shape = if c.unet { UNET_SHAPE } else { [BATCH, SHAPE[0], SHAPE[1], SHAPE[2]] };
-    (0..2 * c.steps).map(|_| Tensor::randn(shape, f64_opts())).collect()
+    let n = if c.sampler == "dpm_adaptive" { 300 } else { 2 * c.steps };
+    (0..n).map(|_| Tensor::randn(shape, f64_opts())).collect()
 }
 
 /// Bench's draws by key, recording the keys it asks for.
@@ -162,12 +175,24 @@ fn parity_with_k_diffusion_and_diffusers_sde() {
         let mut rec = Recording { draws: &draws, keys: Vec::new() };
         let x = sampler.sample(&counted, if c.unet { z_unet.shallow_clone() } else { z.shallow_clone() }, &mut rec).unwrap();
         let labels: Vec<f64> = counted.take_trace().into_iter().map(|(t, _, _)| t).collect();
+        let id = c.id();
+        let r = &reference[&id];
+        let out: ArrayD<f64> = read_npy(d.join(format!("out_{id}.npy"))).unwrap();
+        if sampler.adaptive() {
+            // Per-sample NFE as k-diffusion counts it (order × trial steps, rejected ones too).
+            let nfe: Vec<u64> = counted.cost_each(x.size()[0] as usize).iter().map(|c| c.0 as u64).collect();
+            let want: Vec<u64> = r["nfe"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+            assert_eq!(nfe, want, "{id}: NFE per sample");
+            assert_eq!(labels[0], sampler.labels()[0], "{id}");
+            let err = rel_err(&x, &from_array(&out));
+            report.push_str(&format!("{id:<66} {:<26} nfe {nfe:?} rel_l2 {err:.2e}\n", c.reference));
+            assert!(err <= 1e-5, "{id}: rel L2 {err:.3e} vs {}", c.reference);
+            continue;
+        }
         assert_eq!(counted.nfe(), sampler.nfe(), "{}", c.id());
         assert_eq!(labels, sampler.labels(), "{}", c.id());
         // The reference pops the draws in order: bench must ask for keys 0, 1, 2, … and, unless
         // η = 0 (the reference draws and multiplies by 0; bench does not draw), as many.
-        let id = c.id();
-        let r = &reference[&id];
         let pops = r["draws"].as_u64().unwrap() as usize;
         assert_eq!(rec.keys, (0..rec.keys.len()).collect::<Vec<_>>(), "{id}");
         assert!(rec.keys.len() == pops || rec.keys.is_empty(), "{id}: bench drew {} noises, the reference {pops}", rec.keys.len());
@@ -175,7 +200,6 @@ fn parity_with_k_diffusion_and_diffusers_sde() {
         assert_eq!(labels.len(), want.len(), "{id}: NFE ours {} vs reference {}", labels.len(), want.len());
         let dl = labels.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(dl <= 1e-4, "{id}: labels differ by {dl}\n ours {labels:?}\n ref  {want:?}");
-        let out: ArrayD<f64> = read_npy(d.join(format!("out_{id}.npy"))).unwrap();
         let err = rel_err(&x, &from_array(&out));
         report.push_str(&format!("{id:<66} {:<26} nfe {:>2} draws {:>2} rel_l2 {err:.2e} label_diff {dl:.1e}\n", c.reference, labels.len(), pops));
         assert!(err <= 1e-5, "{id}: rel L2 {err:.3e} vs {}", c.reference);

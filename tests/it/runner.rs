@@ -62,6 +62,44 @@ fn samples_do_not_depend_on_batch_size() {
     assert_eq!(reference.kind(), Kind::Float);
 }
 
+/// An adaptive sampler's steps are chosen per sample: a sample's result and NFE do not depend on
+/// the batch, and the results record the mean and maximum NFE over samples, also when shards merge.
+#[test]
+fn adaptive_nfe_is_per_sample_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = "  - {name: dpm_adaptive, steps: 1, eta: 0.5, rtol: 0.02}";
+    let spec = write_spec(dir.path(), "s.yaml", &small_spec(entry, 12, 12, ""));
+    let plan = plan::load(&spec).unwrap();
+    let model = load_model(&plan).unwrap();
+    let sampler = runner::build_sampler(&plan, &plan.cells[0], &plan.schedule.noise_schedule().unwrap()).unwrap();
+    let all = |batch: u64| {
+        let (mut xs, mut nfe) = (Vec::new(), Vec::new());
+        for first in (0..12).step_by(batch as usize) {
+            let (x, cost) = sample_batch(7, model.denoiser.as_ref(), &model, sampler.as_ref(), Device::Cpu, first, batch.min(12 - first), None).unwrap();
+            xs.push(x);
+            nfe.extend(cost.iter().map(|c| c.0 as u64));
+        }
+        (Tensor::cat(&xs, 0), nfe)
+    };
+    let (x12, nfe12) = all(12);
+    let (x5, nfe5) = all(5);
+    assert!(x5.equal(&x12), "batch size changed the samples");
+    assert_eq!(nfe5, nfe12);
+    let (min, max) = (*nfe12.iter().min().unwrap(), *nfe12.iter().max().unwrap());
+    assert!(min < max && nfe12.iter().all(|n| n % 3 == 0), "per-sample NFE {nfe12:?}");
+    let mean = nfe12.iter().sum::<u64>() as f64 / 12.0;
+    for shards in [1, 2] {
+        let out = dir.path().join(format!("out{shards}"));
+        for k in 1..=shards {
+            run_ok(&["run", spec.to_str().unwrap(), "--out", out.to_str().unwrap(), "--shard", &format!("{k}/{shards}"), "--quiet"]);
+        }
+        let row = &read_results(&out).unwrap()[0];
+        assert_eq!((row.nfe_mean, row.nfe_max, row.nfe), (Some(mean), Some(max), mean.round() as u64), "{shards} shards");
+    }
+    let csv = std::fs::read_to_string(dir.path().join("out1").join("results.csv")).unwrap();
+    assert!(csv.starts_with("experiment,model,dataset,sampler,variant,order,eta,skip,steps,guidance_scale,nfe,unet_evals,nfe_mean,nfe_max,"), "{csv}");
+}
+
 #[test]
 fn sharded_runs_merge_to_the_single_run_statistics() {
     let dir = tempfile::tempdir().unwrap();

@@ -125,9 +125,13 @@ fn invalid_specs_give_exact_one_line_errors() {
         ),
         (
             edit(4, "  - {name: ddpm-large}"),
-            "SPEC:4:6: samplers[0].name: unknown sampler `ddpm-large`; did you mean `ddpm_large`? (known: ddim, ddpm, ddpm_large, f-pndm, s-pndm, fon, plms, dpm_solver, dpm_solver++, unipc, deis, sa_solver, euler, euler_ancestral, heun, kdpm2, kdpm2_ancestral, lms, karras_ve, dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde, dpm_fast, lcm, tcd, edm_heun, edm_euler, ipndm, ipndm_v, consistency, flow_euler, flow_heun, flow_dpm_solver++, flow_unipc)",
+            "SPEC:4:6: samplers[0].name: unknown sampler `ddpm-large`; did you mean `ddpm_large`? (known: ddim, ddpm, ddpm_large, f-pndm, s-pndm, fon, plms, dpm_solver, dpm_solver++, unipc, deis, sa_solver, euler, euler_ancestral, heun, kdpm2, kdpm2_ancestral, lms, karras_ve, dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde, dpm_fast, dpm_adaptive, lcm, tcd, edm_heun, edm_euler, ipndm, ipndm_v, consistency, flow_euler, flow_heun, flow_dpm_solver++, flow_unipc)",
         ),
         (edit(4, "  - {eta: 0.5}"), "SPEC:4:5: samplers[0]: missing required key `name`"),
+        (
+            edit(4, "  - {name: dpm_adaptive, rtol: 0.1}"),
+            "SPEC:4:5: samplers[0]: dpm_adaptive rtol=0.1 skip=exponential steps=10: it picks its own steps (rtol, atol, h_init): give its entry `steps: 1`, not 10",
+        ),
         // Empty sweeps.
         (edit(4, "  - {name: ddim, eta: []}"), "SPEC:4:18: samplers[0].eta: empty list; give at least one value"),
         (edit(5, "steps: []"), "SPEC:5:1: steps: empty list; give at least one value"),
@@ -596,7 +600,7 @@ fn every_shipped_spec_parses_and_real_model_specs_name_missing_files() {
             ("pndm_cifar10".to_owned(), 30),
             ("pndm_celeba64".to_owned(), 30),
             ("quickstart".to_owned(), 37),
-            ("solvers_cifar10".to_owned(), 95),
+            ("solvers_cifar10".to_owned(), 98),
             ("timeseries_sines".to_owned(), 3),
             ("timeseries_sines_oracle".to_owned(), 3),
         ]

@@ -3,7 +3,9 @@
 # on the σ grid diffusers' EulerDiscreteScheduler lays out for the same options, with the SDE
 # noise injected through `noise_sampler` (the arrays bench's sampler receives, in draw order).
 # argv: DIR (cases.json, betas_*.npy, mean.npy, std.npy, z_*.npy, noise_*.npy) → unet/, out_*.npy;
-# stdout: {case id: {labels: model-call labels, draws: noise draws taken}}.
+# stdout: {case id: {labels: model-call labels, draws: noise draws taken}}; for
+# sample_dpm_adaptive, run on each sample alone, {nfe: [per sample]} (draw k of sample j is
+# row j of noise array k).
 import json, sys
 import numpy as np
 import torch
@@ -95,6 +97,17 @@ for c in cases:
             xin = s.scale_model_input(x, t)
             out = inner(xin, torch.full([x.shape[0]], float(t), dtype=torch.float64))
             x = s.step(out, t, x).prev_sample
+    elif c["fn"] == "sample_dpm_adaptive":
+        outs, nfe = [], []
+        for j in range(z.shape[0]):
+            row = [q[j : j + 1] for q in queue]
+            xj, info = sampling.sample_dpm_adaptive(wrapper, z[j : j + 1] * wrapper.sigma_max, wrapper.sigma_min, wrapper.sigma_max, disable=True,
+                                                   noise_sampler=lambda s, sn: row.pop(0), return_info=True, **c["kwargs"])
+            outs.append(xj)
+            nfe.append(info["nfe"])
+        np.save(f"{d}/out_{c['id']}.npy", torch.cat(outs).numpy())
+        out_labels[c["id"]] = {"nfe": nfe}
+        continue
     elif c["fn"] == "sample_dpm_fast":
         # Its own grid: blocks uniform in log σ from the wrapper's σ_max to σ_min. Its
         # `torch.linspace` of the block times takes torch's default dtype; float64 here, as the
