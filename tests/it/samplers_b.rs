@@ -963,7 +963,9 @@ fn samplers_are_dtype_generic() {
     seed_torch(2);
     let z = Tensor::randn([2, SHAPE[0], SHAPE[1], SHAPE[2]], f64_opts());
     for info in samplerbench::sampling::DEFINITIONS.iter().filter(|d| !matches!(d.name, "ddim" | "ddpm" | "ddpm_large" | "f-pndm" | "s-pndm" | "fon" | "plms")) {
-        let sm = build_from_text(info.name, &[], 10, &sch).unwrap();
+        // An adaptive sampler picks its own steps and takes S = 1 only.
+        let steps = if info.nfe.starts_with("adaptive") { 1 } else { 10 };
+        let sm = build_from_text(info.name, &[], steps, &sch).unwrap();
         // Each sampler on the oracle in its own space (VP, σ or flow).
         let (mean, std) = gaussian_data();
         let oracle = GaussianOracle::new(sch.clone(), mean, std).in_space(info.space());
@@ -977,7 +979,10 @@ fn samplers_are_dtype_generic() {
         let stochastic = ["euler_ancestral", "kdpm2_ancestral", "karras_ve", "consistency", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "lcm", "tcd", "sa_solver"].contains(&info.name);
         if !stochastic {
             let e = rel_l2(&x32.to_kind(Kind::Double), &x64);
-            assert!(e < 1e-4, "{}: f32 vs f64 {e}", info.name);
+            // float32 rounding can move an adaptive controller's accept decisions, and then the
+            // two results differ by the solver's own tolerance (rtol 0.05), not by rounding.
+            let tol = if steps == 1 { 2e-2 } else { 1e-4 };
+            assert!(e < tol, "{}: f32 vs f64 {e}", info.name);
         }
     }
 }
