@@ -79,6 +79,7 @@ use crate::metrics::fd_features::FdFeaturesSpec;
 use crate::metrics::prdc::PrdcParams;
 use crate::models::unet::DdimModelConfig;
 use crate::models::{NoiseSpace, Prediction};
+use crate::sampling::space_view::SpaceView;
 use crate::registry;
 use crate::sampling::{self, SamplerDef};
 use crate::schedule::{NoiseSchedule, ScheduleKind};
@@ -563,7 +564,7 @@ pub fn build(spec: &SpecFile, host: &Host) -> Result<Plan> {
     let (schedule, prediction, schedule_source) = cx.schedule(&raw.model, setup.scheduler.as_ref())?;
     let space = setup.identity.space;
     let prediction = space.implied_prediction().unwrap_or(prediction);
-    let expanded = cx.expand(&schedule, prediction, space)?;
+    let expanded = cx.expand(&schedule, prediction, space, matches!(setup.plan, ModelPlan::Consistency { .. }))?;
     let samples = cx.at_least_1(&root.key("samples"), raw.samples.unwrap_or(50_000))?;
     let batch_size = cx.at_least_1(&root.key("batch_size"), raw.batch_size.unwrap_or(500))?;
     let seed = match raw.seed.unwrap_or(0) {
@@ -602,6 +603,9 @@ pub fn build(spec: &SpecFile, host: &Host) -> Result<Plan> {
     inputs.extend(metric_inputs);
     let conditioning = match &raw.conditioning {
         Some(c) => Some(cx.conditioning(c, &setup.plan, &mut inputs)?),
+        None if matches!(setup.plan, ModelPlan::StableDiffusion { .. }) => {
+            return Err(cx.err(&root.key("model"), "a text-to-image pipeline needs prompts: add `conditioning: {prompts: FILE}`"));
+        }
         None => None,
     };
     let mut plan = Plan {
@@ -1309,7 +1313,7 @@ impl Cx<'_> {
         })
     }
 
-    fn expand(&self, schedule: &SchedulePlan, prediction: Prediction, space: NoiseSpace) -> Result<Vec<Expanded>> {
+    fn expand(&self, schedule: &SchedulePlan, prediction: Prediction, space: NoiseSpace, consistency_model: bool) -> Result<Vec<Expanded>> {
         let timesteps = schedule.timesteps;
         let noise_schedule = &schedule.noise_schedule()?;
         let raw = &self.spec.raw;
@@ -1340,8 +1344,15 @@ impl Cx<'_> {
                 }
                 return Err(self.err(&at.key("name"), msg + &format!(" (known: {})", names.join(", "))));
             };
-            def.check_space(space).map_err(|m| self.err(&at.key("name"), m))?;
-            def.check_prediction(prediction).map_err(|m| self.err(&at.key("name"), m))?;
+            def.check_space(space, consistency_model).map_err(|m| self.err(&at.key("name"), m))?;
+            let seen = if def.space() == space { prediction } else { SpaceView::prediction_seen(def.space()) };
+            def.check_prediction(seen).map_err(|m| self.err(&at.key("name"), m))?;
+            if def.space() == NoiseSpace::Vp && space == NoiseSpace::Sigma && noise_schedule.zero_terminal_snr() {
+                return Err(self.err(
+                    &at.key("name"),
+                    format!("`{}` on a σ-space model reads the schedule's levels, but it has zero terminal SNR (σ = ∞), where no σ-space model can be evaluated", def.name),
+                ));
+            }
             // Axes of the product, in written order; then skip; then steps.
             let mut axes: Vec<(String, Vec<ParamValue>)> = Vec::new();
             def.check_spellings(e.params.iter().map(|(k, _)| k.as_str())).map_err(|m| self.err(&at, m))?;

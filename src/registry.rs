@@ -54,6 +54,14 @@ pub const ARTIFACTS: &[Artifact] = &[
         what: "DDIM authors' CelebA 64x64 model ([model, optimizer, epoch, step, ema])",
     },
     Artifact {
+        name: "edm-cifar10-32x32-uncond-vp",
+        file: "models/edm-cifar10-32x32-uncond-vp.pkl",
+        sha256: None,
+        size: None,
+        url: "https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/edm-cifar10-32x32-uncond-vp.pkl",
+        what: "Karras et al. 2022 (EDM) CIFAR10 unconditional VP network, DDPM++ with EDM's preconditioning (config F)",
+    },
+    Artifact {
         name: "cifar10-train-stats",
         file: "stats/cifar10_train.npz",
         sha256: None,

@@ -118,12 +118,6 @@ pub fn load_model(plan: &Plan) -> Result<LoadedModel> {
             let shape = vec![unet.config.in_channels, size, size];
             let decoder = latent_decoder(&dir.join("vae"), device, kind, unet.config.in_channels)?;
             let text = super::clip::PromptEncoder::load(dir, device, kind)?;
-            if !matches!(plan.conditioning.as_ref().map(|c| &c.source), Some(ConditionSource::Prompts { .. })) {
-                return Err(BenchError::user(format!(
-                    "{}: a text-to-image pipeline needs prompts: add `conditioning: {{prompts: FILE}}` to the spec",
-                    plan.spec_path.display()
-                )));
-            }
             LoadedModel { conditioner: Some(Conditioner::Text(text)), ..with_decoder(plain(Box::new(unet), shape), decoder) }
         }
         ModelPlan::Ddim { path, config, ema } => {

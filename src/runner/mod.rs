@@ -29,6 +29,7 @@ use crate::models::{load_model, Condition, Denoiser, LoadedModel};
 use crate::noise::SeededNoise;
 use crate::plan::{Cell, Plan};
 use crate::results::{self, CellTiming, ResultRow, RunInfo};
+use crate::sampling::space_view::SpaceView;
 use crate::sampling::{Counted, Sampler};
 use crate::{BenchError, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -78,6 +79,10 @@ impl Ctx<'_> {
     }
     fn repeat_dir(&self, cell: &Cell, r: u32) -> PathBuf {
         repeat_dir(&self.cell_dir(cell), self.plan.repeats, r)
+    }
+    /// The model as `sampler` sees it: converted when their noise spaces differ.
+    fn view(&self, sampler: &dyn Sampler) -> Result<Option<SpaceView>> {
+        Ok(SpaceView::new(sampler.space(), self.plan.model_identity.space, self.model.prediction, &self.plan.schedule.noise_schedule()?))
     }
     fn needs_images(&self) -> bool {
         self.metrics.iter().any(|m| m.needs_images())
@@ -403,7 +408,9 @@ fn warm_up(ctx: &Ctx, sampler: &dyn Sampler) -> Result<()> {
     let x = Tensor::zeros(shape.as_slice(), (Kind::Float, ctx.device));
     let label = sampler.labels().first().copied().unwrap_or(0.0);
     let cond = ctx.model.probe_condition(b, ctx.device)?;
-    let _ = tch::no_grad(|| Counted::new(ctx.model.denoiser.as_ref(), ctx.model.prediction).conditioned(cond.as_ref()).raw(&x, label))?;
+    let view = ctx.view(sampler)?;
+    let counted = Counted::new(ctx.model.denoiser.as_ref(), ctx.model.prediction).conditioned(cond.as_ref()).viewed(view.as_ref());
+    let _ = tch::no_grad(|| counted.raw(&x, label))?;
     sync(ctx.device);
     Ok(())
 }
@@ -496,13 +503,14 @@ fn run_part(ctx: &Ctx, cell: &Cell, sampler: &dyn Sampler, part: Shard, repeat: 
     // Samples are kept of the first repeat only.
     let save_limit = if repeat == 0 { plan.save_samples.limit(plan.samples) } else { 0 };
     let mut since_checkpoint = 0;
+    let view = ctx.view(sampler)?;
     while state.next < end {
         let count = batch.min(end - state.next);
         let timed = TimedModel { inner: ctx.model.denoiser.as_ref(), device: ctx.device, seconds: StdCell::new(0.0) };
         sync(ctx.device);
         let t0 = Instant::now();
         let conditioning = plan.conditioning.as_ref().zip(cell.guidance_scale).map(|(c, w)| (&c.source, w));
-        let sampled = sample_batch(plan.seed + repeat as u64, &timed, ctx.model, sampler, ctx.device, state.next, count, conditioning)
+        let sampled = sample_batch(plan.seed + repeat as u64, &timed, ctx.model, sampler, view.as_ref(), ctx.device, state.next, count, conditioning)
             .map_err(|e| interrupted_cell(cell, &e));
         let (x0, cost) = sampled?;
         sync(ctx.device);
@@ -562,6 +570,7 @@ pub fn sample_batch(
     denoiser: &dyn Denoiser,
     model: &LoadedModel,
     sampler: &dyn Sampler,
+    view: Option<&SpaceView>,
     device: Device,
     first: u64,
     count: u64,
@@ -571,7 +580,7 @@ pub fn sample_batch(
         (Some(c), Some((source, w))) => Some(tch::no_grad(|| c.guidance(source, seed, first, count, w, device))?),
         _ => None,
     };
-    let counted = Counted::new(denoiser, model.prediction).guided(guidance.as_ref());
+    let counted = Counted::new(denoiser, model.prediction).guided(guidance.as_ref()).viewed(view);
     let mut noise = SeededNoise { seed, first, count: count as usize };
     let x_t = noise.initial(&model.sample_shape, device, Kind::Float);
     let x0 = tch::no_grad(|| sampler.sample(&counted, x_t, &mut noise))?;

@@ -5,6 +5,7 @@ use crate::conditioning::{Choice, ConditionSource};
 use crate::models::{load_model, Guidance, LoadedModel};
 use crate::noise::SeededNoise;
 use crate::plan::Plan;
+use crate::sampling::space_view::SpaceView;
 use crate::sampling::{find, Counted};
 use crate::spec::ParamValue;
 use crate::timesteps::Skip;
@@ -154,8 +155,10 @@ pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<Vec<usize>>
         params.insert(k.clone(), value);
     }
     def.check_skip(skip).map_err(BenchError::user)?;
-    def.check_space(plan.model_identity.space).map_err(BenchError::user)?;
-    def.check_prediction(plan.prediction).map_err(BenchError::user)?;
+    let space = plan.model_identity.space;
+    def.check_space(space, matches!(plan.model, crate::plan::ModelPlan::Consistency { .. })).map_err(BenchError::user)?;
+    let seen = if def.space() == space { plan.prediction } else { SpaceView::prediction_seen(def.space()) };
+    def.check_prediction(seen).map_err(BenchError::user)?;
     let model = load_model(plan)?;
     if req.latents_out.is_some() && model.decoder.is_none() {
         return Err(BenchError::user("--latents-out: the model has no decoder (its samples are the images)"));
@@ -186,7 +189,8 @@ pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<Vec<usize>>
     let sampler = def.build(&params, skip, steps, &schedule)?;
     let b = x_t.size()[0] as usize;
     let guidance = guidance_of(plan, &model, req, b, guidance_scale, device)?;
-    let counted = Counted::new(model.denoiser.as_ref(), model.prediction).guided(guidance.as_ref());
+    let view = SpaceView::new(def.space(), space, model.prediction, &schedule);
+    let counted = Counted::new(model.denoiser.as_ref(), model.prediction).guided(guidance.as_ref()).viewed(view.as_ref());
     let counted = if req.trace.is_some() { counted.with_trace() } else { counted };
     let x0 = match req.step_noise {
         Some(path) => {

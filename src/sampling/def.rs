@@ -295,27 +295,53 @@ impl SamplerDef {
         Err(format!("`{}` does not support skip `{skip}` (allowed: {})", self.name, names.join(", ")))
     }
 
-    /// The models it runs on: those whose noise levels its timestep rules produce.
+    /// The noise space its timestep rules and updates live in (models of other spaces are
+    /// converted, see [`SamplerDef::check_space`]).
     pub fn space(&self) -> NoiseSpace {
         self.default_skip.space()
     }
 
-    pub fn check_space(&self, space: NoiseSpace) -> std::result::Result<(), String> {
-        if self.space() == space {
+    /// VP and σ samplers read a denoiser, which converts exactly between spaces.
+    pub(crate) fn runs_converted(&self) -> bool {
+        match self.space() {
+            NoiseSpace::Vp => true,
+            NoiseSpace::Sigma => self.default_skip != crate::timesteps::Skip::Consistency,
+            NoiseSpace::Flow => false,
+        }
+    }
+
+    /// Whether it runs on a model of `space` (`consistency_model`: a consistency model, whose
+    /// output is its consistency function, not a denoiser): in its own space, or through an exact
+    /// [`super::space_view::SpaceView`], as VP and σ samplers run on any denoiser. Flow samplers
+    /// stay on flow models (their grids start at t = 1, pure noise, where no VP or σ model can
+    /// be evaluated) and `consistency` on σ models.
+    pub fn check_space(&self, space: NoiseSpace, consistency_model: bool) -> std::result::Result<(), String> {
+        let own = self.space();
+        if own == space {
             return Ok(());
         }
-        let fits: Vec<&str> = DEFINITIONS.iter().filter(|d| d.space() == space).map(|d| d.name).collect();
-        let model = |s: NoiseSpace| match s {
-            NoiseSpace::Vp => "discrete-VP models",
-            NoiseSpace::Sigma => "σ-space models (x = x0 + σ·ε: model kind edm, consistency pipelines, an oracle with space: sigma)",
-            NoiseSpace::Flow => "rectified-flow models (prediction: flow)",
+        if consistency_model {
+            let same: Vec<&str> = DEFINITIONS.iter().filter(|d| d.space() == NoiseSpace::Sigma).map(|d| d.name).collect();
+            return Err(format!(
+                "`{}` would convert this consistency model to another noise space, but its output is the consistency function, not a denoiser (samplers in its own σ space: {})",
+                self.name,
+                same.join(", ")
+            ));
+        }
+        if self.runs_converted() {
+            return Ok(());
+        }
+        let fits: Vec<&str> = DEFINITIONS.iter().filter(|d| d.space() == space || d.runs_converted()).map(|d| d.name).collect();
+        let model = match own {
+            NoiseSpace::Flow => "rectified-flow models (prediction: flow; its grid starts at t = 1, pure noise)",
+            _ => "consistency models (its steps call the consistency function)",
         };
         let space_of_model = match space {
             NoiseSpace::Vp => "a discrete-VP model",
             NoiseSpace::Sigma => "in σ space (x = x0 + σ·ε)",
             NoiseSpace::Flow => "a rectified-flow model",
         };
-        Err(format!("`{}` runs on {}; this model is {space_of_model}: use {}", self.name, model(self.space()), fits.join(", ")))
+        Err(format!("`{}` runs on {model}; this model is {space_of_model}: use {}", self.name, fits.join(", ")))
     }
 
     pub fn check_prediction(&self, p: Prediction) -> std::result::Result<(), String> {

@@ -6,6 +6,7 @@
 //! out = A·x_T + Σ_k B_k·z_k + m with x_T, z_k ~ N(0, 1) independent. Mean m and variance
 //! A² + Σ_k B_k² follow from probing the sampler itself (in f64): all probes run as one batch,
 //! since samplers act on each batch row independently.
+use super::space_view::SpaceView;
 use super::{Counted, NoiseSource, Sampler};
 use crate::models::oracle::GaussianOracle;
 use crate::{BenchError, Result};
@@ -49,7 +50,10 @@ pub fn exact_output_moments(sampler: &dyn Sampler, oracle: &GaussianOracle) -> R
         s
     };
     let opts = (Kind::Double, Device::Cpu);
-    let model = Counted::new(oracle, oracle.output);
+    // An oracle of another space is seen through the sampler's (the view is linear in x).
+    let view = SpaceView::new(sampler.space(), oracle.space, oracle.output, &oracle.schedule);
+    let counted = || Counted::new(oracle, oracle.output).viewed(view.as_ref());
+    let model = counted();
     let mut rec = RecordSteps(BTreeSet::new());
     let _ = sampler.sample(&model, Tensor::zeros(one(1), opts), &mut rec)?;
     let steps: Vec<usize> = rec.0.into_iter().collect();
@@ -60,7 +64,7 @@ pub fn exact_output_moments(sampler: &dyn Sampler, oracle: &GaussianOracle) -> R
     let x = Tensor::zeros(one(n), opts);
     let _ = x.get(1).fill_(1.0);
     let _ = x.get(2).fill_(PROBE);
-    let out = sampler.sample(&Counted::new(oracle, oracle.output), x, &mut UnitProbes { steps, first: 3 })?;
+    let out = sampler.sample(&counted(), x, &mut UnitProbes { steps, first: 3 })?;
     let m = out.get(0);
     let a = out.get(1) - &m;
     let a2 = out.get(2) - &m;

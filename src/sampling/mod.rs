@@ -18,6 +18,7 @@ pub mod lcm;
 pub mod multistep;
 pub mod pndm;
 pub mod sa_solver;
+pub mod space_view;
 pub mod unipc;
 
 pub use continuous::Node;
@@ -41,11 +42,22 @@ pub struct Counted<'a> {
     nfe_each: RefCell<Option<Vec<usize>>>,
     /// Optional per-NFE trace of (label, x, raw output), for `bench sample --trace` and parity tests.
     trace: Option<RefCell<Vec<(f64, Tensor, Tensor)>>>,
+    /// A model of another noise space, converted exactly (see [`space_view`]).
+    view: Option<&'a space_view::SpaceView>,
 }
 
 impl<'a> Counted<'a> {
     pub fn new(model: &'a dyn Denoiser, prediction: Prediction) -> Self {
-        Counted { model, prediction, cond: None, guidance: None, nfe: Cell::new(0), network_evals: Cell::new(0), nfe_each: RefCell::new(None), trace: None }
+        Counted { model, prediction, cond: None, guidance: None, nfe: Cell::new(0), network_evals: Cell::new(0), nfe_each: RefCell::new(None), trace: None, view: None }
+    }
+    /// Every call converts the model from its noise space to the sampler's; the sampler reads
+    /// the view's parameterisation.
+    pub fn viewed(mut self, view: Option<&'a space_view::SpaceView>) -> Self {
+        if let Some(v) = view {
+            self.prediction = v.prediction();
+        }
+        self.view = view;
+        self
     }
     pub fn with_trace(mut self) -> Self {
         self.trace = Some(RefCell::new(Vec::new()));
@@ -64,13 +76,19 @@ impl<'a> Counted<'a> {
     pub fn prediction(&self) -> Prediction {
         self.prediction
     }
-    /// The σ range a σ-space model supports.
+    /// The σ range a σ-space model supports (a converted model: the levels it can be evaluated at).
     pub fn sigma_range(&self) -> (f64, f64) {
-        self.model.sigma_range()
+        match self.view {
+            Some(v) => v.sigma_range(),
+            None => self.model.sigma_range(),
+        }
     }
-    /// σ snapped to the model's trained levels.
+    /// σ snapped to the model's trained levels (a converted model takes any level).
     pub fn round_sigma(&self, sigma: &Tensor) -> Tensor {
-        self.model.round_sigma(sigma)
+        match self.view {
+            Some(_) => sigma.shallow_clone(),
+            None => self.model.round_sigma(sigma),
+        }
     }
 
     /// The network's raw output at (x, label), guidance applied.
@@ -80,8 +98,16 @@ impl<'a> Counted<'a> {
 
     /// [`Counted::raw`] and the learned-variance values of the same call, if the model has them.
     pub fn raw_with_variance(&self, x: &Tensor, label: f64) -> Result<(Tensor, Option<Tensor>)> {
-        let labels = Tensor::full([x.size()[0]], label, (Kind::Double, x.device()));
-        let (out, var) = self.guided_call(x, &labels)?;
+        self.raw_at(x, label, None)
+    }
+
+    /// The raw output at `label`, whose level is `at` where the sampler states it (a view reads
+    /// it from the label otherwise).
+    fn raw_at(&self, x: &Tensor, label: f64, at: Option<&Node>) -> Result<(Tensor, Option<Tensor>)> {
+        let b = x.size()[0];
+        let labels = Tensor::full([b], label, (Kind::Double, x.device()));
+        let levels = self.view.map(|v| vec![at.copied().unwrap_or_else(|| v.level(label)); b as usize]);
+        let (out, var) = self.guided_call(x, &labels, levels.as_deref())?;
         self.record(label, x, &out);
         Ok((out, var))
     }
@@ -96,7 +122,7 @@ impl<'a> Counted<'a> {
     /// one model call. The trace records sample 0's label.
     pub fn eps_each(&self, x: &Tensor, at: &[Node]) -> Result<Tensor> {
         let labels = Tensor::from_slice(&at.iter().map(|n| n.label).collect::<Vec<_>>()).to_device(x.device());
-        let (raw, _) = self.guided_call(x, &labels)?;
+        let (raw, _) = self.guided_call(x, &labels, Some(at))?;
         self.record(at.first().map_or(0.0, |n| n.label), x, &raw);
         if self.prediction == Prediction::Epsilon {
             return Ok(raw);
@@ -106,8 +132,9 @@ impl<'a> Counted<'a> {
     }
 
     /// Under guidance the variance is the conditional half's, as guided-diffusion's and
-    /// diffusers' (DeepFloyd IF) pipelines take it: only the mean is guided.
-    fn guided_call(&self, x: &Tensor, labels: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+    /// diffusers' (DeepFloyd IF) pipelines take it: only the mean is guided. `levels` (one per
+    /// sample) are the sampler's levels when a view converts the model.
+    fn guided_call(&self, x: &Tensor, labels: &Tensor, levels: Option<&[Node]>) -> Result<(Tensor, Option<Tensor>)> {
         self.nfe.set(self.nfe.get() + 1);
         let b = x.size()[0];
         match self.guidance {
@@ -115,26 +142,37 @@ impl<'a> Counted<'a> {
                 self.network_evals.set(self.network_evals.get() + 2);
                 let x2 = Tensor::f_cat(&[x, x], 0)?;
                 let c2 = g.uncond.cat(&g.cond)?;
-                let (out, var) = self.model.forward_with_variance(&x2, &Tensor::f_cat(&[labels, labels], 0)?, Some(&c2))?;
+                let levels2 = levels.map(|l| [l, l].concat());
+                let (out, var) = self.forward(&x2, &Tensor::f_cat(&[labels, labels], 0)?, levels2.as_deref(), Some(&c2))?;
                 let (u, c) = (out.f_narrow(0, 0, b)?, out.f_narrow(0, b, b)?);
                 let var = var.map(|v| v.f_narrow(0, b, b)).transpose()?;
                 Ok((&u + (&c - &u) * g.scale, var))
             }
             Some(g) => {
                 self.network_evals.set(self.network_evals.get() + 1);
-                self.model.forward_with_variance(x, labels, Some(&g.cond))
+                self.forward(x, labels, levels, Some(&g.cond))
             }
             None => {
                 self.network_evals.set(self.network_evals.get() + 1);
-                self.model.forward_with_variance(x, labels, self.cond)
+                self.forward(x, labels, levels, self.cond)
             }
+        }
+    }
+
+    /// One network evaluation, converted by the view when there is one (a converted model's
+    /// learned variance is not offered: its VP samplers read ε̂ only).
+    fn forward(&self, x: &Tensor, labels: &Tensor, levels: Option<&[Node]>, cond: Option<&Condition>) -> Result<(Tensor, Option<Tensor>)> {
+        match (self.view, levels) {
+            (Some(v), Some(at)) => Ok((v.forward(self.model, x, at, cond)?, None)),
+            (Some(_), None) => Err(BenchError::Internal("a converted model was called without the sampler's levels".into())),
+            (None, _) => self.model.forward_with_variance(x, labels, cond),
         }
     }
 
     /// The model's prediction at grid node `at` (its label and VP coefficients α, σ), ready to
     /// be read as ε̂ or x̂0.
     pub fn call<'x>(&self, x: &'x Tensor, at: &Node) -> Result<Output<'x>> {
-        let (raw, variance) = self.raw_with_variance(x, at.label)?;
+        let (raw, variance) = self.raw_at(x, at.label, Some(at))?;
         Ok(Output { raw, variance, x, at: *at, prediction: self.prediction })
     }
     /// ε̂ at `at` (the common case).
@@ -168,8 +206,8 @@ impl<'a> Counted<'a> {
 
 /// A model output at one node, with the conversions between parameterisations in one place
 /// (x_t = α x0 + σ ε, v = α ε − σ x0; Salimans & Ho 2022 §4). A flow model's velocity
-/// v = ε − x0 is read at flow nodes (α = 1 − t, σ = t; flow models run only flow samplers, the
-/// plan and `bench sample` check the sampler's space).
+/// v = ε − x0 is read at flow nodes (α = 1 − t, σ = t): flow samplers call a flow model as it
+/// is; samplers of other spaces see it through a [`space_view::SpaceView`], as ε̂ or x̂0.
 pub struct Output<'x> {
     pub raw: Tensor,
     /// A learned-variance model's variance values from the same call (see
@@ -187,14 +225,7 @@ impl Output<'_> {
     }
     /// x̂0, each parameterisation by its most direct formula (no cancellation through ε for v).
     pub fn x0(&self) -> Tensor {
-        let (a, s) = (self.at.alpha, self.at.sigma);
-        match self.prediction {
-            Prediction::Epsilon => (self.x - &self.raw * s) / a,
-            Prediction::VPrediction => self.x * a - &self.raw * s,
-            Prediction::Sample => self.raw.shallow_clone(),
-            // Flow nodes carry α = 1 − t, σ = t: x0 = x − t·v (diffusers' flow_prediction).
-            Prediction::Flow => self.x - &self.raw * s,
-        }
+        raw_to_x0(self.prediction, &self.raw, self.x, &self.at)
     }
     /// x̂0 after clipping / dynamic thresholding.
     pub fn x0_clipped(&self, clip: &X0Clip) -> Tensor {
@@ -220,6 +251,18 @@ pub fn raw_to_eps(prediction: Prediction, raw: &Tensor, x: &Tensor, at: &Node) -
         Prediction::Sample => (x - raw * at.alpha) / at.sigma,
         // On a flow node (α = 1 − t, σ = t): ε = x0 + v = x + (1 − t)·v.
         Prediction::Flow => x + raw * at.alpha,
+    }
+}
+
+/// A raw output → x̂0 at (x, node).
+pub fn raw_to_x0(prediction: Prediction, raw: &Tensor, x: &Tensor, at: &Node) -> Tensor {
+    let (a, s) = (at.alpha, at.sigma);
+    match prediction {
+        Prediction::Epsilon => (x - raw * s) / a,
+        Prediction::VPrediction => x * a - raw * s,
+        Prediction::Sample => raw.shallow_clone(),
+        // Flow nodes carry α = 1 − t, σ = t: x0 = x − t·v (diffusers' flow_prediction).
+        Prediction::Flow => x - raw * s,
     }
 }
 
@@ -319,6 +362,11 @@ pub trait Sampler {
     /// The model labels in call order (one per NFE), for pinning tests and `--dry-run`.
     fn labels(&self) -> Vec<f64>;
     fn end_point(&self) -> EndPoint;
+    /// The noise space its grid and updates live in (its definition's; a model of another
+    /// space is converted by a [`space_view::SpaceView`]).
+    fn space(&self) -> crate::models::NoiseSpace {
+        find(self.name()).map_or(crate::models::NoiseSpace::Vp, |d| d.space())
+    }
     /// Run from x_T (already scaled as the sampler expects: N(0, I) for VP samplers) to x_0.
     fn sample(&self, model: &Counted, x_t: Tensor, noise: &mut dyn NoiseSource) -> Result<Tensor>;
 }

@@ -444,6 +444,69 @@ fn sigma_space_oracle_runs_edm_samplers_with_exact_fd() {
     assert!(stderr(&o).contains("model.prediction: a sigma model outputs `sample`: leave `prediction` out or write `sample`"), "{}", stderr(&o));
 }
 
+/// Samplers across noise spaces through `bench run`: VP samplers on the σ-space oracle give the
+/// VP oracle's exact FD (DDIM's integer labels: the same numbers), `edm_heun` on the flow oracle
+/// gives the σ oracle's (the closed form above), and the pairs no exact conversion serves are
+/// refused at plan time.
+#[test]
+fn samplers_run_on_models_of_other_noise_spaces() {
+    let d = tempfile::tempdir().unwrap();
+    let run = |space: &str, samplers: &str, extra: &str| {
+        let spec = d.path().join(format!("{space}.yaml"));
+        let out = d.path().join(format!("out-{space}"));
+        std::fs::write(
+            &spec,
+            format!(
+                "name: s\nmodel: {{kind: oracle, space: {space}, data: {{kind: gaussian, shape: [1, 2, 2], mean: 0.3, std: 0.5}}}}\n\
+                 samplers:\n{samplers}steps: 16\nsamples: 8\nbatch_size: 8\ndevice: cpu\n{extra}\
+                 metrics: {{fd_exact: {{}}}}\noutput: {}\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        let o = bench(&["run", spec.to_str().unwrap()]);
+        (o.status.code(), stderr(&o), samplerbench::results::read_results(&out).unwrap_or_default())
+    };
+    let fd = |rows: &[samplerbench::results::ResultRow], name: &str| rows.iter().find(|r| r.sampler == name).and_then(|r| r.metric("fd_exact")).unwrap();
+    let vp_samplers = "  - {name: ddim}\n  - {name: dpm_solver++}\n  - {name: unipc}\n";
+    let (code, err, vp) = run("vp", vp_samplers, "");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err, sigma) = run("sigma", vp_samplers, "");
+    assert_eq!(code, Some(0), "{err}");
+    for name in ["ddim", "dpm_solver++", "unipc"] {
+        let (a, b) = (fd(&vp, name), fd(&sigma, name));
+        assert!((a / b - 1.0).abs() < 1e-9, "{name}: VP model {a}, σ model {b}");
+    }
+    let (code, err, flow) = run("flow", "  - {name: edm_heun}\n", "");
+    assert_eq!(code, Some(0), "{err}");
+    let want = 4.0 * 1.3056678205409e-3;
+    assert!((fd(&flow, "edm_heun") / want - 1.0).abs() < 1e-9, "{} vs {want}", fd(&flow, "edm_heun"));
+    // `bench sample` converts too: DPM-Solver++ from the same float64 x_T on the VP and σ models.
+    tch::manual_seed(5);
+    let z = d.path().join("z.npy");
+    Tensor::randn([3, 1, 2, 2], (Kind::Double, Device::Cpu)).write_npy(&z).unwrap();
+    let sample = |space: &str| {
+        let out = d.path().join(format!("x0-{space}.npy"));
+        let spec = d.path().join(format!("{space}.yaml"));
+        let o = bench(&["sample", spec.to_str().unwrap(), "--noise", z.to_str().unwrap(), "--out", out.to_str().unwrap(), "--sampler", "dpm_solver++"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        Tensor::read_npy(&out).unwrap()
+    };
+    let gap = (sample("vp") - sample("sigma")).abs().max().double_value(&[]);
+    assert!(gap < 1e-13, "{gap}");
+
+    let (code, err, _) = run("sigma", "  - {name: flow_euler}\n", "");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("samplers[0].name: `flow_euler` runs on rectified-flow models (prediction: flow; its grid starts at t = 1, pure noise); this model is in σ space (x = x0 + σ·ε): use "),
+        "{err}"
+    );
+    let zsnr = "schedule: {kind: scaled_linear, beta_start: 0.00085, beta_end: 0.012, rescale_betas_zero_snr: true}\n";
+    let (code, err, _) = run("sigma", "  - {name: ddim}\n", zsnr);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("samplers[0].name: `ddim` on a σ-space model reads the schedule's levels, but it has zero terminal SNR (σ = ∞)"), "{err}");
+}
+
 /// EDM Table 1's general sampler (VP, VE and iDDPM time steps, σ(t), s(t), α, churn) against what
 /// EDM's own `ablation_sampler` computed once on the exact Gaussian denoiser
 /// (`golden/edm_ablation.json`): every call's σ and the final samples.

@@ -47,7 +47,7 @@ fn samples_do_not_depend_on_batch_size() {
             .step_by(batch as usize)
             .map(|first| {
                 let count = batch.min(64 - first);
-                sample_batch(7, model.denoiser.as_ref(), &model, sampler.as_ref(), Device::Cpu, first, count, None).unwrap().0
+                sample_batch(7, model.denoiser.as_ref(), &model, sampler.as_ref(), None, Device::Cpu, first, count, None).unwrap().0
             })
             .collect();
         Tensor::cat(&parts, 0)
@@ -75,7 +75,7 @@ fn adaptive_nfe_is_per_sample_and_recorded() {
     let all = |batch: u64| {
         let (mut xs, mut nfe) = (Vec::new(), Vec::new());
         for first in (0..12).step_by(batch as usize) {
-            let (x, cost) = sample_batch(7, model.denoiser.as_ref(), &model, sampler.as_ref(), Device::Cpu, first, batch.min(12 - first), None).unwrap();
+            let (x, cost) = sample_batch(7, model.denoiser.as_ref(), &model, sampler.as_ref(), None, Device::Cpu, first, batch.min(12 - first), None).unwrap();
             xs.push(x);
             nfe.extend(cost.iter().map(|c| c.0 as u64));
         }
@@ -316,7 +316,7 @@ fn nan_samples_are_counted_excluded_and_leave_the_other_numbers_alone() {
     // The same samples without the NaN ones, straight from the sampler.
     let schedule = plan.schedule.noise_schedule().unwrap();
     let sampler = runner::build_sampler(&plan, &plan.cells[0], &schedule).unwrap();
-    let clean = sample_batch(plan.seed, model.denoiser.as_ref(), &model, sampler.as_ref(), Device::Cpu, 0, 60, None).unwrap().0;
+    let clean = sample_batch(plan.seed, model.denoiser.as_ref(), &model, sampler.as_ref(), None, Device::Cpu, 0, 60, None).unwrap().0;
     let keep: Vec<i64> = (0..60).filter(|i| ![7, 41].contains(i)).collect();
     let finite = clean.index_select(0, &Tensor::from_slice(&keep)).view([58, -1]).to_kind(Kind::Double);
     let mut stats = samplerbench::metrics::stats::FeatureStats::new(18, Device::Cpu);

@@ -458,6 +458,11 @@ fn model_files_resolve_relative_to_the_spec_file() {
             dir.path().display()
         )
     );
+    // A text-to-image pipeline without prompts is refused before anything is read.
+    std::fs::write(dir.path().join("models/model_index.json"), r#"{"_class_name": "StableDiffusionPipeline"}"#).unwrap();
+    std::fs::write(&spec, format!("name: s\nmodel: {{kind: diffusers, path: ../models}}\n{rest}")).unwrap();
+    let e = plan::load_with(&spec, &CPU).unwrap_err();
+    assert_eq!(e.to_string(), format!("{}:2:1: model: a text-to-image pipeline needs prompts: add `conditioning: {{prompts: FILE}}`", spec.display()));
 }
 
 fn experiments() -> PathBuf {
@@ -508,6 +513,7 @@ fn every_shipped_spec_parses_and_real_model_specs_name_missing_files() {
         [
             "ddim_eta.yaml",
             "ddim_eta_celeba.yaml",
+            "edm_solvers.yaml",
             "pndm.yaml",
             "pndm_celeba.yaml",
             "quickstart.yaml",
@@ -572,6 +578,7 @@ fn every_shipped_spec_parses_and_real_model_specs_name_missing_files() {
     for f in [
         "models/ddpm-cifar10-32/config.json",
         "models/ddim_celeba/ckpt.pth",
+        "models/edm-cifar10-32x32-uncond-vp.pkl",
         "stats/cifar10_train.npz",
         "stats/celeba64_train.npz",
         "models/pt_inception-2015-12-05-6726825d.pth",
@@ -597,6 +604,7 @@ fn every_shipped_spec_parses_and_real_model_specs_name_missing_files() {
         [
             ("ddim_eta_cifar10".to_owned(), 25),
             ("ddim_eta_celeba64".to_owned(), 25),
+            ("edm_solvers_cifar10".to_owned(), 35),
             ("pndm_cifar10".to_owned(), 30),
             ("pndm_celeba64".to_owned(), 30),
             ("quickstart".to_owned(), 37),
