@@ -145,7 +145,7 @@ pub static CONSISTENCY: SamplerDef = SamplerDef {
     end_point: "σ_min (x̂0 of the last call)",
     reference: "Song et al. 2023 Alg. 1; diffusers CMStochasticIterativeScheduler",
     predictions: &[Prediction::Sample],
-    note: "σ-space models; steps S take grid indices k·⌊N/S⌋ as diffusers' set_timesteps(S) does, or the listed timesteps",
+    note: "steps S take grid indices k·⌊N/S⌋ as diffusers' set_timesteps(S) does, or the listed timesteps",
     eta: None,
     variant: None,
     build,

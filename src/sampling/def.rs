@@ -310,6 +310,16 @@ impl SamplerDef {
         }
     }
 
+    /// The models it runs on, for `bench samplers` and the README.
+    pub fn models_text(&self) -> &'static str {
+        match (self.space(), self.runs_converted()) {
+            (NoiseSpace::Vp, _) => "discrete-VP models; σ-space and rectified-flow models through the exact conversion",
+            (NoiseSpace::Sigma, true) => "σ-space models; discrete-VP and rectified-flow models through the exact conversion",
+            (NoiseSpace::Sigma, false) => "σ-space models",
+            (NoiseSpace::Flow, _) => "rectified-flow models",
+        }
+    }
+
     /// Whether it runs on a model of `space` (`consistency_model`: a consistency model, whose
     /// output is its consistency function, not a denoiser): in its own space, or through an exact
     /// [`super::space_view::SpaceView`], as VP and σ samplers run on any denoiser. Flow samplers
@@ -493,6 +503,7 @@ pub fn render_text(filter: Option<&str>) -> String {
             ("skip".into(), skips_text(d) + "   (* default)"),
             ("NFE".into(), d.nfe.into()),
             ("end point".into(), d.end_point.into()),
+            ("models".into(), d.models_text().into()),
             ("prediction".into(), preds.join(" | ")),
             ("reference".into(), d.reference.into()),
         ];
@@ -529,6 +540,7 @@ pub fn render_json(filter: Option<&str>) -> String {
                 "default_skip": d.default_skip.name(),
                 "nfe": d.nfe,
                 "end_point": d.end_point,
+                "models": d.models_text(),
                 "predictions": d.predictions.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
                 "reference": d.reference,
                 "note": d.note,
@@ -550,7 +562,7 @@ pub fn render_json(filter: Option<&str>) -> String {
 pub fn render_markdown() -> String {
     let mut out = String::from("| sampler | parameter | default | allowed | meaning | diffusers |\n|---|---|---|---|---|---|\n");
     for d in DEFINITIONS {
-        let _ = writeln!(out, "| **{}** | skip | {} | {} | timestep rule; NFE {}; ends at {} | |", d.name, d.default_skip, d.skips.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "), d.nfe, d.end_point);
+        let _ = writeln!(out, "| **{}** | skip | {} | {} | timestep rule; NFE {}; ends at {}; runs on {} | |", d.name, d.default_skip, d.skips.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "), d.nfe, d.end_point, d.models_text());
         for p in d.params {
             let _ = writeln!(
                 out,

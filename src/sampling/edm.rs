@@ -157,7 +157,7 @@ pub static EDM_HEUN: SamplerDef = SamplerDef {
     end_point: "σ=0",
     reference: "Karras et al. 2022 Alg. 2 and Table 1; NVlabs/edm generate.py edm_sampler / ablation_sampler",
     predictions: &[Prediction::Sample],
-    note: "σ-space models only (model kind edm, or an oracle with space: sigma); the state is fp64 as in EDM; Table 1's VP sampler is discretization/sigma_schedule/scaling vp, VE ve/ve/none, DDIM on iDDPM iddpm/linear/none",
+    note: "the state is fp64 as in EDM; Table 1's VP sampler is discretization/sigma_schedule/scaling vp, VE ve/ve/none, DDIM on iDDPM iddpm/linear/none",
     eta: None,
     variant: None,
     build: |a| build(a, true),

@@ -160,7 +160,7 @@ pub static IPNDM: SamplerDef = SamplerDef {
     end_point: "σ_min (σ=0 with denoise_to_zero)",
     reference: "Zhang & Chen 2023 §4.1; zju-pi/diff-sampler solvers.py ipndm_sampler",
     predictions: &[Prediction::Sample],
-    note: "σ-space models; steps = S intervals of S+1 levels (diff-sampler's num_steps = S+1); fixed AB weights on EDM's smooth grid: order 2 on the exact ODE (measured 2.04 over 40–320 steps; max_order 1: 0.99)",
+    note: "steps = S intervals of S+1 levels (diff-sampler's num_steps = S+1); fixed AB weights on EDM's smooth grid: order 2 on the exact ODE (measured 2.04 over 40–320 steps; max_order 1: 0.99)",
     eta: None,
     variant: Some("max_order"),
     build: |a| build(a, false),
@@ -169,7 +169,7 @@ pub static IPNDM: SamplerDef = SamplerDef {
 pub static IPNDM_V: SamplerDef = SamplerDef {
     name: "ipndm_v",
     reference: "Zhang & Chen 2023 §4.1 (variable steps); zju-pi/diff-sampler solvers.py ipndm_v_sampler",
-    note: "σ-space models; steps = S intervals of S+1 levels (diff-sampler's num_steps = S+1); order-3/4 weights as diff-sampler writes them (not exact variable-step AB); measured order on the exact ODE over 40–320 steps: 1.93, 2.52, 0.87 for max_order 2, 3, 4 (prefer 3)",
+    note: "steps = S intervals of S+1 levels (diff-sampler's num_steps = S+1); order-3/4 weights as diff-sampler writes them (not exact variable-step AB); measured order on the exact ODE over 40–320 steps: 1.93, 2.52, 0.87 for max_order 2, 3, 4 (prefer 3)",
     build: |a| build(a, true),
     ..IPNDM
 };

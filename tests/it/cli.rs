@@ -80,6 +80,8 @@ fn samplers_lists_filters_and_prints_json() {
     // σ-space samplers have no discrete schedule to compute.
     let out = bench(&["samplers", "edm_heun"]);
     assert!(!stdout(&out).contains("schedule_dtype"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("\n  models        σ-space models; discrete-VP and rectified-flow models through the exact conversion\n"), "{}", stdout(&out));
+    assert_eq!(v[0]["models"], "discrete-VP models; σ-space and rectified-flow models through the exact conversion");
     let out = bench(&["samplers", "nothing-like-this"]);
     assert_eq!(out.status.code(), Some(2));
 }
