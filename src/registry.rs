@@ -62,6 +62,22 @@ pub const ARTIFACTS: &[Artifact] = &[
         what: "Karras et al. 2022 (EDM) CIFAR10 unconditional VP network, DDPM++ with EDM's preconditioning (config F)",
     },
     Artifact {
+        name: "baseline-cifar10-32x32-uncond-vp",
+        file: "models/baseline-cifar10-32x32-uncond-vp.pkl",
+        sha256: None,
+        size: None,
+        url: "https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/baseline/baseline-cifar10-32x32-uncond-vp.pkl",
+        what: "Song et al. 2021 CIFAR10 VP (DDPM++) network as EDM packages it (config A, EDM Figure 2a)",
+    },
+    Artifact {
+        name: "baseline-cifar10-32x32-uncond-ve",
+        file: "models/baseline-cifar10-32x32-uncond-ve.pkl",
+        sha256: None,
+        size: None,
+        url: "https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/baseline/baseline-cifar10-32x32-uncond-ve.pkl",
+        what: "Song et al. 2021 CIFAR10 VE (NCSN++) network as EDM packages it (config A, EDM Figure 2b)",
+    },
+    Artifact {
         name: "cifar10-train-stats",
         file: "stats/cifar10_train.npz",
         sha256: None,

@@ -513,6 +513,8 @@ fn every_shipped_spec_parses_and_real_model_specs_name_missing_files() {
         [
             "ddim_eta.yaml",
             "ddim_eta_celeba.yaml",
+            "edm_figure2_ve.yaml",
+            "edm_figure2_vp.yaml",
             "edm_solvers.yaml",
             "pndm.yaml",
             "pndm_celeba.yaml",
@@ -579,6 +581,8 @@ fn every_shipped_spec_parses_and_real_model_specs_name_missing_files() {
         "models/ddpm-cifar10-32/config.json",
         "models/ddim_celeba/ckpt.pth",
         "models/edm-cifar10-32x32-uncond-vp.pkl",
+        "models/baseline-cifar10-32x32-uncond-vp.pkl",
+        "models/baseline-cifar10-32x32-uncond-ve.pkl",
         "stats/cifar10_train.npz",
         "stats/celeba64_train.npz",
         "models/pt_inception-2015-12-05-6726825d.pth",
@@ -604,6 +608,8 @@ fn every_shipped_spec_parses_and_real_model_specs_name_missing_files() {
         [
             ("ddim_eta_cifar10".to_owned(), 25),
             ("ddim_eta_celeba64".to_owned(), 25),
+            ("edm_figure2_ve".to_owned(), 15),
+            ("edm_figure2_vp".to_owned(), 15),
             ("edm_solvers_cifar10".to_owned(), 35),
             ("pndm_cifar10".to_owned(), 30),
             ("pndm_celeba64".to_owned(), 30),
