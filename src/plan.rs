@@ -79,7 +79,6 @@ use crate::metrics::fd_features::FdFeaturesSpec;
 use crate::metrics::prdc::PrdcParams;
 use crate::models::unet::DdimModelConfig;
 use crate::models::{NoiseSpace, Prediction};
-use crate::sampling::space_view::SpaceView;
 use crate::registry;
 use crate::sampling::{self, SamplerDef};
 use crate::schedule::{NoiseSchedule, ScheduleKind};
@@ -1344,15 +1343,7 @@ impl Cx<'_> {
                 }
                 return Err(self.err(&at.key("name"), msg + &format!(" (known: {})", names.join(", "))));
             };
-            def.check_space(space, consistency_model).map_err(|m| self.err(&at.key("name"), m))?;
-            let seen = if def.space() == space { prediction } else { SpaceView::prediction_seen(def.space()) };
-            def.check_prediction(seen).map_err(|m| self.err(&at.key("name"), m))?;
-            if def.space() == NoiseSpace::Vp && space == NoiseSpace::Sigma && noise_schedule.zero_terminal_snr() {
-                return Err(self.err(
-                    &at.key("name"),
-                    format!("`{}` on a σ-space model reads the schedule's levels, but it has zero terminal SNR (σ = ∞), where no σ-space model can be evaluated", def.name),
-                ));
-            }
+            def.check_model(space, prediction, consistency_model, noise_schedule.zero_terminal_snr()).map_err(|m| self.err(&at.key("name"), m))?;
             // Axes of the product, in written order; then skip; then steps.
             let mut axes: Vec<(String, Vec<ParamValue>)> = Vec::new();
             def.check_spellings(e.params.iter().map(|(k, _)| k.as_str())).map_err(|m| self.err(&at, m))?;

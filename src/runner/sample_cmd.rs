@@ -156,9 +156,9 @@ pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<Vec<usize>>
     }
     def.check_skip(skip).map_err(BenchError::user)?;
     let space = plan.model_identity.space;
-    def.check_space(space, matches!(plan.model, crate::plan::ModelPlan::Consistency { .. })).map_err(BenchError::user)?;
-    let seen = if def.space() == space { plan.prediction } else { SpaceView::prediction_seen(def.space()) };
-    def.check_prediction(seen).map_err(BenchError::user)?;
+    let schedule = plan.schedule.noise_schedule()?;
+    let consistency = matches!(plan.model, crate::plan::ModelPlan::Consistency { .. });
+    def.check_model(space, plan.prediction, consistency, schedule.zero_terminal_snr()).map_err(BenchError::user)?;
     let model = load_model(plan)?;
     if req.latents_out.is_some() && model.decoder.is_none() {
         return Err(BenchError::user("--latents-out: the model has no decoder (its samples are the images)"));
@@ -185,7 +185,6 @@ pub fn sample_trajectory(plan: &Plan, req: &SampleRequest) -> Result<Vec<usize>>
         ));
     }
     let steps = req.steps.unwrap_or(first.steps);
-    let schedule = plan.schedule.noise_schedule()?;
     let sampler = def.build(&params, skip, steps, &schedule)?;
     let b = x_t.size()[0] as usize;
     let guidance = guidance_of(plan, &model, req, b, guidance_scale, device)?;

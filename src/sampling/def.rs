@@ -354,6 +354,24 @@ impl SamplerDef {
         Err(format!("`{}` runs on {model}; this model is {space_of_model}: use {}", self.name, fits.join(", ")))
     }
 
+    /// [`SamplerDef::check_space`] and [`SamplerDef::check_prediction`] for a model of `space`
+    /// whose output is `prediction` (a converted model's as the view presents it); a VP sampler
+    /// on a σ-space model also needs finite noise levels (`zero_terminal_snr`: the schedule
+    /// reaches σ = ∞).
+    pub fn check_model(&self, space: NoiseSpace, prediction: Prediction, consistency_model: bool, zero_terminal_snr: bool) -> std::result::Result<(), String> {
+        self.check_space(space, consistency_model)?;
+        if self.space() == space {
+            return self.check_prediction(prediction);
+        }
+        if self.space() == NoiseSpace::Vp && space == NoiseSpace::Sigma && zero_terminal_snr {
+            return Err(format!(
+                "`{}` on a σ-space model reads the schedule's levels, but it has zero terminal SNR (σ = ∞), where no σ-space model can be evaluated",
+                self.name
+            ));
+        }
+        self.check_prediction(super::space_view::SpaceView::prediction_seen(self.space()))
+    }
+
     pub fn check_prediction(&self, p: Prediction) -> std::result::Result<(), String> {
         if self.predictions.contains(&p) {
             return Ok(());
@@ -600,6 +618,25 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), DEFINITIONS.len());
+    }
+
+    #[test]
+    fn samplers_run_converted_except_flow_and_consistency_ones() {
+        let check = |name: &str, space, prediction, consistency_model| find(name).unwrap().check_model(space, prediction, consistency_model, false);
+        assert_eq!(check("ddim", NoiseSpace::Flow, Prediction::Flow, false), Ok(()));
+        assert_eq!(check("edm_heun", NoiseSpace::Vp, Prediction::VPrediction, false), Ok(()));
+        assert_eq!(check("edm_heun", NoiseSpace::Sigma, Prediction::Sample, true), Ok(()));
+        assert_eq!(
+            check("ddim", NoiseSpace::Sigma, Prediction::Sample, true).unwrap_err(),
+            "`ddim` would convert this consistency model to another noise space, but its output is the consistency function, not a denoiser (samplers in its own σ space: edm_heun, edm_euler, ipndm, ipndm_v, consistency)"
+        );
+        let e = check("consistency", NoiseSpace::Vp, Prediction::Epsilon, false).unwrap_err();
+        assert!(e.starts_with("`consistency` runs on consistency models (its steps call the consistency function); this model is a discrete-VP model: use ddim, ddpm,"), "{e}");
+        assert!(!e.contains("flow_euler") && e.ends_with("edm_heun, edm_euler, ipndm, ipndm_v"), "{e}");
+        let e = find("ddim").unwrap().check_model(NoiseSpace::Sigma, Prediction::Sample, false, true).unwrap_err();
+        assert!(e.contains("zero terminal SNR (σ = ∞)"), "{e}");
+        // The prediction a converted model presents is what the sampler must read.
+        assert_eq!(find("ddim").unwrap().check_model(NoiseSpace::Vp, Prediction::Flow, false, false).unwrap_err(), find("ddim").unwrap().check_prediction(Prediction::Flow).unwrap_err());
     }
 
     #[test]
