@@ -403,11 +403,18 @@ fn bench_sample_and_run_drive_an_edm_pickle() {
     assert_eq!((rows.len(), rows[0].sampler.as_str(), rows[0].nfe, rows[0].samples), (1, "edm_heun", 9, 4));
     assert!(rows[0].seconds_per_step > 0.0 && rows[0].nan_samples == 0, "{:?}", rows[0]);
 
+    // A VP sampler plans on the σ-space network (through the exact conversion); a flow sampler
+    // does not.
     std::fs::write(&spec, text.replace("{name: edm_heun}", "{name: ddim}")).unwrap();
+    let o = bench(&["run", spec.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    std::fs::write(&spec, text.replace("{name: edm_heun}", "{name: flow_euler}")).unwrap();
     let o = bench(&["run", spec.to_str().unwrap(), "--dry-run"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("samplers[0].name: `ddim` runs on discrete-VP models; this model is in σ space (x = x0 + σ·ε): use edm_heun, edm_euler, ipndm, ipndm_v, consistency"),
+        stderr(&o).contains(
+            "samplers[0].name: `flow_euler` runs on rectified-flow models (prediction: flow; its grid starts at t = 1, pure noise); this model is in σ space (x = x0 + σ·ε): use ddim,"
+        ),
         "{}",
         stderr(&o)
     );

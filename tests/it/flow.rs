@@ -63,10 +63,18 @@ for name, sched, kw in cases:
         assert!(moved > 1.0, "{name}: the samples did not move from x_1");
         assert!(e <= 1e-5, "{name}: relative L2 error {e}");
     }
-    // A VP sampler on a flow model is refused before anything runs.
-    let o = bench(&["sample", spec.to_str().unwrap(), "--noise", x1.to_str().unwrap(), "--out", d.path().join("x.npy").to_str().unwrap(), "--sampler", "ddim"]);
+    // A VP sampler runs on the flow model through the exact conversion; `consistency` is refused
+    // before anything runs.
+    let sample = |sampler: &str| bench(&["sample", spec.to_str().unwrap(), "--noise", x1.to_str().unwrap(), "--out", d.path().join("x.npy").to_str().unwrap(), "--sampler", sampler]);
+    let o = sample("ddim");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = sample("consistency");
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("`ddim` runs on discrete-VP models; this model is a rectified-flow model: use flow_euler, flow_heun, flow_dpm_solver++, flow_unipc"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`consistency` runs on consistency models (its steps call the consistency function); this model is a rectified-flow model: use ddim,"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// One configuration compared with diffusers: bench's sampler and `--set`s, diffusers' class
