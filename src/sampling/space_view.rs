@@ -65,7 +65,10 @@ impl SpaceView {
     /// The σ range a σ sampler can visit: a VP model's σ̃ from label 0 to T−1; any σ for a flow model.
     pub fn sigma_range(&self) -> (f64, f64) {
         match self.model {
-            NoiseSpace::Vp => (self.schedule.sigma(0), self.schedule.sigma(self.schedule.len() - 1)),
+            NoiseSpace::Vp => {
+                let sigma = |t: usize| ((1.0 - self.schedule.alpha_bar(t)) / self.schedule.alpha_bar(t)).sqrt();
+                (sigma(0), sigma(self.schedule.len() - 1))
+            }
             _ => (0.0, f64::INFINITY),
         }
     }
@@ -145,10 +148,17 @@ pub fn label_at_alpha_bar(schedule: &NoiseSchedule, alpha_bar: f64) -> Option<f6
     if target <= log(last) {
         return (log(last) - target <= 1e-9 * log(last).abs()).then_some(last as f64);
     }
-    // log ᾱ decreases with the label: the segment [k, k+1] with log ᾱ_k > target ≥ log ᾱ_{k+1}.
-    let k = (0..last).collect::<Vec<_>>().partition_point(|&t| log(t + 1) > target);
-    let (lo, hi) = (log(k), log(k + 1));
-    Some(k as f64 + (target - lo) / (hi - lo))
+    // log ᾱ decreases with the label: bisect for log ᾱ_lo > target ≥ log ᾱ_hi, hi = lo + 1.
+    let (mut lo, mut hi) = (0, last);
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if log(mid) > target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Some(lo as f64 + (target - log(lo)) / (log(hi) - log(lo)))
 }
 
 #[cfg(test)]
@@ -258,5 +268,9 @@ mod tests {
         let e = v.forward(&o, &x, &[ab_node(500.0, 1.0, 500.0)], None).unwrap_err().to_string();
         assert!(e.contains("σ = 500 lies outside the VP model's levels (σ̃ from 0.0100 to 157.4"), "{e}");
         assert_eq!(v.sigma_range().0, NoiseSchedule::ddpm_linear().sigma(0));
+        // With EDM's default range the grid is clamped to the VP model's ends, which it reaches.
+        let sm = super::super::build_from_text("edm_heun", &[], 8, &o.schedule).unwrap();
+        let x = run(sm.as_ref(), NoiseSpace::Vp, &Tensor::ones([1, 2, 1, 1], (Kind::Double, tch::Device::Cpu)));
+        assert!(x.isfinite().all().int64_value(&[]) == 1);
     }
 }
