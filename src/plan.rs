@@ -534,6 +534,10 @@ impl Plan {
     }
 }
 
+/// The most steps a σ sampler's grid takes (samplers on the schedule's labels take at most its
+/// timesteps).
+const SIGMA_MAX_STEPS: usize = 100_000;
+
 /// Plans an already parsed spec.
 pub fn build(spec: &SpecFile, host: &Host) -> Result<Plan> {
     let raw = &spec.raw;
@@ -1251,15 +1255,14 @@ impl Cx<'_> {
         }
     }
 
-    fn steps(&self, at: &YamlPath, s: &Sweep<i64>, timesteps: usize) -> Result<Vec<usize>> {
+    /// Step counts from 1 to `max` (the schedule's timesteps for samplers on its labels).
+    fn steps(&self, at: &YamlPath, s: &Sweep<i64>, max: usize) -> Result<Vec<usize>> {
         let vals = self.sweep(at, s)?;
         let mut out = Vec::with_capacity(vals.len());
         for (j, &v) in vals.iter().enumerate() {
-            if v < 1 || v as usize > timesteps {
-                return Err(self.err(
-                    &Self::elem(at, s, j),
-                    format!("must be an integer from 1 to {timesteps} (schedule.timesteps), got {v}"),
-                ));
+            if v < 1 || v as usize > max {
+                let bound = if max == SIGMA_MAX_STEPS { format!("{max}") } else { format!("{max} (schedule.timesteps)") };
+                return Err(self.err(&Self::elem(at, s, j), format!("must be an integer from 1 to {bound}, got {v}")));
             }
             out.push(v as usize);
         }
@@ -1320,8 +1323,12 @@ impl Cx<'_> {
         if raw.samplers.is_empty() {
             return Err(self.err(&root.key("samplers"), "empty list; give at least one sampler, e.g. `- {name: ddim}`"));
         }
+        // σ samplers lay their grids out in σ, not on the schedule's labels: any step count.
+        let max_steps = |def: &sampling::SamplerDef| if def.space() == NoiseSpace::Sigma { SIGMA_MAX_STEPS } else { timesteps };
+        // The top-level list serves every entry: bounded by the tightest of them.
+        let global_max = raw.samplers.iter().map(|e| sampling::find(&e.name).filter(|_| e.diffusers_config.is_none()).map_or(timesteps, max_steps)).min().unwrap_or(timesteps);
         let global_steps = match &raw.steps {
-            Some(s) => Some(self.steps(&root.key("steps"), s, timesteps)?),
+            Some(s) => Some(self.steps(&root.key("steps"), s, global_max)?),
             None => None,
         };
         let names: Vec<&str> = sampling::DEFINITIONS.iter().map(|d| d.name).collect();
@@ -1385,9 +1392,9 @@ impl Cx<'_> {
                 }
             }
             let steps = match (&e.steps, &global_steps) {
-                (Some(s), _) => self.steps(&at.key("steps"), s, timesteps)?,
+                (Some(s), _) => self.steps(&at.key("steps"), s, max_steps(def))?,
                 (None, Some(g)) => g.clone(),
-                (None, None) => {
+                _ => {
                     return Err(self.err(&at, "no `steps`: set `steps:` at the top level or in this entry"));
                 }
             };

@@ -356,6 +356,23 @@ fn device_checks_use_the_hosts_cuda_count() {
     }
 }
 
+/// σ samplers lay their grids out in σ: their steps are not bounded by the schedule's labels,
+/// unless a top-level list also serves a sampler that is.
+#[test]
+fn sigma_samplers_take_more_steps_than_the_schedule_has_labels() {
+    let text = |samplers: &str| {
+        format!("name: s\nmodel: {{kind: oracle, space: sigma, data: {{kind: gaussian, shape: [1, 2, 2], mean: 0.0, std: 1.0}}}}\nsamplers: {samplers}\nsteps: [2000]\nsamples: 4\ndevice: cpu\n")
+    };
+    let (_d, _p, r) = plan_text(&text("[{name: edm_heun}]"), &CPU);
+    assert_eq!(r.unwrap().cells.iter().map(|c| c.steps).collect::<Vec<_>>(), [2000]);
+    expect_error(&text("[{name: edm_heun}, {name: ddim}]"), &CPU, "SPEC:4:9: steps[0]: must be an integer from 1 to 1000 (schedule.timesteps), got 2000");
+    expect_error(
+        &text("[{name: edm_heun, steps: 200000}]"),
+        &CPU,
+        "SPEC:3:29: samplers[0].steps: must be an integer from 1 to 100000, got 200000",
+    );
+}
+
 #[test]
 fn valid_specs_expand_to_the_expected_cells() {
     // (spec, number of cells, first cell as "sampler params skip steps")
