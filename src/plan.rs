@@ -1394,7 +1394,7 @@ impl Cx<'_> {
             let steps = match (&e.steps, &global_steps) {
                 (Some(s), _) => self.steps(&at.key("steps"), s, max_steps(def))?,
                 (None, Some(g)) => g.clone(),
-                _ => {
+                (None, None) => {
                     return Err(self.err(&at, "no `steps`: set `steps:` at the top level or in this entry"));
                 }
             };

@@ -127,8 +127,7 @@ impl<'a> Counted<'a> {
         if self.prediction == Prediction::Epsilon {
             return Ok(raw);
         }
-        let rows: Vec<Tensor> = at.iter().enumerate().map(|(i, n)| raw_to_eps(self.prediction, &raw.get(i as i64), &x.get(i as i64), n)).collect();
-        Ok(Tensor::f_stack(&rows, 0)?)
+        per_row(&raw, x, at, |r, xi, n| raw_to_eps(self.prediction, r, xi, n))
     }
 
     /// Under guidance the variance is the conditional half's, as guided-diffusion's and
@@ -252,6 +251,16 @@ pub fn raw_to_eps(prediction: Prediction, raw: &Tensor, x: &Tensor, at: &Node) -
         // On a flow node (α = 1 − t, σ = t): ε = x0 + v = x + (1 − t)·v.
         Prediction::Flow => x + raw * at.alpha,
     }
+}
+
+/// `f` on each sample at its own node, or once for the batch when the nodes agree (every
+/// fixed-grid sampler).
+pub fn per_row(raw: &Tensor, x: &Tensor, at: &[Node], f: impl Fn(&Tensor, &Tensor, &Node) -> Tensor) -> Result<Tensor> {
+    if at.windows(2).all(|w| w[0] == w[1]) {
+        return Ok(f(raw, x, &at[0]));
+    }
+    let rows: Vec<Tensor> = at.iter().enumerate().map(|(i, n)| f(&raw.get(i as i64), &x.get(i as i64), n)).collect();
+    Ok(Tensor::f_stack(&rows, 0)?)
 }
 
 /// A raw output → x̂0 at (x, node).

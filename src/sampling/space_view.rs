@@ -25,8 +25,8 @@ use tch::Tensor;
 /// `model_prediction`.
 #[derive(Debug, Clone)]
 pub struct SpaceView {
-    pub sampler: NoiseSpace,
-    pub model: NoiseSpace,
+    sampler: NoiseSpace,
+    model: NoiseSpace,
     model_prediction: Prediction,
     schedule: NoiseSchedule,
 }
@@ -86,12 +86,8 @@ impl SpaceView {
             NoiseSpace::Vp => {
                 let n = a.hypot(b);
                 let label = label_at_alpha_bar(&self.schedule, (a / n) * (a / n)).ok_or_else(|| {
-                    BenchError::user(format!(
-                        "σ = {} lies outside the VP model's levels (σ̃ from {:.4} to {:.4} on its schedule)",
-                        b / a,
-                        self.schedule.sigma(0),
-                        self.schedule.sigma(self.schedule.len() - 1)
-                    ))
+                    let (lo, hi) = self.sigma_range();
+                    BenchError::user(format!("σ = {} lies outside the VP model's levels (σ̃ from {lo:.4} to {hi:.4} on its schedule)", b / a))
                 })?;
                 Ok(ab_node(label, a / n, b / n))
             }
@@ -113,22 +109,13 @@ impl SpaceView {
         let x_in = x * per_sample(&gain)?;
         let labels = Tensor::from_slice(&inner.iter().map(|n| n.label).collect::<Vec<_>>()).f_to_device(dev)?;
         let raw = model.forward(&x_in, &labels, cond)?;
-        let x0 = per_row(&raw, &x_in, &inner, |r, xi, n| super::raw_to_x0(self.model_prediction, r, xi, n))?;
+        let x0 = super::per_row(&raw, &x_in, &inner, |r, xi, n| super::raw_to_x0(self.model_prediction, r, xi, n))?;
         match self.sampler {
             NoiseSpace::Sigma => Ok(x0),
             NoiseSpace::Vp => Ok((x - x0 * per_sample(&at.iter().map(|n| n.alpha).collect::<Vec<_>>())?) / per_sample(&at.iter().map(|n| n.sigma).collect::<Vec<_>>())?),
             NoiseSpace::Flow => Err(BenchError::Internal("flow samplers run on flow models only".into())),
         }
     }
-}
-
-/// `f` per sample at its own node, or once for the batch when the nodes agree (every fixed-grid sampler).
-fn per_row(raw: &Tensor, x: &Tensor, at: &[Node], f: impl Fn(&Tensor, &Tensor, &Node) -> Tensor) -> Result<Tensor> {
-    if at.windows(2).all(|w| w[0] == w[1]) {
-        return Ok(f(raw, x, &at[0]));
-    }
-    let rows: Vec<Tensor> = at.iter().enumerate().map(|(i, n)| f(&raw.get(i as i64), &x.get(i as i64), n)).collect();
-    Ok(Tensor::f_stack(&rows, 0)?)
 }
 
 fn ab_node(label: f64, a: f64, b: f64) -> Node {
